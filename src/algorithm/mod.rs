@@ -1,0 +1,97 @@
+//! The rate-limiting algorithms, as pure functions of `(state, now, rate, cost)`.
+//!
+//! No clock reads, no I/O, no locks: every backend hands in the time and stores
+//! the state where it likes. Time is in *ticks*, whatever unit the caller's clock
+//! counts in (nanoseconds for memory and shm); the algorithms never assume one.
+//!
+//! The state of one rate is at most [`STATE_WORDS`] `u64`s and the all-zero
+//! state is a fresh key, so a backend can keep keys in fixed-size slots and
+//! treat an expired slot as empty.
+
+mod fixed_window;
+mod gcra;
+mod multi_rate;
+mod sliding_window;
+
+pub use crate::config::Algorithm;
+pub use multi_rate::{check_all, fresh_at_all, Verdict};
+
+/// The most `u64` words any algorithm keeps per rate.
+pub(crate) const STATE_WORDS: usize = 3;
+
+/// The state of one rate of one key. All zeros is a fresh key.
+pub type State = [u64; STATE_WORDS];
+
+/// `retry_after` of a check that can never pass (its cost is above the capacity).
+pub(crate) const NEVER: u64 = u64::MAX;
+
+/// One rate, in ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub algorithm: Algorithm,
+    /// Units per period (window limit).
+    pub limit: u64,
+    /// The period in ticks.
+    pub period: u64,
+    /// Bucket capacity (token bucket only; equal to `limit` otherwise).
+    pub burst: u64,
+    /// Token bucket: ticks per unit, `ceil(period / limit)`.
+    pub interval: u64,
+}
+
+impl Rate {
+    pub fn new(algorithm: Algorithm, limit: u64, period: u64, burst: u64) -> Rate {
+        assert!(limit > 0 && period > 0 && burst > 0, "rates are validated by the config parser");
+        let interval = period.div_ceil(limit);
+        let burst = if algorithm == Algorithm::TokenBucket { burst } else { limit };
+        Rate { algorithm, limit, period, burst, interval }
+    }
+
+    /// How many state words this rate keeps.
+    pub fn words(&self) -> usize {
+        match self.algorithm {
+            Algorithm::TokenBucket => 1,
+            Algorithm::FixedWindow => 2,
+            Algorithm::SlidingWindow => 3,
+        }
+    }
+
+    /// The capacity reported in decisions: the burst of a bucket, the limit of a window.
+    pub fn quota(&self) -> u64 {
+        self.burst
+    }
+}
+
+/// What one rate says about one check. Durations are in ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub allowed: bool,
+    /// The rate's quota (bucket capacity or window limit).
+    pub limit: u64,
+    /// Units still available after this check.
+    pub remaining: u64,
+    /// Until the rate is back to its full quota.
+    pub reset: u64,
+    /// 0 when allowed; else until the same cost can pass, or `NEVER`.
+    pub retry_after: u64,
+}
+
+/// Decides one rate: the outcome, and the state to store if the check is taken.
+/// On a denial the returned state is the given one.
+pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, State) {
+    match rate.algorithm {
+        Algorithm::TokenBucket => gcra::decide(rate, state, now, cost),
+        Algorithm::FixedWindow => fixed_window::decide(rate, state, now, cost),
+        Algorithm::SlidingWindow => sliding_window::decide(rate, state, now, cost),
+    }
+}
+
+/// The time from which `state` is the same as a fresh key's: from then on,
+/// dropping it cannot change any decision.
+pub fn fresh_at(rate: &Rate, state: &State) -> u64 {
+    match rate.algorithm {
+        Algorithm::TokenBucket => gcra::fresh_at(state),
+        Algorithm::FixedWindow => fixed_window::fresh_at(rate, state),
+        Algorithm::SlidingWindow => sliding_window::fresh_at(rate, state),
+    }
+}

@@ -1,0 +1,195 @@
+//! Several rates per key, taken all-or-nothing.
+//!
+//! A key's slot holds the states of all its rates back to back (each rate uses
+//! `Rate::words()` words). A check is decided against every rate; only when all
+//! of them allow it are the new states written, so a denied check consumes
+//! nothing anywhere.
+
+use super::{decide, fresh_at, Outcome, Rate, State, STATE_WORDS};
+
+/// The answer to one check over all rates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Index of the deciding rate: when allowed, the one with the least
+    /// remaining; when denied, the one that denied with the longest retry_after.
+    /// Ties go to the first in configuration order.
+    pub index: usize,
+    pub outcome: Outcome,
+}
+
+fn load(words: &[u64]) -> State {
+    let mut s = [0; STATE_WORDS];
+    s[..words.len()].copy_from_slice(words);
+    s
+}
+
+/// Decides `cost` units against every rate and, if all allow it, stores the new
+/// states into `words`. `cost == 0` is a peek and never writes.
+pub fn check_all(rates: &[Rate], words: &mut [u64], now: u64, cost: u64) -> Verdict {
+    let mut news = [[0u64; STATE_WORDS]; crate::config::MAX_RATES];
+    let mut verdict: Option<Verdict> = None;
+    let mut all_allowed = true;
+    let mut at = 0;
+    for (index, rate) in rates.iter().enumerate() {
+        let n = rate.words();
+        let (outcome, new) = decide(rate, &load(&words[at..at + n]), now, cost);
+        news[index] = new;
+        at += n;
+        let better = match &verdict {
+            None => true,
+            Some(v) if outcome.allowed != v.outcome.allowed => !outcome.allowed,
+            Some(v) if outcome.allowed => outcome.remaining < v.outcome.remaining,
+            Some(v) => outcome.retry_after > v.outcome.retry_after,
+        };
+        all_allowed &= outcome.allowed;
+        if better {
+            verdict = Some(Verdict { index, outcome });
+        }
+    }
+    if all_allowed && cost > 0 {
+        let mut at = 0;
+        for (rate, new) in rates.iter().zip(&news) {
+            let n = rate.words();
+            words[at..at + n].copy_from_slice(&new[..n]);
+            at += n;
+        }
+    }
+    verdict.expect("a configuration has at least one rate")
+}
+
+/// The time from which the whole slot is the same as a fresh key's.
+pub fn fresh_at_all(rates: &[Rate], words: &[u64]) -> u64 {
+    let mut at = 0;
+    let mut latest = 0;
+    for rate in rates {
+        let n = rate.words();
+        latest = latest.max(fresh_at(rate, &load(&words[at..at + n])));
+        at += n;
+    }
+    latest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Algorithm, NEVER};
+    use super::*;
+
+    /// A small deterministic generator, so failures replay.
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn words_of(rates: &[Rate]) -> Vec<u64> {
+        vec![0; rates.iter().map(Rate::words).sum()]
+    }
+
+    #[test]
+    fn denied_check_changes_no_state() {
+        let rates = [
+            Rate::new(Algorithm::TokenBucket, 3, 1000, 3),
+            Rate::new(Algorithm::TokenBucket, 5, 60_000, 5),
+        ];
+        let mut w = words_of(&rates);
+        for _ in 0..3 {
+            assert!(check_all(&rates, &mut w, 1, 1).outcome.allowed);
+        }
+        let before = w.clone();
+        let v = check_all(&rates, &mut w, 1, 1);
+        assert_eq!((v.outcome.allowed, v.index), (false, 0));
+        assert_eq!(w, before, "denied by rate 0: rate 1 consumed nothing");
+        // Rate 1 still has exactly 2 left: once rate 0 is full again, 2 pass
+        // (rate 1 decides, having the least remaining), then rate 1 denies.
+        let v = check_all(&rates, &mut w, 2000, 1);
+        assert_eq!((v.outcome.allowed, v.index, v.outcome.remaining), (true, 1, 1));
+        let v = check_all(&rates, &mut w, 2000, 1);
+        assert_eq!((v.outcome.allowed, v.index, v.outcome.remaining), (true, 1, 0));
+        let v = check_all(&rates, &mut w, 2000, 1);
+        assert_eq!((v.outcome.allowed, v.index), (false, 1));
+    }
+
+    #[test]
+    fn deciding_rate_is_least_remaining_or_longest_retry() {
+        let rates = [
+            Rate::new(Algorithm::FixedWindow, 2, 1000, 2),
+            Rate::new(Algorithm::FixedWindow, 3, 100_000, 3),
+        ];
+        let mut w = words_of(&rates);
+        assert_eq!(check_all(&rates, &mut w, 0, 1).index, 0); // 1 vs 2 left
+        let v = check_all(&rates, &mut w, 0, 1);
+        assert_eq!((v.index, v.outcome.remaining), (0, 0)); // tie 0 vs 1 -> least is rate 0
+        assert_eq!(check_all(&rates, &mut w, 1000, 1).index, 1); // 1 vs 0 left
+        let v = check_all(&rates, &mut w, 1000, 2);
+        assert_eq!((v.outcome.allowed, v.index, v.outcome.retry_after), (false, 1, 99_000));
+        let v = check_all(&rates, &mut w, 1000, 3);
+        assert_eq!((v.index, v.outcome.retry_after), (0, NEVER), "cost above rate 0's limit");
+    }
+
+    /// Over random sequences of checks, no window of length W ever admits more
+    /// than the rate allows: `burst + W / interval` for a bucket, `limit` per
+    /// aligned window for fixed windows, `2 * limit` for any span of one period
+    /// under a sliding window (its estimate bounds the true count by the two
+    /// windows it straddles).
+    #[test]
+    fn never_admits_more_than_the_quota() {
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        for round in 0..300 {
+            let algorithm = [Algorithm::TokenBucket, Algorithm::FixedWindow, Algorithm::SlidingWindow]
+                [round % 3];
+            let limit = 1 + rng.below(20);
+            let period = 100 + rng.below(5000);
+            let burst = if algorithm == Algorithm::TokenBucket { 1 + rng.below(30) } else { limit };
+            let rate = Rate::new(algorithm, limit, period, burst);
+            let rates = [rate];
+            let mut w = words_of(&rates);
+            let mut now = rng.below(1_000_000);
+            let mut admitted: Vec<(u64, u64)> = Vec::new();
+            for _ in 0..400 {
+                now += rng.below(period / 4 + 1);
+                let cost = rng.below(4);
+                let v = check_all(&rates, &mut w, now, cost);
+                if v.outcome.allowed && cost > 0 {
+                    admitted.push((now, cost));
+                }
+                if !v.outcome.allowed && v.outcome.retry_after != NEVER {
+                    // The retry_after is exact: one tick earlier still fails, at it the cost passes.
+                    let mut probe = w.clone();
+                    let ra = v.outcome.retry_after;
+                    assert!(!check_all(&rates, &mut probe, now + ra - 1, cost).outcome.allowed);
+                    assert!(check_all(&rates, &mut probe, now + ra, cost).outcome.allowed);
+                }
+            }
+            for (i, &(start, _)) in admitted.iter().enumerate() {
+                let span = |len: u64| -> u64 {
+                    admitted[i..].iter().take_while(|(t, _)| *t < start + len).map(|(_, c)| c).sum()
+                };
+                match algorithm {
+                    Algorithm::TokenBucket => {
+                        for len in [1, rate.interval, period, 3 * period] {
+                            let bound = burst + (len - 1) / rate.interval;
+                            assert!(span(len) <= bound, "bucket admitted {} in {len} > {bound}", span(len));
+                        }
+                    }
+                    Algorithm::FixedWindow => {
+                        let ws = start - start % period;
+                        let used: u64 = admitted
+                            .iter()
+                            .filter(|(t, _)| *t >= ws && *t < ws + period)
+                            .map(|(_, c)| c)
+                            .sum();
+                        assert!(used <= limit);
+                    }
+                    Algorithm::SlidingWindow => assert!(span(period) <= 2 * limit),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Sliding window: the weighted estimate over two aligned windows.
+//!
+//! The units counted in the previous window are assumed to have been spread
+//! evenly over it, so the part of them still inside a window of `period` ending
+//! now is `previous * (period - elapsed) / period`, where `elapsed` is how far
+//! into the current window `now` is. A check passes when that estimate plus the
+//! current window's count plus `cost` is at most `limit`. The comparison is done
+//! exactly, multiplied through by `period`, in u128.
+//!
+//! State: `[current_start, current_count, previous_count]`, windows aligned as
+//! in `fixed_window.rs`. It is fresh two periods after `current_start`.
+
+use super::{Outcome, Rate, State, NEVER};
+
+/// Decides one check of `cost` units at `now`.
+pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, State) {
+    // A state written by a caller whose clock read came a moment later than
+    // ours is from "the future": time never runs backwards for a key.
+    let now = now.max(state[0]);
+    let period = rate.period;
+    let start = now - now % period;
+    let (current, previous) = if state[0] == start {
+        (state[1], state[2])
+    } else if state[0].checked_add(period) == Some(start) {
+        (0, state[1])
+    } else {
+        (0, 0)
+    };
+    let elapsed = now - start;
+    let (p, limit) = (period as u128, rate.limit as u128);
+    // Everything below is in units of 1/period: `load * period`.
+    let carried = previous as u128 * (period - elapsed) as u128;
+    let load = |cur: u64| carried + cur as u128 * p;
+    let free = |cur: u64| (limit * p).saturating_sub(load(cur)) / p;
+    let reset = |cur: u64| {
+        if cur > 0 {
+            start + 2 * period - now
+        } else if previous > 0 {
+            start + period - now
+        } else {
+            0
+        }
+    };
+
+    let new_current = current.saturating_add(cost);
+    if load(new_current) <= limit * p {
+        let outcome = Outcome {
+            allowed: true,
+            limit: rate.limit,
+            remaining: free(new_current) as u64,
+            reset: reset(new_current),
+            retry_after: 0,
+        };
+        let next = if new_current == 0 && previous == 0 { *state } else { [start, new_current, previous] };
+        (outcome, next)
+    } else {
+        let outcome = Outcome {
+            allowed: false,
+            limit: rate.limit,
+            remaining: free(current) as u64,
+            reset: reset(current),
+            retry_after: retry_after(rate, start, current, previous, now, cost),
+        };
+        (outcome, *state)
+    }
+}
+
+/// Ticks from `now` until `cost` fits, or `NEVER` when `cost > limit`.
+fn retry_after(rate: &Rate, start: u64, current: u64, previous: u64, now: u64, cost: u64) -> u64 {
+    if cost > rate.limit {
+        return NEVER;
+    }
+    let (p, limit) = (rate.period as u128, rate.limit as u128);
+    // Earliest `elapsed` in a window whose own count is `cur` and whose previous
+    // count is `prev` at which `prev*(p-elapsed) + (cur+cost)*p <= limit*p`.
+    let earliest = |cur: u64, prev: u64| -> Option<u128> {
+        let room = limit.checked_sub(cur as u128 + cost as u128)? * p;
+        if prev == 0 {
+            return Some(0);
+        }
+        Some(p.saturating_sub(room / prev as u128))
+    };
+    if let Some(e) = earliest(current, previous) {
+        // Within this window (it is later than now, since the check was denied).
+        if e < p {
+            return (start as u128 + e - now as u128) as u64;
+        }
+    }
+    // In the next window this window's count becomes the previous one.
+    let e = earliest(0, current).unwrap_or(0);
+    (start as u128 + p + e - now as u128) as u64
+}
+
+/// The time from which this state is the same as a fresh key's.
+pub fn fresh_at(rate: &Rate, state: &State) -> u64 {
+    if state[1] == 0 && state[2] == 0 {
+        0
+    } else if state[1] == 0 {
+        state[0].saturating_add(rate.period)
+    } else {
+        state[0].saturating_add(2 * rate.period)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Algorithm, Rate};
+    use super::*;
+
+    fn r() -> Rate {
+        Rate::new(Algorithm::SlidingWindow, 10, 1000, 10)
+    }
+
+    #[test]
+    fn previous_window_weighs_in_linearly() {
+        let r = r();
+        // 10 units in window [0,1000).
+        let (o, s) = decide(&r, &[0; 3], 500, 10);
+        assert_eq!((o.allowed, o.remaining, o.reset), (true, 0, 1500));
+        // At 1250, 7.5 of them still count: 2 more fit, a third does not.
+        let (o, s) = decide(&r, &s, 1250, 2);
+        assert_eq!((o.allowed, o.remaining), (true, 0));
+        let (o, _) = decide(&r, &s, 1250, 1);
+        assert!(!o.allowed);
+        // 10*(1000-e) + 3*1000 <= 10*1000  =>  e >= 300
+        assert_eq!(o.retry_after, 50);
+        assert!(!decide(&r, &s, 1299, 1).0.allowed);
+        assert!(decide(&r, &s, 1300, 1).0.allowed);
+    }
+
+    #[test]
+    fn retry_moves_to_next_window_when_current_is_full() {
+        let r = r();
+        let (_, s) = decide(&r, &[0; 3], 100, 10);
+        let (o, _) = decide(&r, &s, 200, 1);
+        // Next window: 10*(1000-e) + 1000 <= 10000  =>  e >= 100, at 1100.
+        assert_eq!((o.allowed, o.retry_after), (false, 900));
+        assert!(!decide(&r, &s, 1099, 1).0.allowed);
+        assert!(decide(&r, &s, 1100, 1).0.allowed);
+        assert_eq!(fresh_at(&r, &s), 2000);
+        assert_eq!(decide(&r, &s, 2000, 10).0.allowed, true);
+    }
+}

@@ -1,0 +1,408 @@
+//! The configuration string: whitespace-separated `key=value` tokens.
+//!
+//! Parsing is strict: an unknown key, a repeated key or a bad value is an error
+//! whose message names the offending token, so that `rl_last_error()` can tell a
+//! C programmer exactly what to fix. Pure: no I/O, no allocation beyond the result.
+
+use std::fmt;
+
+/// Nanoseconds in one millisecond.
+pub(crate) const NANOS_PER_MS: u64 = 1_000_000;
+
+/// Keys tracked when `capacity=` is not given.
+pub(crate) const DEFAULT_CAPACITY: u64 = 100_000;
+/// Largest `capacity=` accepted (2^32 keys; a memory table of that size needs ~128 GiB).
+pub(crate) const MAX_CAPACITY: u64 = 1 << 32;
+/// Longest a check may wait on Redis when `timeout_ms=` is not given.
+pub(crate) const DEFAULT_TIMEOUT_MS: u64 = 50;
+/// Most rates one configuration may hold.
+pub(crate) const MAX_RATES: usize = 8;
+
+/// How the units of one rate are counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Token bucket, computed as GCRA (one timestamp per key).
+    TokenBucket,
+    /// At most LIMIT units in each aligned window of PERIOD.
+    FixedWindow,
+    /// The weighted estimate over the current and the previous aligned window.
+    SlidingWindow,
+}
+
+impl Algorithm {
+    /// The name used in the configuration string.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::TokenBucket => "token_bucket",
+            Algorithm::FixedWindow => "fixed_window",
+            Algorithm::SlidingWindow => "sliding_window",
+        }
+    }
+}
+
+/// Where the state of the keys lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Shm,
+    Redis,
+}
+
+/// What a check answers when the backend fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    Allow,
+    Deny,
+}
+
+/// One `LIMIT/PERIOD` of the `rate=` list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateSpec {
+    /// Units admitted per period.
+    pub limit: u64,
+    /// The period in nanoseconds.
+    pub period_ns: u64,
+    /// Bucket capacity (token bucket); equal to `limit` unless `burst=` says otherwise.
+    pub burst: u64,
+}
+
+/// A parsed, validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub rates: Vec<RateSpec>,
+    pub algorithm: Algorithm,
+    pub backend: Backend,
+    pub capacity: u64,
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub prefix: String,
+    pub timeout_ms: u64,
+    pub on_error: OnError,
+    pub mode: u32,
+}
+
+/// Why a configuration string was refused; the message names the token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn err<T>(msg: String) -> Result<T, ConfigError> {
+    Err(ConfigError(msg))
+}
+
+const KEYS: [&str; 11] = [
+    "rate", "algorithm", "burst", "backend", "capacity", "name", "url", "prefix",
+    "timeout_ms", "on_error", "mode",
+];
+
+impl Config {
+    /// Parses a configuration string such as `rate=100/minute,1000/hour backend=memory`.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut seen: [Option<&str>; KEYS.len()] = [None; KEYS.len()];
+        for token in text.split_ascii_whitespace() {
+            let Some((key, value)) = token.split_once('=') else {
+                return err(format!("token \"{token}\" is not key=value"));
+            };
+            let Some(slot) = KEYS.iter().position(|k| *k == key) else {
+                return err(format!(
+                    "unknown key \"{key}\" in \"{token}\" (known keys: {})",
+                    KEYS.join(", ")
+                ));
+            };
+            if seen[slot].is_some() {
+                return err(format!("key \"{key}\" given twice (\"{token}\")"));
+            }
+            if value.is_empty() {
+                return err(format!("empty value in \"{token}\""));
+            }
+            seen[slot] = Some(value);
+        }
+        let get = |k: &str| seen[KEYS.iter().position(|x| *x == k).unwrap()];
+
+        let Some(rate_text) = get("rate") else {
+            return err("missing required key \"rate\" (e.g. rate=100/minute)".into());
+        };
+        let mut rates = parse_rates(rate_text)?;
+
+        let algorithm = match get("algorithm") {
+            None | Some("token_bucket") => Algorithm::TokenBucket,
+            Some("fixed_window") => Algorithm::FixedWindow,
+            Some("sliding_window") => Algorithm::SlidingWindow,
+            Some(v) => {
+                return err(format!(
+                    "bad value in \"algorithm={v}\": expected token_bucket, fixed_window or sliding_window"
+                ))
+            }
+        };
+
+        if let Some(v) = get("burst") {
+            let burst = parse_count("burst", v)?;
+            if algorithm != Algorithm::TokenBucket {
+                return err(format!(
+                    "\"burst={v}\" applies only to algorithm=token_bucket"
+                ));
+            }
+            if rates.len() != 1 {
+                return err(format!(
+                    "\"burst={v}\" needs a single rate, \"rate={rate_text}\" has {}",
+                    rates.len()
+                ));
+            }
+            rates[0].burst = burst;
+        }
+
+        let backend = match get("backend") {
+            None | Some("memory") => Backend::Memory,
+            Some("shm") => Backend::Shm,
+            Some("redis") => Backend::Redis,
+            Some(v) => {
+                return err(format!(
+                    "bad value in \"backend={v}\": expected memory, shm or redis"
+                ))
+            }
+        };
+
+        let capacity = match get("capacity") {
+            None => DEFAULT_CAPACITY,
+            Some(v) => {
+                let c = parse_count("capacity", v)?;
+                if c > MAX_CAPACITY {
+                    return err(format!("\"capacity={v}\" is above the maximum {MAX_CAPACITY}"));
+                }
+                c
+            }
+        };
+
+        let timeout_ms = match get("timeout_ms") {
+            None => DEFAULT_TIMEOUT_MS,
+            Some(v) => {
+                let t = parse_count("timeout_ms", v)?;
+                if t > 60_000 {
+                    return err(format!("\"timeout_ms={v}\" is above the maximum 60000"));
+                }
+                t
+            }
+        };
+
+        let on_error = match get("on_error") {
+            None | Some("allow") => OnError::Allow,
+            Some("deny") => OnError::Deny,
+            Some(v) => return err(format!("bad value in \"on_error={v}\": expected allow or deny")),
+        };
+
+        let mode = match get("mode") {
+            None => 0o600,
+            Some(v) => match u32::from_str_radix(v, 8) {
+                Ok(m) if m <= 0o777 && v.len() <= 4 => m,
+                _ => return err(format!("bad value in \"mode={v}\": expected octal permissions such as 0600")),
+            },
+        };
+
+        let name = get("name").map(str::to_owned);
+        if let Some(n) = &name {
+            validate_shm_name(n)?;
+        }
+        let url = get("url").map(str::to_owned);
+        let prefix = get("prefix").unwrap_or("rl:").to_owned();
+
+        // Keys that belong to one backend only are refused elsewhere, so that a
+        // typo such as `backend=memroy name=/x` cannot silently mean something else.
+        for (key, wanted) in [
+            ("name", Backend::Shm),
+            ("mode", Backend::Shm),
+            ("url", Backend::Redis),
+            ("prefix", Backend::Redis),
+            ("timeout_ms", Backend::Redis),
+        ] {
+            if get(key).is_some() && backend != wanted {
+                return err(format!(
+                    "key \"{key}\" applies only to backend={}",
+                    match wanted {
+                        Backend::Shm => "shm",
+                        Backend::Redis => "redis",
+                        Backend::Memory => "memory",
+                    }
+                ));
+            }
+        }
+        if get("capacity").is_some() && backend == Backend::Redis {
+            return err("key \"capacity\" applies only to backend=memory or backend=shm".into());
+        }
+        match backend {
+            Backend::Shm if name.is_none() => {
+                return err("backend=shm needs \"name=\" (e.g. name=/api-limits)".into())
+            }
+            Backend::Redis if url.is_none() => {
+                return err("backend=redis needs \"url=\" (e.g. url=redis://127.0.0.1:6379)".into())
+            }
+            _ => {}
+        }
+
+        Ok(Config { rates, algorithm, backend, capacity, name, url, prefix, timeout_ms, on_error, mode })
+    }
+}
+
+/// `LIMIT/PERIOD[,LIMIT/PERIOD...]`.
+fn parse_rates(text: &str) -> Result<Vec<RateSpec>, ConfigError> {
+    let mut rates = Vec::new();
+    for part in text.split(',') {
+        if rates.len() == MAX_RATES {
+            return err(format!("\"rate={text}\" has more than {MAX_RATES} rates"));
+        }
+        rates.push(parse_rate(part, text)?);
+    }
+    Ok(rates)
+}
+
+fn parse_rate(part: &str, whole: &str) -> Result<RateSpec, ConfigError> {
+    let bad = |why: &str| err(format!("bad rate \"{part}\" in \"rate={whole}\": {why}"));
+    let Some((limit, period)) = part.split_once('/') else {
+        return bad("expected LIMIT/PERIOD, e.g. 100/minute");
+    };
+    let limit = match limit.parse::<u64>() {
+        Ok(0) => return bad("LIMIT must be at least 1"),
+        Ok(n) if limit.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => return bad("LIMIT must be a whole number"),
+    };
+    let digits = period.bytes().take_while(u8::is_ascii_digit).count();
+    let (count, unit) = period.split_at(digits);
+    let count = if count.is_empty() {
+        1
+    } else {
+        match count.parse::<u64>() {
+            Ok(0) => return bad("PERIOD must be longer than zero"),
+            Ok(n) => n,
+            Err(_) => return bad("PERIOD is too long"),
+        }
+    };
+    let unit_ns: u64 = match unit {
+        "ms" => NANOS_PER_MS,
+        "s" | "sec" | "second" => 1_000 * NANOS_PER_MS,
+        "m" | "min" | "minute" => 60_000 * NANOS_PER_MS,
+        "h" | "hour" => 3_600_000 * NANOS_PER_MS,
+        "d" | "day" => 86_400_000 * NANOS_PER_MS,
+        "" => return bad("PERIOD needs a unit: ms, s, m, h or d"),
+        _ => return bad("unknown unit (expected ms, s, sec, second, m, min, minute, h, hour, d, day)"),
+    };
+    // Periods are capped at 1000 days so that every timestamp the algorithms
+    // compute stays far inside u64 nanoseconds.
+    let period_ns = match count.checked_mul(unit_ns) {
+        Some(p) if p <= 1000 * 86_400_000 * NANOS_PER_MS => p,
+        _ => return bad("PERIOD is longer than 1000 days"),
+    };
+    Ok(RateSpec { limit, period_ns, burst: limit })
+}
+
+fn parse_count(key: &str, v: &str) -> Result<u64, ConfigError> {
+    match v.parse::<u64>() {
+        Ok(0) => err(format!("bad value in \"{key}={v}\": must be at least 1")),
+        Ok(n) if v.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => err(format!("bad value in \"{key}={v}\": expected a whole number")),
+    }
+}
+
+fn validate_shm_name(n: &str) -> Result<(), ConfigError> {
+    let ok = n.len() >= 2
+        && n.len() <= 200
+        && n.starts_with('/')
+        && !n[1..].contains('/')
+        && n.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        err(format!(
+            "bad value in \"name={n}\": expected a POSIX shm name like /api-limits (one leading '/', no other '/', at most 200 characters)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn good_configs() {
+        let table: &[(&str, &[(u64, u64, u64)])] = &[
+            ("rate=100/minute", &[(100, 60 * SEC, 100)]),
+            ("rate=5/10s", &[(5, 10 * SEC, 5)]),
+            ("rate=10/s,1000/hour", &[(10, SEC, 10), (1000, 3600 * SEC, 1000)]),
+            ("rate=1/ms", &[(1, 1_000_000, 1)]),
+            ("rate=3/2d", &[(3, 2 * 86400 * SEC, 3)]),
+            ("rate=1/sec", &[(1, SEC, 1)]),
+            ("  rate=7/second\tburst=20\n", &[(7, SEC, 20)]),
+            ("rate=7/min,8/h,9/day", &[(7, 60 * SEC, 7), (8, 3600 * SEC, 8), (9, 86400 * SEC, 9)]),
+        ];
+        for (text, want) in table {
+            let c = Config::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let got: Vec<_> = c.rates.iter().map(|r| (r.limit, r.period_ns, r.burst)).collect();
+            assert_eq!(&got[..], *want, "{text}");
+        }
+        let c = Config::parse("rate=1/s").unwrap();
+        assert_eq!(c.algorithm, Algorithm::TokenBucket);
+        assert_eq!(c.backend, Backend::Memory);
+        assert_eq!(c.capacity, DEFAULT_CAPACITY);
+        assert_eq!(c.on_error, OnError::Allow);
+        assert_eq!(c.mode, 0o600);
+        assert_eq!(c.prefix, "rl:");
+        let c = Config::parse("rate=1/s backend=shm name=/x mode=0640 capacity=9").unwrap();
+        assert_eq!((c.backend, c.mode, c.capacity), (Backend::Shm, 0o640, 9));
+        let c = Config::parse("rate=1/s backend=redis url=redis://h:1/2 prefix=a: timeout_ms=5 on_error=deny algorithm=sliding_window").unwrap();
+        assert_eq!((c.timeout_ms, c.on_error, c.algorithm), (5, OnError::Deny, Algorithm::SlidingWindow));
+    }
+
+    #[test]
+    fn bad_configs_name_the_token() {
+        let table: &[(&str, &str)] = &[
+            ("", "missing required key \"rate\""),
+            ("burts=5 rate=1/s", "unknown key \"burts\""),
+            ("rate=1/s rate=2/s", "key \"rate\" given twice"),
+            ("rate", "token \"rate\" is not key=value"),
+            ("rate=", "empty value in \"rate=\""),
+            ("rate=abc", "bad rate \"abc\""),
+            ("rate=0/s", "LIMIT must be at least 1"),
+            ("rate=-1/s", "bad rate \"-1/s\""),
+            ("rate=+1/s", "LIMIT must be a whole number"),
+            ("rate=5/0s", "PERIOD must be longer than zero"),
+            ("rate=5/fortnight", "unknown unit"),
+            ("rate=5/", "PERIOD needs a unit"),
+            ("rate=/s", "bad rate \"/s\""),
+            ("rate=5/s,", "bad rate \"\" in \"rate=5/s,\""),
+            ("rate=5/s,,1/m", "bad rate \"\""),
+            ("rate=5/1001d", "longer than 1000 days"),
+            ("rate=99999999999999999999/s", "LIMIT must be a whole number"),
+            ("rate=1/s,1/s,1/s,1/s,1/s,1/s,1/s,1/s,1/s", "more than 8 rates"),
+            ("rate=1/s algorithm=leaky", "bad value in \"algorithm=leaky\""),
+            ("rate=1/s,2/m burst=3", "needs a single rate"),
+            ("rate=1/s burst=0", "\"burst=0\": must be at least 1"),
+            ("rate=1/s burst=x", "\"burst=x\": expected a whole number"),
+            ("rate=1/s algorithm=fixed_window burst=3", "only to algorithm=token_bucket"),
+            ("rate=1/s backend=disk", "bad value in \"backend=disk\""),
+            ("rate=1/s on_error=maybe", "bad value in \"on_error=maybe\""),
+            ("rate=1/s capacity=0", "\"capacity=0\": must be at least 1"),
+            ("rate=1/s capacity=99999999999", "above the maximum"),
+            ("rate=1/s backend=redis url=redis://x timeout_ms=abc", "\"timeout_ms=abc\""),
+            ("rate=1/s backend=shm name=/x mode=999", "\"mode=999\""),
+            ("rate=1/s backend=shm name=/x mode=01777", "\"mode=01777\""),
+            ("rate=1/s backend=shm", "needs \"name=\""),
+            ("rate=1/s backend=shm name=x", "bad value in \"name=x\""),
+            ("rate=1/s backend=shm name=/a/b", "bad value in \"name=/a/b\""),
+            ("rate=1/s backend=redis", "needs \"url=\""),
+            ("rate=1/s name=/x", "key \"name\" applies only to backend=shm"),
+            ("rate=1/s url=redis://x", "key \"url\" applies only to backend=redis"),
+            ("rate=1/s backend=redis url=redis://x capacity=5", "key \"capacity\" applies only"),
+        ];
+        for (text, want) in table {
+            match Config::parse(text) {
+                Ok(c) => panic!("{text:?} was accepted: {c:?}"),
+                Err(e) => assert!(e.0.contains(want), "{text:?}: message {:?} lacks {want:?}", e.0),
+            }
+        }
+    }
+}

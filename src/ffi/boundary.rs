@@ -1,0 +1,175 @@
+//! The one boundary idiom every exported function goes through.
+//!
+//! - `ffi_boundary!` runs the body under `catch_unwind`: a panic (a bug in the
+//!   library) never unwinds into C; the function returns its type's "panicked"
+//!   value (`RL_ERR_PANIC`, a negative count, or a static string) and
+//!   `rl_last_error()` says so. A silent panic hook keeps the default one from
+//!   printing to the host's stderr.
+//! - `try_ref!`/`try_mut!`/`try_slice!` turn possibly-NULL pointers into
+//!   references or return `RL_ERR_NULL` naming the argument.
+//! - Each call starts by clearing this thread's last error and records the
+//!   message of any error it returns.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, CString};
+use std::sync::Once;
+
+use super::status::{RL_ERR_NULL, RL_ERR_PANIC};
+use crate::error::Error;
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+/// Records `message` as this thread's last error.
+pub fn set_last_error(message: &str) {
+    let c = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+}
+
+/// Clears this thread's last error (each call starts afresh).
+pub fn clear_last_error() {
+    LAST_ERROR.with(|e| {
+        let mut e = e.borrow_mut();
+        if !e.as_bytes().is_empty() {
+            *e = CString::default();
+        }
+    });
+}
+
+/// This thread's last error message; valid until the thread's next rl_* call.
+pub fn last_error_ptr() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// Records the error and returns its status code.
+pub fn fail(e: Error) -> c_int {
+    set_last_error(&e.to_string());
+    super::status::code(&e)
+}
+
+static QUIET_PANICS: Once = Once::new();
+
+/// Replaces the default panic hook, which prints to stderr, with one that
+/// records the message as the last error instead.
+pub fn install_quiet_panic_hook() {
+    QUIET_PANICS.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            set_last_error(&format!("internal error (a bug in libratelimit was caught): {msg}{at}"));
+        }));
+    });
+}
+
+/// What an exported function returns when its body panicked or a required
+/// pointer was NULL.
+pub trait BoundaryValue {
+    fn panicked() -> Self;
+    fn null() -> Self;
+}
+
+impl BoundaryValue for c_int {
+    fn panicked() -> Self {
+        RL_ERR_PANIC
+    }
+    fn null() -> Self {
+        RL_ERR_NULL
+    }
+}
+
+impl BoundaryValue for i64 {
+    fn panicked() -> Self {
+        RL_ERR_PANIC as i64
+    }
+    fn null() -> Self {
+        RL_ERR_NULL as i64
+    }
+}
+
+impl BoundaryValue for () {
+    fn panicked() -> Self {}
+    fn null() -> Self {}
+}
+
+impl BoundaryValue for *const c_char {
+    fn panicked() -> Self {
+        c"(internal error)".as_ptr()
+    }
+    fn null() -> Self {
+        c"".as_ptr()
+    }
+}
+
+/// Runs an exported function's body behind the panic boundary.
+/// `ffi_boundary!(keep_last_error; ...)` is for the few functions that
+/// report on the last error rather than make a new one.
+macro_rules! ffi_boundary {
+    ( keep_last_error; $($body:tt)* ) => {{
+        $crate::ffi::boundary::install_quiet_panic_hook();
+        match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| { $($body)* })) {
+            Ok(value) => value,
+            Err(_) => $crate::ffi::boundary::BoundaryValue::panicked(),
+        }
+    }};
+    ( $($body:tt)* ) => {{
+        $crate::ffi::boundary::clear_last_error();
+        $crate::ffi::boundary::ffi_boundary!(keep_last_error; $($body)*)
+    }};
+}
+
+/// `&T` from a possibly-NULL `*const T`, or return `RL_ERR_NULL` naming it.
+macro_rules! try_ref {
+    ($ptr:ident) => {
+        match $ptr.is_null() {
+            true => {
+                $crate::ffi::boundary::set_last_error(concat!("argument \"", stringify!($ptr), "\" is NULL"));
+                return $crate::ffi::boundary::BoundaryValue::null();
+            }
+            // SAFETY: non-NULL, and the C caller promises it points to a live,
+            // properly aligned object of this type for the duration of the call.
+            false => unsafe { &*$ptr },
+        }
+    };
+}
+
+/// `&mut T` from a possibly-NULL `*mut T`, or return `RL_ERR_NULL` naming it.
+macro_rules! try_mut {
+    ($ptr:ident) => {
+        match $ptr.is_null() {
+            true => {
+                $crate::ffi::boundary::set_last_error(concat!("argument \"", stringify!($ptr), "\" is NULL"));
+                return $crate::ffi::boundary::BoundaryValue::null();
+            }
+            // SAFETY: non-NULL, and the C caller promises it points to a live,
+            // writable, properly aligned object of this type, not aliased
+            // elsewhere for the duration of the call.
+            false => unsafe { &mut *$ptr },
+        }
+    };
+}
+
+/// `&[u8]` from a pointer and a length; NULL is allowed only with length 0.
+macro_rules! try_slice {
+    ($ptr:ident, $len:ident) => {
+        if $len == 0 {
+            &[][..]
+        } else if $ptr.is_null() {
+            $crate::ffi::boundary::set_last_error(concat!(
+                "argument \"", stringify!($ptr), "\" is NULL but \"", stringify!($len), "\" is not 0"
+            ));
+            return $crate::ffi::boundary::BoundaryValue::null();
+        } else {
+            // SAFETY: non-NULL with a non-zero length; the C caller promises
+            // `len` readable bytes at `ptr` for the duration of the call.
+            unsafe { ::std::slice::from_raw_parts($ptr.cast::<u8>(), $len) }
+        }
+    };
+}
+
+pub(crate) use {ffi_boundary, try_mut, try_ref, try_slice};

@@ -1,0 +1,304 @@
+//! The C API (see include/ratelimit.h). The only module with `extern "C"`,
+//! raw pointers and status codes: each function checks its pointers, calls
+//! into `Limiter`, and translates the result. Every body runs behind
+//! `ffi_boundary!`, so no panic crosses into C and nothing is printed.
+
+#![allow(non_camel_case_types)]
+
+pub(crate) mod boundary;
+mod status;
+
+use std::ffi::{c_char, c_int, CStr};
+
+use boundary::{fail, ffi_boundary, try_mut, try_ref, try_slice};
+pub use status::*;
+
+use crate::error::Error;
+use crate::headers;
+use crate::limiter::{Decision, Limiter, Stats};
+
+/// A rate limiter. Opaque: create it with rl_create(), free it with
+/// rl_destroy(). One handle may be used by any number of threads at once.
+pub struct rl_limiter {
+    inner: Limiter,
+}
+
+/// The answer to one rl_check().
+///
+/// When the check is allowed, the fields describe the configured rate with the
+/// least `remaining`; when denied, the rate that denied it (the one with the
+/// longest `retry_after_ms` if several did). Ties go to the first rate.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct rl_decision {
+    /// 1: serve the request; 0: answer 429.
+    pub allowed: u32,
+    /// Which configured rate decided (0-based, in config order).
+    pub rate_index: u32,
+    /// Quota of that rate: the bucket capacity (burst) or the window limit.
+    pub limit: u64,
+    /// Units still available in that rate after this call.
+    pub remaining: u64,
+    /// Milliseconds until that rate is back to its full quota (rounded up).
+    pub reset_ms: u64,
+    /// 0 when allowed; else milliseconds until the same cost can pass (rounded
+    /// up), or UINT64_MAX if it never can (the cost is above the quota).
+    pub retry_after_ms: u64,
+    /// That rate's period in milliseconds.
+    pub window_ms: u64,
+}
+
+/// Counters of a limiter, from rl_stats_get().
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct rl_stats {
+    /// Checks answered allowed.
+    pub allowed: u64,
+    /// Checks answered 429.
+    pub limited: u64,
+    /// Checks that hit a backend error.
+    pub errors: u64,
+    /// Keys currently tracked (0 if the backend can't tell).
+    pub keys: u64,
+    /// Live (not yet expired) entries dropped to make room for new keys.
+    pub evictions: u64,
+}
+
+/// rl_format_headers() flag: `X-RateLimit-Limit`, `X-RateLimit-Remaining`,
+/// `X-RateLimit-Reset` (delta seconds, rounded up).
+pub const RL_HEADERS_LEGACY: u32 = 1;
+/// rl_format_headers() flag: `RateLimit-Policy` and `RateLimit` as in
+/// draft-ietf-httpapi-ratelimit-headers-10, policy name "default".
+pub const RL_HEADERS_IETF: u32 = 2;
+/// rl_format_headers() flag: `Retry-After` in whole seconds (rounded up), only
+/// when the decision is a denial that can pass later.
+pub const RL_HEADERS_RETRY_AFTER: u32 = 4;
+
+impl From<Decision> for rl_decision {
+    fn from(d: Decision) -> rl_decision {
+        rl_decision {
+            allowed: d.allowed as u32,
+            rate_index: d.rate_index,
+            limit: d.limit,
+            remaining: d.remaining,
+            reset_ms: d.reset_ms,
+            retry_after_ms: d.retry_after_ms,
+            window_ms: d.window_ms,
+        }
+    }
+}
+
+impl From<&rl_decision> for Decision {
+    fn from(d: &rl_decision) -> Decision {
+        Decision {
+            allowed: d.allowed != 0,
+            rate_index: d.rate_index,
+            limit: d.limit,
+            remaining: d.remaining,
+            reset_ms: d.reset_ms,
+            retry_after_ms: d.retry_after_ms,
+            window_ms: d.window_ms,
+        }
+    }
+}
+
+impl From<Stats> for rl_stats {
+    fn from(s: Stats) -> rl_stats {
+        rl_stats { allowed: s.allowed, limited: s.limited, errors: s.errors, keys: s.keys, evictions: s.evictions }
+    }
+}
+
+/// Creates a limiter from a configuration string such as
+/// `"rate=100/minute,1000/hour algorithm=token_bucket"` (see README.md for
+/// every key).
+///
+/// On success `*out` is a new handle and the result is RL_OK. On failure
+/// `*out` is set to NULL, the result is negative (RL_ERR_CONFIG for a bad
+/// string, RL_ERR_IO/RL_ERR_INCOMPATIBLE for a shared region that cannot be
+/// used) and rl_last_error() says what and where, e.g. `unknown key "burts"`.
+#[no_mangle]
+pub extern "C" fn rl_create(config: *const c_char, out: *mut *mut rl_limiter) -> c_int {
+    ffi_boundary! {
+        let out = try_mut!(out);
+        *out = std::ptr::null_mut();
+        let config = try_ref!(config);
+        // SAFETY: `config` is non-NULL and the caller promises a NUL-terminated string.
+        let text = unsafe { CStr::from_ptr(config) };
+        let Ok(text) = text.to_str() else {
+            return fail(Error::Config("the configuration string is not valid UTF-8".into()));
+        };
+        match Limiter::from_config_str(text) {
+            Ok(inner) => {
+                *out = Box::into_raw(Box::new(rl_limiter { inner }));
+                RL_OK
+            }
+            Err(e) => fail(e),
+        }
+    }
+}
+
+/// Frees a limiter made by rl_create(). NULL is a no-op. No other thread may
+/// be using the handle, and it must not be used afterwards.
+#[no_mangle]
+pub extern "C" fn rl_destroy(lim: *mut rl_limiter) {
+    ffi_boundary! {
+        if !lim.is_null() {
+            // SAFETY: a non-NULL handle came from Box::into_raw in rl_create and
+            // the caller promises it is destroyed once, when no one uses it.
+            drop(unsafe { Box::from_raw(lim) });
+        }
+    }
+}
+
+/// May `key` spend `cost` units now? Fills `*out` and returns RL_OK.
+///
+/// `key` is `key_len` arbitrary bytes (NUL bytes included); it may be NULL
+/// only when `key_len` is 0 (the empty key). `cost` units are taken
+/// all-or-nothing from EVERY configured rate: a denied check consumes nothing.
+/// `cost == 0` is a peek: it fills `*out` (allowed = 1, since zero units always
+/// fit) and consumes nothing.
+///
+/// `*out` is always filled with a decision the caller can obey, even on error:
+/// on a backend error the result is RL_ERR_BACKEND and `out->allowed` follows
+/// the `on_error` setting; on a NULL `lim` the decision is a denial. Never
+/// blocks longer than the configured timeout. Allocates nothing for the
+/// memory and shm backends.
+#[no_mangle]
+pub extern "C" fn rl_check(
+    lim: *mut rl_limiter,
+    key: *const std::ffi::c_void,
+    key_len: usize,
+    cost: u64,
+    out: *mut rl_decision,
+) -> c_int {
+    ffi_boundary! {
+        let out = try_mut!(out);
+        if lim.is_null() {
+            *out = rl_decision { allowed: 0, retry_after_ms: crate::limiter::ERROR_RETRY_MS, ..Default::default() };
+        }
+        let lim = try_ref!(lim);
+        if key.is_null() && key_len != 0 {
+            *out = lim.inner.error_decision().into();
+        }
+        let key = try_slice!(key, key_len);
+        match lim.inner.check(key, cost) {
+            Ok(d) => {
+                *out = d.into();
+                RL_OK
+            }
+            Err((e, d)) => {
+                *out = d.into();
+                fail(e)
+            }
+        }
+    }
+}
+
+/// Drops every entry whose state has expired (is the same as a fresh key's);
+/// returns how many, or a negative status. Dropping an expired entry never
+/// changes a future decision. Safe to call from any thread at any time, e.g.
+/// from a timer once a minute.
+#[no_mangle]
+pub extern "C" fn rl_sweep(lim: *mut rl_limiter) -> i64 {
+    ffi_boundary! {
+        let lim = try_ref!(lim);
+        match lim.inner.sweep() {
+            Ok(n) => n as i64,
+            Err(e) => fail(e) as i64,
+        }
+    }
+}
+
+/// Forgets `key`: its next check starts fresh. Resetting an unknown key is
+/// RL_OK. `key` may be NULL only when `key_len` is 0.
+#[no_mangle]
+pub extern "C" fn rl_reset(lim: *mut rl_limiter, key: *const std::ffi::c_void, key_len: usize) -> c_int {
+    ffi_boundary! {
+        let lim = try_ref!(lim);
+        let key = try_slice!(key, key_len);
+        match lim.inner.reset(key) {
+            Ok(()) => RL_OK,
+            Err(e) => fail(e),
+        }
+    }
+}
+
+/// Fills `*out` with the limiter's counters.
+#[no_mangle]
+pub extern "C" fn rl_stats_get(lim: *mut rl_limiter, out: *mut rl_stats) -> c_int {
+    ffi_boundary! {
+        let out = try_mut!(out);
+        let lim = try_ref!(lim);
+        match lim.inner.stats() {
+            Ok(s) => {
+                *out = s.into();
+                RL_OK
+            }
+            Err(e) => fail(e),
+        }
+    }
+}
+
+/// Writes the HTTP header lines for decision `d` into `buf`: each line
+/// `Name: value\r\n`, the whole NUL-terminated.
+///
+/// `flags` is a combination of RL_HEADERS_LEGACY, RL_HEADERS_IETF and
+/// RL_HEADERS_RETRY_AFTER; 0 means LEGACY | RETRY_AFTER. snprintf semantics:
+/// returns the length the text needs (without the NUL) and writes at most
+/// `buf_len` bytes, always NUL-terminated when `buf_len > 0`; if the result is
+/// `>= buf_len` the output is truncated and not usable. `buf` may be NULL when
+/// `buf_len` is 0, to learn the length. Returns RL_ERR_NULL for a NULL `d`
+/// (or a NULL `buf` with `buf_len > 0`) and RL_ERR_INVALID for unknown flags.
+/// The text is never longer than 511 bytes.
+#[no_mangle]
+pub extern "C" fn rl_format_headers(d: *const rl_decision, flags: u32, buf: *mut c_char, buf_len: usize) -> i64 {
+    ffi_boundary! {
+        let d = try_ref!(d);
+        if flags & !(RL_HEADERS_LEGACY | RL_HEADERS_IETF | RL_HEADERS_RETRY_AFTER) != 0 {
+            return fail(Error::Invalid(format!("unknown bits in flags 0x{flags:x}"))) as i64;
+        }
+        if buf.is_null() && buf_len > 0 {
+            boundary::set_last_error("argument \"buf\" is NULL but \"buf_len\" is not 0");
+            return RL_ERR_NULL as i64;
+        }
+        let flags = if flags == 0 { RL_HEADERS_LEGACY | RL_HEADERS_RETRY_AFTER } else { flags };
+        let groups = headers::Groups {
+            legacy: flags & RL_HEADERS_LEGACY != 0,
+            ietf: flags & RL_HEADERS_IETF != 0,
+            retry_after: flags & RL_HEADERS_RETRY_AFTER != 0,
+        };
+        let text = headers::format(&Decision::from(d), groups);
+        let bytes = text.as_bytes();
+        if buf_len > 0 {
+            let n = bytes.len().min(buf_len - 1);
+            // SAFETY: `buf` is non-NULL and the caller promises `buf_len`
+            // writable bytes; we write `n + 1 <= buf_len` of them.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), n);
+                *buf.add(n) = 0;
+            }
+        }
+        bytes.len() as i64
+    }
+}
+
+/// A static, human-readable description of a status code; never NULL.
+#[no_mangle]
+pub extern "C" fn rl_strerror(status: c_int) -> *const c_char {
+    ffi_boundary! { keep_last_error; status::describe(status) }
+}
+
+/// This thread's last error message, or "" if the last rl_* call on this
+/// thread succeeded. Every rl_* call except rl_last_error(), rl_strerror()
+/// and rl_version() clears it first. The pointer is valid until this
+/// thread's next rl_* call. Never NULL.
+#[no_mangle]
+pub extern "C" fn rl_last_error() -> *const c_char {
+    ffi_boundary! { keep_last_error; boundary::last_error_ptr() }
+}
+
+/// The library's version, e.g. "0.1.0". Static; never NULL.
+#[no_mangle]
+pub extern "C" fn rl_version() -> *const c_char {
+    ffi_boundary! { keep_last_error; c"0.1.0".as_ptr() }
+}

@@ -1,0 +1,19 @@
+//! libratelimit: may this key spend this cost now, and if not, when?
+//!
+//! A rate limiter for C servers (see include/ratelimit.h and README.md).
+//! Layers, top to bottom: `ffi` (the C API) → `limiter` → `store` (backends)
+//! → `table` (the bounded key table) → `algorithm` (pure decisions), with
+//! `config`, `clock`, `keyhash` and `headers` alongside.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod algorithm;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod ffi;
+pub mod headers;
+pub mod keyhash;
+pub mod limiter;
+pub mod store;
+pub mod table;

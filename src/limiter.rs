@@ -1,0 +1,189 @@
+//! A limiter: a validated configuration and the backend that holds its state.
+//! This is the whole library as Rust sees it; `ffi/` only translates.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::algorithm::{Rate, NEVER};
+use crate::config::{Backend, Config, OnError, NANOS_PER_MS};
+use crate::error::Error;
+use crate::store::{Answer, MemoryStore, Store, StoreStats};
+
+/// One decision, in milliseconds, as the C API reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub rate_index: u32,
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_ms: u64,
+    /// `u64::MAX` when the cost can never pass.
+    pub retry_after_ms: u64,
+    pub window_ms: u64,
+}
+
+/// Counters of a limiter (see `rl_stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub allowed: u64,
+    pub limited: u64,
+    pub errors: u64,
+    pub keys: u64,
+    pub evictions: u64,
+}
+
+/// How long a caller told "deny" by `on_error=deny` is asked to wait.
+pub(crate) const ERROR_RETRY_MS: u64 = 1000;
+
+pub struct Limiter {
+    rates: Vec<Rate>,
+    on_error: OnError,
+    store: Box<dyn Store>,
+    errors: AtomicU64,
+}
+
+/// Rates in nanosecond ticks, as the memory and shm backends run them.
+pub fn rates_in_ns(config: &Config) -> Vec<Rate> {
+    config.rates.iter().map(|r| Rate::new(config.algorithm, r.limit, r.period_ns, r.burst)).collect()
+}
+
+fn ceil_ms(ticks: u64, tick_ns: u64) -> u64 {
+    if ticks == NEVER {
+        return u64::MAX;
+    }
+    (ticks as u128 * tick_ns as u128).div_ceil(NANOS_PER_MS as u128).min(u64::MAX as u128 - 1) as u64
+}
+
+impl Limiter {
+    pub fn new(config: &Config) -> Result<Limiter, Error> {
+        let store: Box<dyn Store> = match config.backend {
+            Backend::Memory => Box::new(MemoryStore::new(rates_in_ns(config), config.capacity)?),
+            Backend::Shm => return Err(Error::Config("backend=shm is not available in this build".into())),
+            Backend::Redis => return Err(Error::Config("backend=redis is not available in this build".into())),
+        };
+        Ok(Limiter { rates: rates_in_ns(config), on_error: config.on_error, store, errors: AtomicU64::new(0) })
+    }
+
+    /// Parses `text` and builds the limiter it describes.
+    pub fn from_config_str(text: &str) -> Result<Limiter, Error> {
+        Limiter::new(&Config::parse(text)?)
+    }
+
+    fn decision(&self, answer: Answer) -> Decision {
+        let Answer { verdict, tick_ns } = answer;
+        let o = verdict.outcome;
+        Decision {
+            allowed: o.allowed,
+            rate_index: verdict.index as u32,
+            limit: o.limit,
+            remaining: o.remaining,
+            reset_ms: ceil_ms(o.reset, tick_ns),
+            retry_after_ms: if o.allowed { 0 } else { ceil_ms(o.retry_after, tick_ns) },
+            window_ms: self.rates[verdict.index].period / NANOS_PER_MS,
+        }
+    }
+
+    /// The decision a caller gets when the backend failed: `on_error` decides.
+    pub fn error_decision(&self) -> Decision {
+        let rate = &self.rates[0];
+        let allowed = self.on_error == OnError::Allow;
+        Decision {
+            allowed,
+            rate_index: 0,
+            limit: rate.quota(),
+            remaining: 0,
+            reset_ms: 0,
+            retry_after_ms: if allowed { 0 } else { ERROR_RETRY_MS },
+            window_ms: rate.period / NANOS_PER_MS,
+        }
+    }
+
+    /// Takes `cost` units for `key`. On error the decision to obey comes with it.
+    #[inline]
+    pub fn check(&self, key: &[u8], cost: u64) -> Result<Decision, (Error, Decision)> {
+        match self.store.check(key, cost) {
+            Ok(answer) => Ok(self.decision(answer)),
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                Err((e, self.error_decision()))
+            }
+        }
+    }
+
+    pub fn reset(&self, key: &[u8]) -> Result<(), Error> {
+        self.store.reset(key)
+    }
+
+    pub fn sweep(&self) -> Result<u64, Error> {
+        self.store.sweep()
+    }
+
+    pub fn stats(&self) -> Result<Stats, Error> {
+        let StoreStats { allowed, limited, keys, evictions } = self.store.stats()?;
+        Ok(Stats { allowed, limited, errors: self.errors.load(Ordering::Relaxed), keys, evictions })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+
+    #[test]
+    fn eight_threads_on_one_key_admit_exactly_the_quota() {
+        let lim = Arc::new(Limiter::from_config_str("rate=1000/hour").unwrap());
+        let admitted = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (lim, admitted) = (lim.clone(), admitted.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..500 {
+                        if lim.check(b"shared", 1).unwrap().allowed {
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(admitted.load(Ordering::Relaxed), 1000);
+        let s = lim.stats().unwrap();
+        assert_eq!((s.allowed, s.limited, s.keys), (1000, 3000, 1));
+    }
+
+    #[test]
+    fn windows_under_threads_admit_exactly_the_quota() {
+        for algo in ["fixed_window", "sliding_window"] {
+            let lim = Arc::new(Limiter::from_config_str(&format!("rate=700/1000d algorithm={algo}")).unwrap());
+            let admitted = Arc::new(AtomicU64::new(0));
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    let (lim, admitted) = (lim.clone(), admitted.clone());
+                    std::thread::spawn(move || {
+                        for _ in 0..200 {
+                            if lim.check(b"k", 1).unwrap().allowed {
+                                admitted.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            threads.into_iter().for_each(|t| t.join().unwrap());
+            // Windows are aligned to the epoch; a 1000-day one will not turn over mid-test.
+            assert_eq!(admitted.load(Ordering::Relaxed), 700, "{algo}");
+        }
+    }
+
+    #[test]
+    fn decisions_in_milliseconds() {
+        let lim = Limiter::from_config_str("rate=5/s").unwrap();
+        let d = lim.check(b"k", 1).unwrap();
+        assert_eq!((d.allowed, d.limit, d.remaining, d.reset_ms, d.window_ms), (true, 5, 4, 200, 1000));
+        let d = lim.check(b"k", 6).unwrap();
+        assert_eq!((d.allowed, d.retry_after_ms), (false, u64::MAX));
+        assert_eq!(ceil_ms(1, 1), 1);
+        assert_eq!(ceil_ms(1_000_000, 1), 1);
+        assert_eq!(ceil_ms(1_000_001, 1), 2);
+        assert_eq!(ceil_ms(3, 1000), 1);
+    }
+}

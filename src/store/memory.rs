@@ -1,0 +1,152 @@
+//! `backend=memory`: the threads of one process share a sharded, bounded table.
+//!
+//! The table (`table.rs`) is cut into shards, each behind its own
+//! `parking_lot::Mutex` on its own cache line, so threads working on different
+//! keys rarely meet. Everything is allocated when the limiter is created; a
+//! check allocates nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+
+use super::{Answer, Store, StoreStats};
+use crate::algorithm::Rate;
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::keyhash::Seed;
+use crate::table::{Geometry, Shard, ShardStats};
+
+struct ShardData {
+    words: Box<[u64]>,
+    stats: ShardStats,
+}
+
+pub struct MemoryStore {
+    rates: Vec<Rate>,
+    geometry: Geometry,
+    capacity: u64,
+    seed: Seed,
+    clock: Clock,
+    total_keys: CachePadded<AtomicU64>,
+    /// Which shard the next cross-shard reclaim pass starts at.
+    reclaim_turn: AtomicU64,
+    shards: Box<[CachePadded<Mutex<ShardData>>]>,
+}
+
+impl MemoryStore {
+    /// A table for `capacity` keys whose checks run at nanosecond ticks.
+    pub fn new(rates: Vec<Rate>, capacity: u64) -> Result<MemoryStore, Error> {
+        let state_words = rates.iter().map(Rate::words).sum();
+        let geometry = Geometry::new(capacity, state_words);
+        let seed = Seed::random().map_err(|e| Error::Io(format!("reading /dev/urandom for the hash seed: {e}")))?;
+        let shard_words = geometry.shard_words();
+        let mut shards = Vec::new();
+        shards
+            .try_reserve_exact(geometry.shards)
+            .map_err(|_| Error::Invalid(format!("capacity={capacity}: out of memory")))?;
+        for _ in 0..geometry.shards {
+            let mut words = Vec::new();
+            words.try_reserve_exact(shard_words).map_err(|_| {
+                Error::Invalid(format!(
+                    "capacity={capacity}: cannot allocate {} bytes for the key table",
+                    geometry.slots() * geometry.stride * 8
+                ))
+            })?;
+            words.resize(shard_words, 0);
+            shards.push(CachePadded::new(Mutex::new(ShardData {
+                words: words.into_boxed_slice(),
+                stats: ShardStats::default(),
+            })));
+        }
+        Ok(MemoryStore {
+            rates,
+            geometry,
+            capacity,
+            seed,
+            clock: Clock::new(),
+            total_keys: CachePadded::new(AtomicU64::new(0)),
+            reclaim_turn: AtomicU64::new(0),
+            shards: shards.into_boxed_slice(),
+        })
+    }
+
+    /// Bytes of table memory per key of capacity.
+    pub fn bytes_per_key(&self) -> f64 {
+        (self.geometry.slots() * self.geometry.stride * 8) as f64 / self.capacity as f64
+    }
+
+    /// One bounded reclaim pass on the next shard after `me` that is not busy
+    /// (never waiting for a lock: the caller holds shard `me`'s).
+    fn reclaim_elsewhere(&self, me: usize, now: u64) -> u64 {
+        let n = self.shards.len();
+        let start = self.reclaim_turn.fetch_add(1, Ordering::Relaxed) as usize;
+        for k in 0..n {
+            let i = (start + k) % n;
+            if i == me {
+                continue;
+            }
+            let Some(mut guard) = self.shards[i].try_lock() else { continue };
+            let data = &mut *guard;
+            let mut shard = Shard {
+                words: &mut data.words,
+                stats: &mut data.stats,
+                total_keys: &self.total_keys,
+                capacity: self.capacity,
+                geometry: self.geometry,
+            };
+            return shard.reclaim_step(&self.rates, now).0;
+        }
+        0
+    }
+
+    fn with_shard<R>(&self, index: usize, f: impl FnOnce(&mut Shard) -> R) -> R {
+        let mut guard = self.shards[index].lock();
+        let data = &mut *guard;
+        let mut shard = Shard {
+            words: &mut data.words,
+            stats: &mut data.stats,
+            total_keys: &self.total_keys,
+            capacity: self.capacity,
+            geometry: self.geometry,
+        };
+        f(&mut shard)
+    }
+}
+
+impl Store for MemoryStore {
+    #[inline]
+    fn check(&self, key: &[u8], cost: u64) -> Result<Answer, Error> {
+        let fp = self.seed.fingerprint(key);
+        let place = self.geometry.place(fp);
+        let now = self.clock.now();
+        let verdict = self.with_shard(place.shard, |s| {
+            s.check(&self.rates, place, fp, now, cost, &mut |now| self.reclaim_elsewhere(place.shard, now))
+        });
+        Ok(Answer { verdict, tick_ns: 1 })
+    }
+
+    fn reset(&self, key: &[u8]) -> Result<(), Error> {
+        let fp = self.seed.fingerprint(key);
+        let place = self.geometry.place(fp);
+        self.with_shard(place.shard, |s| s.remove(place, fp));
+        Ok(())
+    }
+
+    fn sweep(&self) -> Result<u64, Error> {
+        let now = self.clock.now();
+        Ok((0..self.shards.len()).map(|i| self.with_shard(i, |s| s.sweep(&self.rates, now))).sum())
+    }
+
+    fn stats(&self) -> Result<StoreStats, Error> {
+        let mut total = StoreStats::default();
+        for shard in self.shards.iter() {
+            let s = shard.lock().stats;
+            total.allowed += s.allowed;
+            total.limited += s.limited;
+            total.evictions += s.evictions;
+        }
+        total.keys = self.total_keys.load(Ordering::Relaxed);
+        Ok(total)
+    }
+}

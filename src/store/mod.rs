@@ -1,0 +1,39 @@
+//! Where the keys' states live. Every backend answers the same questions with
+//! the same algorithms (`algorithm/`); only the home of the state differs.
+
+mod memory;
+
+pub use memory::MemoryStore;
+
+use crate::algorithm::Verdict;
+use crate::error::Error;
+
+/// Counters a backend keeps about itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub allowed: u64,
+    pub limited: u64,
+    /// Keys currently tracked (0 if the backend cannot tell).
+    pub keys: u64,
+    /// Live entries dropped for room.
+    pub evictions: u64,
+}
+
+/// A verdict plus the length of the backend's clock tick in nanoseconds, so
+/// that durations can be turned into milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub verdict: Verdict,
+    pub tick_ns: u64,
+}
+
+/// One backend. Implementations are shared by all threads of the process.
+pub trait Store: Send + Sync {
+    /// Takes `cost` units for `key` from every rate, all or nothing.
+    fn check(&self, key: &[u8], cost: u64) -> Result<Answer, Error>;
+    /// Forgets `key`.
+    fn reset(&self, key: &[u8]) -> Result<(), Error>;
+    /// Drops expired entries; returns how many.
+    fn sweep(&self) -> Result<u64, Error>;
+    fn stats(&self) -> Result<StoreStats, Error>;
+}
