@@ -25,8 +25,8 @@ RUST_SRC := $(shell find src -name '*.rs') Cargo.toml build.rs
 EXAMPLES := build/http_server build/prefork_server
 C_TESTS  := $(patsubst tests/c/%.c,build/tests/%,$(wildcard tests/c/test_*.c))
 
-.PHONY: all lib examples test test-rust test-c test-examples demo bench header \
-        header-check install native-libs clean
+.PHONY: all lib examples test test-rust test-c test-examples test-shm test-redis \
+        demo bench header install native-libs clean
 
 all: lib
 
@@ -50,7 +50,7 @@ build/%: c-examples/%.c include/ratelimit.h $(LIB_SO)
 	    -Wl,-rpath,'$$ORIGIN/../target/release' -lpthread
 
 # ---- tests ----------------------------------------------------------------
-test: test-rust test-c test-examples
+test: test-rust test-c test-examples test-shm test-redis
 
 test-rust:
 	$(CARGO) test --locked --release
@@ -71,6 +71,12 @@ build/tests/header_cxx: tests/c/header_cxx.cpp include/ratelimit.h
 
 test-examples: examples
 	scripts/test_examples.sh
+
+# ---- shm backend tests ---------------------------------------------------
+test-shm: lib
+
+# ---- redis backend tests -------------------------------------------------
+test-redis: lib
 
 # ---- demo / bench ---------------------------------------------------------
 demo: lib examples
