@@ -17,8 +17,10 @@ LIB_A  := target/release/libratelimit.a
 CSTD    := -std=c99 -Wall -Wextra -Werror -pedantic
 CFLAGS  ?= -O2 -g
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-# The library's own dependencies when linked statically (see `make native-libs`).
-NATIVE_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+# The system libraries the static library needs, as rustc reports them
+# (evaluated only by `make install` and `make native-libs`).
+NATIVE_LIBS = $(shell $(CARGO) rustc --release --lib --crate-type staticlib -- --print native-static-libs 2>&1 \
+                | sed -n 's/.*native-static-libs: //p' | tail -n 1)
 
 RUST_SRC := $(shell find src -name '*.rs') Cargo.toml build.rs
 
@@ -88,7 +90,7 @@ bench: lib
 
 # ---- install --------------------------------------------------------------
 native-libs:
-	$(CARGO) rustc --release --lib --crate-type staticlib -- --print native-static-libs 2>&1 | grep native-static-libs
+	@echo $(NATIVE_LIBS)
 
 install: lib
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR)/pkgconfig

@@ -300,5 +300,9 @@ pub extern "C" fn rl_last_error() -> *const c_char {
 /// The library's version, e.g. "0.1.0". Static; never NULL.
 #[no_mangle]
 pub extern "C" fn rl_version() -> *const c_char {
-    ffi_boundary! { keep_last_error; c"0.1.0".as_ptr() }
+    const VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(v) => v,
+        Err(_) => panic!("the crate version is a C string"),
+    };
+    ffi_boundary! { keep_last_error; VERSION.as_ptr() }
 }
