@@ -1,0 +1,159 @@
+/*
+ * driver.c — the benchmark loop shared by every C limiter in `make bench`.
+ *
+ * Built once per limiter: the limiter comes from the header named by
+ * -DLIMITER_HEADER, which defines (usually as static inline wrappers around
+ * the limiter's own API, so the call is exactly the one an application makes):
+ *
+ *     #define LIMITER_NAME "..."          column name in the table
+ *     typedef ... limiter;
+ *     limiter *limiter_new(void);         a limiter that never denies here
+ *     int limiter_check(limiter *, const char *key, size_t key_len);  1 = allowed
+ *     void limiter_free(limiter *);
+ *
+ * Cases (identical in bench/governor.rs; keys from bench/keys.h):
+ *   hot key           1 thread, one key
+ *   100k keys         1 thread, round-robin over 100,000 keys (all inserted first)
+ *   2 thr, own keys   2 threads, each round-robin over its own 1,000 keys
+ *   2 thr, one key    2 threads, the same key
+ *
+ * Usage: bench_X [iterations-per-thread [case]] (case: run only the cases
+ * whose name contains it, e.g. "hot", for profiling). Prints one line per case:
+ *     <limiter> TAB <case> TAB <ns per check>
+ * For the threaded cases ns per check is per thread: wall time of the run
+ * divided by the checks ONE thread made (what a caller waits per check).
+ * Exits 1 if any check was denied (the harness measures the allowed path).
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "keys.h"
+#include LIMITER_HEADER
+
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static char (*keys)[KEY_LEN + 1];
+static long iters = 2000000;
+static const char *only; /* run only cases whose name contains this */
+
+struct worker {
+    limiter *lim;
+    size_t first, count; /* keys[first .. first+count) in turn */
+    long iters;
+    long denied;
+    pthread_barrier_t *start;
+    double t0, t1;
+};
+
+static void *run(void *arg)
+{
+    struct worker *w = arg;
+    size_t k = 0;
+    long i, denied = 0;
+    if (w->start)
+        pthread_barrier_wait(w->start);
+    w->t0 = now_ns();
+    for (i = 0; i < w->iters; i++) {
+        const char *key = keys[w->first + k];
+        denied += !limiter_check(w->lim, key, KEY_LEN);
+        if (++k == w->count)
+            k = 0;
+    }
+    w->t1 = now_ns();
+    w->denied = denied;
+    return NULL;
+}
+
+/* One case: `threads` workers, worker t on keys[first[t] .. first[t]+count). */
+static void run_case(const char *name, int threads, const size_t *first, size_t count)
+{
+    struct worker w[2];
+    pthread_t tid[2];
+    pthread_barrier_t start;
+    limiter *lim;
+    double t0, t1;
+    int t;
+    if (only && !strstr(name, only))
+        return;
+    lim = limiter_new();
+    if (!lim) {
+        fprintf(stderr, "%s: cannot create the limiter\n", LIMITER_NAME);
+        exit(2);
+    }
+    /* Warm-up: insert every key the case uses, outside the timing. */
+    for (t = 0; t < threads; t++) {
+        struct worker warm = { lim, first[t], count, (long)count, 0, NULL, 0, 0 };
+        run(&warm);
+        if (warm.denied) {
+            fprintf(stderr, "%s: %s: denied during warm-up\n", LIMITER_NAME, name);
+            exit(1);
+        }
+    }
+    pthread_barrier_init(&start, NULL, (unsigned)threads);
+    for (t = 0; t < threads; t++) {
+        struct worker init = { lim, first[t], count, iters, 0, threads > 1 ? &start : NULL, 0, 0 };
+        w[t] = init;
+    }
+    if (threads == 1) {
+        run(&w[0]);
+    } else {
+        for (t = 0; t < threads; t++)
+            if (pthread_create(&tid[t], NULL, run, &w[t]) != 0) {
+                fprintf(stderr, "pthread_create failed\n");
+                exit(2);
+            }
+        for (t = 0; t < threads; t++)
+            pthread_join(tid[t], NULL);
+    }
+    pthread_barrier_destroy(&start);
+    t0 = w[0].t0;
+    t1 = w[0].t1;
+    for (t = 1; t < threads; t++) {
+        t0 = w[t].t0 < t0 ? w[t].t0 : t0;
+        t1 = w[t].t1 > t1 ? w[t].t1 : t1;
+    }
+    for (t = 0; t < threads; t++)
+        if (w[t].denied) {
+            fprintf(stderr, "%s: %s: %ld checks denied; the bench rate must never deny\n",
+                    LIMITER_NAME, name, w[t].denied);
+            exit(1);
+        }
+    limiter_free(lim);
+    printf("%s\t%s\t%.1f\n", LIMITER_NAME, name, (t1 - t0) / (double)iters);
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    size_t i, zero[2] = { 0, 0 }, own[2] = { MANY_KEYS, MANY_KEYS + THREAD_KEYS };
+    if (argc > 1)
+        iters = atol(argv[1]);
+    if (argc > 2)
+        only = argv[2];
+    if (iters <= 0) {
+        fprintf(stderr, "usage: %s [iterations-per-thread]\n", argv[0]);
+        return 2;
+    }
+    keys = malloc(sizeof *keys * TOTAL_KEYS);
+    if (!keys)
+        return 2;
+    for (i = 0; i < TOTAL_KEYS; i++)
+        make_key(keys[i], (unsigned long long)i);
+
+    run_case(CASE_HOT, 1, zero, 1);
+    run_case(CASE_MANY, 1, zero, MANY_KEYS);
+    run_case(CASE_THREADS_OWN, 2, own, THREAD_KEYS);
+    run_case(CASE_THREADS_ONE, 2, zero, 1);
+    free(keys);
+    return 0;
+}

@@ -1,0 +1,38 @@
+/*
+ * keys.h — the keys every limiter in `make bench` is checked with.
+ *
+ * Key i is 32 lowercase hex characters, like an API key:
+ *     hex16(splitmix64(2i)) hex16(splitmix64(2i + 1))
+ * bench/governor.rs makes the very same strings. Keys 0..MANY_KEYS are the
+ * "100k keys" case (key 0 is also the hot key); the two threads of
+ * "2 thr, own keys" take the next THREAD_KEYS keys each.
+ */
+#ifndef BENCH_KEYS_H
+#define BENCH_KEYS_H
+
+#include <stdio.h>
+
+#define KEY_LEN 32
+#define MANY_KEYS 100000
+#define THREAD_KEYS 1000
+#define TOTAL_KEYS (MANY_KEYS + 2 * THREAD_KEYS)
+
+#define CASE_HOT "hot key"
+#define CASE_MANY "100k keys"
+#define CASE_THREADS_OWN "2 threads, own keys"
+#define CASE_THREADS_ONE "2 threads, one key"
+
+static unsigned long long splitmix64(unsigned long long x)
+{
+    unsigned long long z = x + 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static void make_key(char out[KEY_LEN + 1], unsigned long long i)
+{
+    snprintf(out, KEY_LEN + 1, "%016llx%016llx", splitmix64(2 * i), splitmix64(2 * i + 1));
+}
+
+#endif

@@ -1,0 +1,52 @@
+/*
+ * lim_ratelimit.h — libratelimit through its C API, as an application calls it:
+ * rl_check() on a handle from rl_create(), linked with -lratelimit (the FFI
+ * boundary, panic guard and decision struct included in the cost).
+ *
+ * Config: `rate=1000000000/s` (token bucket, burst 1e9: never denies at the
+ * speeds measured), backend=memory, default capacity (100,000 keys).
+ */
+#ifndef LIM_RATELIMIT_H
+#define LIM_RATELIMIT_H
+
+#include <ratelimit.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#ifndef RL_BENCH_CONFIG
+#define RL_BENCH_CONFIG "rate=1000000000/s"
+#endif
+#ifndef LIMITER_NAME
+#define LIMITER_NAME "libratelimit"
+#endif
+
+typedef rl_limiter limiter;
+
+static limiter *limiter_new(void)
+{
+    rl_limiter *lim = NULL;
+    if (rl_create(RL_BENCH_CONFIG, &lim) != RL_OK)
+        fprintf(stderr, "rl_create: %s\n", rl_last_error());
+    return lim;
+}
+
+static inline int limiter_check(limiter *lim, const char *key, size_t key_len)
+{
+    rl_decision d;
+    return rl_check(lim, key, key_len, 1, &d) == RL_OK && d.allowed;
+}
+
+static void limiter_free(limiter *lim)
+{
+    rl_stats s;
+    /* The comparison is only fair if no key was dropped or limited. */
+    if (rl_stats_get(lim, &s) != RL_OK || s.evictions || s.limited || s.errors) {
+        fprintf(stderr, "libratelimit: unexpected stats: evictions %llu limited %llu errors %llu\n",
+                (unsigned long long)s.evictions, (unsigned long long)s.limited,
+                (unsigned long long)s.errors);
+        exit(1);
+    }
+    rl_destroy(lim);
+}
+
+#endif

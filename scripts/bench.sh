@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# bench.sh — ns per check, side by side, for libratelimit and the limiters a
+# C server author would otherwise use (run by `make bench`, after `make lib`).
+#
+# Every runner is a program that prints one line per case,
+#     <limiter> TAB <case> TAB <ns per check>
+# and this script runs them all REPS times, interleaved (so a burst of load on
+# the machine hits every column alike), then prints the median of each
+# (limiter, case) cell as a markdown table, each cell with its ratio to the
+# hand-rolled C limiter, and writes it into BENCHMARKS.md between the
+# "bench:results" markers (the prose around them is kept).
+#
+# Runners today (see bench/):
+#   build/bench/bench_ratelimit   libratelimit via the C API   (bench/driver.c + lim_ratelimit.h)
+#   build/bench/bench_handrolled  the tutorial C limiter       (bench/driver.c + handrolled.c)
+#   governor bench binary         governor's keyed limiter     (bench/governor.rs)
+# To add a column or rows (a backend, a new case), add a runner to RUNNERS
+# that prints lines in the same format: the table is pivoted from whatever
+# (limiter, case) pairs appear, in order of first appearance.
+#
+# Environment: ITERS (checks per thread per case, default 2000000), REPS
+# (default 9), CC, OUT (default BENCHMARKS.md; empty: do not write it).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ITERS=${ITERS:-2000000}
+REPS=${REPS:-9}
+CC=${CC:-cc}
+OUT=${OUT-BENCHMARKS.md}
+BASELINE="hand-rolled C"
+CFLAGS_BENCH="-std=c99 -Wall -Wextra -Werror -pedantic -O2"
+
+die() { echo "bench: $*" >&2; exit 1; }
+[[ -f target/release/libratelimit.so ]] || die "run 'make lib' first (or use 'make bench')"
+
+# ---- build --------------------------------------------------------------
+mkdir -p build/bench
+echo "bench: building the C benchmarks ($CC $CFLAGS_BENCH)" >&2
+$CC $CFLAGS_BENCH -Iinclude -Ibench -DLIMITER_HEADER='"lim_ratelimit.h"' \
+    -o build/bench/bench_ratelimit bench/driver.c \
+    -Ltarget/release -lratelimit -Wl,-rpath,"$PWD/target/release" -lpthread
+$CC $CFLAGS_BENCH -Ibench -DLIMITER_HEADER='"lim_handrolled.h"' \
+    -o build/bench/bench_handrolled bench/driver.c bench/handrolled.c -lpthread
+
+echo "bench: building the governor benchmark (cargo bench --no-run)" >&2
+governor_bin=$(cargo bench --locked --bench governor --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+[[ -n $governor_bin && -x $governor_bin ]] || die "could not build bench/governor.rs (try: cargo bench --bench governor --no-run)"
+
+RUNNERS=(build/bench/bench_ratelimit "$governor_bin" build/bench/bench_handrolled)
+
+# ---- run ----------------------------------------------------------------
+raw=$(mktemp)
+trap 'rm -f "$raw"' EXIT
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+start=$SECONDS
+for ((rep = 0; rep < REPS; rep++)); do
+    # Rotate the order each repetition so no runner always goes first.
+    n=${#RUNNERS[@]}
+    for ((i = 0; i < n; i++)); do
+        runner=${RUNNERS[$(((i + rep) % n))]}
+        "$runner" "$ITERS" >>"$raw" || die "$runner failed"
+    done
+    echo "bench: repetition $((rep + 1))/$REPS done" >&2
+done
+elapsed=$((SECONDS - start))
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---- report -------------------------------------------------------------
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+machine="$(nproc) CPUs, ${cpu:-unknown CPU}, $(uname -sr)"
+command="make bench  (ITERS=$ITERS REPS=$REPS)"
+
+# Median per (limiter, case); rows are cases, columns limiters.
+table=$(awk -F'\t' -v base="$BASELINE" '
+    function median(list,    a, n, i, j, t) {
+        n = split(list, a, " ")
+        for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function minmax(list,    a, n, i, lo, hi) {
+        n = split(list, a, " "); lo = hi = a[1]
+        for (i = 2; i <= n; i++) { if (a[i] + 0 < lo + 0) lo = a[i]; if (a[i] + 0 > hi + 0) hi = a[i] }
+        return sprintf("%.0f–%.0f", lo, hi)
+    }
+    {
+        if (!($1 in seen_l)) { seen_l[$1] = 1; lims[++nl] = $1 }
+        if (!($2 in seen_c)) { seen_c[$2] = 1; cases[++nc] = $2 }
+        v[$1 SUBSEP $2] = v[$1 SUBSEP $2] " " $3
+    }
+    END {
+        # Baseline last, ours first (runner order), whatever order runs came in.
+        hdr = "| ns per check (median) |"; sep = "| --- |"
+        for (i = 1; i <= nl; i++) { hdr = hdr " " lims[i] " |"; sep = sep " ---: |" }
+        print hdr; print sep
+        for (c = 1; c <= nc; c++) {
+            row = "| " cases[c] " |"
+            b = (base SUBSEP cases[c]) in v ? median(v[base SUBSEP cases[c]]) : ""
+            for (i = 1; i <= nl; i++) {
+                k = lims[i] SUBSEP cases[c]
+                if (!(k in v)) { row = row " — |"; continue }
+                m = median(v[k])
+                cell = sprintf("%.1f", m)
+                if (b != "" && lims[i] != base) cell = cell sprintf(" (%.2fx)", m / b)
+                row = row " " cell " |"
+            }
+            print row
+        }
+        print ""
+        hdr = "| spread (min–max ns) |"; sep = "| --- |"
+        for (i = 1; i <= nl; i++) { hdr = hdr " " lims[i] " |"; sep = sep " ---: |" }
+        print hdr; print sep
+        for (c = 1; c <= nc; c++) {
+            row = "| " cases[c] " |"
+            for (i = 1; i <= nl; i++) {
+                k = lims[i] SUBSEP cases[c]
+                row = row " " ((k in v) ? minmax(v[k]) : "—") " |"
+            }
+            print row
+        }
+    }' "$raw")
+
+block=$(cat <<EOF
+Command: \`$command\`, $(date -u +%Y-%m-%d).
+Machine: $machine. Load average before/after: $load_before / $load_after; the runs took ${elapsed} s.
+
+Median of $REPS interleaved runs of $ITERS checks per thread per case; in
+parentheses the ratio to the hand-rolled C limiter (below 1 is faster). Threaded
+cases: wall time divided by the checks ONE thread made (the time a caller waits
+per check; perfect scaling would equal the one-thread figure).
+
+$table
+EOF
+)
+
+echo
+echo "$block"
+
+if [[ -n $OUT ]]; then
+    begin='<!-- bench:results:begin (written by scripts/bench.sh) -->'
+    end='<!-- bench:results:end -->'
+    if [[ -f $OUT ]] && grep -qF "$begin" "$OUT" && grep -qF "$end" "$OUT"; then
+        tmp=$(mktemp)
+        awk -v b="$begin" -v e="$end" -v blockfile=<(printf '%s\n' "$block") '
+            $0 == b { print; while ((getline line < blockfile) > 0) print line; skip = 1; next }
+            $0 == e { skip = 0 }
+            !skip' "$OUT" >"$tmp"
+        cat "$tmp" >"$OUT" && rm -f "$tmp"
+    else
+        printf '# Benchmarks\n\n%s\n%s\n%s\n' "$begin" "$block" "$end" >"$OUT"
+    fi
+    echo "bench: wrote $OUT" >&2
+fi
