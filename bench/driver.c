@@ -12,10 +12,12 @@
  *     void limiter_free(limiter *);
  *
  * Cases (identical in bench/governor.rs; keys from bench/keys.h):
- *   hot key           1 thread, one key
- *   100k keys         1 thread, round-robin over 100,000 keys (all inserted first)
- *   2 thr, own keys   2 threads, each round-robin over its own 1,000 keys
- *   2 thr, one key    2 threads, the same key
+ *   hot key              1 thread, one key
+ *   100k keys            1 thread, round-robin over 100,000 keys
+ *   2 threads, own keys  2 threads, each round-robin over its own 1,000 keys
+ *   2 threads, one key   2 threads, the same key
+ * Every key is inserted first (untimed, in index order); the timed loop goes
+ * round-robin over the case's keys in a fixed shuffled order (keys.h).
  *
  * Usage: bench_X [iterations-per-thread [case]] (case: run only the cases
  * whose name contains it, e.g. "hot", for profiling). Prints one line per case:
@@ -42,12 +44,14 @@ static double now_ns(void)
     return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
 
-static char (*keys)[KEY_LEN + 1];
+static char (*keys)[KEY_LEN + 1];     /* in index order (warm-up) */
+static char (*shuffled)[KEY_LEN + 1]; /* each case's key range, shuffled within it */
 static long iters = 2000000;
 static const char *only; /* run only cases whose name contains this */
 
 struct worker {
     limiter *lim;
+    char (*keys)[KEY_LEN + 1];
     size_t first, count; /* keys[first .. first+count) in turn */
     long iters;
     long denied;
@@ -64,7 +68,7 @@ static void *run(void *arg)
         pthread_barrier_wait(w->start);
     w->t0 = now_ns();
     for (i = 0; i < w->iters; i++) {
-        const char *key = keys[w->first + k];
+        const char *key = w->keys[w->first + k];
         denied += !limiter_check(w->lim, key, KEY_LEN);
         if (++k == w->count)
             k = 0;
@@ -92,7 +96,7 @@ static void run_case(const char *name, int threads, const size_t *first, size_t 
     }
     /* Warm-up: insert every key the case uses, outside the timing. */
     for (t = 0; t < threads; t++) {
-        struct worker warm = { lim, first[t], count, (long)count, 0, NULL, 0, 0 };
+        struct worker warm = { lim, keys, first[t], count, (long)count, 0, NULL, 0, 0 };
         run(&warm);
         if (warm.denied) {
             fprintf(stderr, "%s: %s: denied during warm-up\n", LIMITER_NAME, name);
@@ -101,7 +105,7 @@ static void run_case(const char *name, int threads, const size_t *first, size_t 
     }
     pthread_barrier_init(&start, NULL, (unsigned)threads);
     for (t = 0; t < threads; t++) {
-        struct worker init = { lim, first[t], count, iters, 0, threads > 1 ? &start : NULL, 0, 0 };
+        struct worker init = { lim, shuffled, first[t], count, iters, 0, threads > 1 ? &start : NULL, 0, 0 };
         w[t] = init;
     }
     if (threads == 1) {
@@ -135,7 +139,7 @@ static void run_case(const char *name, int threads, const size_t *first, size_t 
 
 int main(int argc, char **argv)
 {
-    size_t i, zero[2] = { 0, 0 }, own[2] = { MANY_KEYS, MANY_KEYS + THREAD_KEYS };
+    size_t i, *order, zero[2] = { 0, 0 }, own[2] = { MANY_KEYS, MANY_KEYS + THREAD_KEYS };
     if (argc > 1)
         iters = atol(argv[1]);
     if (argc > 2)
@@ -145,15 +149,27 @@ int main(int argc, char **argv)
         return 2;
     }
     keys = malloc(sizeof *keys * TOTAL_KEYS);
-    if (!keys)
+    shuffled = malloc(sizeof *shuffled * TOTAL_KEYS);
+    order = malloc(sizeof *order * TOTAL_KEYS);
+    if (!keys || !shuffled || !order)
         return 2;
-    for (i = 0; i < TOTAL_KEYS; i++)
+    for (i = 0; i < TOTAL_KEYS; i++) {
         make_key(keys[i], (unsigned long long)i);
+        order[i] = i;
+    }
+    /* Shuffle within each case's range, so each case keeps its own keys. */
+    shuffle(order, MANY_KEYS);
+    shuffle(order + MANY_KEYS, THREAD_KEYS);
+    shuffle(order + MANY_KEYS + THREAD_KEYS, THREAD_KEYS);
+    for (i = 0; i < TOTAL_KEYS; i++)
+        memcpy(shuffled[i], keys[order[i]], KEY_LEN + 1);
 
     run_case(CASE_HOT, 1, zero, 1);
     run_case(CASE_MANY, 1, zero, MANY_KEYS);
     run_case(CASE_THREADS_OWN, 2, own, THREAD_KEYS);
     run_case(CASE_THREADS_ONE, 2, zero, 1);
+    free(order);
+    free(shuffled);
     free(keys);
     return 0;
 }

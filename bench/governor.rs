@@ -30,6 +30,14 @@ fn make_key(i: u64) -> String {
     format!("{:016x}{:016x}", splitmix64(2 * i), splitmix64(2 * i + 1))
 }
 
+/// As shuffle() in bench/keys.h: Fisher-Yates, j = splitmix64(SEED + i) % (i + 1).
+fn shuffle<T>(v: &mut [T]) {
+    for i in (1..v.len()).rev() {
+        let j = (splitmix64(0x5EED + i as u64) % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+}
+
 fn limiter() -> DefaultKeyedRateLimiter<String> {
     // 10^9 per second, burst 10^9: never denies at the speeds measured.
     RateLimiter::keyed(Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap()))
@@ -50,6 +58,8 @@ fn run(lim: &DefaultKeyedRateLimiter<String>, keys: &[String], iters: usize) -> 
     (t0, Instant::now(), denied)
 }
 
+/// Inserts every key of `sets` (in order, untimed), then times `iters` checks
+/// per set, one thread per set, each set's keys in a fixed shuffled order.
 fn case(name: &str, only: Option<&str>, iters: usize, sets: &[&[String]]) {
     if only.is_some_and(|o| !name.contains(o)) {
         return;
@@ -58,12 +68,20 @@ fn case(name: &str, only: Option<&str>, iters: usize, sets: &[&[String]]) {
     for keys in sets {
         assert_eq!(run(&lim, keys, keys.len()).2, 0, "{name}: denied during warm-up");
     }
+    let shuffled: Vec<Vec<String>> = sets
+        .iter()
+        .map(|keys| {
+            let mut v = keys.to_vec();
+            shuffle(&mut v);
+            v
+        })
+        .collect();
     let results: Vec<(Instant, Instant, usize)> = if sets.len() == 1 {
-        vec![run(&lim, sets[0], iters)]
+        vec![run(&lim, &shuffled[0], iters)]
     } else {
         let barrier = Barrier::new(sets.len());
         std::thread::scope(|s| {
-            let handles: Vec<_> = sets
+            let handles: Vec<_> = shuffled
                 .iter()
                 .map(|keys| {
                     let (lim, barrier) = (&lim, &barrier);

@@ -5,7 +5,12 @@
  *     hex16(splitmix64(2i)) hex16(splitmix64(2i + 1))
  * bench/governor.rs makes the very same strings. Keys 0..MANY_KEYS are the
  * "100k keys" case (key 0 is also the hot key); the two threads of
- * "2 thr, own keys" take the next THREAD_KEYS keys each.
+ * "2 threads, own keys" take the next THREAD_KEYS keys each.
+ *
+ * Keys are inserted (untimed warm-up) in index order and then checked, timed,
+ * round-robin in a fixed shuffled order (shuffle() below), as traffic
+ * would: a limiter whose entries happen to sit in memory in arrival order
+ * must not get the prefetcher's help for free.
  */
 #ifndef BENCH_KEYS_H
 #define BENCH_KEYS_H
@@ -33,6 +38,19 @@ static unsigned long long splitmix64(unsigned long long x)
 static void make_key(char out[KEY_LEN + 1], unsigned long long i)
 {
     snprintf(out, KEY_LEN + 1, "%016llx%016llx", splitmix64(2 * i), splitmix64(2 * i + 1));
+}
+
+/* Fisher-Yates with j = splitmix64(SHUFFLE_SEED + i) % (i + 1), i = n-1 .. 1. */
+#define SHUFFLE_SEED 0x5EEDULL
+static void shuffle(size_t *idx, size_t n)
+{
+    size_t i, j, t;
+    for (i = n; i-- > 1;) {
+        j = (size_t)(splitmix64(SHUFFLE_SEED + i) % (i + 1));
+        t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
+    }
 }
 
 #endif
