@@ -50,6 +50,11 @@ fn ceil_ms(ticks: u64, tick_ns: u64) -> u64 {
     if ticks == NEVER {
         return u64::MAX;
     }
+    // Nanosecond ticks (memory, shm): a u64 division by a constant, which
+    // compiles to a multiply, instead of a call to the u128 division routine.
+    if tick_ns == 1 {
+        return ticks.div_ceil(NANOS_PER_MS);
+    }
     (ticks as u128 * tick_ns as u128).div_ceil(NANOS_PER_MS as u128).min(u64::MAX as u128 - 1) as u64
 }
 
@@ -185,5 +190,7 @@ mod tests {
         assert_eq!(ceil_ms(1_000_000, 1), 1);
         assert_eq!(ceil_ms(1_000_001, 1), 2);
         assert_eq!(ceil_ms(3, 1000), 1);
+        assert_eq!(ceil_ms(u64::MAX - 1, 1), (u64::MAX - 1).div_ceil(1_000_000));
+        assert_eq!(ceil_ms(u64::MAX - 1, 1_000_000), u64::MAX - 1);
     }
 }

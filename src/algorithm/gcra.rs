@@ -24,7 +24,16 @@ pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, Stat
     let base = tat.max(now);
     let new_tat = base + cost as u128 * t;
     // Tokens left in a bucket whose tat is `x`: the unused part of the capacity.
-    let tokens = |x: u128| ((capacity - (x - now)) / t) as u64;
+    // The quotient is at most `burst`; when the dividend fits in 64 bits (any
+    // bucket under ~584 years of capacity) a 64-bit division gives the same
+    // result without calling the 128-bit division routine.
+    let tokens = |x: u128| {
+        let unused = capacity - (x - now);
+        match u64::try_from(unused) {
+            Ok(u) => u / rate.interval,
+            Err(_) => (unused / t) as u64,
+        }
+    };
 
     if new_tat - now <= capacity {
         let outcome = Outcome {

@@ -78,6 +78,7 @@ pub struct Outcome {
 
 /// Decides one rate: the outcome, and the state to store if the check is taken.
 /// On a denial the returned state is the given one.
+#[inline]
 pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, State) {
     match rate.algorithm {
         Algorithm::TokenBucket => gcra::decide(rate, state, now, cost),

@@ -17,15 +17,41 @@ pub struct Verdict {
     pub outcome: Outcome,
 }
 
+/// The state held in `words` (1 to `STATE_WORDS` of them), zero-padded.
+/// Spelled out per length: a variable-length copy became a memset and a
+/// memcpy call whose byte stores the next 16-byte load could not forward
+/// from (a store-forwarding stall on every check).
+#[inline]
 fn load(words: &[u64]) -> State {
-    let mut s = [0; STATE_WORDS];
-    s[..words.len()].copy_from_slice(words);
-    s
+    match *words {
+        [a] => [a, 0, 0],
+        [a, b] => [a, b, 0],
+        [a, b, c, ..] => [a, b, c],
+        [] => [0; STATE_WORDS],
+    }
+}
+
+/// Writes the first `n` words of `new` back into `words`.
+#[inline]
+fn store(words: &mut [u64], new: &State) {
+    for (w, v) in words.iter_mut().zip(new) {
+        *w = *v;
+    }
 }
 
 /// Decides `cost` units against every rate and, if all allow it, stores the new
 /// states into `words`. `cost == 0` is a peek and never writes.
+#[inline]
 pub fn check_all(rates: &[Rate], words: &mut [u64], now: u64, cost: u64) -> Verdict {
+    // One rate (the common configuration): decide it, store it if taken.
+    if let [rate] = rates {
+        let n = rate.words();
+        let (outcome, new) = decide(rate, &load(&words[..n]), now, cost);
+        if outcome.allowed && cost > 0 {
+            store(&mut words[..n], &new);
+        }
+        return Verdict { index: 0, outcome };
+    }
     let mut news = [[0u64; STATE_WORDS]; crate::config::MAX_RATES];
     let mut verdict: Option<Verdict> = None;
     let mut all_allowed = true;
@@ -50,7 +76,7 @@ pub fn check_all(rates: &[Rate], words: &mut [u64], now: u64, cost: u64) -> Verd
         let mut at = 0;
         for (rate, new) in rates.iter().zip(&news) {
             let n = rate.words();
-            words[at..at + n].copy_from_slice(&new[..n]);
+            store(&mut words[at..at + n], new);
             at += n;
         }
     }
