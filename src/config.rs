@@ -15,6 +15,8 @@ pub(crate) const DEFAULT_CAPACITY: u64 = 100_000;
 pub(crate) const MAX_CAPACITY: u64 = 1 << 32;
 /// Longest a check may wait on Redis when `timeout_ms=` is not given.
 pub(crate) const DEFAULT_TIMEOUT_MS: u64 = 50;
+/// Longest period, and longest time a bucket may take to refill: 1000 days.
+pub(crate) const MAX_PERIOD_NS: u64 = 1000 * 86_400_000 * NANOS_PER_MS;
 /// Most rates one configuration may hold.
 pub(crate) const MAX_RATES: usize = 8;
 
@@ -155,6 +157,17 @@ impl Config {
             }
             rates[0].burst = burst;
         }
+        // A bucket may take at most 2000 days to refill, which keeps every
+        // timestamp the algorithm computes far inside a u64 of nanoseconds.
+        for r in rates.iter().filter(|_| algorithm == Algorithm::TokenBucket) {
+            let full_ns = r.burst as u128 * r.period_ns.div_ceil(r.limit) as u128;
+            if full_ns > 2 * MAX_PERIOD_NS as u128 {
+                return err(format!(
+                    "\"burst={}\" with \"rate={rate_text}\" takes more than 2000 days to refill",
+                    r.burst
+                ));
+            }
+        }
 
         let backend = match get("backend") {
             None | Some("memory") => Backend::Memory,
@@ -292,7 +305,7 @@ fn parse_rate(part: &str, whole: &str) -> Result<RateSpec, ConfigError> {
     // Periods are capped at 1000 days so that every timestamp the algorithms
     // compute stays far inside u64 nanoseconds.
     let period_ns = match count.checked_mul(unit_ns) {
-        Some(p) if p <= 1000 * 86_400_000 * NANOS_PER_MS => p,
+        Some(p) if p <= MAX_PERIOD_NS => p,
         _ => return bad("PERIOD is longer than 1000 days"),
     };
     Ok(RateSpec { limit, period_ns, burst: limit })
@@ -382,6 +395,7 @@ mod tests {
             ("rate=1/s,2/m burst=3", "needs a single rate"),
             ("rate=1/s burst=0", "\"burst=0\": must be at least 1"),
             ("rate=1/s burst=x", "\"burst=x\": expected a whole number"),
+            ("rate=1/day burst=2001", "takes more than 2000 days to refill"),
             ("rate=1/s algorithm=fixed_window burst=3", "only to algorithm=token_bucket"),
             ("rate=1/s backend=disk", "bad value in \"backend=disk\""),
             ("rate=1/s on_error=maybe", "bad value in \"on_error=maybe\""),

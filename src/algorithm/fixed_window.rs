@@ -8,6 +8,7 @@
 use super::{Outcome, Rate, State, NEVER};
 
 /// Decides one check of `cost` units at `now`.
+#[inline(always)]
 pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, State) {
     // A state written by a caller whose clock read came a moment later than
     // ours is from "the future": time never runs backwards for a key.

@@ -11,51 +11,40 @@
 //!
 //! `T` is rounded UP to a whole tick, so a rate whose period is not a multiple
 //! of its limit is admitted a hair slower than asked (under one tick per unit),
-//! never faster. All arithmetic is done in u128, so no input can overflow.
+//! never faster. The configuration bounds `burst * T` to 1000 days of ticks, so
+//! with a cost of at most `burst` (a larger one is refused first) and clock
+//! readings below 2^62, no sum below can overflow a u64.
 
 use super::{Outcome, Rate, State, NEVER};
 
 /// Decides one check of `cost` units at `now`; returns the outcome and the state
 /// to store if the check (and every other rate of it) is allowed.
+#[inline(always)]
 pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, State) {
-    let (now, t) = (now as u128, rate.interval as u128);
-    let capacity = rate.burst as u128 * t; // how far ahead of now the tat may run
-    let tat = state[0] as u128;
-    let base = tat.max(now);
-    let new_tat = base + cost as u128 * t;
+    let (t, capacity) = (rate.interval, rate.capacity); // capacity = burst * T
+    let base = state[0].max(now);
     // Tokens left in a bucket whose tat is `x`: the unused part of the capacity.
-    // The quotient is at most `burst`; when the dividend fits in 64 bits (any
-    // bucket under ~584 years of capacity) a 64-bit division gives the same
-    // result without calling the 128-bit division routine.
-    let tokens = |x: u128| {
-        let unused = capacity - (x - now);
-        match u64::try_from(unused) {
-            Ok(u) => u / rate.interval,
-            Err(_) => (unused / t) as u64,
-        }
+    let tokens = |x: u64| (capacity - (x - now)) / t;
+    let denied = |retry_after| {
+        let outcome = Outcome { allowed: false, limit: rate.burst, remaining: tokens(base), reset: base - now, retry_after };
+        (outcome, *state)
     };
-
+    if cost > rate.burst {
+        return denied(NEVER); // more than a full bucket: no wait helps
+    }
+    let new_tat = base + cost * t;
     if new_tat - now <= capacity {
         let outcome = Outcome {
             allowed: true,
             limit: rate.burst,
             remaining: tokens(new_tat),
-            reset: (new_tat - now) as u64,
+            reset: new_tat - now,
             retry_after: 0,
         };
-        (outcome, [new_tat as u64, 0, 0])
+        (outcome, [new_tat, 0, 0])
     } else {
-        // Allowed again once `new_tat - later <= capacity`; never if the cost is
-        // more than a full bucket.
-        let retry_after = if cost > rate.burst { NEVER } else { (new_tat - capacity - now) as u64 };
-        let outcome = Outcome {
-            allowed: false,
-            limit: rate.burst,
-            remaining: tokens(base),
-            reset: (base - now) as u64,
-            retry_after,
-        };
-        (outcome, *state)
+        // Allowed again once `new_tat - later <= capacity`.
+        denied(new_tat - capacity - now)
     }
 }
 

@@ -37,6 +37,8 @@ pub struct Rate {
     pub burst: u64,
     /// Token bucket: ticks per unit, `ceil(period / limit)`.
     pub interval: u64,
+    /// Token bucket: how far ahead of now the tat may run, `burst * interval`.
+    pub capacity: u64,
 }
 
 impl Rate {
@@ -44,7 +46,11 @@ impl Rate {
         assert!(limit > 0 && period > 0 && burst > 0, "rates are validated by the config parser");
         let interval = period.div_ceil(limit);
         let burst = if algorithm == Algorithm::TokenBucket { burst } else { limit };
-        Rate { algorithm, limit, period, burst, interval }
+        let capacity = match algorithm {
+            Algorithm::TokenBucket => burst.checked_mul(interval).expect("the config parser bounds burst * interval"),
+            _ => 0,
+        };
+        Rate { algorithm, limit, period, burst, interval, capacity }
     }
 
     /// How many state words this rate keeps.
@@ -78,7 +84,7 @@ pub struct Outcome {
 
 /// Decides one rate: the outcome, and the state to store if the check is taken.
 /// On a denial the returned state is the given one.
-#[inline]
+#[inline(always)]
 pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, State) {
     match rate.algorithm {
         Algorithm::TokenBucket => gcra::decide(rate, state, now, cost),

@@ -12,34 +12,64 @@
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CString};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
 
 use super::status::{RL_ERR_NULL, RL_ERR_PANIC};
 use crate::error::Error;
 
-thread_local! {
-    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+/// This thread's last error message, "" when none.
+struct LastError(RefCell<CString>);
+
+impl Drop for LastError {
+    fn drop(&mut self) {
+        if !self.0.get_mut().as_bytes().is_empty() {
+            THREADS_WITH_ERROR.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
+
+thread_local! {
+    static LAST_ERROR: LastError = LastError(RefCell::new(CString::default()));
+}
+
+/// How many threads hold a non-empty last error. While it is 0 (the usual
+/// case) a call need not touch its thread-local to clear it: thread-locals of
+/// a shared library cost a `__tls_get_addr` call, a noticeable part of a
+/// check. A thread's own increment is always visible to its own later loads,
+/// so a thread with an error never sees 0.
+static THREADS_WITH_ERROR: AtomicUsize = AtomicUsize::new(0);
 
 /// Records `message` as this thread's last error.
 pub fn set_last_error(message: &str) {
     let c = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+    LAST_ERROR.with(|e| {
+        let mut e = e.0.borrow_mut();
+        if e.as_bytes().is_empty() && !c.as_bytes().is_empty() {
+            THREADS_WITH_ERROR.fetch_add(1, Ordering::Relaxed);
+        }
+        *e = c;
+    });
 }
 
 /// Clears this thread's last error (each call starts afresh).
+#[inline]
 pub fn clear_last_error() {
+    if THREADS_WITH_ERROR.load(Ordering::Relaxed) == 0 {
+        return;
+    }
     LAST_ERROR.with(|e| {
-        let mut e = e.borrow_mut();
+        let mut e = e.0.borrow_mut();
         if !e.as_bytes().is_empty() {
             *e = CString::default();
+            THREADS_WITH_ERROR.fetch_sub(1, Ordering::Relaxed);
         }
     });
 }
 
 /// This thread's last error message; valid until the thread's next rl_* call.
 pub fn last_error_ptr() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    LAST_ERROR.with(|e| e.0.borrow().as_ptr())
 }
 
 /// Records the error and returns its status code.
