@@ -142,6 +142,13 @@ typedef struct rl_stats {
    Live (not yet expired) entries dropped to make room for new keys.
    */
   uint64_t evictions;
+  /*
+   Checks denied locally without a round trip to the backend: with
+   backend=redis, a key Redis denied is denied by this process until its
+   retry_after has passed (the over-limit cache). Included in `limited`.
+   Always 0 for memory and shm.
+   */
+  uint64_t local_denials;
 } rl_stats;
 
 #ifdef __cplusplus

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::algorithm::{Rate, NEVER};
 use crate::config::{Backend, Config, OnError, NANOS_PER_MS};
 use crate::error::Error;
-use crate::store::{Answer, MemoryStore, Store, StoreStats};
+use crate::store::{Answer, MemoryStore, RedisStore, Store, StoreStats};
 
 /// One decision, in milliseconds, as the C API reports it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,6 +29,8 @@ pub struct Stats {
     pub errors: u64,
     pub keys: u64,
     pub evictions: u64,
+    /// Checks denied without asking the backend (Redis: the local over-limit cache).
+    pub local_denials: u64,
 }
 
 /// How long a caller told "deny" by `on_error=deny` is asked to wait.
@@ -63,7 +65,7 @@ impl Limiter {
         let store: Box<dyn Store> = match config.backend {
             Backend::Memory => Box::new(MemoryStore::new(rates_in_ns(config), config.capacity)?),
             Backend::Shm => return Err(Error::Config("backend=shm is not available in this build".into())),
-            Backend::Redis => return Err(Error::Config("backend=redis is not available in this build".into())),
+            Backend::Redis => Box::new(RedisStore::new(config)?),
         };
         Ok(Limiter { rates: rates_in_ns(config), on_error: config.on_error, store, errors: AtomicU64::new(0) })
     }
@@ -124,7 +126,14 @@ impl Limiter {
 
     pub fn stats(&self) -> Result<Stats, Error> {
         let StoreStats { allowed, limited, keys, evictions } = self.store.stats()?;
-        Ok(Stats { allowed, limited, errors: self.errors.load(Ordering::Relaxed), keys, evictions })
+        Ok(Stats {
+            allowed,
+            limited,
+            errors: self.errors.load(Ordering::Relaxed),
+            keys,
+            evictions,
+            local_denials: self.store.local_denials(),
+        })
     }
 }
 

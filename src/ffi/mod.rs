@@ -62,6 +62,11 @@ pub struct rl_stats {
     pub keys: u64,
     /// Live (not yet expired) entries dropped to make room for new keys.
     pub evictions: u64,
+    /// Checks denied locally without a round trip to the backend: with
+    /// backend=redis, a key Redis denied is denied by this process until its
+    /// retry_after has passed (the over-limit cache). Included in `limited`.
+    /// Always 0 for memory and shm.
+    pub local_denials: u64,
 }
 
 /// rl_format_headers() flag: `X-RateLimit-Limit`, `X-RateLimit-Remaining`,
@@ -104,7 +109,14 @@ impl From<&rl_decision> for Decision {
 
 impl From<Stats> for rl_stats {
     fn from(s: Stats) -> rl_stats {
-        rl_stats { allowed: s.allowed, limited: s.limited, errors: s.errors, keys: s.keys, evictions: s.evictions }
+        rl_stats {
+            allowed: s.allowed,
+            limited: s.limited,
+            errors: s.errors,
+            keys: s.keys,
+            evictions: s.evictions,
+            local_denials: s.local_denials,
+        }
     }
 }
 

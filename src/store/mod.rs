@@ -2,8 +2,12 @@
 //! the same algorithms (`algorithm/`); only the home of the state differs.
 
 mod memory;
+// Nothing in the Redis backend is part of the C API:
+/// cbindgen:ignore
+pub mod redis;
 
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 use crate::algorithm::Verdict;
 use crate::error::Error;
@@ -36,4 +40,9 @@ pub trait Store: Send + Sync {
     /// Drops expired entries; returns how many.
     fn sweep(&self) -> Result<u64, Error>;
     fn stats(&self) -> Result<StoreStats, Error>;
+    /// Checks denied locally, without asking the backend (the Redis
+    /// backend's over-limit cache); 0 for backends that have none.
+    fn local_denials(&self) -> u64 {
+        0
+    }
 }

@@ -1,0 +1,345 @@
+//! `backend=redis`: every server of a fleet shares the limits.
+//!
+//! Each check is ONE `EVALSHA` of the Lua script `check.lua`, which reads the
+//! key's states, decides with the same algorithms as `algorithm/` (in
+//! microsecond ticks, on the server's `TIME`, so all hosts agree), writes the
+//! new states with a TTL equal to the time until each is fresh again (no key
+//! lives forever; Redis drops them itself, so `rl_sweep` reclaims nothing and
+//! returns 0) and answers. If the server lost the script (`NOSCRIPT`: it was
+//! restarted or flushed) the same call is retried once as `EVAL`, which also
+//! puts the script back in its cache. A denial Redis gave is replayed locally
+//! until its `retry_after` (`denials.rs`): such checks cost no round trip.
+//!
+//! Files: `url.rs` (the `url=` forms), `rates.rs` (microsecond ticks and the
+//! exact range of Lua numbers), `script.rs` + `check.lua` (key names,
+//! arguments, reply), `pool.rs` (connections per process, fork-safe),
+//! `breaker.rs` (failing fast during an outage), `denials.rs` (the local
+//! over-limit cache).
+//!
+//! **Timeouts.** A check takes an idle connection or makes one (connect, and
+//! AUTH/SELECT from the URL, bounded by `timeout_ms`), then gives its command
+//! whatever is left of `timeout_ms` as read and write timeouts: a check never
+//! waits on the network much longer than `timeout_ms` (host names are resolved
+//! by the system resolver, which these timeouts do not bound: prefer
+//! addresses). On any failure `Store::check` returns `Error::Backend`, the
+//! limiter answers with `on_error` and counts it in `errors`. In cluster mode
+//! the redis crate may follow a redirect or reconnect once within a call, so
+//! a call can take up to about twice `timeout_ms`.
+//!
+//! **Creating a limiter never touches the network**: a malformed `url=` is
+//! `RL_ERR_CONFIG`, an unreachable server is found out by the first check.
+//! No thread is started.
+//!
+//! **Stats.** `allowed` and `limited` are counted by this process (all
+//! processes share the limits, not the counters); `keys` is 0 (Redis cannot
+//! say cheaply how many of its keys are ours) and `evictions` is 0 (Redis
+//! expires keys by TTL; under `maxmemory` with an evicting policy it may drop
+//! live keys without telling anyone). `local_denials` counts the checks the
+//! over-limit cache answered.
+
+mod breaker;
+mod denials;
+mod pool;
+pub mod rates;
+pub mod script;
+pub mod url;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConnection};
+use redis::{Cmd, ConnectionLike, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
+
+use super::{Answer, Store, StoreStats};
+use crate::algorithm::{Rate, Verdict};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::Error;
+use crate::keyhash::Seed;
+use breaker::{Admit, Breaker};
+pub use breaker::{COOL_DOWN_MS, THRESHOLD};
+use denials::Denials;
+use pool::Pool;
+pub use rates::TICK_NS;
+use script::Script;
+use url::Target;
+
+enum Client {
+    Single(redis::Client),
+    Cluster(ClusterClient),
+}
+
+enum Conn {
+    Single(redis::Connection),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    fn set_timeout(&self, d: Duration) -> RedisResult<()> {
+        match self {
+            Conn::Single(c) => {
+                c.set_read_timeout(Some(d))?;
+                c.set_write_timeout(Some(d))
+            }
+            Conn::Cluster(c) => {
+                c.set_read_timeout(Some(d))?;
+                c.set_write_timeout(Some(d))
+            }
+        }
+    }
+
+    fn run(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        let value = match self {
+            Conn::Single(c) => c.req_command(cmd)?,
+            Conn::Cluster(c) => c.req_command(cmd)?,
+        };
+        value.extract_error()
+    }
+}
+
+/// Whether an error means the connection (or the server) is unusable, as
+/// opposed to an error reply from a live server.
+fn is_connection_failure(e: &RedisError) -> bool {
+    match e.kind() {
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+            | ServerErrorKind::ClusterDown
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::TryAgain,
+        ) => true,
+        ErrorKind::Server(_) | ErrorKind::Extension | ErrorKind::UnexpectedReturnType | ErrorKind::Parse => false,
+        _ => true,
+    }
+}
+
+fn backend(what: &str, e: &RedisError) -> Error {
+    Error::Backend(format!("redis: {what}: {e}"))
+}
+
+/// State shared in Redis, one `EVALSHA` per check.
+pub struct RedisStore {
+    /// In microsecond ticks.
+    rates: Vec<Rate>,
+    client: Client,
+    prefix: Vec<u8>,
+    timeout: Duration,
+    script: Script,
+    pool: Pool<Conn>,
+    breaker: Breaker,
+    denials: Denials,
+    clock: Clock,
+    allowed: AtomicU64,
+    limited: AtomicU64,
+}
+
+impl RedisStore {
+    /// The store `config` describes (`backend=redis`). Validates `url=`,
+    /// `prefix=` and the rates' range; connects to nothing.
+    pub fn new(config: &Config) -> Result<RedisStore, Error> {
+        let rates = rates::rates_in_us(config).map_err(Error::Config)?;
+        let url = config.url.as_deref().ok_or_else(|| Error::Config("backend=redis needs \"url=\"".into()))?;
+        RedisStore::with_rates(rates, url, &config.prefix, config.timeout_ms)
+    }
+
+    /// A store for `rates` given in microsecond ticks (tests and benchmarks
+    /// use this to run rates no config string can express).
+    pub fn with_rates(rates: Vec<Rate>, url: &str, prefix: &str, timeout_ms: u64) -> Result<RedisStore, Error> {
+        for r in &rates {
+            rates::check(r).map_err(Error::Config)?;
+        }
+        if prefix.contains(['{', '}']) {
+            return Err(Error::Config(format!(
+                "bad value in \"prefix={prefix}\": may not contain '{{' or '}}' (they make the Redis Cluster hash tag)"
+            )));
+        }
+        let target = Target::parse(url).map_err(Error::Config)?;
+        let timeout = Duration::from_millis(timeout_ms.max(1));
+        let client = if target.cluster {
+            let nodes: Vec<_> = (0..target.nodes.len()).map(|i| target.connection_info(i)).collect();
+            let mut b = ClusterClientBuilder::new(nodes).connection_timeout(timeout).response_timeout(timeout).retries(1);
+            if let Some(u) = &target.username {
+                b = b.username(u);
+            }
+            if let Some(p) = &target.password {
+                b = b.password(p);
+            }
+            Client::Cluster(b.build().map_err(|e| Error::Config(format!("url={url}: {e}")))?)
+        } else {
+            Client::Single(redis::Client::open(target.connection_info(0)).map_err(|e| Error::Config(format!("url={url}: {e}")))?)
+        };
+        let seed = Seed::random().map_err(|e| Error::Io(format!("reading /dev/urandom for the hash seed: {e}")))?;
+        let max_cost = rates.iter().map(Rate::quota).min().unwrap_or(0);
+        Ok(RedisStore {
+            rates,
+            client,
+            prefix: prefix.as_bytes().to_vec(),
+            timeout,
+            script: Script::new(),
+            pool: Pool::new(),
+            breaker: Breaker::default(),
+            denials: Denials::new(seed, max_cost),
+            clock: Clock::new(),
+            allowed: AtomicU64::new(0),
+            limited: AtomicU64::new(0),
+        })
+    }
+
+    fn connect(&self) -> RedisResult<Conn> {
+        match &self.client {
+            Client::Single(c) => c.get_connection_with_timeout(self.timeout).map(Conn::Single),
+            Client::Cluster(c) => c.get_connection().map(Conn::Cluster),
+        }
+    }
+
+    /// Runs `cmd` (and, if the server answers NOSCRIPT, `fallback`) on a
+    /// pooled connection within the timeout, minding the breaker.
+    fn call(&self, what: &str, cmd: &Cmd, fallback: Option<&Cmd>) -> Result<Value, Error> {
+        let start = Instant::now();
+        let admit = self.breaker.admit(self.clock.now());
+        if admit == Admit::No {
+            return Err(Error::Backend(format!(
+                "redis: not tried: {THRESHOLD} consecutive failures, failing fast for {COOL_DOWN_MS} ms before probing again"
+            )));
+        }
+        let deadline = start + self.timeout;
+        let mut conn = match self.pool.take() {
+            Some(c) => c,
+            None => match self.connect() {
+                Ok(c) => self.pool.wrap(c),
+                Err(e) => {
+                    self.breaker.failure(admit, self.clock.now());
+                    return Err(backend("connecting", &e));
+                }
+            },
+        };
+        let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let mut result = conn.conn.set_timeout(left()).and_then(|()| conn.conn.run(cmd));
+        if let (Err(e), Some(fallback)) = (&result, fallback) {
+            if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) {
+                result = conn.conn.set_timeout(left()).and_then(|()| conn.conn.run(fallback));
+            }
+        }
+        match result {
+            Ok(v) => {
+                self.pool.put(conn);
+                self.breaker.success(admit);
+                Ok(v)
+            }
+            Err(e) if is_connection_failure(&e) => {
+                self.pool.fail(conn);
+                self.breaker.failure(admit, self.clock.now());
+                Err(backend(what, &e))
+            }
+            Err(e) => {
+                self.pool.put(conn);
+                self.breaker.success(admit);
+                Err(backend(what, &e))
+            }
+        }
+    }
+
+    fn eval(&self, key: &[u8], cost: u64, now_us: Option<u64>) -> Result<Verdict, Error> {
+        let keys = script::key_names(&self.prefix, key, &self.rates);
+        let cmd = self.script.evalsha(&keys, &self.rates, cost, now_us);
+        let fallback = self.script.eval(&keys, &self.rates, cost, now_us);
+        let value = self.call("check", &cmd, Some(&fallback))?;
+        script::parse_reply(&value, self.rates.len()).map_err(Error::Backend)
+    }
+
+    /// One check at a given server time in µs instead of `TIME`, bypassing
+    /// the local over-limit cache and the counters. For the test vectors only.
+    #[doc(hidden)]
+    pub fn check_at(&self, key: &[u8], cost: u64, now_us: u64) -> Result<Verdict, Error> {
+        self.eval(key, cost, Some(now_us))
+    }
+
+    /// The Redis key names of `key` (one per rate; see `script.rs`).
+    pub fn key_names(&self, key: &[u8]) -> Vec<Vec<u8>> {
+        script::key_names(&self.prefix, key, &self.rates)
+    }
+
+    /// Checks answered by the local over-limit cache, without Redis.
+    pub fn local_denials(&self) -> u64 {
+        self.denials.hits()
+    }
+
+    /// Whether the handle is failing fast now (after repeated failures).
+    pub fn failing_fast(&self) -> bool {
+        self.breaker.is_open(self.clock.now())
+    }
+}
+
+impl Store for RedisStore {
+    fn check(&self, key: &[u8], cost: u64) -> Result<Answer, Error> {
+        let now = self.clock.now();
+        let fp = (cost > 0).then(|| self.denials.fingerprint(key));
+        if let Some(fp) = fp {
+            if let Some(verdict) = self.denials.lookup(fp, cost, now) {
+                self.limited.fetch_add(1, Ordering::Relaxed);
+                return Ok(Answer { verdict, tick_ns: TICK_NS });
+            }
+        }
+        let verdict = self.eval(key, cost, None)?;
+        if verdict.outcome.allowed {
+            self.allowed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.limited.fetch_add(1, Ordering::Relaxed);
+            if let Some(fp) = fp {
+                self.denials.remember(fp, cost, now, verdict);
+            }
+        }
+        Ok(Answer { verdict, tick_ns: TICK_NS })
+    }
+
+    /// `DEL` of the key's Redis keys (all its rates), and of its local denial.
+    fn reset(&self, key: &[u8]) -> Result<(), Error> {
+        self.denials.forget(self.denials.fingerprint(key));
+        let mut cmd = redis::cmd("DEL");
+        for k in self.key_names(key) {
+            cmd.arg(k);
+        }
+        self.call("reset", &cmd, None).map(|_| ())
+    }
+
+    /// Redis expires keys by their TTL: nothing to reclaim here.
+    fn sweep(&self) -> Result<u64, Error> {
+        Ok(0)
+    }
+
+    fn stats(&self) -> Result<StoreStats, Error> {
+        Ok(StoreStats {
+            allowed: self.allowed.load(Ordering::Relaxed),
+            limited: self.limited.load(Ordering::Relaxed),
+            keys: 0,
+            evictions: 0,
+        })
+    }
+
+    fn local_denials(&self) -> u64 {
+        self.denials.hits()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creating_needs_no_server_but_a_good_url() {
+        let ok = Config::parse("rate=5/s backend=redis url=redis://127.0.0.1:1").unwrap();
+        assert!(RedisStore::new(&ok).is_ok());
+        let ok = Config::parse("rate=5/s backend=redis url=redis+cluster://127.0.0.1:1,127.0.0.1:2").unwrap();
+        assert!(RedisStore::new(&ok).is_ok());
+        for (text, why) in [
+            ("rate=5/s backend=redis url=redis:/x", "url="),
+            ("rate=5/s backend=redis url=redis://h:1 prefix=a{b", "prefix="),
+            ("rate=5000000/s backend=redis url=redis://h:1", "microsecond"),
+        ] {
+            match RedisStore::new(&Config::parse(text).unwrap()) {
+                Err(Error::Config(m)) => assert!(m.contains(why), "{text}: {m}"),
+                Err(e) => panic!("{text}: {e:?}"),
+                Ok(_) => panic!("{text} accepted"),
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! `url=`: where Redis is, checked strictly when the limiter is created
+//! (a malformed URL is `RL_ERR_CONFIG`; an unreachable server is not).
+//!
+//! Two forms:
+//!
+//! - `redis://[[user]:password@]host[:port][/db]` — one server. `port`
+//!   defaults to 6379, `db` (a number) to 0. `user` and `password` may be
+//!   percent-encoded (`%40` for `@`). `redis://:secret@host:6379` is a password
+//!   without a user name (plain `AUTH secret`).
+//! - `redis+cluster://[[user]:password@]host:port[,host:port...]` — a Redis
+//!   Cluster, reached through any of the listed seed nodes; the credentials
+//!   apply to every node; no `/db` (a cluster has only database 0).
+//!
+//! Hosts are names, IPv4 addresses or bracketed IPv6 addresses (`[::1]:6379`).
+//! TLS (`rediss://`), Unix sockets and query options are not supported.
+
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
+
+/// A parsed `url=`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// `host:port` pairs: one for a single server, the seeds of a cluster.
+    pub nodes: Vec<(String, u16)>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub db: i64,
+    pub cluster: bool,
+}
+
+impl Target {
+    /// Parses and validates `url`; the error says what is wrong with it.
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let bad = |why: &str| Err(format!("bad value in \"url={url}\": {why}"));
+        let (cluster, rest) = if let Some(r) = url.strip_prefix("redis://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("redis+cluster://") {
+            (true, r)
+        } else {
+            return bad("expected redis://[user:password@]host:port[/db] or redis+cluster://host:port[,host:port...]");
+        };
+        if rest.contains(['?', '#']) {
+            return bad("query strings and fragments are not supported");
+        }
+        // The credentials end at the LAST '@', so a raw '@' in a password still works.
+        let (userinfo, rest) = match rest.rfind('@') {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+            None => (None, rest),
+        };
+        let (hosts, db) = match rest.split_once('/') {
+            Some((h, "")) => (h, None),
+            Some((h, d)) => (h, Some(d)),
+            None => (rest, None),
+        };
+        let db = match db {
+            None => 0,
+            Some(d) if cluster => {
+                return bad(&format!("a cluster URL takes no database (\"/{d}\"): Redis Cluster has only database 0"))
+            }
+            Some(d) => match d.parse::<i64>() {
+                Ok(n) if n >= 0 && d.bytes().all(|b| b.is_ascii_digit()) => n,
+                _ => return bad(&format!("database \"{d}\" is not a number")),
+            },
+        };
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(u) => {
+                let (user, pass) = match u.split_once(':') {
+                    Some((user, pass)) => (user, Some(pass)),
+                    None => ("", Some(u)),
+                };
+                let dec = |s: &str| percent_decode(s).ok_or(());
+                let Ok(user) = dec(user) else { return bad("bad percent-encoding in the user name") };
+                let pass = match pass.map(dec) {
+                    Some(Ok(p)) => Some(p),
+                    Some(Err(())) => return bad("bad percent-encoding in the password"),
+                    None => None,
+                };
+                ((!user.is_empty()).then_some(user), pass.filter(|p| !p.is_empty()))
+            }
+        };
+        let mut nodes = Vec::new();
+        for hp in hosts.split(',') {
+            match parse_host_port(hp) {
+                Ok(n) => nodes.push(n),
+                Err(why) => return bad(&why),
+            }
+        }
+        if nodes.len() > 1 && !cluster {
+            return bad("several hosts need the redis+cluster:// form");
+        }
+        Ok(Target { nodes, username, password, db, cluster })
+    }
+
+    /// What the redis crate needs to connect to node `i`.
+    pub fn connection_info(&self, i: usize) -> ConnectionInfo {
+        let (host, port) = &self.nodes[i];
+        let mut redis = RedisConnectionInfo::default().set_db(self.db).set_skip_set_lib_name();
+        if let Some(u) = &self.username {
+            redis = redis.set_username(u);
+        }
+        if let Some(p) = &self.password {
+            redis = redis.set_password(p);
+        }
+        ConnectionAddr::Tcp(host.clone(), *port)
+            .into_connection_info()
+            .expect("a TCP address is always a valid connection info")
+            .set_redis_settings(redis)
+    }
+}
+
+fn parse_host_port(hp: &str) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(r) = hp.strip_prefix('[') {
+        let Some((h, after)) = r.split_once(']') else { return Err(format!("unclosed '[' in \"{hp}\"")) };
+        match after {
+            "" => (h, None),
+            p => match p.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None => return Err(format!("junk after ']' in \"{hp}\"")),
+            },
+        }
+    } else {
+        match hp.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hp, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("missing host in \"{hp}\""));
+    }
+    if !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b)) {
+        return Err(format!("bad host name \"{host}\""));
+    }
+    let port = match port {
+        None => 6379,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => return Err(format!("bad port \"{p}\"")),
+        },
+    };
+    Ok((host.to_owned(), port))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(h: &str, p: u16) -> (String, u16) {
+        (h.to_owned(), p)
+    }
+
+    #[test]
+    fn good_urls() {
+        let t = Target::parse("redis://127.0.0.1:6380").unwrap();
+        assert_eq!((t.nodes, t.db, t.cluster, t.password), (vec![node("127.0.0.1", 6380)], 0, false, None));
+        let t = Target::parse("redis://localhost").unwrap();
+        assert_eq!(t.nodes, vec![node("localhost", 6379)]);
+        let t = Target::parse("redis://alice:s%40cr%3At@h:1/3").unwrap();
+        assert_eq!((t.username.as_deref(), t.password.as_deref(), t.db), (Some("alice"), Some("s@cr:t"), 3));
+        let t = Target::parse("redis://:pw@h:1/").unwrap();
+        assert_eq!((t.username, t.password.as_deref(), t.db), (None, Some("pw"), 0));
+        let t = Target::parse("redis://a:p@ss@h:1").unwrap();
+        assert_eq!(t.password.as_deref(), Some("p@ss"));
+        let t = Target::parse("redis://[::1]:7000").unwrap();
+        assert_eq!(t.nodes, vec![node("::1", 7000)]);
+        let t = Target::parse("redis+cluster://a:1,b:2,[::1]:3").unwrap();
+        assert!(t.cluster);
+        assert_eq!(t.nodes, vec![node("a", 1), node("b", 2), node("::1", 3)]);
+    }
+
+    #[test]
+    fn bad_urls() {
+        for (url, why) in [
+            ("http://h:1", "expected redis://"),
+            ("rediss://h:1", "expected redis://"),
+            ("redis://", "missing host"),
+            ("redis://h:0", "bad port"),
+            ("redis://h:70000", "bad port"),
+            ("redis://h:x", "bad port"),
+            ("redis://h:1/x", "is not a number"),
+            ("redis://h:1/-1", "is not a number"),
+            ("redis://h:1?db=2", "query strings"),
+            ("redis://a:1,b:2", "redis+cluster://"),
+            ("redis+cluster://a:1/2", "takes no database"),
+            ("redis://h h:1", "bad host"),
+            ("redis://u:%zz@h:1", "percent-encoding"),
+            ("redis://[::1:1", "unclosed"),
+        ] {
+            let e = Target::parse(url).expect_err(url);
+            assert!(e.contains(why) && e.contains(url), "{url}: {e}");
+        }
+    }
+}
