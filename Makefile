@@ -79,7 +79,11 @@ test-examples: examples
 test-shm: lib
 
 # ---- redis backend tests -------------------------------------------------
-test-redis: lib
+# Starts throwaway redis-servers (a plain one, one with a password, a 3-node
+# cluster) on free loopback ports, runs the C tests with backend=redis and the
+# Rust suites tests/redis_*.rs against them, and stops them (scripts/with_redis.sh).
+test-redis: lib $(C_TESTS)
+	scripts/with_redis.sh scripts/redis_tests.sh
 
 # ---- demo / bench ---------------------------------------------------------
 demo: lib examples

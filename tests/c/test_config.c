@@ -174,6 +174,11 @@ static void test_config_valid(void)
     const char *const *c;
 
     for (c = valid; *c; c++) {
+        /* backend=redis refuses capacity= (Redis bounds its own memory) */
+        if (test_backend_is("redis") && strstr(*c, "capacity=")) {
+            printf("skipped with backend=redis: a valid config with capacity=\n");
+            continue;
+        }
         lim = GOOD(*c);
         rl_destroy(lim);
     }

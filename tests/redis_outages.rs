@@ -1,0 +1,201 @@
+//! backend=redis when Redis is not there, not answering, or comes back; and
+//! how many Redis commands a check costs. These tests start their own
+//! servers (RL_TEST_REDIS_SERVER, set by scripts/with_redis.sh) or fake ones
+//! (a refused port, a listener that never answers); skipped without it.
+
+mod redis_common;
+
+use std::time::{Duration, Instant};
+
+use ratelimit::error::Error;
+use ratelimit::limiter::Limiter;
+use ratelimit::store::redis::{COOL_DOWN_MS, THRESHOLD};
+use redis_common::{env_or_skip, prefix, refused_port, silent_server, Server};
+
+const TIMEOUT_MS: u64 = 100;
+/// Scheduling slack allowed on top of timeout_ms on a busy 2-core machine.
+const MARGIN_MS: u64 = 250;
+
+fn lim(port: u16, on_error: &str) -> Limiter {
+    let t = Instant::now();
+    let l = Limiter::from_config_str(&format!(
+        "rate=5/s backend=redis url=redis://127.0.0.1:{port} timeout_ms={TIMEOUT_MS} on_error={on_error} prefix={}",
+        prefix("out")
+    ))
+    .expect("creating a limiter never fails because Redis is down");
+    assert!(t.elapsed() < Duration::from_millis(20), "rl_create touched the network");
+    l
+}
+
+/// One check that must fail with a backend error within the timeout.
+fn failing_check(l: &Limiter, allowed: bool) -> Duration {
+    let t = Instant::now();
+    let (e, d) = l.check(b"k", 1).expect_err("Redis is unreachable");
+    let took = t.elapsed();
+    assert!(matches!(e, Error::Backend(_)), "{e:?}");
+    assert_eq!(d.allowed, allowed, "on_error decides");
+    assert!(took < Duration::from_millis(TIMEOUT_MS + MARGIN_MS), "took {took:?}");
+    took
+}
+
+#[test]
+fn refused_and_silent_servers_answer_within_the_timeout() {
+    if env_or_skip("RL_TEST_REDIS_SERVER", "refused_and_silent_servers").is_none() {
+        return;
+    }
+    let silent = silent_server();
+    for (port, what) in [(refused_port(), "refused"), (silent, "silent")] {
+        for (on_error, allowed) in [("allow", true), ("deny", false)] {
+            let l = lim(port, on_error);
+            let took = failing_check(&l, allowed);
+            if what == "silent" {
+                assert!(took >= Duration::from_millis(TIMEOUT_MS - 5), "{what}: gave up early: {took:?}");
+            }
+            let s = l.stats().unwrap();
+            assert_eq!((s.errors, s.allowed, s.limited), (1, 0, 0), "{what}");
+            // reset fails the same way, bounded too
+            let t = Instant::now();
+            assert!(matches!(l.reset(b"k"), Err(Error::Backend(_))));
+            assert!(t.elapsed() < Duration::from_millis(TIMEOUT_MS + MARGIN_MS));
+        }
+    }
+}
+
+#[test]
+fn fails_fast_after_repeated_failures_then_probes() {
+    if env_or_skip("RL_TEST_REDIS_SERVER", "fails_fast").is_none() {
+        return;
+    }
+    let l = lim(silent_server(), "deny");
+    for _ in 0..THRESHOLD {
+        assert!(failing_check(&l, false) >= Duration::from_millis(TIMEOUT_MS - 5));
+    }
+    // cooling down: no network, immediate answers
+    let t = Instant::now();
+    for _ in 0..100 {
+        let (e, d) = l.check(b"k", 1).unwrap_err();
+        assert!(!d.allowed);
+        assert!(format!("{e}").contains("failing fast"), "{e}");
+    }
+    assert!(t.elapsed() < Duration::from_millis(50), "100 fail-fast checks took {:?}", t.elapsed());
+    assert_eq!(l.stats().unwrap().errors, THRESHOLD as u64 + 100);
+    // after the cool-down, one probe goes to the network again (and times out)
+    std::thread::sleep(Duration::from_millis(COOL_DOWN_MS + 50));
+    let took = failing_check(&l, false);
+    assert!(took >= Duration::from_millis(TIMEOUT_MS - 5), "the probe did not try: {took:?}");
+    let t = Instant::now();
+    let _ = l.check(b"k", 1).unwrap_err();
+    assert!(t.elapsed() < Duration::from_millis(20), "a failed probe starts another cool-down");
+}
+
+#[test]
+fn recovers_after_redis_restarts() {
+    let Some(bin) = env_or_skip("RL_TEST_REDIS_SERVER", "recovers_after_redis_restarts") else { return };
+    let mut server = Server::start(&bin);
+    let l = Limiter::from_config_str(&format!(
+        "rate=100000/s backend=redis url={} timeout_ms={TIMEOUT_MS} on_error=allow",
+        server.url()
+    ))
+    .unwrap();
+    // several pooled connections
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..50 {
+                    assert!(l.check(b"k", 1).is_ok());
+                }
+            });
+        }
+    });
+    server.kill();
+    let t = Instant::now();
+    for _ in 0..20 {
+        let (_, d) = l.check(b"k", 1).expect_err("Redis is down");
+        assert!(d.allowed);
+    }
+    assert!(t.elapsed() < Duration::from_millis(20 * (TIMEOUT_MS + MARGIN_MS)));
+    server.restart();
+    let back = Instant::now();
+    loop {
+        if l.check(b"k", 1).is_ok() {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(5), "no recovery within 5 s of the restart");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("recovered {:?} after the restart", back.elapsed());
+    // and stays healthy, also on other threads' connections
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..20 {
+                    assert!(l.check(b"k", 1).is_ok());
+                }
+            });
+        }
+    });
+}
+
+/// The commands `f` made clients send to the server, by name, as MONITOR
+/// shows them (commands a script runs inside itself are marked "lua" there
+/// and left out).
+fn commands_during(port: u16, admin: &mut redis::Connection, f: impl FnOnce()) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut mon = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    mon.write_all(b"MONITOR\r\n").unwrap();
+    let mut lines = BufReader::new(mon.try_clone().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "+OK");
+    let marker = |admin: &mut redis::Connection, m: &str| {
+        let _: String = redis::cmd("ECHO").arg(m).query(admin).unwrap();
+    };
+    marker(admin, "rl-start");
+    f();
+    marker(admin, "rl-end");
+    let mut seen = Vec::new();
+    let mut inside = false;
+    for line in lines {
+        let line = line.unwrap();
+        if line.contains("\"rl-start\"") {
+            inside = true;
+            continue;
+        }
+        if line.contains("\"rl-end\"") {
+            break;
+        }
+        if inside && !line.contains(" lua] ") {
+            let name = line.split('"').nth(1).unwrap_or("?").to_ascii_lowercase();
+            seen.push(name);
+        }
+    }
+    seen
+}
+
+#[test]
+fn one_evalsha_per_check_none_for_cached_denials() {
+    let Some(bin) = env_or_skip("RL_TEST_REDIS_SERVER", "one_evalsha_per_check") else { return };
+    let server = Server::start(&bin);
+    let mut admin = server.conn();
+    let l = Limiter::from_config_str(&format!("rate=10/minute,100/hour backend=redis url={}", server.url())).unwrap();
+    l.check(b"warm-up", 1).unwrap(); // loads the script (NOSCRIPT -> EVAL, once)
+    let seen = commands_during(server.port, &mut admin, || {
+        for i in 0..50 {
+            l.check(format!("k{i}").as_bytes(), 1).unwrap();
+        }
+    });
+    assert_eq!(seen, vec!["evalsha"; 50], "50 checks: one EVALSHA each, nothing else");
+    let mut denied = 0;
+    let seen = commands_during(server.port, &mut admin, || {
+        for _ in 0..100 {
+            denied += !l.check(b"hot", 1).unwrap().allowed as u64;
+        }
+    });
+    assert_eq!(denied, 90);
+    // 10 allowed + 1 denial from Redis; the other 89 denials are local
+    assert_eq!(seen, vec!["evalsha"; 11]);
+    assert_eq!(l.stats().unwrap().local_denials, 89);
+    eprintln!("commands per check: 1 EVALSHA; 0 for the 89 cached denials");
+    // a script flush: the next check reloads it once
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut admin).unwrap();
+    assert!(l.check(b"after-flush", 1).unwrap().allowed);
+    assert!(l.check(b"after-flush", 1).unwrap().allowed);
+}

@@ -1,0 +1,238 @@
+//! backend=redis end to end through `Limiter` against a real server
+//! (RL_TEST_REDIS_URL, set by scripts/with_redis.sh; skipped without it):
+//! decisions, cost, peek, never, several rates, reset, binary keys, the TTL
+//! of every key written, the local over-limit cache, many threads and two
+//! handles on one key, the database from the URL, and AUTH.
+
+mod redis_common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ratelimit::limiter::Limiter;
+use redis_common::{conn, env_or_skip, prefix};
+
+fn limiter(url: &str, pfx: &str, rest: &str) -> Limiter {
+    Limiter::from_config_str(&format!("{rest} backend=redis url={url} prefix={pfx} timeout_ms=2000")).unwrap()
+}
+
+fn keys_of(c: &mut redis::Connection, pfx: &str) -> Vec<Vec<u8>> {
+    let pattern = format!("{{{pfx}*");
+    let mut keys = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<Vec<u8>>) =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query(c).unwrap();
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort();
+    keys
+}
+
+#[test]
+fn token_bucket_decisions() {
+    let Some(url) = env_or_skip("RL_TEST_REDIS_URL", "token_bucket_decisions") else { return };
+    let lim = limiter(&url, &prefix("tb"), "rate=5/s");
+    for left in (0..5).rev() {
+        let d = lim.check(b"k", 1).unwrap();
+        assert!(d.allowed);
+        assert_eq!((d.limit, d.remaining, d.window_ms, d.retry_after_ms), (5, left, 1000, 0));
+        assert!(d.reset_ms <= (5 - left) * 200 && d.reset_ms >= (5 - left) * 200 - 50, "{d:?}");
+    }
+    let d = lim.check(b"k", 1).unwrap();
+    assert!(!d.allowed);
+    assert!(d.retry_after_ms > 100 && d.retry_after_ms <= 200, "{d:?}");
+    // peek: allowed, consumes nothing
+    let p = lim.check(b"k", 0).unwrap();
+    assert_eq!((p.allowed, p.remaining), (true, 0));
+    // never
+    let n = lim.check(b"other", 6).unwrap();
+    assert_eq!((n.allowed, n.retry_after_ms), (false, u64::MAX));
+    // exactly the burst fits a fresh key
+    assert!(lim.check(b"other", 5).unwrap().allowed);
+    // reset
+    lim.reset(b"k").unwrap();
+    assert_eq!(lim.check(b"k", 0).unwrap().remaining, 5);
+    std::thread::sleep(std::time::Duration::from_millis(210));
+    assert!(lim.check(b"other", 1).unwrap().allowed, "one unit back after 200 ms");
+    let s = lim.stats().unwrap();
+    assert_eq!((s.keys, s.evictions, s.errors), (0, 0, 0));
+    assert_eq!((s.allowed, s.limited), (5 + 1 + 1 + 1 + 1, 2)); // peeks count as allowed
+}
+
+#[test]
+fn windows_and_several_rates() {
+    let Some(url) = env_or_skip("RL_TEST_REDIS_URL", "windows_and_several_rates") else { return };
+    for algo in ["fixed_window", "sliding_window"] {
+        let lim = limiter(&url, &prefix("win"), &format!("rate=3/1000d algorithm={algo}"));
+        for left in [2, 1, 0] {
+            let d = lim.check(b"w", 1).unwrap();
+            assert_eq!((d.allowed, d.remaining), (true, left), "{algo}");
+        }
+        let d = lim.check(b"w", 1).unwrap();
+        assert!(!d.allowed && d.retry_after_ms > 0 && d.retry_after_ms != u64::MAX, "{algo} {d:?}");
+        assert_eq!(d.window_ms, 1000 * 86_400_000);
+    }
+    // all or nothing: rate 0 denies, rate 1 keeps its units
+    let lim = limiter(&url, &prefix("multi"), "rate=2/s,3/minute");
+    assert_eq!(lim.check(b"m", 1).unwrap().rate_index, 0); // tie (1 vs 2 left): first... 1 < 2 -> rate 0
+    assert!(lim.check(b"m", 1).unwrap().allowed);
+    let d = lim.check(b"m", 1).unwrap();
+    assert_eq!((d.allowed, d.rate_index), (false, 0));
+    std::thread::sleep(std::time::Duration::from_millis(1050));
+    let d = lim.check(b"m", 1).unwrap();
+    assert_eq!((d.allowed, d.rate_index, d.remaining), (true, 1, 0), "rate 1 had exactly 1 left: {d:?}");
+    let d = lim.check(b"m", 1).unwrap();
+    assert_eq!((d.allowed, d.rate_index), (false, 1));
+    assert!(d.retry_after_ms > 15_000 && d.retry_after_ms <= 20_000, "{d:?}");
+}
+
+#[test]
+fn binary_and_huge_keys() {
+    let Some(url) = env_or_skip("RL_TEST_REDIS_URL", "binary_and_huge_keys") else { return };
+    let lim = limiter(&url, &prefix("bin"), "rate=1/minute");
+    for k in [&b"a\0b"[..], b"a\0c", b"a", b"a\0", b"", b"{x}", b"}{"] {
+        assert!(lim.check(k, 1).unwrap().allowed, "{k:?}");
+    }
+    assert!(!lim.check(b"a\0b", 1).unwrap().allowed);
+    let mut big = vec![7u8; 1 << 20];
+    assert!(lim.check(&big, 1).unwrap().allowed);
+    *big.last_mut().unwrap() = 8;
+    assert!(lim.check(&big, 1).unwrap().allowed, "differs in the last byte");
+    assert!(!lim.check(&big, 1).unwrap().allowed);
+    lim.reset(&big).unwrap();
+    assert!(lim.check(&big, 1).unwrap().allowed);
+}
+
+#[test]
+fn every_key_has_a_ttl_until_fresh() {
+    let Some(url) = env_or_skip("RL_TEST_REDIS_URL", "every_key_has_a_ttl_until_fresh") else { return };
+    let mut c = conn(&url);
+    for (rest, max_ms) in [
+        ("rate=5/s", 1_000),
+        ("rate=10/s,1000/hour", 3_600_000),
+        ("rate=3/minute algorithm=fixed_window", 60_000),
+        ("rate=3/minute algorithm=sliding_window", 120_000),
+        ("rate=1/s burst=20", 20_000),
+    ] {
+        let pfx = prefix("ttl");
+        let lim = limiter(&url, &pfx, rest);
+        for i in 0..20 {
+            let key = format!("key-{}", i % 7);
+            lim.check(key.as_bytes(), 1 + i % 2).unwrap();
+        }
+        lim.check(b"peeked-only", 0).unwrap();
+        lim.check(b"never-fits", 1_000_000).unwrap();
+        let keys = keys_of(&mut c, &pfx);
+        assert!(!keys.is_empty(), "{rest}");
+        for k in &keys {
+            let ttl: i64 = redis::cmd("PTTL").arg(k).query(&mut c).unwrap();
+            assert!(ttl > 0 && ttl <= max_ms, "{rest}: {} has PTTL {ttl}", String::from_utf8_lossy(k));
+            assert!(!String::from_utf8_lossy(k).contains("peeked-only"), "a peek wrote {k:?}");
+            assert!(!String::from_utf8_lossy(k).contains("never-fits"), "a denied fresh key was written");
+        }
+    }
+    // A bucket's key lives exactly until it is full again: 2 units of 5/s = 400 ms.
+    let pfx = prefix("ttl-exact");
+    let lim = limiter(&url, &pfx, "rate=5/s");
+    lim.check(b"x", 2).unwrap();
+    let keys = keys_of(&mut c, &pfx);
+    let ttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query(&mut c).unwrap();
+    assert!(ttl > 300 && ttl <= 400, "PTTL {ttl}");
+}
+
+#[test]
+fn local_over_limit_cache() {
+    let Some(url) = env_or_skip("RL_TEST_REDIS_URL", "local_over_limit_cache") else { return };
+    let pfx = prefix("cache");
+    let lim = limiter(&url, &pfx, "rate=2/s");
+    assert!(lim.check(b"c", 2).unwrap().allowed);
+    let first = lim.check(b"c", 1).unwrap(); // Redis denies: remembered
+    assert!(!first.allowed);
+    assert_eq!(lim.stats().unwrap().local_denials, 0);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let d = lim.check(b"c", 1).unwrap();
+    assert!(!d.allowed);
+    assert!(d.retry_after_ms < first.retry_after_ms && d.retry_after_ms + 150 >= first.retry_after_ms, "{first:?} then {d:?}");
+    assert!(!lim.check(b"c", 2).unwrap().allowed, "a larger cost is denied too");
+    let s = lim.stats().unwrap();
+    assert_eq!((s.local_denials, s.limited), (2, 3));
+    // peeks still go to Redis and see the real state
+    assert!(lim.check(b"c", 0).unwrap().allowed);
+    assert_eq!(lim.stats().unwrap().local_denials, 2);
+    // a cost that can never pass is Redis's "never", not the cached wait
+    assert_eq!(lim.check(b"c", 3).unwrap().retry_after_ms, u64::MAX);
+    // once retry_after has passed, the key is asked about again and passes
+    std::thread::sleep(std::time::Duration::from_millis(first.retry_after_ms));
+    assert!(lim.check(b"c", 1).unwrap().allowed);
+    // reset clears the cached denial
+    lim.check(b"c", 1).unwrap();
+    assert!(!lim.check(b"c", 1).unwrap().allowed);
+    lim.reset(b"c").unwrap();
+    assert!(lim.check(b"c", 1).unwrap().allowed);
+}
+
+#[test]
+fn two_handles_four_threads_each_admit_exactly_the_quota() {
+    let Some(url) = env_or_skip("RL_TEST_REDIS_URL", "two_handles_four_threads") else { return };
+    for rest in ["rate=300/hour", "rate=300/1000d algorithm=fixed_window", "rate=300/1000d algorithm=sliding_window"] {
+        let pfx = prefix("race");
+        let handles = [Arc::new(limiter(&url, &pfx, rest)), Arc::new(limiter(&url, &pfx, rest))];
+        let admitted = Arc::new(AtomicU64::new(0));
+        let mut threads = Vec::new();
+        for h in &handles {
+            for _ in 0..4 {
+                let (h, admitted) = (h.clone(), admitted.clone());
+                threads.push(std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        if h.check(b"shared", 1).unwrap().allowed {
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }));
+            }
+        }
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(admitted.load(Ordering::Relaxed), 300, "{rest}");
+        let s0 = handles[0].stats().unwrap();
+        let s1 = handles[1].stats().unwrap();
+        assert_eq!(s0.allowed + s1.allowed, 300);
+        assert_eq!(s0.limited + s1.limited, 500);
+        assert_eq!(s0.errors + s1.errors, 0);
+    }
+}
+
+#[test]
+fn database_from_the_url() {
+    let Some(url) = env_or_skip("RL_TEST_REDIS_URL", "database_from_the_url") else { return };
+    let pfx = prefix("db");
+    let lim = limiter(&format!("{url}/3"), &pfx, "rate=5/s");
+    assert!(lim.check(b"in-db-3", 1).unwrap().allowed);
+    let mut c = conn(&format!("{url}/3"));
+    assert_eq!(keys_of(&mut c, &pfx).len(), 1);
+    let mut c0 = conn(&url);
+    assert!(keys_of(&mut c0, &pfx).is_empty());
+}
+
+#[test]
+fn auth_with_a_password() {
+    let Some(url) = env_or_skip("RL_TEST_REDIS_AUTH_URL", "auth_with_a_password") else { return };
+    let lim = limiter(&url, &prefix("auth"), "rate=2/s");
+    let d = lim.check(b"k", 1).unwrap();
+    assert_eq!((d.allowed, d.remaining), (true, 1));
+    assert!(lim.check(b"k", 1).unwrap().allowed);
+    assert!(!lim.check(b"k", 1).unwrap().allowed);
+    // the wrong password, or none: backend errors, on_error decides
+    let port = url.rsplit(':').next().unwrap();
+    for bad in [format!("redis://:wrong@127.0.0.1:{port}"), format!("redis://127.0.0.1:{port}")] {
+        let lim = Limiter::from_config_str(&format!("rate=2/s backend=redis url={bad} on_error=deny timeout_ms=500")).unwrap();
+        let (e, d) = lim.check(b"k", 1).unwrap_err();
+        assert!(!d.allowed);
+        assert!(matches!(e, ratelimit::error::Error::Backend(_)), "{e:?}");
+        assert_eq!(lim.stats().unwrap().errors, 1);
+    }
+}
