@@ -36,10 +36,13 @@ REDIS_SERVER=$(command -v redis-server)
 REDIS_CLI=$(command -v redis-cli)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rl-redis.XXXXXX")
-PIDS=()
+# The servers' pids, one a line: start_server runs in a $(...) subshell, so
+# a shell variable could not carry them back.
+PIDS="$WORK/pids"
+: >"$PIDS"
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    local pid
+    while read -r pid; do kill -9 "$pid" 2>/dev/null || true; done <"$PIDS"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -73,7 +76,7 @@ start_server() {
         "$REDIS_SERVER" --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
             --dir "$dir" --logfile "$dir/log" --daemonize no "$@" >/dev/null 2>&1 &
         pid=$!
-        PIDS+=("$pid")
+        echo "$pid" >>"$PIDS"
         for i in $(seq 1 100); do
             if grep -q "Ready to accept connections" "$dir/log" 2>/dev/null; then
                 echo "$port"
