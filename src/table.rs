@@ -40,8 +40,24 @@
 //! A key whose check is denied or is a peek is never inserted: an absent key
 //! already answers as a fresh one. Every operation touches a bounded number of
 //! slots; nothing is allocated after the table is made.
+//!
+//! ## Slot writes a killed process can leave behind
+//!
+//! The shm backend keeps this table in memory shared by processes, any of
+//! which may be killed at any instruction. So every slot changes in one of
+//! three ways, each leaving a slot that is whole at every instant:
+//!   - emptied: the fingerprint is zeroed first, then the state (a slot with
+//!     fingerprint 0 is empty whatever its other words hold);
+//!   - filled: the state is written first, then the fingerprint;
+//!   - updated in place (a stored key's check): `check_with` calls its
+//!     `before_update` hook first, so the caller can save the old state in an
+//!     undo log (the memory backend passes a no-op).
+//!
+//! Compiler fences keep those stores in that order; they cost nothing at run
+//! time. The key counts (`ShardStats::keys`, the table-wide count) are not
+//! updated atomically with the slots: a survivor recounts them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
 
 use crate::algorithm::{check_all, fresh_at_all, Rate, Verdict};
 
@@ -157,6 +173,7 @@ impl Shard<'_> {
     /// `elsewhere` is called when the table is at capacity and this shard has
     /// nothing expired nearby: it should run `reclaim_step` on another shard
     /// it can lock without waiting, and return how many entries it freed.
+    #[inline]
     pub fn check(
         &mut self,
         rates: &[Rate],
@@ -166,8 +183,33 @@ impl Shard<'_> {
         cost: u64,
         elsewhere: &mut dyn FnMut(u64) -> u64,
     ) -> Verdict {
+        self.check_with(rates, place, fp, now, cost, elsewhere, |_, _| {})
+    }
+
+    /// `check`, calling `before_update(index, slot)` with the slot's current
+    /// words just before the state of a stored key may be rewritten in place
+    /// (a check with `cost > 0`; a denial then writes nothing). The shm backend
+    /// saves them in its undo log there.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn check_with(
+        &mut self,
+        rates: &[Rate],
+        place: Place,
+        fp: u64,
+        now: u64,
+        cost: u64,
+        elsewhere: &mut dyn FnMut(u64) -> u64,
+        mut before_update: impl FnMut(usize, &[u64]),
+    ) -> Verdict {
         let verdict = match self.find(place, fp) {
-            Some(i) => check_all(rates, &mut self.slot_mut(i)[1..], now, cost),
+            Some(i) => {
+                if cost > 0 {
+                    before_update(i, self.slot(i));
+                    compiler_fence(Ordering::SeqCst);
+                }
+                check_all(rates, &mut self.slot_mut(i)[1..], now, cost)
+            }
             None => {
                 let mut fresh = [0u64; 1 + crate::config::MAX_RATES * crate::algorithm::STATE_WORDS];
                 let state = &mut fresh[..self.geometry.stride - 1];
@@ -176,7 +218,9 @@ impl Shard<'_> {
                     let i = self.insert(rates, place, now, elsewhere);
                     let slot = self.slot_mut(i);
                     slot[1..].copy_from_slice(state);
-                    slot[0] = fp; // last: a slot is live only once its state is whole
+                    // Last: a slot is live only once its state is whole.
+                    compiler_fence(Ordering::SeqCst);
+                    slot[0] = fp;
                 }
                 verdict
             }
@@ -206,8 +250,18 @@ impl Shard<'_> {
         self.reclaim(rates, now, 0, slots).0
     }
 
+    /// Empties a slot: the fingerprint first, so that the slot is either the
+    /// whole old entry or empty at every instant.
+    #[inline]
+    fn empty(&mut self, index: usize) {
+        let slot = self.slot_mut(index);
+        slot[0] = 0;
+        compiler_fence(Ordering::SeqCst);
+        slot[1..].fill(0);
+    }
+
     fn clear(&mut self, index: usize) {
-        self.slot_mut(index).fill(0);
+        self.empty(index);
         self.stats.keys -= 1;
         self.total_keys.fetch_sub(1, Ordering::Relaxed);
     }
@@ -273,7 +327,7 @@ impl Shard<'_> {
         }
         // 1. An expired entry: replacing it loses nothing and keeps the count.
         if let Some(i) = expired {
-            self.slot_mut(i).fill(0);
+            self.empty(i);
             return i;
         }
         let empty = if empty_b.0 > empty_a.0 { empty_b.1 } else { empty_a.1.or(empty_b.1) };
@@ -312,7 +366,7 @@ impl Shard<'_> {
         }
         // 4. Both sets full of live entries.
         let (_, v) = victim.expect("a full set holds live entries");
-        self.slot_mut(v).fill(0);
+        self.empty(v);
         self.stats.evictions += 1;
         v
     }
