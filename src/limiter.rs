@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::algorithm::{Rate, NEVER};
 use crate::config::{Backend, Config, OnError, NANOS_PER_MS};
 use crate::error::Error;
-use crate::store::{Answer, MemoryStore, RedisStore, Store, StoreStats};
+use crate::store::{Answer, MemoryStore, RedisStore, ShmStore, Store, StoreStats};
 
 /// One decision, in milliseconds, as the C API reports it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,7 +64,12 @@ impl Limiter {
     pub fn new(config: &Config) -> Result<Limiter, Error> {
         let store: Box<dyn Store> = match config.backend {
             Backend::Memory => Box::new(MemoryStore::new(rates_in_ns(config), config.capacity)?),
-            Backend::Shm => return Err(Error::Config("backend=shm is not available in this build".into())),
+            Backend::Shm => Box::new(ShmStore::open(
+                rates_in_ns(config),
+                config.capacity,
+                config.name.as_deref().unwrap_or_default(),
+                config.mode,
+            )?),
             Backend::Redis => Box::new(RedisStore::new(config)?),
         };
         Ok(Limiter { rates: rates_in_ns(config), on_error: config.on_error, store, errors: AtomicU64::new(0) })

@@ -318,3 +318,31 @@ pub extern "C" fn rl_version() -> *const c_char {
     };
     ffi_boundary! { keep_last_error; VERSION.as_ptr() }
 }
+
+/// Removes the shared-memory region `name` (e.g. "/api-limits") that
+/// rl_create() made for `backend=shm name=...`. Returns RL_OK once it is gone.
+///
+/// Regions outlive the processes that use them (that is how limits survive a
+/// worker's restart), and rl_destroy() never removes one: call this when the
+/// whole service stops for good, typically from the master process that
+/// created the region, or to start over with another configuration. Handles
+/// that are still open keep working on the old memory, which the system frees
+/// when the last of them is destroyed; the next rl_create() with this name
+/// makes a new, empty region.
+///
+/// Returns RL_ERR_NULL for a NULL `name`, RL_ERR_INVALID for a string that is
+/// not a POSIX shm name (one leading '/', no other '/', at most 200 printable
+/// characters), RL_ERR_IO if there is no such region or it cannot be removed
+/// (rl_last_error() says why, e.g. "No such file or directory").
+#[no_mangle]
+pub extern "C" fn rl_shm_unlink(name: *const c_char) -> c_int {
+    ffi_boundary! {
+        let name = try_ref!(name);
+        // SAFETY: `name` is non-NULL and the caller promises a NUL-terminated string.
+        let name = unsafe { CStr::from_ptr(name) };
+        match crate::store::shm_unlink(name) {
+            Ok(()) => RL_OK,
+            Err(e) => fail(e),
+        }
+    }
+}

@@ -2,11 +2,15 @@
 //! the same algorithms (`algorithm/`); only the home of the state differs.
 
 mod memory;
+// Nothing in the shm backend but rl_shm_unlink (in ffi/) is part of the C API:
+/// cbindgen:ignore
+mod shm;
 // Nothing in the Redis backend is part of the C API:
 /// cbindgen:ignore
 pub mod redis;
 
 pub use memory::MemoryStore;
+pub use shm::{shm_unlink, ShmStore};
 pub use redis::RedisStore;
 
 use crate::algorithm::Verdict;

@@ -1,0 +1,273 @@
+//! The layout of a shared-memory region, declared and documented in one place.
+//!
+//! ## The region, byte by byte
+//!
+//! A region is one POSIX shm object (`/dev/shm/<name>` on Linux), mapped
+//! `MAP_SHARED` by every process that uses it, at whatever address each
+//! process's `mmap` picks. So it holds **offsets, never pointers**: every
+//! position below is computed by each process from its own configuration and
+//! checked against the values the creator wrote in the header.
+//!
+//! ```text
+//! offset             size                  what
+//! 0                  HEADER_BYTES (576)    Header: identity, geometry, shared counters
+//! stripes_offset     shards * 320          one Stripe per shard: its lock, stats, undo log
+//! slots_offset       shards * shard_words * 8
+//!                                          the key table (table.rs): per shard,
+//!                                          sets * 8 slots of `stride` u64 words
+//! ```
+//!
+//! The header (all integers native-endian; the region never leaves the host):
+//!
+//! ```text
+//!   0  magic            u64   MAGIC ("rlshm\0\0\x01"), written last but one
+//!   8  version          u32   LAYOUT_VERSION; another one is RL_ERR_INCOMPATIBLE
+//!  12  ready            u32   0 while the creator initialises; READY (release
+//!                             store) once everything else is written
+//!  16  region_bytes     u64   size of the whole object
+//!  24  config_hash      u64   SipHash of config_text: rates, algorithm, capacity
+//!  32  seed             2*u64 the keyed-hash seed (keyhash.rs), random per region
+//!  48  epoch_offset_ns  u64   CLOCK_REALTIME - CLOCK_MONOTONIC at creation: every
+//!                             process's clock is CLOCK_MONOTONIC + this, so all
+//!                             agree, and windows align on wall-clock boundaries
+//!  56  capacity         u64
+//!  64  shards, sets, stride, mutex_bytes, stripes_offset, stripe_bytes,
+//!      slots_offset, shard_words                    (u64 each) the geometry
+//! 128  total_keys       u64   keys stored in the table (own cache line)
+//! 192  dirty            u64   1 after a repair, until total_keys is recounted
+//! 200  recoveries       u64   locks taken over from dead processes, ever
+//! 256  recount_lock     pthread_mutex_t (robust, process-shared; own line)
+//! 320  config_text      [u8; 256] the configuration in words, for error messages
+//! ```
+//!
+//! A stripe (one per shard, 320 bytes, starting on a cache line):
+//!
+//! ```text
+//!   0  lock             pthread_mutex_t, PTHREAD_PROCESS_SHARED + PTHREAD_MUTEX_ROBUST
+//!                       (alone on its cache line: waiters spin on it)
+//!  64  stats            ShardStats: allowed, limited, evictions, keys, cursor
+//! 104  journal          the undo log of the stripe: active, slot, saved[25]
+//! ```
+//!
+//! ## Bytes per key
+//!
+//! The table has 2 slots per key of capacity (two-choice 8-way sets stay below
+//! 8 entries per set at full capacity, see table.rs); a slot is a 64-bit
+//! fingerprint plus the rates' states: 1 word per token-bucket rate, 2 per
+//! fixed-window rate, 3 per sliding-window rate. So:
+//!
+//! | configuration            | slot     | per key of capacity |
+//! | ------------------------ | -------- | ------------------- |
+//! | one token-bucket rate    | 16 bytes | **32 bytes**        |
+//! | one fixed-window rate    | 24 bytes | 48 bytes            |
+//! | one sliding-window rate  | 32 bytes | 64 bytes            |
+//!
+//! plus a fixed 576 + 320 bytes per shard (at most 64 shards: 21 KiB), e.g.
+//! 3.2 MB for the default capacity of 100 000 keys. (nginx's limit_req keeps
+//! 128 bytes per state.)
+//!
+//! ## Locks: striped robust mutexes, not per-slot atomics
+//!
+//! A single GCRA state would fit one CAS, but window states are 2-3 words,
+//! several rates are taken all-or-nothing, and a new key needs a slot chosen
+//! and the key count bumped: that is a small transaction, so each shard has a
+//! process-shared robust mutex, held for a few dozen nanoseconds (no system
+//! call unless contended). With up to 64 shards, workers on different keys
+//! rarely meet. A process killed while holding one does not wedge the others:
+//! the kernel hands the lock to the next waiter with EOWNERDEAD.
+//!
+//! ## What a killed process can leave behind, and the repair
+//!
+//! Every write to a stripe's slots, stats and journal happens under its lock.
+//! A process may die at any instruction, so the next owner (who gets
+//! EOWNERDEAD) must assume any prefix of the dead owner's stores was done:
+//!
+//! 1. **A slot being emptied** (reclaim, sweep, reset, eviction) has its
+//!    fingerprint zeroed first: the slot is the whole old entry or empty.
+//! 2. **A slot being filled** (a new key) gets its state first and its
+//!    fingerprint last: the new key is whole or absent. (table.rs keeps both
+//!    orders with compiler fences; a kill stops the process between two
+//!    instructions and the kernel's exit path makes its stores visible before
+//!    the lock passes on.)
+//! 3. **A stored key's state updated in place** (several words: window
+//!    states, several rates) is preceded by an undo record: the slot index and
+//!    its old words are written to the stripe's journal, then `active = 1`,
+//!    then the state is rewritten, then `active = 0`, then the unlock. If
+//!    `active` is 1 the record is whole (it was written before), so the repair
+//!    copies the old words back: the check that died never happened, which is
+//!    right, since nobody got its answer. If `active` is 0 the slot was either
+//!    not touched yet or completely written.
+//! 4. **Counters.** The stripe's key count and the table-wide count are not
+//!    changed atomically with the slots (nor with each other), so the repair
+//!    recounts the stripe's non-empty slots (bounded: one pass over one
+//!    shard), stores it, and sets the header's `dirty` flag. The dead process
+//!    may also have died holding a second stripe (the bounded reclaim pass of
+//!    a full table try-locks another shard): that stripe's next owner repairs
+//!    it the same way. allowed/limited/evictions are single-word increments: a
+//!    dead check may or may not be counted, never garbled.
+//! 5. **The total.** Whoever sees `dirty` set after an operation (one
+//!    relaxed load per check) takes the robust `recount_lock`, then every
+//!    stripe lock in order (repairing any that was abandoned), sets
+//!    `total_keys` to the sum of the stripes' counts and clears `dirty`.
+//!    While all stripe locks are held no operation is half-way, so the sum is
+//!    exact. Deadlock-free: a check holds one stripe lock and only try-locks a
+//!    second; recounts are serialised by `recount_lock`, taken while holding
+//!    no stripe lock. A recounter that dies leaves `dirty` set, so the next
+//!    operation recounts again.
+//! 6. Then `pthread_mutex_consistent`: the lock is ordinary again.
+//!
+//! A process that dies while *creating* the region leaves `ready` at 0: others
+//! wait at most `READY_WAIT` and then fail with RL_ERR_IO, naming the region
+//! to remove.
+
+use std::mem::{offset_of, size_of};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use crate::algorithm::{Rate, STATE_WORDS};
+use crate::config::MAX_RATES;
+use crate::keyhash::Seed;
+use crate::table::{Geometry, ShardStats};
+
+/// "rlshm", two zeros, then 1: a libratelimit region.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"rlshm\0\0\x01");
+/// Bumped whenever anything in this file changes meaning or place.
+pub const LAYOUT_VERSION: u32 = 1;
+/// The value of `Header::ready` once the region is initialised.
+pub const READY: u32 = 1;
+/// Most words a slot can have: the fingerprint and every rate's state.
+pub const MAX_STRIDE: usize = 1 + MAX_RATES * STATE_WORDS;
+/// Room for the configuration text in the header.
+pub const CONFIG_TEXT_BYTES: usize = 256;
+
+/// The region header (see the module docs for the byte offsets).
+#[repr(C, align(64))]
+pub struct Header {
+    pub magic: AtomicU64,
+    pub version: AtomicU32,
+    pub ready: AtomicU32,
+    pub region_bytes: u64,
+    pub config_hash: u64,
+    pub seed: [u64; 2],
+    pub epoch_offset_ns: u64,
+    pub capacity: u64,
+
+    pub shards: u64,
+    pub sets: u64,
+    pub stride: u64,
+    pub mutex_bytes: u64,
+    pub stripes_offset: u64,
+    pub stripe_bytes: u64,
+    pub slots_offset: u64,
+    pub shard_words: u64,
+
+    pub total_keys: AtomicU64,
+    _pad_total: [u64; 7],
+
+    pub dirty: AtomicU64,
+    pub recoveries: AtomicU64,
+    _pad_dirty: [u64; 6],
+
+    pub recount_lock: libc::pthread_mutex_t,
+    _pad_lock: [u8; 64 - size_of::<libc::pthread_mutex_t>()],
+
+    pub config_text: [u8; CONFIG_TEXT_BYTES],
+}
+
+/// A stripe's undo log: the old words of the one slot being rewritten.
+#[repr(C)]
+pub struct Journal {
+    /// 1 while `saved` holds the old words of `slot` and the slot may be half-written.
+    pub active: u64,
+    pub slot: u64,
+    pub saved: [u64; MAX_STRIDE],
+}
+
+/// One per shard: its lock, its counters and its undo log.
+#[repr(C, align(64))]
+pub struct Stripe {
+    pub lock: libc::pthread_mutex_t,
+    _pad_lock: [u8; 64 - size_of::<libc::pthread_mutex_t>()],
+    pub stats: ShardStats,
+    pub journal: Journal,
+}
+
+pub const HEADER_BYTES: usize = size_of::<Header>();
+pub const STRIPE_BYTES: usize = size_of::<Stripe>();
+
+// The documented offsets, checked by the compiler.
+const _: () = {
+    assert!(offset_of!(Header, magic) == 0);
+    assert!(offset_of!(Header, version) == 8);
+    assert!(offset_of!(Header, ready) == 12);
+    assert!(offset_of!(Header, config_hash) == 24);
+    assert!(offset_of!(Header, seed) == 32);
+    assert!(offset_of!(Header, epoch_offset_ns) == 48);
+    assert!(offset_of!(Header, shards) == 64);
+    assert!(offset_of!(Header, total_keys) == 128);
+    assert!(offset_of!(Header, dirty) == 192);
+    assert!(offset_of!(Header, recoveries) == 200);
+    assert!(offset_of!(Header, recount_lock) == 256);
+    assert!(offset_of!(Header, config_text) == 320);
+    assert!(HEADER_BYTES == 576);
+    assert!(offset_of!(Stripe, stats) == 64);
+    assert!(offset_of!(Stripe, journal) == 104);
+    assert!(STRIPE_BYTES == 320);
+};
+
+/// Where everything is, for one configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub geometry: Geometry,
+    pub capacity: u64,
+    pub stripes_offset: usize,
+    pub slots_offset: usize,
+    pub region_bytes: usize,
+    /// The configuration in words (what must match between processes).
+    pub config_text: String,
+    pub config_hash: u64,
+}
+
+impl Layout {
+    pub fn new(rates: &[Rate], capacity: u64) -> Option<Layout> {
+        let state_words = rates.iter().map(Rate::words).sum();
+        let geometry = Geometry::new(capacity, state_words);
+        let stripes_offset = HEADER_BYTES;
+        let slots_offset = stripes_offset + geometry.shards * STRIPE_BYTES;
+        let table_bytes = geometry.shards.checked_mul(geometry.shard_words())?.checked_mul(8)?;
+        let region_bytes = slots_offset.checked_add(table_bytes)?;
+        // Region sizes are off_t for ftruncate.
+        if region_bytes > i64::MAX as usize {
+            return None;
+        }
+        let config_text = describe(rates, capacity);
+        let config_hash = Seed([0x726c_7368_6d5f_6366, LAYOUT_VERSION as u64]).fingerprint(config_text.as_bytes());
+        Some(Layout { geometry, capacity, stripes_offset, slots_offset, region_bytes, config_text, config_hash })
+    }
+
+    /// Bytes of table per key of capacity.
+    pub fn bytes_per_key(&self) -> f64 {
+        (self.geometry.slots() * self.geometry.stride * 8) as f64 / self.capacity as f64
+    }
+}
+
+/// The configuration as the region records it, e.g.
+/// `rate=100/60000ms algorithm=token_bucket capacity=1000`.
+fn describe(rates: &[Rate], capacity: u64) -> String {
+    let list: Vec<String> = rates
+        .iter()
+        .map(|r| {
+            let mut s = format!("{}/{}ms", r.limit, r.period / 1_000_000);
+            if r.period % 1_000_000 != 0 {
+                s = format!("{}/{}ns", r.limit, r.period);
+            }
+            if r.burst != r.limit {
+                s += &format!(" burst={}", r.burst);
+            }
+            s
+        })
+        .collect();
+    let algorithm = rates.first().map_or("?", |r| r.algorithm.name());
+    let mut text = format!("rate={} algorithm={algorithm} capacity={capacity}", list.join(","));
+    text.truncate(CONFIG_TEXT_BYTES - 1);
+    text
+}

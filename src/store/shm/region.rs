@@ -1,0 +1,360 @@
+//! Creating, opening, checking and mapping a region: `shm_open`, `ftruncate`,
+//! `posix_fallocate`, `mmap`, `munmap`, over `libc` directly.
+//!
+//! Many workers may start at once. Each first tries to create the object with
+//! `O_CREAT | O_EXCL`: exactly one succeeds, sizes it, reserves its memory,
+//! writes the header and the stripes, and last sets `ready` (a release
+//! store). The others open the existing object and wait, at most
+//! `READY_WAIT`, for `ready` (acquire loads), then check it from its size up
+//! before trusting a byte: size, magic, layout version, configuration,
+//! geometry. Nothing in a region is ever used as a pointer.
+//!
+//! Dropping a `Region` unmaps it; it never unlinks the object (see
+//! `rl_shm_unlink`): the others may still be using it.
+
+use std::ffi::{CStr, CString};
+use std::ptr::{addr_of, addr_of_mut, NonNull};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::layout::{Header, Layout, Stripe, CONFIG_TEXT_BYTES, HEADER_BYTES, LAYOUT_VERSION, MAGIC, READY, STRIPE_BYTES};
+use super::lock;
+use crate::error::Error;
+
+/// Longest an opener waits for the creator to finish initialising.
+pub const READY_WAIT: Duration = Duration::from_secs(2);
+
+/// A mapping of a whole region.
+pub struct Region {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a Region is an address range mapped MAP_SHARED; what lives in it is
+// accessed through atomics or under the region's process-shared locks, from
+// any thread of any process. The mapping itself stays valid until drop.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Region {
+    pub fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    pub fn header(&self) -> *mut Header {
+        self.base.as_ptr().cast()
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are exactly what mmap returned, unmapped once.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+fn errno() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+/// Closes a file descriptor when dropped.
+struct Fd(libc::c_int);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: we own this descriptor and close it once.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn map(fd: &Fd, len: usize) -> Result<Region, std::io::Error> {
+    // SAFETY: a fresh shared mapping of `len` bytes of an open descriptor;
+    // the kernel picks the address.
+    let p = unsafe {
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.0, 0)
+    };
+    if p == libc::MAP_FAILED {
+        return Err(errno());
+    }
+    Ok(Region { base: NonNull::new(p.cast()).expect("mmap does not return NULL on success"), len })
+}
+
+/// Checks a shm name the way the configuration parser does.
+pub fn c_name(name: &str) -> Result<CString, Error> {
+    let ok = name.len() >= 2
+        && name.len() <= 200
+        && name.starts_with('/')
+        && !name[1..].contains('/')
+        && name.bytes().all(|b| b.is_ascii_graphic());
+    if !ok {
+        return Err(Error::Invalid(format!(
+            "bad shm name \"{name}\": expected a POSIX shm name like /api-limits (one leading '/', no other '/', at most 200 characters)"
+        )));
+    }
+    Ok(CString::new(name).expect("checked: no NUL"))
+}
+
+/// Removes the object `name`. Processes that have it mapped keep using it.
+pub fn unlink(name: &CStr) -> Result<(), Error> {
+    let text = name.to_str().map_err(|_| Error::Invalid("the shm name is not valid UTF-8".into()))?;
+    let c = c_name(text)?;
+    // SAFETY: `c` is a NUL-terminated string.
+    if unsafe { libc::shm_unlink(c.as_ptr()) } != 0 {
+        let e = errno();
+        return Err(Error::Io(format!("removing shm region \"{text}\": {e}")));
+    }
+    Ok(())
+}
+
+/// What the creator writes into a new region.
+pub struct Init {
+    pub seed: [u64; 2],
+    pub epoch_offset_ns: u64,
+}
+
+/// Opens the region `name` for `layout`, creating and initialising it if it
+/// does not exist yet (with permissions `mode`).
+pub fn create_or_open(name: &str, mode: u32, layout: &Layout, init: &Init) -> Result<Region, Error> {
+    let c = c_name(name)?;
+    let deadline = Instant::now() + READY_WAIT;
+    loop {
+        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
+        // SAFETY: `c` is a NUL-terminated string.
+        let fd = unsafe { libc::shm_open(c.as_ptr(), flags, mode as libc::mode_t) };
+        if fd >= 0 {
+            return create(Fd(fd), &c, name, mode, layout, init);
+        }
+        let e = errno();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(Error::Io(format!("creating shm region \"{name}\": {e}")));
+        }
+        // SAFETY: as above.
+        let fd = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
+        if fd >= 0 {
+            return open_existing(Fd(fd), name, layout, deadline);
+        }
+        let e = errno();
+        // Removed between our two calls (a creator that failed): try again.
+        if e.raw_os_error() != Some(libc::ENOENT) || Instant::now() > deadline {
+            return Err(Error::Io(format!("opening shm region \"{name}\": {e}")));
+        }
+    }
+}
+
+fn create(fd: Fd, c: &CStr, name: &str, mode: u32, layout: &Layout, init: &Init) -> Result<Region, Error> {
+    let result = (|| {
+        let len = layout.region_bytes;
+        // The umask must not narrow the permissions the caller asked for.
+        // SAFETY: a plain call on a descriptor we own.
+        if unsafe { libc::fchmod(fd.0, mode as libc::mode_t) } != 0 {
+            return Err(format!("setting mode {mode:o}: {}", errno()));
+        }
+        // SAFETY: a plain call on a descriptor we own (len fits off_t: Layout checked).
+        if unsafe { libc::ftruncate(fd.0, len as libc::off_t) } != 0 {
+            return Err(format!("sizing it to {len} bytes: {}", errno()));
+        }
+        // Reserve the memory now: a tmpfs that runs out later would kill a
+        // worker with SIGBUS on first touch instead.
+        let rc = loop {
+            // SAFETY: a plain call on a descriptor we own.
+            let rc = unsafe { libc::posix_fallocate(fd.0, 0, len as libc::off_t) };
+            if rc != libc::EINTR {
+                break rc;
+            }
+        };
+        if rc != 0 && rc != libc::EOPNOTSUPP && rc != libc::EINVAL {
+            return Err(format!(
+                "reserving {len} bytes (capacity={}): {}",
+                layout.capacity,
+                std::io::Error::from_raw_os_error(rc)
+            ));
+        }
+        let region = map(&fd, len).map_err(|e| format!("mapping {len} bytes: {e}"))?;
+        initialise(&region, layout, init).map_err(|e| e.to_string())?;
+        Ok(region)
+    })();
+    result.map_err(|why| {
+        // SAFETY: `c` is a NUL-terminated string; the object is ours and unusable.
+        unsafe { libc::shm_unlink(c.as_ptr()) };
+        Error::Io(format!("creating shm region \"{name}\": {why}"))
+    })
+}
+
+/// Writes a new region's header and stripes; `ready` last.
+fn initialise(region: &Region, layout: &Layout, init: &Init) -> Result<(), Error> {
+    let h = region.header();
+    let g = &layout.geometry;
+    // SAFETY: the region is freshly created, sized and zero-filled by the
+    // kernel, and nobody else trusts it before `ready`; every pointer below is
+    // inside the mapping (the layout computed its size) and aligned (the
+    // header and stripes start on 64-byte boundaries of a page-aligned base).
+    unsafe {
+        addr_of_mut!((*h).region_bytes).write(layout.region_bytes as u64);
+        addr_of_mut!((*h).config_hash).write(layout.config_hash);
+        addr_of_mut!((*h).seed).write(init.seed);
+        addr_of_mut!((*h).epoch_offset_ns).write(init.epoch_offset_ns);
+        addr_of_mut!((*h).capacity).write(layout.capacity);
+        addr_of_mut!((*h).shards).write(g.shards as u64);
+        addr_of_mut!((*h).sets).write(g.sets as u64);
+        addr_of_mut!((*h).stride).write(g.stride as u64);
+        addr_of_mut!((*h).mutex_bytes).write(std::mem::size_of::<libc::pthread_mutex_t>() as u64);
+        addr_of_mut!((*h).stripes_offset).write(layout.stripes_offset as u64);
+        addr_of_mut!((*h).stripe_bytes).write(STRIPE_BYTES as u64);
+        addr_of_mut!((*h).slots_offset).write(layout.slots_offset as u64);
+        addr_of_mut!((*h).shard_words).write(g.shard_words() as u64);
+        let mut text = [0u8; CONFIG_TEXT_BYTES];
+        text[..layout.config_text.len()].copy_from_slice(layout.config_text.as_bytes());
+        addr_of_mut!((*h).config_text).write(text);
+        lock::init(addr_of_mut!((*h).recount_lock))?;
+        for i in 0..g.shards {
+            let s = region.base().add(layout.stripes_offset + i * STRIPE_BYTES).cast::<Stripe>();
+            lock::init(addr_of_mut!((*s).lock))?;
+        }
+        (*h).version.store(LAYOUT_VERSION, Ordering::Relaxed);
+        (*h).magic.store(MAGIC, Ordering::Release);
+        (*h).ready.store(READY, Ordering::Release);
+    }
+    Ok(())
+}
+
+fn remove_hint(name: &str) -> String {
+    format!("remove it with rl_shm_unlink(\"{name}\") (or rm /dev/shm/{}) if no process uses it", &name[1..])
+}
+
+fn object_size(fd: &Fd, name: &str) -> Result<usize, Error> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills `st` on success.
+    if unsafe { libc::fstat(fd.0, st.as_mut_ptr()) } != 0 {
+        return Err(Error::Io(format!("fstat of shm region \"{name}\": {}", errno())));
+    }
+    // SAFETY: fstat succeeded.
+    let size = unsafe { st.assume_init() }.st_size;
+    Ok(usize::try_from(size).unwrap_or(0))
+}
+
+/// Waits for an existing region to be ready, then checks it against `layout`.
+fn open_existing(fd: Fd, name: &str, layout: &Layout, deadline: Instant) -> Result<Region, Error> {
+    let pause = || std::thread::sleep(Duration::from_millis(1));
+    // Its size: 0 for a moment while its creator is between shm_open and
+    // ftruncate; a creator sizes it once, in one call.
+    let size = loop {
+        let size = object_size(&fd, name)?;
+        if size > 0 {
+            break size;
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Incompatible(format!(
+                "shm region \"{name}\" is empty (0 bytes) after waiting {} s: it is not a libratelimit region, or its creator died before sizing it; {}",
+                READY_WAIT.as_secs(),
+                remove_hint(name)
+            )));
+        }
+        pause();
+    };
+    if size < HEADER_BYTES {
+        return Err(Error::Incompatible(format!(
+            "shm region \"{name}\" is too small to be a libratelimit region ({size} bytes, the header alone is {HEADER_BYTES}); {}",
+            remove_hint(name)
+        )));
+    }
+    let region = map(&fd, size).map_err(|e| Error::Io(format!("mapping shm region \"{name}\" ({size} bytes): {e}")))?;
+    drop(fd);
+    let h = region.header();
+    loop {
+        // SAFETY: the header is inside the mapping (size >= HEADER_BYTES) and
+        // aligned; these fields are only ever accessed atomically.
+        let (magic, version, ready) = unsafe {
+            (
+                (*h).magic.load(Ordering::Acquire),
+                (*h).version.load(Ordering::Relaxed),
+                (*h).ready.load(Ordering::Acquire),
+            )
+        };
+        if magic != 0 && magic != MAGIC {
+            return Err(Error::Incompatible(format!(
+                "shm region \"{name}\" is not a libratelimit region (bad magic 0x{magic:016x}); {}",
+                remove_hint(name)
+            )));
+        }
+        if magic == MAGIC && version != LAYOUT_VERSION {
+            return Err(Error::Incompatible(format!(
+                "shm region \"{name}\" has layout version {version}, this library uses version {LAYOUT_VERSION}: \
+                 all processes sharing a region must use the same libratelimit; {}",
+                remove_hint(name)
+            )));
+        }
+        if magic == MAGIC && ready == READY {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Io(format!(
+                "shm region \"{name}\" was not ready after waiting {} s: its creator may have died while setting it up; {}",
+                READY_WAIT.as_secs(),
+                remove_hint(name)
+            )));
+        }
+        pause();
+    }
+    check(&region, size, name, layout)?;
+    Ok(region)
+}
+
+/// Checks a ready region's header against what this process computed.
+fn check(region: &Region, size: usize, name: &str, layout: &Layout) -> Result<(), Error> {
+    let h = region.header();
+    // SAFETY: the header is inside the mapping; `ready` was seen set with an
+    // acquire load, so the creator's writes of these fields (never written
+    // again) are visible. Plain integer reads: any bit pattern is a value.
+    let (hash, text, fields) = unsafe {
+        (
+            addr_of!((*h).config_hash).read(),
+            addr_of!((*h).config_text).read(),
+            [
+                addr_of!((*h).region_bytes).read(),
+                addr_of!((*h).capacity).read(),
+                addr_of!((*h).shards).read(),
+                addr_of!((*h).sets).read(),
+                addr_of!((*h).stride).read(),
+                addr_of!((*h).mutex_bytes).read(),
+                addr_of!((*h).stripes_offset).read(),
+                addr_of!((*h).stripe_bytes).read(),
+                addr_of!((*h).slots_offset).read(),
+                addr_of!((*h).shard_words).read(),
+            ],
+        )
+    };
+    if hash != layout.config_hash {
+        let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+        let theirs: String =
+            text[..end].iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' }).collect();
+        return Err(Error::Incompatible(format!(
+            "shm region \"{name}\" holds limits for \"{theirs}\", not \"{}\": every process sharing a region must \
+             configure the same rate, algorithm and capacity; use another name= or {}",
+            layout.config_text,
+            remove_hint(name)
+        )));
+    }
+    let g = &layout.geometry;
+    let ours = [
+        layout.region_bytes as u64,
+        layout.capacity,
+        g.shards as u64,
+        g.sets as u64,
+        g.stride as u64,
+        std::mem::size_of::<libc::pthread_mutex_t>() as u64,
+        layout.stripes_offset as u64,
+        STRIPE_BYTES as u64,
+        layout.slots_offset as u64,
+        g.shard_words() as u64,
+    ];
+    if fields != ours || size != layout.region_bytes {
+        return Err(Error::Incompatible(format!(
+            "shm region \"{name}\" has the right configuration but another geometry or size ({size} bytes, \
+             expected {}): it was made by another build or damaged; {}",
+            layout.region_bytes,
+            remove_hint(name)
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,368 @@
+//! Tests that need the region's insides: a process that dies holding a stripe
+//! lock half-way through a write, and a storm of workers killed at random
+//! moments. (The C tests in tests/c/test_shm_*.c check the public contract.)
+//!
+//! Children are made with fork() and leave with _exit(); they only run
+//! library code that does not allocate, so forking from the multi-threaded
+//! test harness is safe.
+
+use std::ffi::CString;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::config::Config;
+use crate::limiter::rates_in_ns;
+
+/// A region name unique to this test, removed when dropped.
+struct Name(String);
+
+impl Name {
+    fn new(tag: &str) -> Name {
+        // SAFETY: getpid has no preconditions.
+        let name = Name(format!("/rl-rust-test-{}-{tag}", unsafe { libc::getpid() }));
+        let _ = shm_unlink(&CString::new(name.0.as_str()).unwrap());
+        name
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        let _ = shm_unlink(&CString::new(self.0.as_str()).unwrap());
+    }
+}
+
+fn open(config: &str, name: &Name) -> ShmStore {
+    let c = Config::parse(&format!("{config} backend=shm name={}", name.0)).unwrap();
+    ShmStore::open(rates_in_ns(&c), c.capacity, &name.0, c.mode).unwrap()
+}
+
+/// Runs `body` in a child process; returns its pid. The child exits with
+/// `body`'s code (101 if it panicked), without running any destructor.
+fn spawn(body: impl FnOnce() -> i32) -> libc::pid_t {
+    // SAFETY: fork has no preconditions; the child only runs `body` and _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(101);
+        // SAFETY: ends the child at once, as a crash would.
+        unsafe { libc::_exit(code) };
+    }
+    pid
+}
+
+/// Waits for `pid`; its exit code, or 128 + the signal that killed it.
+fn wait(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    // SAFETY: `pid` is our child; `status` is a valid int to fill.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {}
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    }
+}
+
+/// Waits for `pid` at most `limit`; kills it and returns None after that.
+fn wait_within(pid: libc::pid_t, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut status = 0;
+        // SAFETY: as in `wait`.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return Some(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) });
+        }
+        if Instant::now() > deadline {
+            // SAFETY: our child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            wait(pid);
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn recoveries(s: &ShmStore) -> u64 {
+    // SAFETY: a header atomic.
+    unsafe { (*addr_of!((*s.header()).recoveries)).load(Ordering::Relaxed) }
+}
+
+/// Everything a repair promises, checked with every stripe locked: each
+/// stripe's key count is a recount, the total is their sum and within
+/// capacity, no undo record is open, and `same_halves` slots (two identical
+/// rates) have equal states.
+fn assert_consistent(s: &ShmStore, same_halves: bool) {
+    s.heal();
+    let stride = s.layout.geometry.stride;
+    let mut guards: Vec<_> = (0..s.layout.geometry.shards).map(|i| s.lock(i).unwrap()).collect();
+    let mut sum = 0;
+    for g in guards.iter_mut() {
+        let index = g.index;
+        let (words, stats, journal) = g.parts();
+        let recount = words.chunks_exact(stride).filter(|w| w[0] != 0).count() as u64;
+        assert_eq!(stats.keys, recount, "stripe {index}: counted keys");
+        assert_eq!(journal.active, 0, "stripe {index}: open undo record");
+        if same_halves {
+            let half = (stride - 1) / 2;
+            for w in words.chunks_exact(stride).filter(|w| w[0] != 0) {
+                assert_eq!(w[1..1 + half], w[1 + half..], "a torn multi-rate state");
+            }
+        }
+        sum += recount;
+    }
+    assert_eq!(s.total_keys().load(Ordering::Relaxed), sum, "table-wide key count");
+    assert!(sum <= s.layout.capacity + 1, "keys {sum} within capacity");
+}
+
+#[test]
+fn layout_and_bytes_per_key() {
+    let name = Name::new("layout");
+    let s = open("rate=100/minute capacity=100000", &name);
+    assert_eq!(s.layout.geometry.stride, 2);
+    let bpk = s.bytes_per_key();
+    assert!((32.0..32.2).contains(&bpk), "{bpk} bytes per key");
+    let c = CString::new(name.0.as_str()).unwrap();
+    assert!(shm_unlink(&c).is_ok());
+    assert!(matches!(shm_unlink(&c), Err(Error::Io(_))));
+    assert!(matches!(shm_unlink(c"no-slash"), Err(Error::Invalid(_))));
+}
+
+/// A process dies holding a stripe lock in the middle of rewriting a stored
+/// key's state (undo record open, state half garbage) after bumping the key
+/// counts for a key it never wrote. The next process to lock the stripe rolls
+/// the rewrite back, recounts, and answers as if the dead check never happened.
+#[test]
+fn a_process_that_dies_holding_a_lock_is_repaired() {
+    let name = Name::new("dead-owner");
+    let config = "rate=5/1000d,7/1000d algorithm=fixed_window capacity=1000";
+    let s = open(config, &name);
+    for _ in 0..3 {
+        assert!(s.check(b"k", 1).unwrap().verdict.outcome.allowed);
+    }
+    assert!(s.check(b"other", 1).unwrap().verdict.outcome.allowed);
+    let fp = s.seed.fingerprint(b"k");
+    let place = s.layout.geometry.place(fp);
+
+    let child = spawn(|| {
+        let mut guard = s.lock(place.shard).unwrap();
+        let (shard, journal) = guard.shard();
+        let i = shard.find(place, fp).expect("k is stored");
+        let stride = s.layout.geometry.stride;
+        journal.begin(i, &shard.words[i * stride..(i + 1) * stride]);
+        // Half a rewrite: the first rate's window count wiped (it would admit
+        // 5 more), the second not yet written.
+        shard.words[i * stride + 2] = 0;
+        // And a new key reserved but never written.
+        shard.stats.keys += 1;
+        shard.total_keys.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: dies holding the lock, as a SIGKILL would leave it.
+        unsafe { libc::_exit(0) }
+    });
+    assert_eq!(wait(child), 0);
+    assert_eq!(recoveries(&s), 0);
+
+    // The next process (a fresh handle opened by name) recovers.
+    let next = spawn(|| {
+        let s2 = open(config, &name);
+        let v = s2.check(b"k", 1).unwrap().verdict;
+        let stats = s2.stats().unwrap();
+        let ok = v.outcome.allowed && v.index == 0 && v.outcome.remaining == 1 && stats.keys == 2;
+        if ok {
+            0
+        } else {
+            1
+        }
+    });
+    assert_eq!(wait(next), 0, "the next process answered from the repaired state");
+    assert_eq!(recoveries(&s), 1);
+    let v = s.check(b"k", 1).unwrap().verdict;
+    assert!(v.outcome.allowed && v.outcome.remaining == 0);
+    assert!(!s.check(b"k", 1).unwrap().verdict.outcome.allowed);
+    assert_eq!(s.stats().unwrap().keys, 2);
+    assert_consistent(&s, false);
+}
+
+/// A process dies holding the lock of a stripe and of the recount: the next
+/// operations still complete and the counts come out right.
+#[test]
+fn a_dead_recounter_is_recovered() {
+    let name = Name::new("dead-recounter");
+    let s = open("rate=10/1000d capacity=5000", &name);
+    for k in 0..500 {
+        s.check(format!("k{k}").as_bytes(), 1).unwrap();
+    }
+    let child = spawn(|| {
+        s.total_keys().store(12345, Ordering::Relaxed);
+        s.dirty().store(1, Ordering::Relaxed);
+        let h = s.header();
+        // SAFETY: the recount lock inside the mapping; we die holding it.
+        unsafe { lock::lock(addr_of_mut!((*h).recount_lock)).unwrap() };
+        let _g = s.lock(1).unwrap();
+        // SAFETY: as above.
+        unsafe { libc::_exit(0) }
+    });
+    assert_eq!(wait(child), 0);
+    let checker = spawn(|| {
+        let v = s.check(b"k7", 1).unwrap().verdict;
+        (!(v.outcome.allowed && v.outcome.remaining == 8)) as i32
+    });
+    assert_eq!(wait_within(checker, Duration::from_secs(20)), Some(0), "checks go on");
+    assert_eq!(s.stats().unwrap().keys, 500);
+    assert_consistent(&s, false);
+}
+
+/// xorshift64*: deterministic per seed, no allocation.
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x >> 12;
+    *x ^= *x << 25;
+    *x ^= *x >> 27;
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+/// Counters shared with the storm's children (an anonymous shared page).
+struct SharedCounters(*mut AtomicU64);
+
+impl SharedCounters {
+    fn new() -> SharedCounters {
+        // SAFETY: a fresh anonymous shared mapping of one page.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        SharedCounters(p.cast())
+    }
+    fn get(&self, i: usize) -> &AtomicU64 {
+        assert!(i < 512);
+        // SAFETY: inside the page, aligned, zero-initialised, only used atomically.
+        unsafe { &*self.0.add(i) }
+    }
+}
+
+impl Drop for SharedCounters {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`.
+        unsafe { libc::munmap(self.0.cast(), 4096) };
+    }
+}
+
+const WORKERS: usize = 4;
+const KILLS: usize = 1000;
+const QUOTA: u64 = 100;
+
+/// Workers hammer two regions (one inherited handle each) on many keys with
+/// checks, resets and sweeps, and are SIGKILLed at random moments, hundreds
+/// of times, each replaced at once. Afterwards every operation completes,
+/// the counts are exact, no state is torn, and one key never admitted more
+/// than its quota. Run by `make test-shm` (about 5-20 s).
+#[test]
+#[ignore = "slow: run by make test-shm"]
+fn storm_of_killed_workers() {
+    let (name_a, name_b) = (Name::new("storm-a"), Name::new("storm-b"));
+    // Two identical sliding-window rates: 7-word slots whose halves must
+    // always be equal; 1024 keys of capacity (4 shards) for 3000 keys, so
+    // inserts reclaim and evict all the time.
+    let config_a = "rate=1000000/1000d,1000000/1000d algorithm=sliding_window capacity=1024";
+    let config_b = "rate=100/1000d capacity=100";
+    let a = open(config_a, &name_a);
+    let b = open(config_b, &name_b);
+    assert!(a.layout.geometry.shards > 1);
+    let counters = SharedCounters::new();
+    let admitted = counters.get(0);
+
+    let worker = |w: usize, seed: u64| {
+        let (a, b, progress) = (&a, &b, counters.get(1 + w));
+        move || -> i32 {
+            let mut x = seed | 1;
+            let mut key = *b"key-0000";
+            loop {
+                let r = next(&mut x);
+                let k = r % 3000;
+                key[4..].copy_from_slice(&[
+                    b'0' + (k / 1000) as u8,
+                    b'0' + (k / 100 % 10) as u8,
+                    b'0' + (k / 10 % 10) as u8,
+                    b'0' + (k % 10) as u8,
+                ]);
+                match (r >> 32) % 256 {
+                    0..=3 => {
+                        a.reset(&key).unwrap();
+                    }
+                    4 => {
+                        a.sweep().unwrap();
+                    }
+                    5..=40 => {
+                        if b.check(b"quota", 1).unwrap().verdict.outcome.allowed {
+                            admitted.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    _ => {
+                        a.check(&key, 1 + (r >> 40) % 3).unwrap();
+                    }
+                }
+                progress.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    };
+
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut pids: Vec<libc::pid_t> = (0..WORKERS).map(|w| spawn(worker(w, next(&mut seed)))).collect();
+    let started = Instant::now();
+    for _ in 0..KILLS {
+        let w = (next(&mut seed) % WORKERS as u64) as usize;
+        // Let the victim get going (bounded wait), then kill it at a random moment.
+        let before = counters.get(1 + w).load(Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while counters.get(1 + w).load(Ordering::Relaxed) < before + 50 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_micros(next(&mut seed) % 1500));
+        // SAFETY: our child.
+        unsafe { libc::kill(pids[w], libc::SIGKILL) };
+        assert_eq!(wait(pids[w]), 128 + libc::SIGKILL);
+        pids[w] = spawn(worker(w, next(&mut seed)));
+    }
+    for pid in pids {
+        // SAFETY: our child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        wait(pid);
+    }
+    let took = started.elapsed();
+
+    // Every operation completes (in a child, so that a wedged lock fails the
+    // test instead of hanging it; the limit is for liveness, not speed).
+    let checker = spawn(|| {
+        let mut x = 7u64;
+        for _ in 0..2000 {
+            let k = next(&mut x) % 3000;
+            a.check(format!("key-{k:04}").as_bytes(), 1).unwrap();
+            a.reset(format!("key-{:04}", k / 2).as_bytes()).unwrap();
+        }
+        a.sweep().unwrap();
+        b.check(b"quota", 0).unwrap();
+        a.stats().unwrap();
+        b.stats().unwrap();
+        0
+    });
+    assert_eq!(wait_within(checker, Duration::from_secs(60)), Some(0), "operations after the storm completed");
+
+    assert_consistent(&a, true);
+    assert_consistent(&b, false);
+    let counted = admitted.load(Ordering::SeqCst);
+    let peek = b.check(b"quota", 0).unwrap().verdict.outcome;
+    let consumed = QUOTA - peek.remaining;
+    eprintln!(
+        "storm: {KILLS} kills in {took:?}, {} + {} locks recovered, quota key: {counted} admitted, {consumed} consumed",
+        recoveries(&a),
+        recoveries(&b)
+    );
+    assert!(counted <= consumed && consumed <= QUOTA, "admitted {counted}, consumed {consumed}, quota {QUOTA}");
+    assert!(recoveries(&a) + recoveries(&b) > 0, "some kill hit a held lock");
+}
