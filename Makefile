@@ -76,7 +76,26 @@ test-examples: examples
 	scripts/test_examples.sh
 
 # ---- shm backend tests ---------------------------------------------------
-test-shm: lib
+# The whole C suite again on backend=shm (each limiter in its own region; the
+# regions a test program leaves are removed after it), the shm tests that need
+# the region's insides (among them the storm of SIGKILLed workers, too slow
+# for test-rust), and the pre-fork server under ASan/UBSan, driven with curl.
+SHM_TEST_CONFIG := backend=shm name=/rl-test-{n}
+
+build/san/prefork_server: c-examples/prefork_server.c include/ratelimit.h $(LIB_SO)
+	@mkdir -p build/san
+	$(CC) $(CSTD) $(CFLAGS) $(SAN) -Iinclude -o $@ $< -Ltarget/release -lratelimit \
+	    -Wl,-rpath,'$$ORIGIN/../../target/release' -lpthread
+
+test-shm: lib $(C_TESTS) build/san/prefork_server
+	@set -e; for t in $(C_TESTS); do \
+	    echo "== $$t (backend=shm)"; \
+	    RL_TEST_BACKEND_CONFIG='$(SHM_TEST_CONFIG)' $$t & pid=$$!; \
+	    rc=0; wait $$pid || rc=$$?; rm -f /dev/shm/rl-test-$$pid.*; \
+	    [ $$rc -eq 0 ] || exit $$rc; \
+	done
+	$(CARGO) test --locked --release --lib store::shm -- --include-ignored
+	PREFORK_SERVER=build/san/prefork_server scripts/test_prefork.sh
 
 # ---- redis backend tests -------------------------------------------------
 # Starts throwaway redis-servers (a plain one, one with a password, a 3-node
