@@ -4,13 +4,11 @@
 # names each failed assertion and exits 1.
 #
 # Environment: HTTP_SERVER (default build/http_server, e.g. a sanitizer
-# build), PREFORK_SERVER (default build/prefork_server; its tests run when it
-# exists).
+# build). build/prefork_server has its own script, scripts/test_prefork.sh.
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 1
 HTTP_SERVER=${HTTP_SERVER:-build/http_server}
-PREFORK_SERVER=${PREFORK_SERVER:-build/prefork_server}
 
 passed=0
 failed=0
@@ -246,17 +244,8 @@ rc=$?
 check "a bad --port exits 2 (got $rc)" test "$rc" -eq 2
 
 # ---- prefork_server -----------------------------------------------------------
-# ==== PREFORK_SERVER TESTS: to be added by the prefork_server author ==========
-# Use the helpers above (start_server, get, check, stop_server, ...), e.g.
-#   start_server prefork "$PREFORK_SERVER" --workers 4 \
-#       --config "rate=20/minute backend=shm name=/rl-test-$$"
-# then: exactly 20 of 40 parallel requests admitted across workers, a killed
-# worker is restarted, SIGTERM stops the master with exit 0, the shm object is
-# removed (or documented as left behind).
-if [[ -x $PREFORK_SERVER ]]; then
-    echo "note: $PREFORK_SERVER exists but has no tests here yet" >&2
-fi
-# ==== END PREFORK_SERVER TESTS =================================================
+# The pre-forked server shares a backend=shm region: scripts/test_prefork.sh
+# drives it (run by `make test-shm`, against a sanitizer build).
 
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
