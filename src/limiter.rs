@@ -36,10 +36,30 @@ pub struct Stats {
 /// How long a caller told "deny" by `on_error=deny` is asked to wait.
 pub(crate) const ERROR_RETRY_MS: u64 = 1000;
 
+/// The backend of a limiter. An enum rather than a `Box<dyn Store>` so that
+/// the memory backend's check is inlined into `rl_check`: returning its
+/// answer through a virtual call cost a store-forwarding stall per check.
+enum Home {
+    Memory(MemoryStore),
+    Shm(ShmStore),
+    Redis(Box<RedisStore>),
+}
+
+impl Home {
+    #[inline(always)]
+    fn get(&self) -> &dyn Store {
+        match self {
+            Home::Memory(s) => s,
+            Home::Shm(s) => s,
+            Home::Redis(s) => &**s,
+        }
+    }
+}
+
 pub struct Limiter {
     rates: Vec<Rate>,
     on_error: OnError,
-    store: Box<dyn Store>,
+    store: Home,
     errors: AtomicU64,
 }
 
@@ -62,15 +82,15 @@ fn ceil_ms(ticks: u64, tick_ns: u64) -> u64 {
 
 impl Limiter {
     pub fn new(config: &Config) -> Result<Limiter, Error> {
-        let store: Box<dyn Store> = match config.backend {
-            Backend::Memory => Box::new(MemoryStore::new(rates_in_ns(config), config.capacity)?),
-            Backend::Shm => Box::new(ShmStore::open(
+        let store = match config.backend {
+            Backend::Memory => Home::Memory(MemoryStore::new(rates_in_ns(config), config.capacity)?),
+            Backend::Shm => Home::Shm(ShmStore::open(
                 rates_in_ns(config),
                 config.capacity,
                 config.name.as_deref().unwrap_or_default(),
                 config.mode,
             )?),
-            Backend::Redis => Box::new(RedisStore::new(config)?),
+            Backend::Redis => Home::Redis(Box::new(RedisStore::new(config)?)),
         };
         Ok(Limiter { rates: rates_in_ns(config), on_error: config.on_error, store, errors: AtomicU64::new(0) })
     }
@@ -112,7 +132,12 @@ impl Limiter {
     /// Takes `cost` units for `key`. On error the decision to obey comes with it.
     #[inline]
     pub fn check(&self, key: &[u8], cost: u64) -> Result<Decision, (Error, Decision)> {
-        match self.store.check(key, cost) {
+        let answer = match &self.store {
+            Home::Memory(s) => s.check(key, cost),
+            Home::Shm(s) => s.check(key, cost),
+            Home::Redis(s) => s.check(key, cost),
+        };
+        match answer {
             Ok(answer) => Ok(self.decision(answer)),
             Err(e) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
@@ -122,22 +147,22 @@ impl Limiter {
     }
 
     pub fn reset(&self, key: &[u8]) -> Result<(), Error> {
-        self.store.reset(key)
+        self.store.get().reset(key)
     }
 
     pub fn sweep(&self) -> Result<u64, Error> {
-        self.store.sweep()
+        self.store.get().sweep()
     }
 
     pub fn stats(&self) -> Result<Stats, Error> {
-        let StoreStats { allowed, limited, keys, evictions } = self.store.stats()?;
+        let StoreStats { allowed, limited, keys, evictions } = self.store.get().stats()?;
         Ok(Stats {
             allowed,
             limited,
             errors: self.errors.load(Ordering::Relaxed),
             keys,
             evictions,
-            local_denials: self.store.local_denials(),
+            local_denials: self.store.get().local_denials(),
         })
     }
 }
