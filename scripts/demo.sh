@@ -18,17 +18,9 @@ requests=${REQUESTS:-8}
 
 die() { echo "demo: $*" >&2; exit 1; }
 
-# curl: install it when we may (root with apt-get), else say what is missing.
-if ! command -v curl >/dev/null 2>&1; then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        echo "demo: installing curl" >&2
-        apt-get install -y curl >/dev/null 2>&1 ||
-            { apt-get update >/dev/null 2>&1 && apt-get install -y curl >/dev/null 2>&1; } ||
-            die "could not install the curl package"
-    else
-        die "curl is needed: install the 'curl' package"
-    fi
-fi
+# shellcheck source=scripts/need_package.sh
+. scripts/need_package.sh
+need_package curl curl
 [[ -x $server ]] || die "$server is missing: run 'make examples' first"
 
 tmp=$(mktemp -d)

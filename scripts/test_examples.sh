@@ -39,7 +39,9 @@ check() {
     fi
 }
 
-command -v curl >/dev/null 2>&1 || die "curl is needed: install the 'curl' package"
+# shellcheck source=scripts/need_package.sh
+. scripts/need_package.sh
+need_package curl curl
 [[ -x $HTTP_SERVER ]] || die "$HTTP_SERVER is missing: run 'make examples' first"
 
 # ---- helpers ----------------------------------------------------------------

@@ -42,7 +42,9 @@ check() {
     fi
 }
 
-command -v curl >/dev/null 2>&1 || die "curl is needed: install the 'curl' package"
+# shellcheck source=scripts/need_package.sh
+. scripts/need_package.sh
+need_package curl curl
 command -v pgrep >/dev/null 2>&1 || die "pgrep is needed: install the 'procps' package"
 [[ -x $PREFORK_SERVER ]] || die "$PREFORK_SERVER is missing: run 'make examples' first"
 

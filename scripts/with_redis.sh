@@ -17,21 +17,10 @@
 # we are root, it is installed (apt-get); otherwise we stop and say so.
 set -euo pipefail
 
-need_redis() {
-    if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
-        return
-    fi
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "with_redis: installing Debian's redis-server" >&2
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >&2
-        # The package starts a system service on 6379; the tests never use it.
-    else
-        echo "with_redis: redis-server not found: install the Debian package redis-server (apt-get install redis-server)" >&2
-        exit 1
-    fi
-}
-need_redis
+# shellcheck source=scripts/need_package.sh
+. "$(dirname "${BASH_SOURCE[0]}")/need_package.sh"
+need_package redis-server redis-server
+need_package redis-cli redis-server   # (the package also starts a service on 6379; we never use it)
 REDIS_SERVER=$(command -v redis-server)
 REDIS_CLI=$(command -v redis-cli)
 
