@@ -18,8 +18,17 @@
 # that prints lines in the same format: the table is pivoted from whatever
 # (limiter, case) pairs appear, in order of first appearance.
 #
+# Then the Redis rows (bench/redis.sh, under scripts/with_redis.sh: a
+# throwaway redis-server on a free loopback port, stopped afterwards):
+# checks/s of backend=redis with 8 threads next to redis-benchmark at the same
+# concurrency, and the Redis commands per check; written between the
+# "bench:redis" markers. Skipped, with a message, when redis-server is not
+# installed and cannot be (with_redis.sh installs Debian's when root).
+#
 # Environment: ITERS (checks per thread per case, default 2000000), REPS
-# (default 9), CC, OUT (default BENCHMARKS.md; empty: do not write it).
+# (default 9), CC, OUT (default BENCHMARKS.md; empty: do not write it),
+# REDIS (0: skip the Redis rows), REDIS_REPS, REDIS_ITERS, REDIS_DENIED_ITERS,
+# REDIS_N (see bench/redis.sh).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -41,6 +50,8 @@ $CC $CFLAGS_BENCH -Iinclude -Ibench -DLIMITER_HEADER='"lim_ratelimit.h"' \
     -Ltarget/release -lratelimit -Wl,-rpath,"$PWD/target/release" -lpthread
 $CC $CFLAGS_BENCH -Ibench -DLIMITER_HEADER='"lim_handrolled.h"' \
     -o build/bench/bench_handrolled bench/driver.c bench/handrolled.c -lpthread
+$CC $CFLAGS_BENCH -Iinclude -Ibench -o build/bench/bench_redis bench/redis_driver.c \
+    -Ltarget/release -lratelimit -Wl,-rpath,"$PWD/target/release" -lpthread
 
 echo "bench: building the governor benchmark (cargo bench --no-run)" >&2
 governor_bin=$(cargo bench --locked --bench governor --no-run --message-format=json 2>/dev/null |
@@ -136,9 +147,11 @@ EOF
 echo
 echo "$block"
 
-if [[ -n $OUT ]]; then
-    begin='<!-- bench:results:begin (written by scripts/bench.sh) -->'
-    end='<!-- bench:results:end -->'
+# write_block BEGIN END BLOCK: BLOCK between the marker lines BEGIN and END
+# of $OUT (the prose around them is kept); appended if the markers are missing.
+write_block() {
+    local begin=$1 end=$2 block=$3 tmp
+    [[ -n $OUT ]] || return 0
     if [[ -f $OUT ]] && grep -qF "$begin" "$OUT" && grep -qF "$end" "$OUT"; then
         tmp=$(mktemp)
         awk -v b="$begin" -v e="$end" -v blockfile=<(printf '%s\n' "$block") '
@@ -146,8 +159,33 @@ if [[ -n $OUT ]]; then
             $0 == e { skip = 0 }
             !skip' "$OUT" >"$tmp"
         cat "$tmp" >"$OUT" && rm -f "$tmp"
+    elif [[ -f $OUT ]]; then
+        printf '\n%s\n%s\n%s\n' "$begin" "$block" "$end" >>"$OUT"
     else
         printf '# Benchmarks\n\n%s\n%s\n%s\n' "$begin" "$block" "$end" >"$OUT"
     fi
-    echo "bench: wrote $OUT" >&2
+    echo "bench: wrote $OUT ($begin)" >&2
+}
+
+write_block '<!-- bench:results:begin (written by scripts/bench.sh) -->' '<!-- bench:results:end -->' "$block"
+
+# ---- Redis ----------------------------------------------------------------
+if [[ ${REDIS:-1} == 0 ]]; then
+    echo "bench: REDIS=0: Redis rows skipped" >&2
+    exit 0
 fi
+if ! command -v redis-server >/dev/null && { [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; }; then
+    echo "bench: SKIPPED the Redis rows: redis-server not found and cannot install it here (Debian: apt-get install redis-server); $OUT keeps its old Redis block" >&2
+    exit 0
+fi
+echo "bench: Redis rows (scripts/with_redis.sh bench/redis.sh)" >&2
+if ! redis_block=$(scripts/with_redis.sh bench/redis.sh); then
+    if ! command -v redis-server >/dev/null; then
+        echo "bench: SKIPPED the Redis rows: redis-server could not be installed (see above); $OUT keeps its old Redis block" >&2
+        exit 0
+    fi
+    die "the Redis rows failed (scripts/with_redis.sh bench/redis.sh, see above); $OUT keeps its old Redis block"
+fi
+echo
+echo "$redis_block"
+write_block '<!-- bench:redis:begin (written by scripts/bench.sh) -->' '<!-- bench:redis:end -->' "$redis_block"
