@@ -24,7 +24,10 @@ NATIVE_LIBS = $(shell $(CARGO) rustc --release --lib --crate-type staticlib -- -
 
 RUST_SRC := $(shell find src -name '*.rs') Cargo.toml build.rs
 
-EXAMPLES := $(patsubst c-examples/%.c,build/%,$(wildcard c-examples/*.c))
+# Every c-examples/*.c is an example program, but for http.c: the HTTP side
+# they share (http.h), linked into each of them.
+EXAMPLE_HTTP := c-examples/http.c c-examples/http.h
+EXAMPLES := $(patsubst c-examples/%.c,build/%,$(filter-out c-examples/http.c,$(wildcard c-examples/*.c)))
 C_TESTS  := $(patsubst tests/c/%.c,build/tests/%,$(wildcard tests/c/test_*.c))
 
 .PHONY: all lib examples test test-rust test-c test-examples test-shm test-redis \
@@ -47,9 +50,9 @@ header:
 # ---- examples -------------------------------------------------------------
 examples: $(EXAMPLES)
 
-build/%: c-examples/%.c include/ratelimit.h $(LIB_SO)
+build/%: c-examples/%.c $(EXAMPLE_HTTP) include/ratelimit.h $(LIB_SO)
 	@mkdir -p build
-	$(CC) $(CSTD) $(CFLAGS) -Iinclude -o $@ $< -Ltarget/release -lratelimit \
+	$(CC) $(CSTD) $(CFLAGS) -Iinclude -o $@ $< c-examples/http.c -Ltarget/release -lratelimit \
 	    -Wl,-rpath,'$$ORIGIN/../target/release' -lpthread
 
 # ---- tests ----------------------------------------------------------------
@@ -82,9 +85,9 @@ test-examples: examples
 # for test-rust), and the pre-fork server under ASan/UBSan, driven with curl.
 SHM_TEST_CONFIG := backend=shm name=/rl-test-{n}
 
-build/san/prefork_server: c-examples/prefork_server.c include/ratelimit.h $(LIB_SO)
+build/san/prefork_server: c-examples/prefork_server.c $(EXAMPLE_HTTP) include/ratelimit.h $(LIB_SO)
 	@mkdir -p build/san
-	$(CC) $(CSTD) $(CFLAGS) $(SAN) -Iinclude -o $@ $< -Ltarget/release -lratelimit \
+	$(CC) $(CSTD) $(CFLAGS) $(SAN) -Iinclude -o $@ $< c-examples/http.c -Ltarget/release -lratelimit \
 	    -Wl,-rpath,'$$ORIGIN/../../target/release' -lpthread
 
 test-shm: lib $(C_TESTS) build/san/prefork_server
