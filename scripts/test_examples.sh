@@ -10,110 +10,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 HTTP_SERVER=${HTTP_SERVER:-build/http_server}
 
-passed=0
-failed=0
-tmp=$(mktemp -d)
-server_pids=()
-
-cleanup() {
-    local p
-    for p in "${server_pids[@]}"; do
-        kill -KILL "$p" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-die() { echo "test_examples: $*" >&2; exit 1; }
-
-# check DESCRIPTION COMMAND...: runs COMMAND, counts a pass or a failure.
-check() {
-    local what=$1
-    shift
-    if "$@"; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-        echo "FAIL: $what" >&2
-    fi
-}
-
-# shellcheck source=scripts/need_package.sh
-. scripts/need_package.sh
-need_package curl curl
+# shellcheck source=scripts/http_test_lib.sh
+. scripts/http_test_lib.sh
 [[ -x $HTTP_SERVER ]] || die "$HTTP_SERVER is missing: run 'make examples' first"
-
-# ---- helpers ----------------------------------------------------------------
-
-# start_server NAME BINARY ARGS...: starts a server with --port 0, waits for
-# its "listening on HOST:PORT" line; sets PORT and PID.
-start_server() {
-    local name=$1 bin=$2
-    shift 2
-    : >"$tmp/$name.out" # exists before the background server opens it
-    "$bin" --port 0 "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
-    PID=$!
-    server_pids+=("$PID")
-    PORT=
-    for _ in $(seq 100); do
-        PORT=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$tmp/$name.out")
-        [[ -n $PORT ]] && return 0
-        kill -0 "$PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    cat "$tmp/$name.err" >&2
-    die "$name did not start ($bin $*)"
-}
-
-# stop_server PID SIGNAL: sends SIGNAL and waits (at most 10 s); sets STOP_RC
-# (124 when it did not exit in time).
-stop_server() {
-    local pid=$1 sig=$2
-    kill "-$sig" "$pid"
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid"
-        wait "$pid" 2>/dev/null
-        STOP_RC=124
-    else
-        wait "$pid"
-        STOP_RC=$?
-    fi
-}
-
-# get NAME PATH [CURL ARGS...]: one request; leaves $tmp/NAME.status,
-# $tmp/NAME.headers (CRs removed) and $tmp/NAME.body.
-get() {
-    local name=$1 path=$2
-    shift 2
-    curl -s -o "$tmp/$name.body" -D "$tmp/$name.raw" -w '%{http_code}' \
-        --max-time 10 "$@" "http://127.0.0.1:$PORT$path" >"$tmp/$name.status" ||
-        echo 000 >"$tmp/$name.status"
-    tr -d '\r' <"$tmp/$name.raw" >"$tmp/$name.headers" 2>/dev/null || : >"$tmp/$name.headers"
-}
-
-status_is() { [[ $(cat "$tmp/$1.status") == "$2" ]]; }
-body_is() { [[ $(cat "$tmp/$1.body") == "$2" ]]; }
-body_matches() { [[ $(cat "$tmp/$1.body") =~ $2 ]]; }
-# header NAME HEADER: its value (case-insensitive name), empty when absent
-header() { sed -n "s/^$2: *//Ip" "$tmp/$1.headers" | head -n 1; }
-header_is() { [[ $(header "$1" "$2") == "$3" ]]; }
-header_matches() { [[ $(header "$1" "$2") =~ $3 ]]; }
-has_no_header() { ! grep -qi "^$2:" "$tmp/$1.headers"; }
-
-# raw_request TEXT: sends TEXT as is; prints the status code of the answer.
-raw_request() {
-    local text=$1
-    (
-        exec 3<>"/dev/tcp/127.0.0.1/$PORT" || exit 1
-        printf '%b' "$text" >&3
-        head -n 1 <&3 | tr -d '\r' | cut -d' ' -f2
-    )
-}
 
 # ---- http_server: one key, then another, then by IP -------------------------
 
@@ -214,17 +113,9 @@ check "http_server wrote nothing unexpected to stderr" \
 
 start_server conc "$HTTP_SERVER" --config "rate=20/minute"
 conc_pid=$PID
-curl_pids=()
-for i in $(seq 40); do
-    curl -s -o /dev/null -w '%{http_code}\n' --max-time 20 -H 'X-API-Key: crowd' \
-        "http://127.0.0.1:$PORT/" >"$tmp/conc.$i" &
-    curl_pids+=($!)
-done
-wait "${curl_pids[@]}"
-ok=$(cat "$tmp"/conc.* | grep -c '^200$')
-limited=$(cat "$tmp"/conc.* | grep -c '^429$')
-check "40 parallel requests: exactly 20 are 200 (got $ok)" test "$ok" -eq 20
-check "40 parallel requests: exactly 20 are 429 (got $limited)" test "$limited" -eq 20
+crowd crowd 40
+check "40 parallel requests: exactly 20 are 200 (got $OK)" test "$OK" -eq 20
+check "40 parallel requests: exactly 20 are 429 (got $LIMITED)" test "$LIMITED" -eq 20
 stop_server "$conc_pid" INT
 check "SIGINT stops http_server with exit 0 (got $STOP_RC)" test "$STOP_RC" -eq 0
 
