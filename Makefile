@@ -61,7 +61,7 @@ test: test-rust test-c test-examples test-shm test-redis
 test-rust:
 	$(CARGO) test --locked --release
 
-build/tests/%: tests/c/%.c tests/c/check.h include/ratelimit.h $(LIB_SO)
+build/tests/%: tests/c/%.c tests/c/check.h tests/c/helpers.h include/ratelimit.h $(LIB_SO)
 	@mkdir -p build/tests
 	$(CC) $(CSTD) $(CFLAGS) $(SAN) -Iinclude -Itests/c -o $@ $< \
 	    -Ltarget/release -lratelimit -Wl,-rpath,'$$ORIGIN/../../target/release' -lpthread

@@ -10,21 +10,7 @@
 #include <ratelimit.h>
 
 #include "check.h"
-
-static rl_limiter *create(const char *config)
-{
-    rl_limiter *lim = NULL;
-    int rc = rl_create(CFG(config), &lim);
-    if (!CHECK(rc == RL_OK && lim != NULL))
-        fprintf(stderr, "    rl_create(\"%s\") = %d: %s\n", CFG(config), rc, rl_last_error());
-    return lim;
-}
-
-static int check(rl_limiter *lim, const char *key, uint64_t cost, rl_decision *d)
-{
-    memset(d, 0xAB, sizeof *d);
-    return rl_check(lim, key, strlen(key), cost, d);
-}
+#include "helpers.h"
 
 static int counts_keys(void)
 {

@@ -9,6 +9,7 @@
 #include <ratelimit.h>
 
 #include "check.h"
+#include "helpers.h"
 
 #include <pthread.h>
 
@@ -41,15 +42,6 @@ static void *hammer(void *arg)
             w->bad_decisions++;
     }
     return NULL;
-}
-
-static rl_limiter *create(const char *config)
-{
-    rl_limiter *lim = NULL;
-    int rc = rl_create(CFG(config), &lim);
-    if (!CHECK(rc == RL_OK && lim != NULL))
-        fprintf(stderr, "    rl_create(\"%s\") = %d: %s\n", CFG(config), rc, rl_last_error());
-    return lim;
 }
 
 static void run(struct worker *w)
