@@ -87,30 +87,24 @@ impl MemoryStore {
                 continue;
             }
             let Some(mut guard) = self.shards[i].try_lock() else { continue };
-            let data = &mut *guard;
-            let mut shard = Shard {
-                words: &mut data.words,
-                stats: &mut data.stats,
-                total_keys: &self.total_keys,
-                capacity: self.capacity,
-                geometry: self.geometry,
-            };
-            return shard.reclaim_step(&self.rates, now).0;
+            return self.view(&mut guard).reclaim_step(&self.rates, now).0;
         }
         0
     }
 
     fn with_shard<R>(&self, index: usize, f: impl FnOnce(&mut Shard) -> R) -> R {
-        let mut guard = self.shards[index].lock();
-        let data = &mut *guard;
-        let mut shard = Shard {
+        f(&mut self.view(&mut self.shards[index].lock()))
+    }
+
+    /// The table's view of one locked shard.
+    fn view<'a>(&'a self, data: &'a mut ShardData) -> Shard<'a> {
+        Shard {
             words: &mut data.words,
             stats: &mut data.stats,
             total_keys: &self.total_keys,
             capacity: self.capacity,
             geometry: self.geometry,
-        };
-        f(&mut shard)
+        }
     }
 }
 
