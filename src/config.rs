@@ -15,6 +15,14 @@ pub(crate) const DEFAULT_CAPACITY: u64 = 100_000;
 pub(crate) const MAX_CAPACITY: u64 = 1 << 32;
 /// Longest a check may wait on Redis when `timeout_ms=` is not given.
 pub(crate) const DEFAULT_TIMEOUT_MS: u64 = 50;
+/// Longest an shm operation waits for a stripe lock held by another process
+/// when `timeout_ms=` is not given. A stripe is held for well under a
+/// microsecond, so only a holder that is stopped (SIGSTOP, a debugger) or
+/// starved of CPU keeps it longer; but on an oversubscribed host a holder
+/// preempted inside its critical section waits for its next time slice, which
+/// can take several to tens of milliseconds. 1 s turns a stopped worker into
+/// errors instead of a wedge without turning ordinary preemption into errors.
+pub(crate) const DEFAULT_SHM_TIMEOUT_MS: u64 = 1000;
 /// Longest period, and longest time a bucket may take to refill: 1000 days.
 pub(crate) const MAX_PERIOD_NS: u64 = 1000 * 86_400_000 * NANOS_PER_MS;
 /// Most rates one configuration may hold.
@@ -192,6 +200,7 @@ impl Config {
         };
 
         let timeout_ms = match get("timeout_ms") {
+            None if backend == Backend::Shm => DEFAULT_SHM_TIMEOUT_MS,
             None => DEFAULT_TIMEOUT_MS,
             Some(v) => {
                 let t = parse_count("timeout_ms", v)?;
@@ -230,7 +239,6 @@ impl Config {
             ("mode", Backend::Shm),
             ("url", Backend::Redis),
             ("prefix", Backend::Redis),
-            ("timeout_ms", Backend::Redis),
         ] {
             if get(key).is_some() && backend != wanted {
                 return err(format!(
@@ -245,6 +253,10 @@ impl Config {
         }
         if get("capacity").is_some() && backend == Backend::Redis {
             return err("key \"capacity\" applies only to backend=memory or backend=shm".into());
+        }
+        // Memory waits on no other process: nothing for a timeout to bound.
+        if get("timeout_ms").is_some() && backend == Backend::Memory {
+            return err("key \"timeout_ms\" applies only to backend=shm or backend=redis".into());
         }
         match backend {
             Backend::Shm if name.is_none() => {
@@ -364,8 +376,13 @@ mod tests {
         assert_eq!(c.on_error, OnError::Allow);
         assert_eq!(c.mode, 0o600);
         assert_eq!(c.prefix, "rl:");
+        assert_eq!(c.timeout_ms, DEFAULT_TIMEOUT_MS);
         let c = Config::parse("rate=1/s backend=shm name=/x mode=0640 capacity=9").unwrap();
-        assert_eq!((c.backend, c.mode, c.capacity), (Backend::Shm, 0o640, 9));
+        assert_eq!((c.backend, c.mode, c.capacity, c.timeout_ms), (Backend::Shm, 0o640, 9, DEFAULT_SHM_TIMEOUT_MS));
+        let c = Config::parse("rate=1/s backend=shm name=/x timeout_ms=250").unwrap();
+        assert_eq!(c.timeout_ms, 250);
+        let c = Config::parse("rate=1/s backend=redis url=redis://h:1").unwrap();
+        assert_eq!(c.timeout_ms, DEFAULT_TIMEOUT_MS);
         let c = Config::parse("rate=1/s backend=redis url=redis://h:1/2 prefix=a: timeout_ms=5 on_error=deny algorithm=sliding_window").unwrap();
         assert_eq!((c.timeout_ms, c.on_error, c.algorithm), (5, OnError::Deny, Algorithm::SlidingWindow));
     }
@@ -411,6 +428,10 @@ mod tests {
             ("rate=1/s name=/x", "key \"name\" applies only to backend=shm"),
             ("rate=1/s url=redis://x", "key \"url\" applies only to backend=redis"),
             ("rate=1/s backend=redis url=redis://x capacity=5", "key \"capacity\" applies only"),
+            ("rate=1/s timeout_ms=5", "key \"timeout_ms\" applies only to backend=shm or backend=redis"),
+            ("rate=1/s backend=memory timeout_ms=5", "key \"timeout_ms\" applies only"),
+            ("rate=1/s backend=shm name=/x timeout_ms=0", "\"timeout_ms=0\": must be at least 1"),
+            ("rate=1/s backend=shm name=/x timeout_ms=60001", "above the maximum 60000"),
         ];
         for (text, want) in table {
             match Config::parse(text) {

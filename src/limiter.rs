@@ -89,6 +89,7 @@ impl Limiter {
                 config.capacity,
                 config.name.as_deref().unwrap_or_default(),
                 config.mode,
+                config.timeout_ms,
             )?),
             Backend::Redis => Home::Redis(Box::new(RedisStore::new(config)?)),
         };

@@ -7,6 +7,23 @@
 //! lock, must repair what the dead owner may have left half-written, and then
 //! calls `pthread_mutex_consistent`. If it died too before doing so, the next
 //! owner gets `EOWNERDEAD` again.
+//!
+//! A process that is *stopped* (SIGSTOP, a debugger) while holding one is not
+//! dead: the kernel keeps the lock its own. So nobody waits for a lock without
+//! a deadline: `try_lock` first (the uncontended case, as cheap as a plain
+//! lock: no system call, no clock read), then `lock_until`, which gives up at
+//! a deadline and lets the caller report a backend error.
+//!
+//! The deadline is on `CLOCK_MONOTONIC` (`Instant`), but the wait itself is
+//! `pthread_mutex_timedlock`, which takes a `CLOCK_REALTIME` time:
+//! `pthread_mutex_clocklock` (glibc 2.30+) is not exposed by the `libc` crate,
+//! and musl lacks it. The realtime deadline is derived from the monotonic one
+//! just before each wait, and a wait that ends early by realtime (the wall
+//! clock stepped forward) is resumed for what is left by the monotonic clock.
+//! A wall clock stepped *backward* during a wait lengthens that one wait by
+//! the size of the step; nothing else depends on the wall clock.
+
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 
@@ -63,21 +80,51 @@ fn acquired(rc: libc::c_int, what: &str) -> Result<Option<Acquired>, Error> {
     }
 }
 
-/// Locks `m`, waiting if needed.
+/// `CLOCK_REALTIME` now plus `left`, as a timespec.
+fn realtime_after(left: Duration) -> libc::timespec {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec to fill; CLOCK_REALTIME always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+    // `left` is at most the 60 s timeout_ms allows: no overflow here.
+    let nsec = now.tv_nsec as u64 + u64::from(left.subsec_nanos());
+    libc::timespec {
+        tv_sec: now.tv_sec + left.as_secs() as libc::time_t + (nsec / 1_000_000_000) as libc::time_t,
+        tv_nsec: (nsec % 1_000_000_000) as _,
+    }
+}
+
+/// Locks `m`, waiting until `deadline` at most; `None` if it is still held
+/// then. `EOWNERDEAD` is returned as `Acquired::OwnerDied`, as by `try_lock`.
+/// Meant for after a `try_lock` that found `m` held (it does not try first).
 ///
 /// # Safety
 /// `m` must point to a mutex made by `init` that stays mapped, and the caller
 /// must not hold it already.
-pub unsafe fn lock(m: *mut libc::pthread_mutex_t) -> Result<Acquired, Error> {
-    // SAFETY: per this function's contract.
-    let rc = unsafe { libc::pthread_mutex_lock(m) };
-    Ok(acquired(rc, "locking a shared stripe")?.expect("pthread_mutex_lock does not return EBUSY"))
+#[cold]
+pub unsafe fn lock_until(m: *mut libc::pthread_mutex_t, deadline: Instant) -> Result<Option<Acquired>, Error> {
+    loop {
+        let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+            // Out of time; one last look, so that a deadline already past
+            // still takes a lock that is free.
+            // SAFETY: per this function's contract.
+            return unsafe { try_lock(m) };
+        };
+        let at = realtime_after(left);
+        // SAFETY: per this function's contract; `at` is a valid timespec.
+        let rc = unsafe { libc::pthread_mutex_timedlock(m, &at) };
+        if rc != libc::ETIMEDOUT {
+            return acquired(rc, "locking a shared stripe");
+        }
+        // Timed out by the wall clock: the loop checks the monotonic one.
+    }
 }
 
 /// Locks `m` if it is free; `None` if someone holds it.
 ///
 /// # Safety
-/// As for `lock`.
+/// `m` must point to a mutex made by `init` that stays mapped, and the caller
+/// must not hold it already.
+#[inline]
 pub unsafe fn try_lock(m: *mut libc::pthread_mutex_t) -> Result<Option<Acquired>, Error> {
     // SAFETY: per this function's contract.
     let rc = unsafe { libc::pthread_mutex_trylock(m) };

@@ -15,6 +15,15 @@
 //! by name in each worker works just as well. A check takes one stripe lock,
 //! touches at most the key's two 8-way sets (plus a bounded reclaim pass when
 //! the table is full), and allocates nothing.
+//!
+//! **No unbounded wait.** A worker stopped (SIGSTOP, a debugger) while holding
+//! a stripe lock keeps it; the kernel only hands over the locks of the dead.
+//! So every lock is try-locked first (the uncontended path: no system call, no
+//! clock read), and a held one is waited for until a deadline `timeout_ms`
+//! after the operation first found a lock held. Past it, the operation returns
+//! `Error::Backend` naming the stripe and the region: `rl_check` answers with
+//! `on_error` and counts an error, `rl_reset`, `rl_sweep` and `rl_stats_get`
+//! return RL_ERR_BACKEND. Only the keys of that stripe are affected.
 
 mod clock;
 mod journal;
@@ -24,9 +33,11 @@ mod region;
 #[cfg(test)]
 mod tests;
 
+use std::cell::Cell;
 use std::ffi::CStr;
 use std::ptr::{addr_of, addr_of_mut};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use self::clock::SharedClock;
 use self::layout::{Header, Journal, Layout, Stripe, STRIPE_BYTES};
@@ -45,12 +56,36 @@ pub fn shm_unlink(name: &CStr) -> Result<(), Error> {
 
 pub struct ShmStore {
     region: Region,
+    /// The region's name, for error messages.
+    name: String,
     layout: Layout,
     rates: Vec<Rate>,
     seed: Seed,
     clock: SharedClock,
+    /// Longest an operation waits for locks held by other processes (this
+    /// process's `timeout_ms`; not part of the region's configuration).
+    timeout: Duration,
     /// Which shard the next cross-shard reclaim pass starts at (per process).
     reclaim_turn: AtomicU64,
+    /// No recount before this (shared-clock ns): set when one timed out, so
+    /// that a stopped lock holder costs this process one wait per `timeout`,
+    /// not one per operation.
+    recount_not_before: AtomicU64,
+}
+
+/// The waiting budget of one operation: its deadline is fixed the first time
+/// it finds a lock held, `timeout` later, and shared by every lock it then
+/// waits for. Free until then (no clock read on the uncontended path).
+struct Budget(Cell<Option<Instant>>);
+
+impl Budget {
+    fn new() -> Budget {
+        Budget(Cell::new(None))
+    }
+
+    fn deadline(&self, timeout: Duration) -> Instant {
+        *self.0.get().get_or_insert_with(|| Instant::now() + timeout)
+    }
 }
 
 /// A stripe lock held by this thread; unlocks when dropped.
@@ -120,8 +155,9 @@ impl<'a> Locked<'a> {
 
 impl ShmStore {
     /// Opens the region `name` for these rates and capacity, creating it
-    /// (with permissions `mode`) if it does not exist.
-    pub fn open(rates: Vec<Rate>, capacity: u64, name: &str, mode: u32) -> Result<ShmStore, Error> {
+    /// (with permissions `mode`) if it does not exist. Operations wait at most
+    /// `timeout_ms` for locks held by other processes.
+    pub fn open(rates: Vec<Rate>, capacity: u64, name: &str, mode: u32, timeout_ms: u64) -> Result<ShmStore, Error> {
         let layout = Layout::new(&rates, capacity)
             .ok_or_else(|| Error::Invalid(format!("capacity={capacity}: the shm region would be too large")))?;
         let seed = Seed::random().map_err(|e| Error::Io(format!("reading /dev/urandom for the hash seed: {e}")))?;
@@ -133,11 +169,14 @@ impl ShmStore {
         let (seed, offset) = unsafe { (addr_of!((*h).seed).read(), addr_of!((*h).epoch_offset_ns).read()) };
         Ok(ShmStore {
             region,
+            name: name.to_owned(),
             layout,
             rates,
             seed: Seed(seed),
             clock: SharedClock::new(offset),
+            timeout: Duration::from_millis(timeout_ms),
             reclaim_turn: AtomicU64::new(0),
+            recount_not_before: AtomicU64::new(0),
         })
     }
 
@@ -179,17 +218,40 @@ impl ShmStore {
         unsafe { &*addr_of!((*self.header()).dirty) }
     }
 
-    /// Locks stripe `i`, repairing it if its last owner died holding it. The
-    /// caller must hold no stripe lock (or only try-lock, see `try_lock`).
-    fn lock(&self, i: usize) -> Result<Locked<'_>, Error> {
+    /// Locks stripe `i`, repairing it if its last owner died holding it, and
+    /// waiting for it within `budget` if it is held. The caller must hold no
+    /// stripe lock except in stripe order (see `recount_total`), or only
+    /// try-lock (see `try_lock`).
+    #[inline]
+    fn lock(&self, i: usize, budget: &Budget) -> Result<Locked<'_>, Error> {
         // SAFETY: the mutex was initialised by the region's creator and stays
         // mapped; no operation locks a stripe it already holds.
-        let how = unsafe { lock::lock(self.lock_ptr(i)) }?;
+        let how = match unsafe { lock::try_lock(self.lock_ptr(i)) }? {
+            Some(how) => how,
+            None => self.wait_for(i, budget)?,
+        };
         let mut guard = Locked { store: self, index: i };
         if how == Acquired::OwnerDied {
             guard.recover()?;
         }
         Ok(guard)
+    }
+
+    /// Stripe `i` is held by someone else: waits for it until the deadline.
+    #[cold]
+    #[inline(never)]
+    fn wait_for(&self, i: usize, budget: &Budget) -> Result<Acquired, Error> {
+        let deadline = budget.deadline(self.timeout);
+        // SAFETY: as in `lock`.
+        unsafe { lock::lock_until(self.lock_ptr(i), deadline) }?.ok_or_else(|| self.timed_out(&format!("stripe {i}")))
+    }
+
+    fn timed_out(&self, what: &str) -> Error {
+        Error::Backend(format!(
+            "shm {what} of region {}: lock not acquired within {} ms (a process holding it is stopped?)",
+            self.name,
+            self.timeout.as_millis()
+        ))
     }
 
     /// Locks stripe `i` only if it is free (never waits: safe while holding another).
@@ -219,23 +281,48 @@ impl ShmStore {
         0
     }
 
-    /// After a repair, the table-wide key count is recounted once (see layout.rs).
+    /// After a repair, the table-wide key count is recounted once (see
+    /// layout.rs). `wait`: wait (within `budget`) for a recount another
+    /// process is doing, rather than leave it to that one.
     #[inline]
-    fn heal(&self) {
+    fn heal(&self, budget: &Budget, wait: bool) {
         if self.dirty().load(Ordering::Relaxed) != 0 {
-            let _ = self.recount_total();
+            self.heal_slow(budget, wait);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn heal_slow(&self, budget: &Budget, wait: bool) {
+        if self.clock.now() < self.recount_not_before.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(Error::Backend(_)) = self.recount_total(budget, wait) {
+            // Some lock is held by a stopped process: `dirty` stays set, and
+            // this process tries again `timeout` from now, not at every operation.
+            let later = self.clock.now().saturating_add(self.timeout.as_nanos() as u64);
+            self.recount_not_before.store(later, Ordering::Relaxed);
         }
     }
 
     /// Sets the table-wide key count to the sum of the stripes' counts, with
     /// every stripe locked. Serialised by the header's recount lock; called
-    /// holding no stripe lock.
-    fn recount_total(&self) -> Result<(), Error> {
+    /// holding no stripe lock. Every wait is within `budget`: on a timeout
+    /// the stripes taken so far are released and `dirty` stays set, for a
+    /// later recount. If another process holds the recount lock, `wait` says
+    /// whether to wait for it or leave the recount to it.
+    fn recount_total(&self, budget: &Budget, wait: bool) -> Result<(), Error> {
         let h = self.header();
         // SAFETY: a field inside the mapping; no reference is made.
         let m = unsafe { addr_of_mut!((*h).recount_lock) };
         // SAFETY: initialised by the creator; this thread does not hold it.
-        let how = unsafe { lock::lock(m) }?;
+        let how = match unsafe { lock::try_lock(m) }? {
+            Some(how) => how,
+            None if !wait => return Ok(()),
+            // SAFETY: as above.
+            None => unsafe { lock::lock_until(m, budget.deadline(self.timeout)) }?
+                .ok_or_else(|| self.timed_out("recount lock"))?,
+        };
         let result = (|| {
             if how == Acquired::OwnerDied {
                 // A recount writes one word, last: a dead recounter leaves
@@ -248,7 +335,7 @@ impl ShmStore {
             }
             let mut guards = Vec::with_capacity(self.layout.geometry.shards);
             for i in 0..self.layout.geometry.shards {
-                guards.push(self.lock(i)?);
+                guards.push(self.lock(i, budget)?);
             }
             let sum = guards.iter_mut().map(|g| g.parts().1.keys).sum();
             self.total_keys().store(sum, Ordering::Relaxed);
@@ -267,8 +354,9 @@ impl Store for ShmStore {
         let fp = self.seed.fingerprint(key);
         let place = self.layout.geometry.place(fp);
         let now = self.clock.now();
+        let budget = Budget::new();
         let verdict = {
-            let mut guard = self.lock(place.shard)?;
+            let mut guard = self.lock(place.shard, &budget)?;
             let (mut shard, journal) = guard.shard();
             let verdict = shard.check_with(
                 &self.rates,
@@ -282,37 +370,52 @@ impl Store for ShmStore {
             journal.end();
             verdict
         };
-        self.heal();
+        self.heal(&budget, false);
         Ok(Answer { verdict, tick_ns: 1 })
     }
 
     fn reset(&self, key: &[u8]) -> Result<(), Error> {
         let fp = self.seed.fingerprint(key);
         let place = self.layout.geometry.place(fp);
+        let budget = Budget::new();
         {
-            let mut guard = self.lock(place.shard)?;
+            let mut guard = self.lock(place.shard, &budget)?;
             guard.shard().0.remove(place, fp);
         }
-        self.heal();
+        self.heal(&budget, false);
         Ok(())
     }
 
+    /// Each stripe gets its own budget (sweeping a large table may itself take
+    /// longer than `timeout_ms`). A stripe whose lock is not acquired in time
+    /// is skipped, the others are swept, and the first such error is returned.
     fn sweep(&self) -> Result<u64, Error> {
         let now = self.clock.now();
         let mut swept = 0;
+        let mut first_error = None;
         for i in 0..self.layout.geometry.shards {
-            let mut guard = self.lock(i)?;
-            swept += guard.shard().0.sweep(&self.rates, now);
+            match self.lock(i, &Budget::new()) {
+                Ok(mut guard) => swept += guard.shard().0.sweep(&self.rates, now),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        self.heal();
-        Ok(swept)
+        self.heal(&Budget::new(), false);
+        match first_error {
+            None => Ok(swept),
+            Some(e) => Err(e),
+        }
     }
 
     fn stats(&self) -> Result<StoreStats, Error> {
-        self.heal();
+        // One budget for the whole call: if the recount timed out on a stripe
+        // held by a stopped process, the loop below fails on it at once.
+        let budget = Budget::new();
+        self.heal(&budget, true);
         let mut total = StoreStats::default();
         for i in 0..self.layout.geometry.shards {
-            let mut guard = self.lock(i)?;
+            let mut guard = self.lock(i, &budget)?;
             let s = guard.parts().1;
             total.allowed += s.allowed;
             total.limited += s.limited;

@@ -34,7 +34,7 @@ impl Drop for Name {
 
 fn open(config: &str, name: &Name) -> ShmStore {
     let c = Config::parse(&format!("{config} backend=shm name={}", name.0)).unwrap();
-    ShmStore::open(rates_in_ns(&c), c.capacity, &name.0, c.mode).unwrap()
+    ShmStore::open(rates_in_ns(&c), c.capacity, &name.0, c.mode, c.timeout_ms).unwrap()
 }
 
 /// Runs `body` in a child process; returns its pid. The child exits with
@@ -93,9 +93,9 @@ fn recoveries(s: &ShmStore) -> u64 {
 /// capacity, no undo record is open, and `same_halves` slots (two identical
 /// rates) have equal states.
 fn assert_consistent(s: &ShmStore, same_halves: bool) {
-    s.heal();
+    s.heal(&Budget::new(), true);
     let stride = s.layout.geometry.stride;
-    let mut guards: Vec<_> = (0..s.layout.geometry.shards).map(|i| s.lock(i).unwrap()).collect();
+    let mut guards: Vec<_> = (0..s.layout.geometry.shards).map(|i| s.lock(i, &Budget::new()).unwrap()).collect();
     let mut sum = 0;
     for g in guards.iter_mut() {
         let index = g.index;
@@ -145,7 +145,7 @@ fn a_process_that_dies_holding_a_lock_is_repaired() {
     let place = s.layout.geometry.place(fp);
 
     let child = spawn(|| {
-        let mut guard = s.lock(place.shard).unwrap();
+        let mut guard = s.lock(place.shard, &Budget::new()).unwrap();
         let (shard, journal) = guard.shard();
         let i = shard.find(place, fp).expect("k is stored");
         let stride = s.layout.geometry.stride;
@@ -197,8 +197,8 @@ fn a_dead_recounter_is_recovered() {
         s.dirty().store(1, Ordering::Relaxed);
         let h = s.header();
         // SAFETY: the recount lock inside the mapping; we die holding it.
-        unsafe { lock::lock(addr_of_mut!((*h).recount_lock)).unwrap() };
-        let _g = s.lock(1).unwrap();
+        unsafe { lock::try_lock(addr_of_mut!((*h).recount_lock)).unwrap().expect("free") };
+        let _g = s.lock(1, &Budget::new()).unwrap();
         // SAFETY: as above.
         unsafe { libc::_exit(0) }
     });
@@ -209,6 +209,213 @@ fn a_dead_recounter_is_recovered() {
     });
     assert_eq!(wait_within(checker, Duration::from_secs(20)), Some(0), "checks go on");
     assert_eq!(s.stats().unwrap().keys, 500);
+    assert_consistent(&s, false);
+}
+
+/// A child process stopped (SIGSTOP) while it holds a stripe lock. Resumed
+/// with `resume`; killed and reaped if dropped first (a failing test must not
+/// leave a stopped process behind).
+struct StoppedHolder(libc::pid_t);
+
+impl StoppedHolder {
+    /// Forks a child that locks stripe `shard` of `s` and stops itself; returns
+    /// once it is stopped. When continued it unlocks and exits with 0.
+    fn new(s: &ShmStore, shard: usize) -> StoppedHolder {
+        let pid = spawn(|| {
+            let guard = s.lock(shard, &Budget::new()).unwrap();
+            // SAFETY: stops this (single-threaded) child until SIGCONT.
+            unsafe { libc::raise(libc::SIGSTOP) };
+            drop(guard);
+            0
+        });
+        let holder = StoppedHolder(pid);
+        let mut status = 0;
+        // SAFETY: our child; `status` is a valid int to fill.
+        while unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) } != pid {}
+        assert!(libc::WIFSTOPPED(status), "the holder stopped (status {status:#x})");
+        holder
+    }
+
+    /// Continues the child; its exit code.
+    fn resume(self) -> i32 {
+        let pid = self.0;
+        std::mem::forget(self);
+        // SAFETY: our child.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        wait(pid)
+    }
+}
+
+impl Drop for StoppedHolder {
+    fn drop(&mut self) {
+        // SAFETY: our child (a stopped process dies of SIGKILL too).
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+        wait(self.0);
+    }
+}
+
+fn shard_of(s: &ShmStore, key: &[u8]) -> usize {
+    s.layout.geometry.place(s.seed.fingerprint(key)).shard
+}
+
+/// A key whose stripe is not `shard`.
+fn key_elsewhere(s: &ShmStore, shard: usize) -> Vec<u8> {
+    (0..).map(|n| format!("other-{n}").into_bytes()).find(|k| shard_of(s, k) != shard).unwrap()
+}
+
+/// Scheduling slack on top of a timeout, generous for a loaded 2-core machine.
+const SLACK: Duration = Duration::from_secs(5);
+
+/// `took` is at least `timeout` (the wait was not cut short) and at most
+/// `timeout` plus generous slack (it was bounded).
+fn assert_bounded(took: Duration, timeout: Duration, what: &str) {
+    assert!(took >= timeout && took < timeout + SLACK, "{what} took {took:?}, timeout {timeout:?}");
+}
+
+/// A worker stopped while holding a stripe lock does not wedge the others:
+/// every operation that needs that stripe gives up after timeout_ms with a
+/// backend error (checks answer with on_error and are counted in `errors`),
+/// other stripes are served as usual, and once the holder goes on, so does
+/// everything, with the errored checks having consumed nothing.
+#[test]
+fn a_stopped_lock_holder_costs_errors_not_a_wedge() {
+    use crate::ffi::{rl_check, rl_create, rl_decision, rl_destroy, rl_last_error, rl_reset, rl_stats, rl_stats_get, rl_sweep, RL_ERR_BACKEND, RL_OK};
+    use crate::limiter::Limiter;
+
+    const T: u64 = 200;
+    let timeout = Duration::from_millis(T);
+    let name = Name::new("stopped-owner");
+    let config = "rate=5/1000d capacity=1000";
+    let s = open(config, &name);
+    assert!(s.layout.geometry.shards > 1);
+    let full = |on_error: &str| format!("{config} backend=shm name={} timeout_ms={T} on_error={on_error}", name.0);
+    let allow = Limiter::from_config_str(&full("allow")).unwrap();
+    let deny = Limiter::from_config_str(&full("deny")).unwrap();
+    let shard = shard_of(&s, b"k");
+    let other = key_elsewhere(&s, shard);
+    assert_eq!(allow.check(b"k", 1).unwrap().remaining, 4);
+
+    let holder = StoppedHolder::new(&s, shard);
+    let want = format!("shm stripe {shard} of region {}: lock not acquired within {T} ms", name.0);
+    for (lim, allowed) in [(&allow, true), (&deny, false)] {
+        let started = Instant::now();
+        let Err((e, d)) = lim.check(b"k", 1) else { panic!("a check on the held stripe succeeded") };
+        assert_bounded(started.elapsed(), timeout, "a check");
+        assert_eq!(d.allowed, allowed, "the on_error decision");
+        assert!(matches!(&e, Error::Backend(m) if m.contains(&want)), "{e:?}");
+        // The other stripes are not held up.
+        let started = Instant::now();
+        assert!(lim.check(&other, 1).unwrap().allowed);
+        assert!(started.elapsed() < timeout, "a check on another stripe waited");
+    }
+    let started = Instant::now();
+    assert!(matches!(deny.reset(b"k"), Err(Error::Backend(m)) if m.contains(&want)));
+    assert_bounded(started.elapsed(), timeout, "a reset");
+    let started = Instant::now();
+    assert!(matches!(deny.sweep(), Err(Error::Backend(m)) if m.contains(&want)));
+    assert_bounded(started.elapsed(), timeout, "a sweep");
+    let started = Instant::now();
+    assert!(matches!(deny.stats(), Err(Error::Backend(m)) if m.contains(&want)));
+    assert_bounded(started.elapsed(), timeout, "a stats");
+
+    // Through the C API.
+    let cfg = CString::new(full("deny")).unwrap();
+    let mut h = std::ptr::null_mut();
+    assert_eq!(rl_create(cfg.as_ptr(), &mut h), RL_OK);
+    let mut d = rl_decision::default();
+    let started = Instant::now();
+    assert_eq!(rl_check(h, b"k".as_ptr().cast(), 1, 1, &mut d), RL_ERR_BACKEND);
+    assert_bounded(started.elapsed(), timeout, "rl_check");
+    assert_eq!((d.allowed, d.retry_after_ms), (0, crate::limiter::ERROR_RETRY_MS));
+    // SAFETY: rl_last_error returns a valid C string.
+    let message = unsafe { std::ffi::CStr::from_ptr(rl_last_error()) }.to_string_lossy().into_owned();
+    assert!(message.contains(&want), "rl_last_error: {message}");
+    assert_eq!(rl_reset(h, b"k".as_ptr().cast(), 1), RL_ERR_BACKEND);
+    assert_eq!(rl_sweep(h), RL_ERR_BACKEND as i64);
+    let mut st = rl_stats::default();
+    assert_eq!(rl_stats_get(h, &mut st), RL_ERR_BACKEND);
+
+    // The holder goes on: so does everything.
+    assert_eq!(holder.resume(), 0);
+    assert_eq!(allow.stats().unwrap().errors, 1);
+    assert_eq!(deny.stats().unwrap().errors, 1);
+    assert_eq!(rl_stats_get(h, &mut st), RL_OK);
+    assert_eq!(st.errors, 1);
+    let v = deny.check(b"k", 1).unwrap();
+    assert!(v.allowed && v.remaining == 3, "failed checks consumed nothing: {v:?}");
+    assert_eq!(rl_check(h, b"k".as_ptr().cast(), 1, 3, &mut d), RL_OK);
+    assert_eq!((d.allowed, d.remaining), (1, 0));
+    assert!(!deny.check(b"k", 1).unwrap().allowed);
+    assert_eq!(rl_reset(h, b"k".as_ptr().cast(), 1), RL_OK);
+    assert!(rl_sweep(h) >= 0);
+    assert_eq!(allow.check(b"k", 1).unwrap().remaining, 4);
+    rl_destroy(h);
+    assert_consistent(&s, false);
+}
+
+/// A holder killed while another process waits for its lock: the waiter
+/// gets the lock (EOWNERDEAD through the timed wait), repairs the stripe, and
+/// answers as usual, without waiting out its timeout.
+#[test]
+fn a_stopped_holder_killed_during_a_wait_is_repaired() {
+    let name = Name::new("stopped-then-killed");
+    let s = open("rate=5/1000d capacity=1000 timeout_ms=30000", &name);
+    assert!(s.check(b"k", 2).unwrap().verdict.outcome.allowed);
+    let holder = StoppedHolder::new(&s, shard_of(&s, b"k"));
+    let pid = holder.0;
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: our child, not reaped before `holder` is dropped.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let started = Instant::now();
+    let v = s.check(b"k", 1).unwrap().verdict;
+    let took = started.elapsed();
+    killer.join().unwrap();
+    drop(holder);
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(20), "took {took:?}");
+    assert!(v.outcome.allowed && v.outcome.remaining == 2, "{v:?}");
+    assert_eq!(recoveries(&s), 1);
+    assert_consistent(&s, false);
+}
+
+/// The table-wide recount after a repair needs every stripe: with one held by
+/// a stopped process it gives up within the operation's timeout, leaves
+/// `dirty` set, and this process does not try again (nor wait again) until
+/// `timeout` later; once the holder goes on, the next recount succeeds.
+#[test]
+fn a_recount_blocked_by_a_stopped_holder_gives_up_and_retries_later() {
+    const T: u64 = 600;
+    let timeout = Duration::from_millis(T);
+    let name = Name::new("recount-stopped");
+    let s = open(&format!("rate=10/1000d capacity=5000 timeout_ms={T}"), &name);
+    assert!(s.layout.geometry.shards > 1);
+    for k in 0..100 {
+        s.check(format!("k{k}").as_bytes(), 1).unwrap();
+    }
+    // As a repair leaves it: the total is off (below capacity, so that no
+    // insert below evicts), and flagged for a recount.
+    s.total_keys().store(7, Ordering::Relaxed);
+    s.dirty().store(1, Ordering::Relaxed);
+    let held = 1;
+    let key = key_elsewhere(&s, held);
+    let holder = StoppedHolder::new(&s, held);
+
+    // The check itself is answered; only its recount waits, within the timeout.
+    let started = Instant::now();
+    assert!(s.check(&key, 1).unwrap().verdict.outcome.allowed);
+    assert_bounded(started.elapsed(), timeout, "a check that recounts");
+    assert_eq!(s.dirty().load(Ordering::Relaxed), 1, "dirty stays set");
+    // The next operations do not wait for the recount again.
+    let started = Instant::now();
+    assert!(s.check(&key, 1).unwrap().verdict.outcome.allowed);
+    assert!(started.elapsed() < timeout / 2, "a second recount waited: {:?}", started.elapsed());
+
+    assert_eq!(holder.resume(), 0);
+    std::thread::sleep(timeout);
+    s.check(&key, 0).unwrap();
+    assert_eq!(s.dirty().load(Ordering::Relaxed), 0, "recounted");
+    assert_eq!(s.stats().unwrap().keys, 101);
     assert_consistent(&s, false);
 }
 
