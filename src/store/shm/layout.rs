@@ -74,7 +74,10 @@
 //! process-shared robust mutex, held for a few dozen nanoseconds (no system
 //! call unless contended). With up to 64 shards, workers on different keys
 //! rarely meet. A process killed while holding one does not wedge the others:
-//! the kernel hands the lock to the next waiter with EOWNERDEAD.
+//! the kernel hands the lock to the next waiter with EOWNERDEAD. A process
+//! *stopped* while holding one keeps it, so every wait for a lock is bounded
+//! by `timeout_ms` (see lock.rs and mod.rs); past it the operation fails with
+//! a backend error without touching that stripe.
 //!
 //! ## What a killed process can leave behind, and the repair
 //!
@@ -113,7 +116,8 @@
 //!    exact. Deadlock-free: a check holds one stripe lock and only try-locks a
 //!    second; recounts are serialised by `recount_lock`, taken while holding
 //!    no stripe lock. A recounter that dies leaves `dirty` set, so the next
-//!    operation recounts again.
+//!    operation recounts again; so does one that gives up because a stripe
+//!    is held past `timeout_ms` (a stopped process): it releases what it took.
 //! 6. Then `pthread_mutex_consistent`: the lock is ordinary again.
 //!
 //! A process that dies while *creating* the region leaves `ready` at 0: others
