@@ -12,7 +12,10 @@
 //! dead: the kernel keeps the lock its own. So nobody waits for a lock without
 //! a deadline: `try_lock` first (the uncontended case, as cheap as a plain
 //! lock: no system call, no clock read), then `lock_until`, which gives up at
-//! a deadline and lets the caller report a backend error.
+//! a deadline and lets the caller report a backend error. After such a
+//! timeout, mod.rs only `try_lock`s that stripe for a cool-down, failing at
+//! once if it is still held, so a stopped holder costs one wait per
+//! cool-down, not one per operation.
 //!
 //! The deadline is on `CLOCK_MONOTONIC` (`Instant`), but the wait itself is
 //! `pthread_mutex_timedlock`, which takes a `CLOCK_REALTIME` time:

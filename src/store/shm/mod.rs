@@ -24,6 +24,19 @@
 //! `Error::Backend` naming the stripe and the region: `rl_check` answers with
 //! `on_error` and counts an error, `rl_reset`, `rl_sweep` and `rl_stats_get`
 //! return RL_ERR_BACKEND. Only the keys of that stripe are affected.
+//!
+//! **Fail fast on a stuck stripe.** After such a timeout this process holds
+//! the stripe suspect for a cool-down (`COOL_DOWN`, or `timeout_ms` if
+//! longer): meanwhile its operations on that stripe still try-lock it and go
+//! on as usual if it is free, but fail at once, without waiting, if it is
+//! held. Then the next operation that finds it held waits again (one probe,
+//! with the full bound), and the suspicion ends when a wait gets the lock.
+//! The uncontended path never reads it (only a failed try-lock does), so
+//! taking the lock free does not end it early: until the cool-down is over, a
+//! live worker holding the stripe for a moment makes it fail fast too. The
+//! suspicion is per handle and per process, never in the region: another
+//! process may see the stripe differently, and a stale shared flag could
+//! wedge the others.
 
 mod clock;
 mod journal;
@@ -49,6 +62,13 @@ use crate::error::Error;
 use crate::keyhash::Seed;
 use crate::table::{Shard, ShardStats};
 
+/// How long, after a wait for a stripe timed out, this process fails fast on
+/// that stripe when it finds it held, before waiting for it again: the same
+/// 1 s as the Redis breaker's cool-down (`redis/breaker.rs`), or `timeout_ms`
+/// if that is longer, so that a stopped holder costs a process at most one
+/// wait per cool-down, not one per operation.
+const COOL_DOWN: Duration = Duration::from_secs(1);
+
 /// Removes the shm object `name` (see `rl_shm_unlink`).
 pub fn shm_unlink(name: &CStr) -> Result<(), Error> {
     region::unlink(name)
@@ -71,6 +91,10 @@ pub struct ShmStore {
     /// that a stopped lock holder costs this process one wait per `timeout`,
     /// not one per operation.
     recount_not_before: AtomicU64,
+    /// Per stripe: fail fast, instead of waiting, on finding it held before
+    /// this (shared-clock ns; 0: not suspect). Set when a wait for it timed
+    /// out; read only after a try-lock failed. Per process (see above).
+    suspect_until: Box<[AtomicU64]>,
 }
 
 /// The waiting budget of one operation: its deadline is fixed the first time
@@ -167,6 +191,7 @@ impl ShmStore {
         // SAFETY: the region is ready and checked; the creator wrote these
         // fields before `ready` and never writes them again.
         let (seed, offset) = unsafe { (addr_of!((*h).seed).read(), addr_of!((*h).epoch_offset_ns).read()) };
+        let suspect_until = (0..layout.geometry.shards).map(|_| AtomicU64::new(0)).collect();
         Ok(ShmStore {
             region,
             name: name.to_owned(),
@@ -177,6 +202,7 @@ impl ShmStore {
             timeout: Duration::from_millis(timeout_ms),
             reclaim_turn: AtomicU64::new(0),
             recount_not_before: AtomicU64::new(0),
+            suspect_until,
         })
     }
 
@@ -219,7 +245,8 @@ impl ShmStore {
     }
 
     /// Locks stripe `i`, repairing it if its last owner died holding it, and
-    /// waiting for it within `budget` if it is held. The caller must hold no
+    /// waiting for it within `budget` if it is held (failing at once instead
+    /// while it is suspect, see `wait_for`). The caller must hold no
     /// stripe lock except in stripe order (see `recount_total`), or only
     /// try-lock (see `try_lock`).
     #[inline]
@@ -237,21 +264,68 @@ impl ShmStore {
         Ok(guard)
     }
 
-    /// Stripe `i` is held by someone else: waits for it until the deadline.
+    /// Stripe `i` is held by someone else: waits for it until the deadline,
+    /// or fails at once if a wait for it timed out less than a cool-down ago.
     #[cold]
     #[inline(never)]
     fn wait_for(&self, i: usize, budget: &Budget) -> Result<Acquired, Error> {
+        let suspect = &self.suspect_until[i];
+        let mut until = suspect.load(Ordering::Relaxed);
+        while until != 0 {
+            let now = self.clock.now();
+            if now < until {
+                return Err(self.failing_fast(i));
+            }
+            // The cool-down is over: this operation is the one probe. Until it
+            // ends, the other threads of this process keep failing fast.
+            let probing = now.saturating_add((self.timeout + self.cool_down()).as_nanos() as u64);
+            match suspect.compare_exchange_weak(until, probing, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(seen) => until = seen,
+            }
+        }
         let deadline = budget.deadline(self.timeout);
         // SAFETY: as in `lock`.
-        unsafe { lock::lock_until(self.lock_ptr(i), deadline) }?.ok_or_else(|| self.timed_out(&format!("stripe {i}")))
+        match unsafe { lock::lock_until(self.lock_ptr(i), deadline) }? {
+            Some(how) => {
+                if suspect.load(Ordering::Relaxed) != 0 {
+                    suspect.store(0, Ordering::Relaxed);
+                }
+                Ok(how)
+            }
+            None => {
+                let until = self.clock.now().saturating_add(self.cool_down().as_nanos() as u64);
+                suspect.store(until, Ordering::Relaxed);
+                Err(self.timed_out(&format!("stripe {i}")))
+            }
+        }
+    }
+
+    /// How long this process fails fast on a stripe after a wait for it timed out.
+    fn cool_down(&self) -> Duration {
+        self.timeout.max(COOL_DOWN)
     }
 
     fn timed_out(&self, what: &str) -> Error {
+        Error::Backend(self.not_acquired(what))
+    }
+
+    /// Stripe `i` is held, and a wait for it timed out less than a cool-down ago.
+    #[cold]
+    fn failing_fast(&self, i: usize) -> Error {
         Error::Backend(format!(
+            "{}; failing fast, without waiting, for {} ms after that timeout",
+            self.not_acquired(&format!("stripe {i}")),
+            self.cool_down().as_millis()
+        ))
+    }
+
+    fn not_acquired(&self, what: &str) -> String {
+        format!(
             "shm {what} of region {}: lock not acquired within {} ms (a process holding it is stopped?)",
             self.name,
             self.timeout.as_millis()
-        ))
+        )
     }
 
     /// Locks stripe `i` only if it is free (never waits: safe while holding another).

@@ -273,9 +273,11 @@ fn assert_bounded(took: Duration, timeout: Duration, what: &str) {
 }
 
 /// A worker stopped while holding a stripe lock does not wedge the others:
-/// every operation that needs that stripe gives up after timeout_ms with a
-/// backend error (checks answer with on_error and are counted in `errors`),
-/// other stripes are served as usual, and once the holder goes on, so does
+/// the first operation that needs that stripe gives up after timeout_ms with
+/// a backend error (checks answer with on_error and are counted in `errors`),
+/// and for a cool-down after that the process's operations on the stripe fail
+/// at once instead of waiting again; then one waits again (a probe). Other
+/// stripes are served as usual, and once the holder goes on, so does
 /// everything, with the errored checks having consumed nothing.
 #[test]
 fn a_stopped_lock_holder_costs_errors_not_a_wedge() {
@@ -283,7 +285,13 @@ fn a_stopped_lock_holder_costs_errors_not_a_wedge() {
     use crate::limiter::Limiter;
 
     const T: u64 = 200;
+    /// Checks that fail fast after the first timeout, per limiter.
+    const FAST: u64 = 5;
     let timeout = Duration::from_millis(T);
+    // A failing-fast operation does not wait: well under the timeout, even on
+    // a loaded CI machine.
+    let quick = timeout / 2;
+    let cool_down = COOL_DOWN.max(timeout);
     let name = Name::new("stopped-owner");
     let config = "rate=5/1000d capacity=1000";
     let s = open(config, &name);
@@ -297,28 +305,56 @@ fn a_stopped_lock_holder_costs_errors_not_a_wedge() {
 
     let holder = StoppedHolder::new(&s, shard);
     let want = format!("shm stripe {shard} of region {}: lock not acquired within {T} ms", name.0);
-    for (lim, allowed) in [(&allow, true), (&deny, false)] {
-        let started = Instant::now();
+    let waited = |m: &str| m.contains(&want) && !m.contains("failing fast");
+    let fast = |m: &str| m.contains(&want) && m.contains("failing fast");
+    let check_fails = |lim: &Limiter, allowed: bool, fast_or_not: &dyn Fn(&str) -> bool| {
         let Err((e, d)) = lim.check(b"k", 1) else { panic!("a check on the held stripe succeeded") };
-        assert_bounded(started.elapsed(), timeout, "a check");
         assert_eq!(d.allowed, allowed, "the on_error decision");
-        assert!(matches!(&e, Error::Backend(m) if m.contains(&want)), "{e:?}");
-        // The other stripes are not held up.
+        assert!(matches!(&e, Error::Backend(m) if fast_or_not(m)), "{e:?}");
+    };
+    // When the last limiter of the loop (deny) started failing fast.
+    let mut suspect_since = Instant::now();
+    for (lim, allowed) in [(&allow, true), (&deny, false)] {
+        // The first check on the held stripe waits for it, within the bound.
+        let started = Instant::now();
+        check_fails(lim, allowed, &waited);
+        assert_bounded(started.elapsed(), timeout, "a check");
+        suspect_since = Instant::now();
+        // The next ones, within the cool-down, fail at once.
+        for _ in 0..FAST {
+            let started = Instant::now();
+            check_fails(lim, allowed, &fast);
+            assert!(started.elapsed() < quick, "a check failing fast took {:?}", started.elapsed());
+        }
+        // The other stripes are not held up, nor failed.
         let started = Instant::now();
         assert!(lim.check(&other, 1).unwrap().allowed);
-        assert!(started.elapsed() < timeout, "a check on another stripe waited");
+        assert!(started.elapsed() < quick, "a check on another stripe waited");
     }
+    // Resets, sweeps and stats fail fast on the suspect stripe too...
     let started = Instant::now();
-    assert!(matches!(deny.reset(b"k"), Err(Error::Backend(m)) if m.contains(&want)));
-    assert_bounded(started.elapsed(), timeout, "a reset");
-    let started = Instant::now();
-    assert!(matches!(deny.sweep(), Err(Error::Backend(m)) if m.contains(&want)));
-    assert_bounded(started.elapsed(), timeout, "a sweep");
-    let started = Instant::now();
-    assert!(matches!(deny.stats(), Err(Error::Backend(m)) if m.contains(&want)));
-    assert_bounded(started.elapsed(), timeout, "a stats");
+    assert!(matches!(deny.reset(b"k"), Err(Error::Backend(m)) if fast(&m)));
+    assert!(matches!(deny.sweep(), Err(Error::Backend(m)) if fast(&m)));
+    assert!(matches!(deny.stats(), Err(Error::Backend(m)) if fast(&m)));
+    assert!(started.elapsed() < quick, "reset, sweep, stats failing fast took {:?}", started.elapsed());
+    // ...and on a handle that has not timed out yet, each waits within the
+    // bound, after which that handle's checks on the stripe fail fast.
+    for op in ["reset", "sweep", "stats"] {
+        let fresh = Limiter::from_config_str(&full("deny")).unwrap();
+        let started = Instant::now();
+        let result = match op {
+            "reset" => fresh.reset(b"k"),
+            "sweep" => fresh.sweep().map(drop),
+            _ => fresh.stats().map(drop),
+        };
+        assert!(matches!(&result, Err(Error::Backend(m)) if waited(m)), "{op}: {result:?}");
+        assert_bounded(started.elapsed(), timeout, op);
+        let started = Instant::now();
+        check_fails(&fresh, false, &fast);
+        assert!(started.elapsed() < quick, "a check after a {op} timed out waited");
+    }
 
-    // Through the C API.
+    // Through the C API (a new handle: it waits once, then fails fast).
     let cfg = CString::new(full("deny")).unwrap();
     let mut h = std::ptr::null_mut();
     assert_eq!(rl_create(cfg.as_ptr(), &mut h), RL_OK);
@@ -329,18 +365,38 @@ fn a_stopped_lock_holder_costs_errors_not_a_wedge() {
     assert_eq!((d.allowed, d.retry_after_ms), (0, crate::limiter::ERROR_RETRY_MS));
     // SAFETY: rl_last_error returns a valid C string.
     let message = unsafe { std::ffi::CStr::from_ptr(rl_last_error()) }.to_string_lossy().into_owned();
-    assert!(message.contains(&want), "rl_last_error: {message}");
+    assert!(waited(&message), "rl_last_error: {message}");
+    let started = Instant::now();
+    assert_eq!(rl_check(h, b"k".as_ptr().cast(), 1, 1, &mut d), RL_ERR_BACKEND);
+    assert_eq!((d.allowed, d.retry_after_ms), (0, crate::limiter::ERROR_RETRY_MS));
+    // SAFETY: as above.
+    let message = unsafe { std::ffi::CStr::from_ptr(rl_last_error()) }.to_string_lossy().into_owned();
+    assert!(fast(&message), "rl_last_error: {message}");
     assert_eq!(rl_reset(h, b"k".as_ptr().cast(), 1), RL_ERR_BACKEND);
     assert_eq!(rl_sweep(h), RL_ERR_BACKEND as i64);
     let mut st = rl_stats::default();
     assert_eq!(rl_stats_get(h, &mut st), RL_ERR_BACKEND);
+    assert!(started.elapsed() < quick, "C calls failing fast took {:?}", started.elapsed());
 
-    // The holder goes on: so does everything.
+    // After the cool-down, one check waits again (the probe), and the next
+    // ones fail fast again.
+    std::thread::sleep((suspect_since + cool_down).saturating_duration_since(Instant::now()));
+    let started = Instant::now();
+    check_fails(&deny, false, &waited);
+    assert_bounded(started.elapsed(), timeout, "the check after the cool-down");
+    let started = Instant::now();
+    check_fails(&deny, false, &fast);
+    assert!(started.elapsed() < quick, "the check after the probe waited");
+    assert!(deny.check(&other, 1).unwrap().allowed);
+
+    // The holder goes on: so does everything, at once (the suspicion only
+    // makes a held lock fail fast; a free one is taken as usual).
     assert_eq!(holder.resume(), 0);
-    assert_eq!(allow.stats().unwrap().errors, 1);
-    assert_eq!(deny.stats().unwrap().errors, 1);
+    let started = Instant::now();
+    assert_eq!(allow.stats().unwrap().errors, 1 + FAST);
+    assert_eq!(deny.stats().unwrap().errors, 1 + FAST + 2);
     assert_eq!(rl_stats_get(h, &mut st), RL_OK);
-    assert_eq!(st.errors, 1);
+    assert_eq!(st.errors, 2);
     let v = deny.check(b"k", 1).unwrap();
     assert!(v.allowed && v.remaining == 3, "failed checks consumed nothing: {v:?}");
     assert_eq!(rl_check(h, b"k".as_ptr().cast(), 1, 3, &mut d), RL_OK);
@@ -349,6 +405,7 @@ fn a_stopped_lock_holder_costs_errors_not_a_wedge() {
     assert_eq!(rl_reset(h, b"k".as_ptr().cast(), 1), RL_OK);
     assert!(rl_sweep(h) >= 0);
     assert_eq!(allow.check(b"k", 1).unwrap().remaining, 4);
+    assert!(started.elapsed() < quick, "the recovered operations took {:?}", started.elapsed());
     rl_destroy(h);
     assert_consistent(&s, false);
 }
