@@ -16,14 +16,25 @@
  *   100k keys            1 thread, round-robin over 100,000 keys
  *   2 threads, own keys  2 threads, each round-robin over its own 1,000 keys
  *   2 threads, one key   2 threads, the same key
+ * and, if the header defines LIMITER_PROCESSES (limiters whose state is
+ * shared between processes: lim_shm.h), the same two with processes:
+ *   2 processes, own keys  2 processes, each on the keys of one thread above
+ *   2 processes, one key   2 processes, the same key
+ * The parent creates the limiter and inserts the keys, then fork()s the two
+ * processes, which check through the handle they inherit (as the workers of a
+ * pre-fork server do). They start together: each says it is ready on one
+ * pipe and waits for end-of-file on another, which the parent closes once
+ * both are ready; each times its own loop and sends back its start, end and
+ * denials on a third pipe.
  * Every key is inserted first (untimed, in index order); the timed loop goes
  * round-robin over the case's keys in a fixed shuffled order (keys.h).
  *
  * Usage: bench_X [iterations-per-thread [case]] (case: run only the cases
  * whose name contains it, e.g. "hot", for profiling). Prints one line per case:
  *     <limiter> TAB <case> TAB <ns per check>
- * For the threaded cases ns per check is per thread: wall time of the run
- * divided by the checks ONE thread made (what a caller waits per check).
+ * For the threaded (and 2-process) cases ns per check is per thread: wall
+ * time of the run, from the first start to the last end, divided by the
+ * checks ONE thread (process) made (what a caller waits per check).
  * Exits 1 if any check was denied (the harness measures the allowed path).
  */
 #define _POSIX_C_SOURCE 200809L
@@ -36,6 +47,12 @@
 
 #include "keys.h"
 #include LIMITER_HEADER
+
+#ifdef LIMITER_PROCESSES
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
 
 static double now_ns(void)
 {
@@ -78,24 +95,16 @@ static void *run(void *arg)
     return NULL;
 }
 
-/* One case: `threads` workers, worker t on keys[first[t] .. first[t]+count). */
-static void run_case(const char *name, int threads, const size_t *first, size_t count)
+/* A new limiter with every key of the case inserted (untimed). */
+static limiter *warm_limiter(const char *name, int workers, const size_t *first, size_t count)
 {
-    struct worker w[2];
-    pthread_t tid[2];
-    pthread_barrier_t start;
-    limiter *lim;
-    double t0, t1;
+    limiter *lim = limiter_new();
     int t;
-    if (only && !strstr(name, only))
-        return;
-    lim = limiter_new();
     if (!lim) {
         fprintf(stderr, "%s: cannot create the limiter\n", LIMITER_NAME);
         exit(2);
     }
-    /* Warm-up: insert every key the case uses, outside the timing. */
-    for (t = 0; t < threads; t++) {
+    for (t = 0; t < workers; t++) {
         struct worker warm = { lim, keys, first[t], count, (long)count, 0, NULL, 0, 0 };
         run(&warm);
         if (warm.denied) {
@@ -103,6 +112,41 @@ static void run_case(const char *name, int threads, const size_t *first, size_t 
             exit(1);
         }
     }
+    return lim;
+}
+
+/* Checks the workers' denials, frees the limiter, prints the case's line:
+ * wall time from the first start to the last end / one worker's checks. */
+static void report(const char *name, limiter *lim, const struct worker *w, int workers)
+{
+    double t0 = w[0].t0, t1 = w[0].t1;
+    int t;
+    for (t = 1; t < workers; t++) {
+        t0 = w[t].t0 < t0 ? w[t].t0 : t0;
+        t1 = w[t].t1 > t1 ? w[t].t1 : t1;
+    }
+    for (t = 0; t < workers; t++)
+        if (w[t].denied) {
+            fprintf(stderr, "%s: %s: %ld checks denied; the bench rate must never deny\n",
+                    LIMITER_NAME, name, w[t].denied);
+            exit(1);
+        }
+    limiter_free(lim);
+    printf("%s\t%s\t%.1f\n", LIMITER_NAME, name, (t1 - t0) / (double)iters);
+    fflush(stdout);
+}
+
+/* One case: `threads` workers, worker t on keys[first[t] .. first[t]+count). */
+static void run_case(const char *name, int threads, const size_t *first, size_t count)
+{
+    struct worker w[2];
+    pthread_t tid[2];
+    pthread_barrier_t start;
+    limiter *lim;
+    int t;
+    if (only && !strstr(name, only))
+        return;
+    lim = warm_limiter(name, threads, first, count);
     pthread_barrier_init(&start, NULL, (unsigned)threads);
     for (t = 0; t < threads; t++) {
         struct worker init = { lim, shuffled, first[t], count, iters, 0, threads > 1 ? &start : NULL, 0, 0 };
@@ -120,22 +164,92 @@ static void run_case(const char *name, int threads, const size_t *first, size_t 
             pthread_join(tid[t], NULL);
     }
     pthread_barrier_destroy(&start);
-    t0 = w[0].t0;
-    t1 = w[0].t1;
-    for (t = 1; t < threads; t++) {
-        t0 = w[t].t0 < t0 ? w[t].t0 : t0;
-        t1 = w[t].t1 > t1 ? w[t].t1 : t1;
-    }
-    for (t = 0; t < threads; t++)
-        if (w[t].denied) {
-            fprintf(stderr, "%s: %s: %ld checks denied; the bench rate must never deny\n",
-                    LIMITER_NAME, name, w[t].denied);
-            exit(1);
-        }
-    limiter_free(lim);
-    printf("%s\t%s\t%.1f\n", LIMITER_NAME, name, (t1 - t0) / (double)iters);
-    fflush(stdout);
+    report(name, lim, w, threads);
 }
+
+#ifdef LIMITER_PROCESSES
+/* What a child process sends back: its timing and denials. */
+struct outcome {
+    double t0, t1;
+    long denied;
+};
+
+static void xpipe(int fd[2])
+{
+    if (pipe(fd) != 0) {
+        perror("pipe");
+        exit(2);
+    }
+}
+
+/* One case run by 2 forked processes, process p on keys[first[p] .. first[p]+count). */
+static void run_case_processes(const char *name, const size_t *first, size_t count)
+{
+    struct worker w[2];
+    pid_t pid[2];
+    int ready[2], go[2], result[2], p, status;
+    char c;
+    limiter *lim;
+    if (only && !strstr(name, only))
+        return;
+    lim = warm_limiter(name, 2, first, count);
+    xpipe(ready);
+    xpipe(go);
+    xpipe(result);
+    fflush(stdout);
+    for (p = 0; p < 2; p++) {
+        struct worker init = { lim, shuffled, first[p], count, iters, 0, NULL, 0, 0 };
+        w[p] = init;
+        pid[p] = fork();
+        if (pid[p] < 0) {
+            perror("fork");
+            exit(2);
+        }
+        if (pid[p] == 0) {
+            struct outcome out;
+            close(go[1]);
+            close(ready[0]);
+            close(result[0]);
+            /* Ready; then wait for the parent to close the last write end of `go`. */
+            if (write(ready[1], "r", 1) != 1 || read(go[0], &c, 1) != 0)
+                _exit(2);
+            run(&w[p]);
+            out.t0 = w[p].t0;
+            out.t1 = w[p].t1;
+            out.denied = w[p].denied;
+            /* Smaller than PIPE_BUF: written at once, never interleaved. */
+            _exit(write(result[1], &out, sizeof out) == (ssize_t)sizeof out ? 0 : 2);
+        }
+    }
+    close(ready[1]);
+    close(go[0]);
+    close(result[1]);
+    for (p = 0; p < 2; p++)
+        if (read(ready[0], &c, 1) != 1) {
+            fprintf(stderr, "%s: %s: a child process did not start\n", LIMITER_NAME, name);
+            exit(2);
+        }
+    close(go[1]); /* go */
+    for (p = 0; p < 2; p++) {
+        struct outcome out;
+        if (read(result[0], &out, sizeof out) != (ssize_t)sizeof out) {
+            fprintf(stderr, "%s: %s: a child process failed\n", LIMITER_NAME, name);
+            exit(2);
+        }
+        w[p].t0 = out.t0;
+        w[p].t1 = out.t1;
+        w[p].denied = out.denied;
+    }
+    for (p = 0; p < 2; p++)
+        if (waitpid(pid[p], &status, 0) != pid[p] || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            fprintf(stderr, "%s: %s: a child process failed\n", LIMITER_NAME, name);
+            exit(2);
+        }
+    close(ready[0]);
+    close(result[0]);
+    report(name, lim, w, 2);
+}
+#endif
 
 int main(int argc, char **argv)
 {
@@ -168,6 +282,10 @@ int main(int argc, char **argv)
     run_case(CASE_MANY, 1, zero, MANY_KEYS);
     run_case(CASE_THREADS_OWN, 2, own, THREAD_KEYS);
     run_case(CASE_THREADS_ONE, 2, zero, 1);
+#ifdef LIMITER_PROCESSES
+    run_case_processes(CASE_PROCS_OWN, own, THREAD_KEYS);
+    run_case_processes(CASE_PROCS_ONE, zero, 1);
+#endif
     free(order);
     free(shuffled);
     free(keys);

@@ -5,7 +5,8 @@
  *     hex16(splitmix64(2i)) hex16(splitmix64(2i + 1))
  * bench/governor.rs makes the very same strings. Keys 0..MANY_KEYS are the
  * "100k keys" case (key 0 is also the hot key); the two threads of
- * "2 threads, own keys" take the next THREAD_KEYS keys each.
+ * "2 threads, own keys" (and the two processes of "2 processes, own keys")
+ * take the next THREAD_KEYS keys each.
  *
  * Keys are inserted (untimed warm-up) in index order and then checked, timed,
  * round-robin in a fixed shuffled order (shuffle() below), as traffic
@@ -26,6 +27,8 @@
 #define CASE_MANY "100k keys"
 #define CASE_THREADS_OWN "2 threads, own keys"
 #define CASE_THREADS_ONE "2 threads, one key"
+#define CASE_PROCS_OWN "2 processes, own keys"
+#define CASE_PROCS_ONE "2 processes, one key"
 
 static unsigned long long splitmix64(unsigned long long x)
 {

@@ -17,7 +17,7 @@
 #define RL_BENCH_CONFIG "rate=1000000000/s"
 #endif
 #ifndef LIMITER_NAME
-#define LIMITER_NAME "libratelimit"
+#define LIMITER_NAME "libratelimit (memory)"
 #endif
 
 typedef rl_limiter limiter;

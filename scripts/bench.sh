@@ -12,11 +12,15 @@
 #
 # Runners today (see bench/):
 #   build/bench/bench_ratelimit   libratelimit via the C API   (bench/driver.c + lim_ratelimit.h)
+#   build/bench/bench_shm         the same, backend=shm        (bench/driver.c + lim_shm.h),
+#                                 plus the 2-process cases (fork after rl_create)
 #   build/bench/bench_handrolled  the tutorial C limiter       (bench/driver.c + handrolled.c)
 #   governor bench binary         governor's keyed limiter     (bench/governor.rs)
 # To add a column or rows (a backend, a new case), add a runner to RUNNERS
 # that prints lines in the same format: the table is pivoted from whatever
-# (limiter, case) pairs appear, in order of first appearance.
+# (limiter, case) pairs appear, in order of first appearance. A cell the
+# hand-rolled limiter has no figure for ("2 processes, ...": it is in-process
+# only) gets its ratio to the hand-rolled "2 threads, ..." row, marked *.
 #
 # Then the Redis rows (bench/redis.sh, under scripts/with_redis.sh: a
 # throwaway redis-server on a free loopback port, stopped afterwards):
@@ -48,6 +52,9 @@ echo "bench: building the C benchmarks ($CC $CFLAGS_BENCH)" >&2
 $CC $CFLAGS_BENCH -Iinclude -Ibench -DLIMITER_HEADER='"lim_ratelimit.h"' \
     -o build/bench/bench_ratelimit bench/driver.c \
     -Ltarget/release -lratelimit -Wl,-rpath,"$PWD/target/release" -lpthread
+$CC $CFLAGS_BENCH -Iinclude -Ibench -DLIMITER_HEADER='"lim_shm.h"' \
+    -o build/bench/bench_shm bench/driver.c \
+    -Ltarget/release -lratelimit -Wl,-rpath,"$PWD/target/release" -lpthread
 $CC $CFLAGS_BENCH -Ibench -DLIMITER_HEADER='"lim_handrolled.h"' \
     -o build/bench/bench_handrolled bench/driver.c bench/handrolled.c -lpthread
 $CC $CFLAGS_BENCH -Iinclude -Ibench -o build/bench/bench_redis bench/redis_driver.c \
@@ -58,7 +65,7 @@ governor_bin=$(cargo bench --locked --bench governor --no-run --message-format=j
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
 [[ -n $governor_bin && -x $governor_bin ]] || die "could not build bench/governor.rs (try: cargo bench --bench governor --no-run)"
 
-RUNNERS=(build/bench/bench_ratelimit "$governor_bin" build/bench/bench_handrolled)
+RUNNERS=(build/bench/bench_ratelimit build/bench/bench_shm "$governor_bin" build/bench/bench_handrolled)
 
 # ---- run ----------------------------------------------------------------
 raw=$(mktemp)
@@ -81,6 +88,10 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 machine="$(nproc) CPUs, ${cpu:-unknown CPU}, $(uname -sr)"
 command="make bench  (ITERS=$ITERS REPS=$REPS)"
+library="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [[ -n $(git status --porcelain -- src Cargo.toml Cargo.lock build.rs 2>/dev/null) ]]; then
+    library="$library, with uncommitted changes in src/"
+fi
 
 # Median per (limiter, case); rows are cases, columns limiters.
 table=$(awk -F'\t' -v base="$BASELINE" '
@@ -107,12 +118,17 @@ table=$(awk -F'\t' -v base="$BASELINE" '
         for (c = 1; c <= nc; c++) {
             row = "| " cases[c] " |"
             b = (base SUBSEP cases[c]) in v ? median(v[base SUBSEP cases[c]]) : ""
+            mark = ""
+            # The hand-rolled limiter is in-process only: compare the
+            # 2-process rows with its 2-thread rows, marked *.
+            alt = cases[c]; sub(/^2 processes,/, "2 threads,", alt)
+            if (b == "" && alt != cases[c] && (base SUBSEP alt) in v) { b = median(v[base SUBSEP alt]); mark = "*" }
             for (i = 1; i <= nl; i++) {
                 k = lims[i] SUBSEP cases[c]
                 if (!(k in v)) { row = row " — |"; continue }
                 m = median(v[k])
                 cell = sprintf("%.1f", m)
-                if (b != "" && lims[i] != base) cell = cell sprintf(" (%.2fx)", m / b)
+                if (b != "" && lims[i] != base) cell = cell sprintf(" (%.2fx%s)", m / b, mark)
                 row = row " " cell " |"
             }
             print row
@@ -133,12 +149,15 @@ table=$(awk -F'\t' -v base="$BASELINE" '
 
 block=$(cat <<EOF
 Command: \`$command\`, $(date -u +%Y-%m-%d).
-Machine: $machine. Load average before/after: $load_before / $load_after; the runs took ${elapsed} s.
+Machine: $machine. Library built from $library. Load average before/after: $load_before / $load_after; the runs took ${elapsed} s.
 
 Median of $REPS interleaved runs of $ITERS checks per thread per case; in
 parentheses the ratio to the hand-rolled C limiter (below 1 is faster). Threaded
 cases: wall time divided by the checks ONE thread made (the time a caller waits
-per check; perfect scaling would equal the one-thread figure).
+per check; perfect scaling would equal the one-thread figure); the same for the
+2-process cases (shm only: fork after rl_create, both processes on the
+inherited handle). \* The hand-rolled limiter is in-process only, so it has no
+2-process figures: those ratios are to its 2-thread row with the same keys.
 
 $table
 EOF
