@@ -71,7 +71,16 @@ pub unsafe fn init(m: *mut libc::pthread_mutex_t) -> Result<(), Error> {
     Ok(())
 }
 
+#[inline]
 fn acquired(rc: libc::c_int, what: &str) -> Result<Option<Acquired>, Error> {
+    if rc == 0 {
+        return Ok(Some(Acquired::Clean));
+    }
+    acquired_slow(rc, what)
+}
+
+#[cold]
+fn acquired_slow(rc: libc::c_int, what: &str) -> Result<Option<Acquired>, Error> {
     match rc {
         0 => Ok(Some(Acquired::Clean)),
         libc::EOWNERDEAD => Ok(Some(Acquired::OwnerDied)),

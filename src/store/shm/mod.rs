@@ -429,6 +429,11 @@ impl Store for ShmStore {
         let place = self.layout.geometry.place(fp);
         let now = self.clock.now();
         let budget = Budget::new();
+        // A slot with one state word (one token-bucket rate) is updated in
+        // place by one aligned 8-byte store: a killed process leaves the old
+        // word or the new one, never a mix, so it needs no undo record (see
+        // layout.rs, step 3).
+        let journaled = self.layout.geometry.stride > 2;
         let verdict = {
             let mut guard = self.lock(place.shard, &budget)?;
             let (mut shard, journal) = guard.shard();
@@ -439,7 +444,11 @@ impl Store for ShmStore {
                 now,
                 cost,
                 &mut |now| self.reclaim_elsewhere(place.shard, now),
-                |i, old| journal.begin(i, old),
+                |i, old| {
+                    if journaled {
+                        journal.begin(i, old)
+                    }
+                },
             );
             journal.end();
             verdict
