@@ -99,7 +99,9 @@
 //!    `active` is 1 the record is whole (it was written before), so the repair
 //!    copies the old words back: the check that died never happened, which is
 //!    right, since nobody got its answer. If `active` is 0 the slot was either
-//!    not touched yet or completely written.
+//!    not touched yet or completely written. A slot holding a single state
+//!    word (one token-bucket rate) skips the record: its update is one
+//!    aligned 8-byte store, which a kill cannot tear.
 //! 4. **Counters.** The stripe's key count and the table-wide count are not
 //!    changed atomically with the slots (nor with each other), so the repair
 //!    recounts the stripe's non-empty slots (bounded: one pass over one
