@@ -15,8 +15,8 @@
 //! and the windows never move a key's window backwards. Where the CPU has no usable
 //! invariant TSC, `quanta` falls back to `CLOCK_MONOTONIC` itself.
 //!
-//! The shm backend does not use this clock: its processes must agree to the
-//! nanosecond, so it reads `CLOCK_MONOTONIC` (see `store/shm`).
+//! The shm backend does not use this clock: its processes must agree, so it
+//! re-anchors to `CLOCK_MONOTONIC` every millisecond (see `store/shm/clock.rs`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
