@@ -111,7 +111,7 @@ impl Geometry {
 
     #[inline]
     pub fn place(&self, fp: u64) -> Place {
-        let range = |x: u64, n: usize| ((x >> 32) * n as u64 >> 32) as usize;
+        let range = |x: u64, n: usize| (((x >> 32) * n as u64) >> 32) as usize;
         let mixed = fp.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         Place {
             shard: range(fp, self.shards),

@@ -4,6 +4,9 @@
 //! `ffi_boundary!`, so no panic crosses into C and nothing is printed.
 
 #![allow(non_camel_case_types)]
+// Exported functions take raw pointers from C by design; each one goes through
+// the NULL checks of `boundary.rs` before any is dereferenced.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub(crate) mod boundary;
 mod status;

@@ -71,7 +71,7 @@ enum Client {
 
 enum Conn {
     Single(redis::Connection),
-    Cluster(ClusterConnection),
+    Cluster(Box<ClusterConnection>),
 }
 
 impl Conn {
@@ -187,7 +187,7 @@ impl RedisStore {
     fn connect(&self) -> RedisResult<Conn> {
         match &self.client {
             Client::Single(c) => c.get_connection_with_timeout(self.timeout).map(Conn::Single),
-            Client::Cluster(c) => c.get_connection().map(Conn::Cluster),
+            Client::Cluster(c) => c.get_connection().map(|c| Conn::Cluster(Box::new(c))),
         }
     }
 
