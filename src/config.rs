@@ -387,6 +387,31 @@ mod tests {
         assert_eq!((c.timeout_ms, c.on_error, c.algorithm), (5, OnError::Deny, Algorithm::SlidingWindow));
     }
 
+    /// Random strings built from the grammar's own pieces never panic the
+    /// parser, and every refusal says something.
+    #[test]
+    fn arbitrary_input_is_refused_cleanly() {
+        const PIECES: &[&str] = &[
+            "rate", "=", "/", ",", " ", "\t", "1", "0", "99999999999999999999", "s", "ms", "m", "h",
+            "d", "day", "burst", "algorithm", "token_bucket", "fixed_window", "backend", "shm",
+            "redis", "memory", "name", "/x", "url", "redis://h:1", "capacity", "mode", "0644",
+            "timeout_ms", "on_error", "deny", "prefix", "\u{e9}", "\0", "-",
+        ];
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            for _ in 0..(x % 12) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                text.push_str(PIECES[(x % PIECES.len() as u64) as usize]);
+            }
+            if let Err(e) = Config::parse(&text) {
+                assert!(!e.0.is_empty(), "{text:?}");
+            }
+        }
+    }
+
     #[test]
     fn bad_configs_name_the_token() {
         let table: &[(&str, &str)] = &[
