@@ -20,15 +20,12 @@
 #ifndef LIM_SHM_H
 #define LIM_SHM_H
 
-#include <ratelimit.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <unistd.h>
-
 #define LIMITER_NAME "libratelimit (shm)"
 #define LIMITER_PROCESSES 1
+#define RL_BENCH_OWN_NEW
+#include "lim_ratelimit.h" /* limiter_check, limiter_free */
 
-typedef rl_limiter limiter;
+#include <unistd.h>
 
 static limiter *limiter_new(void)
 {
@@ -47,26 +44,6 @@ static limiter *limiter_new(void)
         return NULL;
     }
     return lim;
-}
-
-static inline int limiter_check(limiter *lim, const char *key, size_t key_len)
-{
-    rl_decision d;
-    return rl_check(lim, key, key_len, 1, &d) == RL_OK && d.allowed;
-}
-
-static void limiter_free(limiter *lim)
-{
-    rl_stats s;
-    /* The comparison is only fair if no key was dropped or limited. The
-     * region's counters include the checks of the children. */
-    if (rl_stats_get(lim, &s) != RL_OK || s.evictions || s.limited || s.errors) {
-        fprintf(stderr, "libratelimit (shm): unexpected stats: evictions %llu limited %llu errors %llu\n",
-                (unsigned long long)s.evictions, (unsigned long long)s.limited,
-                (unsigned long long)s.errors);
-        exit(1);
-    }
-    rl_destroy(lim);
 }
 
 #endif
