@@ -74,7 +74,10 @@
 //! process-shared robust mutex, held for a few dozen nanoseconds (no system
 //! call unless contended). With up to 64 shards, workers on different keys
 //! rarely meet. A process killed while holding one does not wedge the others:
-//! the kernel hands the lock to the next waiter with EOWNERDEAD. A process
+//! the kernel hands the lock to the next waiter with EOWNERDEAD. (Not a
+//! spinlock holding the owner's pid, as nginx's shmtx does: a pid means
+//! nothing across PID namespaces — containers sharing IPC but not PIDs — so
+//! a live owner could be taken for dead. The kernel's robust list cannot.) A process
 //! *stopped* while holding one keeps it, so every wait for a lock is bounded
 //! by `timeout_ms` (see lock.rs and mod.rs); past it the operation fails with
 //! a backend error without touching that stripe.
