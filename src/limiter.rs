@@ -82,10 +82,11 @@ fn ceil_ms(ticks: u64, tick_ns: u64) -> u64 {
 
 impl Limiter {
     pub fn new(config: &Config) -> Result<Limiter, Error> {
+        let rates = rates_in_ns(config);
         let store = match config.backend {
-            Backend::Memory => Home::Memory(MemoryStore::new(rates_in_ns(config), config.capacity)?),
+            Backend::Memory => Home::Memory(MemoryStore::new(rates.clone(), config.capacity)?),
             Backend::Shm => Home::Shm(ShmStore::open(
-                rates_in_ns(config),
+                rates.clone(),
                 config.capacity,
                 config.name.as_deref().unwrap_or_default(),
                 config.mode,
@@ -93,7 +94,7 @@ impl Limiter {
             )?),
             Backend::Redis => Home::Redis(Box::new(RedisStore::new(config)?)),
         };
-        Ok(Limiter { rates: rates_in_ns(config), on_error: config.on_error, store, errors: AtomicU64::new(0) })
+        Ok(Limiter { rates, on_error: config.on_error, store, errors: AtomicU64::new(0) })
     }
 
     /// Parses `text` and builds the limiter it describes.

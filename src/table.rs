@@ -49,7 +49,7 @@
 //!   - emptied: the fingerprint is zeroed first, then the state (a slot with
 //!     fingerprint 0 is empty whatever its other words hold);
 //!   - filled: the state is written first, then the fingerprint;
-//!   - updated in place (a stored key's check): `check_with` calls its
+//!   - updated in place (a stored key's check): `check` calls its
 //!     `before_update` hook first, so the caller can save the old state in an
 //!     undo log (the memory backend passes a no-op).
 //!
@@ -173,26 +173,14 @@ impl Shard<'_> {
     /// `elsewhere` is called when the table is at capacity and this shard has
     /// nothing expired nearby: it should run `reclaim_step` on another shard
     /// it can lock without waiting, and return how many entries it freed.
-    #[inline]
-    pub fn check(
-        &mut self,
-        rates: &[Rate],
-        place: Place,
-        fp: u64,
-        now: u64,
-        cost: u64,
-        elsewhere: &mut dyn FnMut(u64) -> u64,
-    ) -> Verdict {
-        self.check_with(rates, place, fp, now, cost, elsewhere, |_, _| {})
-    }
-
-    /// `check`, calling `before_update(index, slot)` with the slot's current
-    /// words just before the state of a stored key may be rewritten in place
-    /// (a check with `cost > 0`; a denial then writes nothing). The shm backend
-    /// saves them in its undo log there.
+    ///
+    /// `before_update(index, slot)` gets the slot's current words just before
+    /// the state of a stored key may be rewritten in place (a check with
+    /// `cost > 0`; a denial then writes nothing): the shm backend saves them
+    /// in its undo log there, the memory backend passes a no-op.
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    pub fn check_with(
+    pub fn check(
         &mut self,
         rates: &[Rate],
         place: Place,
@@ -436,7 +424,7 @@ mod tests {
                 0
             };
             let mut shard = Shard { words: w_me, stats: s_me, total_keys: total, capacity, geometry };
-            shard.check(rates, place, fp, now, cost, &mut elsewhere)
+            shard.check(rates, place, fp, now, cost, &mut elsewhere, |_, _| {})
         }
         fn sum(&self, f: impl Fn(&ShardStats) -> u64) -> u64 {
             self.stats.iter().map(f).sum()

@@ -115,7 +115,7 @@ impl Store for MemoryStore {
         let place = self.geometry.place(fp);
         let now = self.clock.now();
         let verdict = self.with_shard(place.shard, |s| {
-            s.check(&self.rates, place, fp, now, cost, &mut |now| self.reclaim_elsewhere(place.shard, now))
+            s.check(&self.rates, place, fp, now, cost, &mut |now| self.reclaim_elsewhere(place.shard, now), |_, _| {})
         });
         Ok(Answer { verdict, tick_ns: 1 })
     }

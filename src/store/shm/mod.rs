@@ -437,7 +437,7 @@ impl Store for ShmStore {
         let verdict = {
             let mut guard = self.lock(place.shard, &budget)?;
             let (mut shard, journal) = guard.shard();
-            let verdict = shard.check_with(
+            let verdict = shard.check(
                 &self.rates,
                 place,
                 fp,
