@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -309,4 +310,16 @@ void http_print_listening(const char *addr, long port)
     int v6 = strchr(addr, ':') != NULL;
     printf("listening on %s%s%s:%ld\n", v6 ? "[" : "", addr, v6 ? "]" : "", port);
     fflush(stdout);
+}
+
+int http_parse_number(const char *s, long min, long max, long *out)
+{
+    char *end;
+    long v;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
 }

@@ -51,4 +51,8 @@ int http_accept(int listen_fd);
  * NULL. Safe to call from several threads on one limiter. */
 void http_serve_connection(int fd, rl_limiter *limiter, http_check_error_fn on_check_error);
 
+/* Parses a whole decimal command-line value (a port, a thread or worker
+ * count) into *out. Returns 0, or -1 when s is not a number in [min, max]. */
+int http_parse_number(const char *s, long min, long max, long *out);
+
 #endif /* RL_EXAMPLE_HTTP_H */

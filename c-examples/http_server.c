@@ -107,18 +107,6 @@ static int usage(const char *msg)
     return 2;
 }
 
-static int parse_number(const char *s, long min, long max, long *out)
-{
-    char *end;
-    long v;
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     const char *config = NULL, *bind_addr = "127.0.0.1";
@@ -135,14 +123,14 @@ int main(int argc, char **argv)
         if (i + 1 >= argc)
             return usage("missing value after the last option");
         if (strcmp(opt, "--port") == 0) {
-            if (parse_number(argv[++i], 0, 65535, &port) < 0)
+            if (http_parse_number(argv[++i], 0, 65535, &port) < 0)
                 return usage("--port wants a number from 0 to 65535");
         } else if (strcmp(opt, "--config") == 0) {
             config = argv[++i];
         } else if (strcmp(opt, "--bind") == 0) {
             bind_addr = argv[++i];
         } else if (strcmp(opt, "--threads") == 0) {
-            if (parse_number(argv[++i], 1, MAX_THREADS, &threads) < 0)
+            if (http_parse_number(argv[++i], 1, MAX_THREADS, &threads) < 0)
                 return usage("--threads wants a number from 1 to 256");
         } else {
             return usage("unknown option");

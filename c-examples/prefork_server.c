@@ -134,18 +134,6 @@ static int usage(const char *msg)
     return 2;
 }
 
-static int parse_number(const char *s, long min, long max, long *out)
-{
-    char *end;
-    long v;
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 /* The value of "name=" in the config string, or "" (copied into out). */
 static void config_name(const char *config, char *out, size_t size)
 {
@@ -203,10 +191,10 @@ int main(int argc, char **argv)
         if (i + 1 >= argc)
             return usage("missing value after the last option");
         if (strcmp(opt, "--port") == 0) {
-            if (parse_number(argv[++i], 0, 65535, &port) < 0)
+            if (http_parse_number(argv[++i], 0, 65535, &port) < 0)
                 return usage("--port wants a number from 0 to 65535");
         } else if (strcmp(opt, "--workers") == 0) {
-            if (parse_number(argv[++i], 1, MAX_WORKERS, &workers) < 0)
+            if (http_parse_number(argv[++i], 1, MAX_WORKERS, &workers) < 0)
                 return usage("--workers wants a number from 1 to 256");
         } else if (strcmp(opt, "--config") == 0) {
             config = argv[++i];
