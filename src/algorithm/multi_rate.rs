@@ -41,7 +41,7 @@ fn store(words: &mut [u64], new: &State) {
 
 /// Decides `cost` units against every rate and, if all allow it, stores the new
 /// states into `words`. `cost == 0` is a peek and never writes.
-#[inline]
+#[inline(always)]
 pub fn check_all(rates: &[Rate], words: &mut [u64], now: u64, cost: u64) -> Verdict {
     // One rate (the common configuration): decide it, store it if taken.
     if let [rate] = rates {
