@@ -11,6 +11,8 @@
 //! ```text
 //! offset             size                  what
 //! 0                  HEADER_BYTES (576)    Header: identity, geometry, shared counters
+//! owners_offset      MAX_OWNERS * 8        the generation of each owner slot (owner.rs)
+//!   (= 576)          (32 KiB)
 //! stripes_offset     shards * 320          one Stripe per shard: its lock, stats, undo log
 //! slots_offset       shards * shard_words * 8
 //!                                          the key table (table.rs): per shard,
@@ -31,20 +33,20 @@
 //!                             process's clock is CLOCK_MONOTONIC + this, so all
 //!                             agree, and windows align on wall-clock boundaries
 //!  56  capacity         u64
-//!  64  shards, sets, stride, mutex_bytes, stripes_offset, stripe_bytes,
+//!  64  shards, sets, stride, owners, stripes_offset, stripe_bytes,
 //!      slots_offset, shard_words                    (u64 each) the geometry
 //! 128  total_keys       u64   keys stored in the table (own cache line)
 //! 192  dirty            u64   1 after a repair, until total_keys is recounted
 //! 200  recoveries       u64   locks taken over from dead processes, ever
-//! 256  recount_lock     pthread_mutex_t (robust, process-shared; own line)
+//! 256  recount_lock     u64   a lock (lock.rs) serialising recounts (own line)
 //! 320  config_text      [u8; 256] the configuration in words, for error messages
 //! ```
 //!
 //! A stripe (one per shard, 320 bytes, starting on a cache line):
 //!
 //! ```text
-//!   0  lock             pthread_mutex_t, PTHREAD_PROCESS_SHARED + PTHREAD_MUTEX_ROBUST
-//!                       (alone on its cache line: waiters spin on it)
+//!   0  lock             u64: 0 free, else the holder's owner word (lock.rs,
+//!                       owner.rs); alone on its cache line: waiters spin on it
 //!  64  stats            ShardStats: allowed, limited, evictions, keys, cursor
 //! 104  journal          the undo log of the stripe: active, slot, saved[25]
 //! ```
@@ -62,39 +64,59 @@
 //! | one fixed-window rate    | 24 bytes | 48 bytes            |
 //! | one sliding-window rate  | 32 bytes | 64 bytes            |
 //!
-//! plus a fixed 576 + 320 bytes per shard (at most 64 shards: 21 KiB), e.g.
-//! 3.2 MB for the default capacity of 100 000 keys. (nginx's limit_req keeps
-//! 128 bytes per state.)
+//! plus a fixed 33 KiB (header and owner slots) and 320 bytes per shard (at
+//! most 64 shards: 20 KiB), e.g. 3.2 MB for the default capacity of 100 000
+//! keys. (nginx's limit_req keeps 128 bytes per state.)
 //!
-//! ## Locks: striped robust mutexes, not per-slot atomics
+//! ## Locks: striped robust locks, not per-slot atomics
 //!
 //! A single GCRA state would fit one CAS, but window states are 2-3 words,
-//! several rates are taken all-or-nothing, and a new key needs a slot chosen
-//! and the key count bumped: that is a small transaction, so each shard has a
-//! process-shared robust mutex, held for a few dozen nanoseconds (no system
-//! call unless contended). With up to 64 shards, workers on different keys
-//! rarely meet. A process killed while holding one does not wedge the others:
-//! the kernel hands the lock to the next waiter with EOWNERDEAD. (Not a
-//! spinlock holding the owner's pid, as nginx's shmtx does: a pid means
-//! nothing across PID namespaces — containers sharing IPC but not PIDs — so
-//! a live owner could be taken for dead. The kernel's robust list cannot.) A process
-//! *stopped* while holding one keeps it, so every wait for a lock is bounded
-//! by `timeout_ms` (see lock.rs and mod.rs); past it the operation fails with
-//! a backend error without touching that stripe.
+//! several rates are taken all-or-nothing, a new key needs a slot chosen and
+//! the key count bumped, and `allowed`/`limited` must be counted exactly: a
+//! lock-free check would pay a second atomic for the counters, as much as
+//! the lock it saves. So each shard has a lock, held for a few dozen
+//! nanoseconds, and with up to 64 shards workers on different keys rarely
+//! meet.
+//!
+//! The lock is one word of the region (lock.rs): a compare-and-swap takes
+//! it, a plain store releases it, waiters spin, then sleep, always within a
+//! deadline. It is **robust**: the word names its holder's *owner word*,
+//! whose liveness any process can ask the kernel about (an open-file-
+//! description lock on the region's shm object, which the kernel drops when
+//! the holder dies; owner.rs). A waiter that finds the holder dead takes the
+//! lock over with one CAS and repairs the stripe, as below. Not glibc's
+//! robust mutexes: they do the same job at more than twice the cost per
+//! check (their robust-list upkeep), and sleep in the kernel as soon as they
+//! are contended (BENCHMARKS.md has the figures). Not a spinlock holding the
+//! owner's pid, as nginx's shmtx does: a pid means nothing across PID
+//! namespaces (containers sharing IPC but not PIDs), so a live owner could
+//! be taken for dead; an OFD lock is on the one inode everybody maps.
+//!
+//! A takeover is safe because a live holder is never judged dead: it keeps
+//! its owner slot's byte locked for as long as its handle is open (its own
+//! open file description, never mapped and never shared with a forked
+//! child, owner.rs), and the slot's generation changes only once that lock
+//! is gone. A wrong judgement can only go the other way (a child made by a
+//! raw `clone` that skips the fork handler shares its parent's slot), and
+//! that costs bounded waits, never two writers. A process *stopped* while
+//! holding a lock keeps it, so every wait is bounded by `timeout_ms`
+//! (mod.rs); past it the operation fails with a backend error without
+//! touching that stripe.
 //!
 //! ## What a killed process can leave behind, and the repair
 //!
 //! Every write to a stripe's slots, stats and journal happens under its lock.
-//! A process may die at any instruction, so the next owner (who gets
-//! EOWNERDEAD) must assume any prefix of the dead owner's stores was done:
+//! A process may die at any instruction, so the heir (the waiter that takes
+//! the lock over, lock.rs) must assume any prefix of the dead owner's stores
+//! was done:
 //!
 //! 1. **A slot being emptied** (reclaim, sweep, reset, eviction) has its
 //!    fingerprint zeroed first: the slot is the whole old entry or empty.
 //! 2. **A slot being filled** (a new key) gets its state first and its
 //!    fingerprint last: the new key is whole or absent. (table.rs keeps both
 //!    orders with compiler fences; a kill stops the process between two
-//!    instructions and the kernel's exit path makes its stores visible before
-//!    the lock passes on.)
+//!    instructions, and its stores are visible to all before the kernel closes
+//!    its descriptors, which is what makes it dead to the others.)
 //! 3. **A stored key's state updated in place** (several words: window
 //!    states, several rates) is preceded by an undo record: the slot index and
 //!    its old words are written to the stripe's journal, then `active = 1`,
@@ -110,8 +132,8 @@
 //!    recounts the stripe's non-empty slots (bounded: one pass over one
 //!    shard), stores it, and sets the header's `dirty` flag. The dead process
 //!    may also have died holding a second stripe (the bounded reclaim pass of
-//!    a full table try-locks another shard): that stripe's next owner repairs
-//!    it the same way. allowed/limited/evictions are single-word increments: a
+//!    a full table try-locks another shard): that stripe's heir repairs it
+//!    the same way. allowed/limited/evictions are single-word increments: a
 //!    dead check may or may not be counted, never garbled.
 //! 5. **The total.** Whoever sees `dirty` set after an operation (one
 //!    relaxed load per check) takes the robust `recount_lock`, then every
@@ -123,7 +145,9 @@
 //!    no stripe lock. A recounter that dies leaves `dirty` set, so the next
 //!    operation recounts again; so does one that gives up because a stripe
 //!    is held past `timeout_ms` (a stopped process): it releases what it took.
-//! 6. Then `pthread_mutex_consistent`: the lock is ordinary again.
+//! 6. The repair itself only writes the stripe's own words, and is
+//!    idempotent: an heir that dies while repairing leaves its own (dead)
+//!    owner word in the lock, and the next heir repairs again.
 //!
 //! A process that dies while *creating* the region leaves `ready` at 0: others
 //! wait at most `READY_WAIT` and then fail with RL_ERR_IO, naming the region
@@ -132,6 +156,7 @@
 use std::mem::{offset_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
+use super::owner::MAX_OWNERS;
 use crate::algorithm::{Rate, STATE_WORDS};
 use crate::config::MAX_RATES;
 use crate::keyhash::Seed;
@@ -140,7 +165,7 @@ use crate::table::{Geometry, ShardStats};
 /// "rlshm", two zeros, then 1: a libratelimit region.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"rlshm\0\0\x01");
 /// Bumped whenever anything in this file changes meaning or place.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// The value of `Header::ready` once the region is initialised.
 pub const READY: u32 = 1;
 /// Most words a slot can have: the fingerprint and every rate's state.
@@ -163,7 +188,8 @@ pub struct Header {
     pub shards: u64,
     pub sets: u64,
     pub stride: u64,
-    pub mutex_bytes: u64,
+    /// Owner slots (`MAX_OWNERS`).
+    pub owners: u64,
     pub stripes_offset: u64,
     pub stripe_bytes: u64,
     pub slots_offset: u64,
@@ -176,8 +202,8 @@ pub struct Header {
     pub recoveries: AtomicU64,
     _pad_dirty: [u64; 6],
 
-    pub recount_lock: libc::pthread_mutex_t,
-    _pad_lock: [u8; 64 - size_of::<libc::pthread_mutex_t>()],
+    pub recount_lock: AtomicU64,
+    _pad_lock: [u64; 7],
 
     pub config_text: [u8; CONFIG_TEXT_BYTES],
 }
@@ -194,8 +220,8 @@ pub struct Journal {
 /// One per shard: its lock, its counters and its undo log.
 #[repr(C, align(64))]
 pub struct Stripe {
-    pub lock: libc::pthread_mutex_t,
-    _pad_lock: [u8; 64 - size_of::<libc::pthread_mutex_t>()],
+    pub lock: AtomicU64,
+    _pad_lock: [u64; 7],
     pub stats: ShardStats,
     pub journal: Journal,
 }
@@ -221,6 +247,8 @@ const _: () = {
     assert!(offset_of!(Stripe, stats) == 64);
     assert!(offset_of!(Stripe, journal) == 104);
     assert!(STRIPE_BYTES == 320);
+    // Stripes start on a cache line after the owner slots.
+    assert!((HEADER_BYTES + MAX_OWNERS * 8) % 64 == 0);
 };
 
 /// Where everything is, for one configuration.
@@ -228,6 +256,7 @@ const _: () = {
 pub struct Layout {
     pub geometry: Geometry,
     pub capacity: u64,
+    pub owners_offset: usize,
     pub stripes_offset: usize,
     pub slots_offset: usize,
     pub region_bytes: usize,
@@ -240,7 +269,8 @@ impl Layout {
     pub fn new(rates: &[Rate], capacity: u64) -> Option<Layout> {
         let state_words = rates.iter().map(Rate::words).sum();
         let geometry = Geometry::new(capacity, state_words);
-        let stripes_offset = HEADER_BYTES;
+        let owners_offset = HEADER_BYTES;
+        let stripes_offset = owners_offset + MAX_OWNERS * 8;
         let slots_offset = stripes_offset + geometry.shards * STRIPE_BYTES;
         let table_bytes = geometry.shards.checked_mul(geometry.shard_words())?.checked_mul(8)?;
         let region_bytes = slots_offset.checked_add(table_bytes)?;
@@ -250,7 +280,7 @@ impl Layout {
         }
         let config_text = describe(rates, capacity);
         let config_hash = Seed([0x726c_7368_6d5f_6366, LAYOUT_VERSION as u64]).fingerprint(config_text.as_bytes());
-        Some(Layout { geometry, capacity, stripes_offset, slots_offset, region_bytes, config_text, config_hash })
+        Some(Layout { geometry, capacity, owners_offset, stripes_offset, slots_offset, region_bytes, config_text, config_hash })
     }
 
     /// Bytes of table per key of capacity.

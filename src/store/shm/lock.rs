@@ -1,167 +1,145 @@
-//! Process-shared robust mutexes, over `libc` directly.
+//! The region's locks: one 8-byte word each, 0 when free, otherwise the
+//! owner word (owner.rs) of the handle holding it.
 //!
-//! The mutexes live in the shared region. `PTHREAD_PROCESS_SHARED` lets every
-//! process that maps it use them; `PTHREAD_MUTEX_ROBUST` means a process that
-//! dies holding one does not wedge the others: the kernel releases it, and the
-//! next `pthread_mutex_lock` succeeds with `EOWNERDEAD`. That caller owns the
-//! lock, must repair what the dead owner may have left half-written, and then
-//! calls `pthread_mutex_consistent`. If it died too before doing so, the next
-//! owner gets `EOWNERDEAD` again.
+//! - **Taking a free lock** is one compare-and-swap `0 -> owner word`
+//!   (acquire), and **releasing** it one plain store of 0 (release): no
+//!   system call, no bookkeeping outside the word. (glibc's robust mutexes
+//!   cost more than twice that uncontended, for the robust-list upkeep around
+//!   each atomic, and sleep in the kernel as soon as they are contended; see
+//!   BENCHMARKS.md.)
+//! - **A held lock** is waited for: spinning on a plain load for a few
+//!   microseconds (holders keep it for tens of nanoseconds), then yielding,
+//!   then sleeping in growing steps up to `MAX_PAUSE`, never past the
+//!   caller's deadline.
+//! - **A dead holder.** Once the spinning is over, and then every
+//!   `LOOK_EVERY`, the waiter asks whether the holder's owner word is still
+//!   alive (owner.rs). If not, it swaps the dead word for its own: that one
+//!   compare-and-swap picks a single heir among any number of waiters, and
+//!   fails if the lock changed hands meanwhile. The heir gets
+//!   `Acquired::OwnerDied` and must repair what the dead holder guarded
+//!   before using it; if the heir dies too, the next one repairs again.
+//! - **A stopped holder** (SIGSTOP, a debugger) is alive and keeps the lock:
+//!   the wait ends at the deadline, with `None`, and the caller reports a
+//!   backend error (mod.rs adds the fail-fast cool-down).
 //!
-//! A process that is *stopped* (SIGSTOP, a debugger) while holding one is not
-//! dead: the kernel keeps the lock its own. So nobody waits for a lock without
-//! a deadline: `try_lock` first (the uncontended case, as cheap as a plain
-//! lock: no system call, no clock read), then `lock_until`, which gives up at
-//! a deadline and lets the caller report a backend error. After such a
-//! timeout, mod.rs only `try_lock`s that stripe for a cool-down, failing at
-//! once if it is still held, so a stopped holder costs one wait per
-//! cool-down, not one per operation.
-//!
-//! The deadline is on `CLOCK_MONOTONIC` (`Instant`), but the wait itself is
-//! `pthread_mutex_timedlock`, which takes a `CLOCK_REALTIME` time:
-//! `pthread_mutex_clocklock` (glibc 2.30+) is not exposed by the `libc` crate,
-//! and musl lacks it. The realtime deadline is derived from the monotonic one
-//! just before each wait, and a wait that ends early by realtime (the wall
-//! clock stepped forward) is resumed for what is left by the monotonic clock.
-//! A wall clock stepped *backward* during a wait lengthens that one wait by
-//! the size of the step; nothing else depends on the wall clock.
+//! Deadlines are on the monotonic clock (`Instant`), so a wall clock stepped
+//! back or forth changes no wait.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::error::Error;
+use crossbeam_utils::Backoff;
+
+/// How often a waiter asks whether a holder is still alive.
+const LOOK_EVERY: Duration = Duration::from_millis(1);
+/// The first and the longest sleep of a waiter, once spinning is over.
+const FIRST_PAUSE: Duration = Duration::from_micros(20);
+const MAX_PAUSE: Duration = Duration::from_millis(1);
 
 /// How a lock was acquired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Acquired {
     /// The usual case.
     Clean,
-    /// Its previous owner died holding it: repair, then `make_consistent`.
+    /// Its previous holder died holding it: repair what it guards first.
     OwnerDied,
 }
 
-fn os_error(what: &str, rc: libc::c_int) -> Error {
-    Error::Io(format!("{what}: {}", std::io::Error::from_raw_os_error(rc)))
-}
-
-/// Initialises a robust, process-shared mutex at `m`.
-///
-/// # Safety
-/// `m` must be valid for writes, aligned, and not in use by anyone.
-pub unsafe fn init(m: *mut libc::pthread_mutex_t) -> Result<(), Error> {
-    let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-    // SAFETY: `attr` is a local we own; `m` is valid per this function's contract.
-    unsafe {
-        let a = attr.as_mut_ptr();
-        let rc = libc::pthread_mutexattr_init(a);
-        if rc != 0 {
-            return Err(os_error("pthread_mutexattr_init", rc));
-        }
-        let mut rc = libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED);
-        if rc == 0 {
-            rc = libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST);
-        }
-        if rc == 0 {
-            rc = libc::pthread_mutex_init(m, a);
-        }
-        libc::pthread_mutexattr_destroy(a);
-        if rc != 0 {
-            return Err(os_error("initialising a process-shared robust mutex", rc));
-        }
-    }
-    Ok(())
-}
-
+/// Takes `lock` for `me` if it is free.
 #[inline]
-fn acquired(rc: libc::c_int, what: &str) -> Result<Option<Acquired>, Error> {
-    if rc == 0 {
-        return Ok(Some(Acquired::Clean));
-    }
-    acquired_slow(rc, what)
+pub fn try_lock(lock: &AtomicU64, me: u64) -> bool {
+    lock.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
 }
 
+/// Releases `lock`, which the caller holds.
+#[inline]
+pub fn unlock(lock: &AtomicU64) {
+    lock.store(0, Ordering::Release);
+}
+
+/// Takes `lock` for `me`, waiting until `deadline` at most; `None` if it is
+/// still held by a live owner then (a deadline already past still takes a
+/// lock that is free). `alive` says whether an owner word found in the lock
+/// belongs to a live handle. Meant for after a `try_lock` that failed.
 #[cold]
-fn acquired_slow(rc: libc::c_int, what: &str) -> Result<Option<Acquired>, Error> {
-    match rc {
-        0 => Ok(Some(Acquired::Clean)),
-        libc::EOWNERDEAD => Ok(Some(Acquired::OwnerDied)),
-        libc::EBUSY => Ok(None),
-        libc::ENOTRECOVERABLE => Err(Error::Io(format!(
-            "{what}: the lock is not recoverable (a repair failed); remove the region with rl_shm_unlink and restart"
-        ))),
-        rc => Err(os_error(what, rc)),
-    }
-}
-
-/// `CLOCK_REALTIME` now plus `left`, as a timespec.
-fn realtime_after(left: Duration) -> libc::timespec {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `now` is a valid timespec to fill; CLOCK_REALTIME always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
-    // `left` is at most the 60 s timeout_ms allows: no overflow here.
-    let nsec = now.tv_nsec as u64 + u64::from(left.subsec_nanos());
-    libc::timespec {
-        tv_sec: now.tv_sec + left.as_secs() as libc::time_t + (nsec / 1_000_000_000) as libc::time_t,
-        tv_nsec: (nsec % 1_000_000_000) as _,
-    }
-}
-
-/// Locks `m`, waiting until `deadline` at most; `None` if it is still held
-/// then. `EOWNERDEAD` is returned as `Acquired::OwnerDied`, as by `try_lock`.
-/// Meant for after a `try_lock` that found `m` held (it does not try first).
-///
-/// # Safety
-/// `m` must point to a mutex made by `init` that stays mapped, and the caller
-/// must not hold it already.
-#[cold]
-pub unsafe fn lock_until(m: *mut libc::pthread_mutex_t, deadline: Instant) -> Result<Option<Acquired>, Error> {
+#[inline(never)]
+pub fn lock_until(lock: &AtomicU64, me: u64, deadline: Instant, alive: impl Fn(u64) -> bool) -> Option<Acquired> {
+    let backoff = Backoff::new();
+    let mut pause = FIRST_PAUSE;
+    let mut next_look: Option<Instant> = None;
     loop {
-        let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
-            // Out of time; one last look, so that a deadline already past
-            // still takes a lock that is free.
-            // SAFETY: per this function's contract.
-            return unsafe { try_lock(m) };
-        };
-        let at = realtime_after(left);
-        // SAFETY: per this function's contract; `at` is a valid timespec.
-        let rc = unsafe { libc::pthread_mutex_timedlock(m, &at) };
-        if rc != libc::ETIMEDOUT {
-            return acquired(rc, "locking a shared stripe");
+        let held = lock.load(Ordering::Relaxed);
+        if held == 0 {
+            if try_lock(lock, me) {
+                return Some(Acquired::Clean);
+            }
+            continue;
         }
-        // Timed out by the wall clock: the loop checks the monotonic one.
+        if !backoff.is_completed() {
+            backoff.snooze();
+            continue;
+        }
+        let now = Instant::now();
+        if next_look.is_none_or(|at| now >= at) {
+            if !alive(held) {
+                if lock.compare_exchange(held, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    return Some(Acquired::OwnerDied);
+                }
+                continue;
+            }
+            next_look = Some(now + LOOK_EVERY);
+        }
+        let left = deadline.checked_duration_since(now).filter(|d| !d.is_zero())?;
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(MAX_PAUSE);
     }
 }
 
-/// Locks `m` if it is free; `None` if someone holds it.
-///
-/// # Safety
-/// `m` must point to a mutex made by `init` that stays mapped, and the caller
-/// must not hold it already.
-#[inline]
-pub unsafe fn try_lock(m: *mut libc::pthread_mutex_t) -> Result<Option<Acquired>, Error> {
-    // SAFETY: per this function's contract.
-    let rc = unsafe { libc::pthread_mutex_trylock(m) };
-    acquired(rc, "try-locking a shared stripe")
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Declares the state guarded by `m` repaired.
-///
-/// # Safety
-/// The caller must hold `m`, acquired with `Acquired::OwnerDied`.
-pub unsafe fn make_consistent(m: *mut libc::pthread_mutex_t) -> Result<(), Error> {
-    // SAFETY: per this function's contract.
-    let rc = unsafe { libc::pthread_mutex_consistent(m) };
-    if rc != 0 {
-        return Err(os_error("pthread_mutex_consistent", rc));
+    #[test]
+    fn free_held_and_dead_holders() {
+        let lock = AtomicU64::new(0);
+        assert!(try_lock(&lock, 7));
+        assert!(!try_lock(&lock, 8));
+        // A live holder: the wait ends at the deadline.
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(50);
+        assert_eq!(lock_until(&lock, 8, deadline, |_| true), None);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(lock.load(Ordering::Relaxed), 7);
+        // A dead one: taken over at once.
+        let far = Instant::now() + Duration::from_secs(60);
+        assert_eq!(lock_until(&lock, 8, far, |w| w != 7), Some(Acquired::OwnerDied));
+        assert_eq!(lock.load(Ordering::Relaxed), 8);
+        unlock(&lock);
+        // Free by the deadline, even one already past.
+        assert_eq!(lock_until(&lock, 9, Instant::now(), |_| true), Some(Acquired::Clean));
     }
-    Ok(())
-}
 
-/// Unlocks `m`.
-///
-/// # Safety
-/// The caller must hold `m`.
-pub unsafe fn unlock(m: *mut libc::pthread_mutex_t) {
-    // SAFETY: per this function's contract. Unlocking a mutex we hold cannot
-    // fail; there is nothing useful to do with an error here anyway.
-    unsafe { libc::pthread_mutex_unlock(m) };
+    #[test]
+    fn waiters_get_it_when_the_holder_lets_go() {
+        let lock = AtomicU64::new(0);
+        let count = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for me in 1..=4u64 {
+                let (lock, count) = (&lock, &count);
+                s.spawn(move || {
+                    for _ in 0..20_000 {
+                        if !try_lock(lock, me) {
+                            let far = Instant::now() + Duration::from_secs(60);
+                            assert_eq!(lock_until(lock, me, far, |_| true), Some(Acquired::Clean));
+                        }
+                        // Not atomic as a whole: only correct under the lock.
+                        let n = count.load(Ordering::Relaxed);
+                        count.store(n + 1, Ordering::Relaxed);
+                        unlock(lock);
+                    }
+                });
+            }
+        });
+        assert_eq!(count.load(Ordering::Relaxed), 80_000);
+    }
 }

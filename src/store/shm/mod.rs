@@ -6,18 +6,20 @@
 //!   process killed at any instant leaves nothing the others cannot repair;
 //! - `region.rs`: creating (once, even when N workers start together), opening,
 //!   checking and mapping the region;
-//! - `lock.rs`: the robust process-shared mutexes, one per shard;
+//! - `lock.rs`: the robust process-shared locks, one per shard;
+//! - `owner.rs`: who holds a lock, and whether that process is still alive;
 //! - `journal.rs`: the per-stripe undo log and the repair after a crash;
 //! - `clock.rs`: the clock all processes agree on.
 //!
 //! A handle made before `fork()` works in the children (the mapping is
-//! `MAP_SHARED` and inherited, the locks are process-shared); a handle opened
-//! by name in each worker works just as well. A check takes one stripe lock,
+//! `MAP_SHARED` and inherited, the locks are process-shared, and the child
+//! gets an owner word of its own, owner.rs); a handle opened by name in each
+//! worker works just as well. A check takes one stripe lock,
 //! touches at most the key's two 8-way sets (plus a bounded reclaim pass when
 //! the table is full), and allocates nothing.
 //!
 //! **No unbounded wait.** A worker stopped (SIGSTOP, a debugger) while holding
-//! a stripe lock keeps it; the kernel only hands over the locks of the dead.
+//! a stripe lock keeps it; only the locks of the dead are taken over.
 //! So every lock is try-locked first (the uncontended path: no system call, no
 //! clock read), and a held one is waited for until a deadline `timeout_ms`
 //! after the operation first found a lock held. Past it, the operation returns
@@ -42,6 +44,7 @@ mod clock;
 mod journal;
 mod layout;
 mod lock;
+mod owner;
 mod region;
 #[cfg(test)]
 mod tests;
@@ -55,6 +58,7 @@ use std::time::{Duration, Instant};
 use self::clock::SharedClock;
 use self::layout::{Header, Journal, Layout, Stripe, STRIPE_BYTES};
 use self::lock::Acquired;
+use self::owner::{Owner, MAX_OWNERS};
 use self::region::{Init, Region};
 use super::{Answer, Store, StoreStats};
 use crate::algorithm::Rate;
@@ -82,6 +86,8 @@ pub struct ShmStore {
     rates: Vec<Rate>,
     seed: Seed,
     clock: SharedClock,
+    /// This handle's identity in the region's locks.
+    owner: Owner,
     /// Longest an operation waits for locks held by other processes (this
     /// process's `timeout_ms`; not part of the region's configuration).
     timeout: Duration,
@@ -120,8 +126,7 @@ struct Locked<'a> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        // SAFETY: this guard exists only while this thread holds the lock.
-        unsafe { lock::unlock(self.store.lock_ptr(self.index)) };
+        lock::unlock(self.store.lock_word(self.index));
     }
 }
 
@@ -161,8 +166,9 @@ impl<'a> Locked<'a> {
         (shard, journal)
     }
 
-    /// The previous owner died holding the lock: repair, then mark it consistent.
-    fn recover(&mut self) -> Result<(), Error> {
+    /// The previous holder died holding the lock: repair what it may have
+    /// left half-written (see layout.rs).
+    fn recover(&mut self) {
         let stride = self.store.layout.geometry.stride;
         let (words, stats, journal) = self.parts();
         journal::repair(words, stats, journal, stride);
@@ -172,8 +178,6 @@ impl<'a> Locked<'a> {
             (*addr_of!((*h).dirty)).store(1, Ordering::Release);
             (*addr_of!((*h).recoveries)).fetch_add(1, Ordering::Relaxed);
         }
-        // SAFETY: we hold the lock, acquired with EOWNERDEAD, and repaired it.
-        unsafe { lock::make_consistent(self.store.lock_ptr(self.index)) }
     }
 }
 
@@ -186,12 +190,19 @@ impl ShmStore {
             .ok_or_else(|| Error::Invalid(format!("capacity={capacity}: the shm region would be too large")))?;
         let seed = Seed::random().map_err(|e| Error::Io(format!("reading /dev/urandom for the hash seed: {e}")))?;
         let init = Init { seed: seed.0, epoch_offset_ns: SharedClock::epoch_offset_now() };
-        let region = region::create_or_open(name, mode, &layout, &init)?;
+        let (region, fd) = region::create_or_open(name, mode, &layout, &init)?;
         let h = region.header();
         // SAFETY: the region is ready and checked; the creator wrote these
         // fields before `ready` and never writes them again.
         let (seed, offset) = unsafe { (addr_of!((*h).seed).read(), addr_of!((*h).epoch_offset_ns).read()) };
         let suspect_until = (0..layout.geometry.shards).map(|_| AtomicU64::new(0)).collect();
+        // SAFETY: the owner slots lie inside the checked mapping, 8-byte
+        // aligned, and are only ever accessed atomically.
+        let generations = unsafe {
+            std::slice::from_raw_parts(region.base().add(layout.owners_offset).cast::<AtomicU64>(), MAX_OWNERS)
+        };
+        let owner = Owner::new(&fd, name, generations)?;
+        drop(fd); // the mapping keeps the object; the owner has its own descriptor
         Ok(ShmStore {
             region,
             name: name.to_owned(),
@@ -199,6 +210,7 @@ impl ShmStore {
             rates,
             seed: Seed(seed),
             clock: SharedClock::new(offset),
+            owner,
             timeout: Duration::from_millis(timeout_ms),
             reclaim_turn: AtomicU64::new(0),
             recount_not_before: AtomicU64::new(0),
@@ -221,9 +233,23 @@ impl ShmStore {
         unsafe { self.region.base().add(self.layout.stripes_offset + i * STRIPE_BYTES).cast() }
     }
 
-    fn lock_ptr(&self, i: usize) -> *mut libc::pthread_mutex_t {
-        // SAFETY: a field of a stripe inside the mapping; no reference is made.
-        unsafe { addr_of_mut!((*self.stripe(i)).lock) }
+    fn lock_word(&self, i: usize) -> &AtomicU64 {
+        // SAFETY: a field of a stripe inside the mapping, only ever accessed
+        // atomically; the mapping lives as long as `self`.
+        unsafe { &*addr_of!((*self.stripe(i)).lock) }
+    }
+
+    /// The region's owner slots (owner.rs).
+    fn generations(&self) -> &[AtomicU64] {
+        // SAFETY: as in `open`.
+        unsafe {
+            std::slice::from_raw_parts(self.region.base().add(self.layout.owners_offset).cast::<AtomicU64>(), MAX_OWNERS)
+        }
+    }
+
+    /// Whether the owner word found in a lock belongs to a live handle.
+    fn alive(&self, word: u64) -> bool {
+        self.owner.alive(word, self.generations())
     }
 
     fn words_ptr(&self, i: usize) -> *mut u64 {
@@ -239,6 +265,11 @@ impl ShmStore {
         unsafe { &*addr_of!((*self.header()).total_keys) }
     }
 
+    fn recount_lock(&self) -> &AtomicU64 {
+        // SAFETY: as for `total_keys`.
+        unsafe { &*addr_of!((*self.header()).recount_lock) }
+    }
+
     fn dirty(&self) -> &AtomicU64 {
         // SAFETY: as for `total_keys`.
         unsafe { &*addr_of!((*self.header()).dirty) }
@@ -251,15 +282,11 @@ impl ShmStore {
     /// try-lock (see `try_lock`).
     #[inline]
     fn lock(&self, i: usize, budget: &Budget) -> Result<Locked<'_>, Error> {
-        // SAFETY: the mutex was initialised by the region's creator and stays
-        // mapped; no operation locks a stripe it already holds.
-        let how = match unsafe { lock::try_lock(self.lock_ptr(i)) }? {
-            Some(how) => how,
-            None => self.wait_for(i, budget)?,
-        };
+        let me = self.owner.word(self.generations())?;
+        let how = if lock::try_lock(self.lock_word(i), me) { Acquired::Clean } else { self.wait_for(i, me, budget)? };
         let mut guard = Locked { store: self, index: i };
         if how == Acquired::OwnerDied {
-            guard.recover()?;
+            guard.recover();
         }
         Ok(guard)
     }
@@ -268,7 +295,7 @@ impl ShmStore {
     /// or fails at once if a wait for it timed out less than a cool-down ago.
     #[cold]
     #[inline(never)]
-    fn wait_for(&self, i: usize, budget: &Budget) -> Result<Acquired, Error> {
+    fn wait_for(&self, i: usize, me: u64, budget: &Budget) -> Result<Acquired, Error> {
         let suspect = &self.suspect_until[i];
         let mut until = suspect.load(Ordering::Relaxed);
         while until != 0 {
@@ -285,8 +312,7 @@ impl ShmStore {
             }
         }
         let deadline = budget.deadline(self.timeout);
-        // SAFETY: as in `lock`.
-        match unsafe { lock::lock_until(self.lock_ptr(i), deadline) }? {
+        match lock::lock_until(self.lock_word(i), me, deadline, |w| self.alive(w)) {
             Some(how) => {
                 if suspect.load(Ordering::Relaxed) != 0 {
                     suspect.store(0, Ordering::Relaxed);
@@ -329,14 +355,11 @@ impl ShmStore {
     }
 
     /// Locks stripe `i` only if it is free (never waits: safe while holding another).
+    /// (A stripe left locked by a dead process counts as held here: its
+    /// repair is for the next operation that waits for it.)
     fn try_lock(&self, i: usize) -> Result<Option<Locked<'_>>, Error> {
-        // SAFETY: as for `lock`.
-        let Some(how) = (unsafe { lock::try_lock(self.lock_ptr(i)) })? else { return Ok(None) };
-        let mut guard = Locked { store: self, index: i };
-        if how == Acquired::OwnerDied {
-            guard.recover()?;
-        }
-        Ok(Some(guard))
+        let me = self.owner.word(self.generations())?;
+        Ok(lock::try_lock(self.lock_word(i), me).then(|| Locked { store: self, index: i }))
     }
 
     /// One bounded reclaim pass on the next shard after `me` that is free.
@@ -386,24 +409,18 @@ impl ShmStore {
     /// later recount. If another process holds the recount lock, `wait` says
     /// whether to wait for it or leave the recount to it.
     fn recount_total(&self, budget: &Budget, wait: bool) -> Result<(), Error> {
-        let h = self.header();
-        // SAFETY: a field inside the mapping; no reference is made.
-        let m = unsafe { addr_of_mut!((*h).recount_lock) };
-        // SAFETY: initialised by the creator; this thread does not hold it.
-        let how = match unsafe { lock::try_lock(m) }? {
-            Some(how) => how,
-            None if !wait => return Ok(()),
-            // SAFETY: as above.
-            None => unsafe { lock::lock_until(m, budget.deadline(self.timeout)) }?
-                .ok_or_else(|| self.timed_out("recount lock"))?,
-        };
-        let result = (|| {
-            if how == Acquired::OwnerDied {
-                // A recount writes one word, last: a dead recounter leaves
-                // nothing half-done, only `dirty` still set.
-                // SAFETY: we hold it, acquired with EOWNERDEAD.
-                unsafe { lock::make_consistent(m) }?;
+        let m = self.recount_lock();
+        let me = self.owner.word(self.generations())?;
+        // A recount writes one word, last: a dead recounter leaves nothing
+        // half-done, only `dirty` still set, so an heir has nothing to repair.
+        if !lock::try_lock(m, me) {
+            if !wait {
+                return Ok(());
             }
+            lock::lock_until(m, me, budget.deadline(self.timeout), |w| self.alive(w))
+                .ok_or_else(|| self.timed_out("recount lock"))?;
+        }
+        let result = (|| {
             if self.dirty().load(Ordering::Acquire) == 0 {
                 return Ok(());
             }
@@ -416,8 +433,7 @@ impl ShmStore {
             self.dirty().store(0, Ordering::Release);
             Ok(())
         })();
-        // SAFETY: we hold it.
-        unsafe { lock::unlock(m) };
+        lock::unlock(m);
         result
     }
 }

@@ -10,15 +10,18 @@
 //! geometry. Nothing in a region is ever used as a pointer.
 //!
 //! Dropping a `Region` unmaps it; it never unlinks the object (see
-//! `rl_shm_unlink`): the others may still be using it.
+//! `rl_shm_unlink`): the others may still be using it. The descriptor the
+//! region was opened with is handed to the caller, who keeps it open for the
+//! handle's owner word (owner.rs).
 
 use std::ffi::{CStr, CString};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::ptr::{addr_of, addr_of_mut, NonNull};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::layout::{Header, Layout, Stripe, CONFIG_TEXT_BYTES, HEADER_BYTES, LAYOUT_VERSION, MAGIC, READY, STRIPE_BYTES};
-use super::lock;
+use super::layout::{Header, Layout, CONFIG_TEXT_BYTES, HEADER_BYTES, LAYOUT_VERSION, MAGIC, READY, STRIPE_BYTES};
+use super::owner::MAX_OWNERS;
 use crate::error::Error;
 
 /// Longest an opener waits for the creator to finish initialising.
@@ -68,6 +71,15 @@ impl Drop for Fd {
     }
 }
 
+impl Fd {
+    fn into_owned(self) -> OwnedFd {
+        let fd = self.0;
+        std::mem::forget(self);
+        // SAFETY: a descriptor we own (forgotten above, so closed only by the OwnedFd).
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+}
+
 fn map(fd: &Fd, len: usize) -> Result<Region, std::io::Error> {
     // SAFETY: a fresh shared mapping of `len` bytes of an open descriptor;
     // the kernel picks the address.
@@ -114,8 +126,9 @@ pub struct Init {
 }
 
 /// Opens the region `name` for `layout`, creating and initialising it if it
-/// does not exist yet (with permissions `mode`).
-pub fn create_or_open(name: &str, mode: u32, layout: &Layout, init: &Init) -> Result<Region, Error> {
+/// does not exist yet (with permissions `mode`). Returns the mapping and the
+/// descriptor it was opened with.
+pub fn create_or_open(name: &str, mode: u32, layout: &Layout, init: &Init) -> Result<(Region, OwnedFd), Error> {
     let c = c_name(name)?;
     let deadline = Instant::now() + READY_WAIT;
     loop {
@@ -142,7 +155,7 @@ pub fn create_or_open(name: &str, mode: u32, layout: &Layout, init: &Init) -> Re
     }
 }
 
-fn create(fd: Fd, c: &CStr, name: &str, mode: u32, layout: &Layout, init: &Init) -> Result<Region, Error> {
+fn create(fd: Fd, c: &CStr, name: &str, mode: u32, layout: &Layout, init: &Init) -> Result<(Region, OwnedFd), Error> {
     let result = (|| {
         let len = layout.region_bytes;
         // The umask must not narrow the permissions the caller asked for.
@@ -171,24 +184,29 @@ fn create(fd: Fd, c: &CStr, name: &str, mode: u32, layout: &Layout, init: &Init)
             ));
         }
         let region = map(&fd, len).map_err(|e| format!("mapping {len} bytes: {e}"))?;
-        initialise(&region, layout, init).map_err(|e| e.to_string())?;
+        initialise(&region, layout, init);
         Ok(region)
     })();
-    result.map_err(|why| {
-        // SAFETY: `c` is a NUL-terminated string; the object is ours and unusable.
-        unsafe { libc::shm_unlink(c.as_ptr()) };
-        Error::Io(format!("creating shm region \"{name}\": {why}"))
-    })
+    match result {
+        Ok(region) => Ok((region, fd.into_owned())),
+        Err(why) => {
+            // SAFETY: `c` is a NUL-terminated string; the object is ours and unusable.
+            unsafe { libc::shm_unlink(c.as_ptr()) };
+            Err(Error::Io(format!("creating shm region \"{name}\": {why}")))
+        }
+    }
 }
 
-/// Writes a new region's header and stripes; `ready` last.
-fn initialise(region: &Region, layout: &Layout, init: &Init) -> Result<(), Error> {
+/// Writes a new region's header; `ready` last. Everything else starts as
+/// the kernel's zeros: free locks, generation 0 owner slots, empty stripes
+/// and slots.
+fn initialise(region: &Region, layout: &Layout, init: &Init) {
     let h = region.header();
     let g = &layout.geometry;
     // SAFETY: the region is freshly created, sized and zero-filled by the
     // kernel, and nobody else trusts it before `ready`; every pointer below is
     // inside the mapping (the layout computed its size) and aligned (the
-    // header and stripes start on 64-byte boundaries of a page-aligned base).
+    // header starts the page-aligned mapping).
     unsafe {
         addr_of_mut!((*h).region_bytes).write(layout.region_bytes as u64);
         addr_of_mut!((*h).config_hash).write(layout.config_hash);
@@ -198,7 +216,7 @@ fn initialise(region: &Region, layout: &Layout, init: &Init) -> Result<(), Error
         addr_of_mut!((*h).shards).write(g.shards as u64);
         addr_of_mut!((*h).sets).write(g.sets as u64);
         addr_of_mut!((*h).stride).write(g.stride as u64);
-        addr_of_mut!((*h).mutex_bytes).write(std::mem::size_of::<libc::pthread_mutex_t>() as u64);
+        addr_of_mut!((*h).owners).write(MAX_OWNERS as u64);
         addr_of_mut!((*h).stripes_offset).write(layout.stripes_offset as u64);
         addr_of_mut!((*h).stripe_bytes).write(STRIPE_BYTES as u64);
         addr_of_mut!((*h).slots_offset).write(layout.slots_offset as u64);
@@ -206,16 +224,10 @@ fn initialise(region: &Region, layout: &Layout, init: &Init) -> Result<(), Error
         let mut text = [0u8; CONFIG_TEXT_BYTES];
         text[..layout.config_text.len()].copy_from_slice(layout.config_text.as_bytes());
         addr_of_mut!((*h).config_text).write(text);
-        lock::init(addr_of_mut!((*h).recount_lock))?;
-        for i in 0..g.shards {
-            let s = region.base().add(layout.stripes_offset + i * STRIPE_BYTES).cast::<Stripe>();
-            lock::init(addr_of_mut!((*s).lock))?;
-        }
         (*h).version.store(LAYOUT_VERSION, Ordering::Relaxed);
         (*h).magic.store(MAGIC, Ordering::Release);
         (*h).ready.store(READY, Ordering::Release);
     }
-    Ok(())
 }
 
 fn remove_hint(name: &str) -> String {
@@ -234,7 +246,7 @@ fn object_size(fd: &Fd, name: &str) -> Result<usize, Error> {
 }
 
 /// Waits for an existing region to be ready, then checks it against `layout`.
-fn open_existing(fd: Fd, name: &str, layout: &Layout, deadline: Instant) -> Result<Region, Error> {
+fn open_existing(fd: Fd, name: &str, layout: &Layout, deadline: Instant) -> Result<(Region, OwnedFd), Error> {
     let pause = || std::thread::sleep(Duration::from_millis(1));
     // Its size: 0 for a moment while its creator is between shm_open and
     // ftruncate; a creator sizes it once, in one call.
@@ -259,7 +271,6 @@ fn open_existing(fd: Fd, name: &str, layout: &Layout, deadline: Instant) -> Resu
         )));
     }
     let region = map(&fd, size).map_err(|e| Error::Io(format!("mapping shm region \"{name}\" ({size} bytes): {e}")))?;
-    drop(fd);
     let h = region.header();
     loop {
         // SAFETY: the header is inside the mapping (size >= HEADER_BYTES) and
@@ -297,7 +308,7 @@ fn open_existing(fd: Fd, name: &str, layout: &Layout, deadline: Instant) -> Resu
         pause();
     }
     check(&region, size, name, layout)?;
-    Ok(region)
+    Ok((region, fd.into_owned()))
 }
 
 /// Checks a ready region's header against what this process computed.
@@ -316,7 +327,7 @@ fn check(region: &Region, size: usize, name: &str, layout: &Layout) -> Result<()
                 addr_of!((*h).shards).read(),
                 addr_of!((*h).sets).read(),
                 addr_of!((*h).stride).read(),
-                addr_of!((*h).mutex_bytes).read(),
+                addr_of!((*h).owners).read(),
                 addr_of!((*h).stripes_offset).read(),
                 addr_of!((*h).stripe_bytes).read(),
                 addr_of!((*h).slots_offset).read(),
@@ -342,7 +353,7 @@ fn check(region: &Region, size: usize, name: &str, layout: &Layout) -> Result<()
         g.shards as u64,
         g.sets as u64,
         g.stride as u64,
-        std::mem::size_of::<libc::pthread_mutex_t>() as u64,
+        MAX_OWNERS as u64,
         layout.stripes_offset as u64,
         STRIPE_BYTES as u64,
         layout.slots_offset as u64,

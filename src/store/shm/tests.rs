@@ -195,9 +195,8 @@ fn a_dead_recounter_is_recovered() {
     let child = spawn(|| {
         s.total_keys().store(12345, Ordering::Relaxed);
         s.dirty().store(1, Ordering::Relaxed);
-        let h = s.header();
-        // SAFETY: the recount lock inside the mapping; we die holding it.
-        unsafe { lock::try_lock(addr_of_mut!((*h).recount_lock)).unwrap().expect("free") };
+        // Dies holding the recount lock and a stripe's.
+        assert!(lock::try_lock(s.recount_lock(), s.owner.word(s.generations()).unwrap()));
         let _g = s.lock(1, &Budget::new()).unwrap();
         // SAFETY: as above.
         unsafe { libc::_exit(0) }
@@ -411,7 +410,7 @@ fn a_stopped_lock_holder_costs_errors_not_a_wedge() {
 }
 
 /// A holder killed while another process waits for its lock: the waiter
-/// gets the lock (EOWNERDEAD through the timed wait), repairs the stripe, and
+/// finds it dead, takes the lock over, repairs the stripe, and
 /// answers as usual, without waiting out its timeout.
 #[test]
 fn a_stopped_holder_killed_during_a_wait_is_repaired() {
@@ -629,4 +628,71 @@ fn storm_of_killed_workers() {
     );
     assert!(counted <= consumed && consumed <= QUOTA, "admitted {counted}, consumed {consumed}, quota {QUOTA}");
     assert!(recoveries(&a) + recoveries(&b) > 0, "some kill hit a held lock");
+}
+
+/// Owner words (owner.rs): a forked child gets its own, which is alive while
+/// the child lives (even stopped) and dead once it died; the parent's stays
+/// alive throughout.
+#[test]
+fn owner_words_live_and_die_with_their_process() {
+    let name = Name::new("owners");
+    let s = open("rate=5/1000d capacity=1000", &name);
+    let parent = s.owner.word(s.generations()).unwrap();
+    let shared = SharedCounters::new();
+    let child = spawn(|| {
+        shared.get(0).store(s.owner.word(s.generations()).unwrap(), Ordering::SeqCst);
+        // SAFETY: stops this (single-threaded) child until SIGCONT or SIGKILL.
+        unsafe { libc::raise(libc::SIGSTOP) };
+        0
+    });
+    let mut status = 0;
+    // SAFETY: our child.
+    while unsafe { libc::waitpid(child, &mut status, libc::WUNTRACED) } != child {}
+    let word = shared.get(0).load(Ordering::SeqCst);
+    assert!(word != 0 && word != parent, "the child's own word: {word:#x} vs {parent:#x}");
+    assert!(s.alive(word), "a stopped child is alive");
+    assert!(s.alive(parent));
+    // SAFETY: our child.
+    unsafe { libc::kill(child, libc::SIGKILL) };
+    wait(child);
+    assert!(!s.alive(word), "a dead child is dead");
+    assert!(s.alive(parent));
+    assert_eq!(s.owner.word(s.generations()).unwrap(), parent);
+}
+
+/// A worker that forked a child of its own, then died holding a lock: the
+/// child, still alive, must not keep the dead worker's owner word alive (the
+/// fork handler gave the child its own open file description), so the next
+/// process takes the lock over at once instead of waiting out its timeout.
+#[test]
+fn a_forked_child_does_not_keep_its_dead_parent_alive() {
+    let name = Name::new("fork-masks");
+    let config = "rate=5/1000d capacity=1000 timeout_ms=30000";
+    let s = open(config, &name);
+    assert!(s.check(b"k", 2).unwrap().verdict.outcome.allowed);
+    let shared = SharedCounters::new();
+    let worker = spawn(|| {
+        // Its own handle (a description of its own), which its child inherits.
+        let s = open(config, &name);
+        let grandchild = spawn(|| loop {
+            // SAFETY: waits for a signal (SIGKILL, from the test).
+            unsafe { libc::pause() };
+        });
+        shared.get(0).store(grandchild as u64, Ordering::SeqCst);
+        let _held = s.lock(shard_of(&s, b"k"), &Budget::new()).unwrap();
+        // SAFETY: dies holding the lock, with its child still running.
+        unsafe { libc::_exit(0) }
+    });
+    assert_eq!(wait(worker), 0);
+    let grandchild = shared.get(0).load(Ordering::SeqCst) as libc::pid_t;
+    assert!(grandchild > 0);
+    let started = Instant::now();
+    let answer = s.check(b"k", 1);
+    let took = started.elapsed();
+    // SAFETY: the worker's child, still running (now a child of init or a subreaper).
+    unsafe { libc::kill(grandchild, libc::SIGKILL) };
+    assert!(took < Duration::from_secs(5), "waited {took:?} for a lock whose holder is dead");
+    let v = answer.unwrap().verdict;
+    assert!(v.outcome.allowed && v.outcome.remaining == 2, "{v:?}");
+    assert_eq!(recoveries(&s), 1);
 }

@@ -1,0 +1,319 @@
+//! Who holds a lock, and whether that process is still alive.
+//!
+//! A stripe lock (lock.rs) is one word of the region: 0 when free, otherwise
+//! the *owner word* of the handle that holds it. A waiter that finds a lock
+//! held for a while asks whether its owner is alive; if not, the owner died
+//! holding it, and the waiter takes the lock over and repairs the stripe.
+//! That question must never be answered "dead" for a live owner (two writers
+//! in one stripe), and must be answered "dead" soon after a real death (or
+//! the stripe is lost until someone removes the region).
+//!
+//! ## Owner words
+//!
+//! Each handle, in each process, claims one of the region's `MAX_OWNERS`
+//! owner slots: it takes a non-blocking **open-file-description lock**
+//! (`F_OFD_SETLK`) on byte `k` of the region's shm object, through the
+//! handle's own descriptor, then bumps the slot's generation in the region
+//! (`Header` is followed by `MAX_OWNERS` generation words, see layout.rs).
+//! Its owner word is `(k + 1) << 48 | generation`.
+//!
+//! An owner word `(k, g)` is alive while the slot's generation is still `g`
+//! and someone holds the lock on byte `k`: `F_OFD_GETLK` answers that. The
+//! kernel drops that lock when the last reference to its open file
+//! description goes — when the process dies, however it dies, before its
+//! parent can even reap it. So:
+//!   - a live owner keeps its byte locked: it is never taken for dead (only
+//!     the owner itself could close its descriptor, by destroying the handle,
+//!     which it may not do while using it);
+//!   - a dead owner's byte is unlocked, or locked by the next claimant of
+//!     slot `k`, who bumped the generation first: either way, dead.
+//!
+//! No process id is involved: a pid means nothing across PID namespaces
+//! (containers sharing the region but not their pids), whereas a lock on the
+//! one shm inode is the same lock for everyone who maps it. A *stopped*
+//! process (SIGSTOP, a debugger) keeps its descriptors, so it stays alive:
+//! lock.rs bounds every wait for that case.
+//!
+//! The description that holds the byte lock is the handle's own, opened for
+//! that alone and never mapped: a mapping holds a reference to the
+//! description it was made from, and forked children inherit mappings, so a
+//! lock on the mapped description would outlive its owner in every child.
+//!
+//! ## fork()
+//!
+//! A child inherits its parent's descriptors, and so their open file
+//! descriptions and the locks on them. Left alone, the child would keep its
+//! parent's owner word alive after the parent died, and share it while
+//! both live. So a `pthread_atfork` child handler, installed with the first
+//! handle, gives each of the child's shm descriptors an open file description
+//! of its own (reopening `/proc/self/fd/N` and `dup3`-ing it over `N`, all
+//! async-signal-safe calls), which holds no lock, and moves this process to a
+//! new *fork epoch*. A handle whose owner word is from another epoch claims
+//! a new one before it takes any lock. Should the reopen fail (no `/proc`),
+//! the descriptor is closed rather than shared, and the child's handle
+//! reports an error on use instead of sharing its parent's identity.
+//! (A child made by a raw `clone` that skips the atfork handlers shares its
+//! parent's owner word: a death of either is then seen only once both are
+//! gone, so a lock left by one costs `timeout_ms` waits, never corruption.)
+
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::Once;
+
+use crate::error::Error;
+
+/// Owner slots in a region: at most this many handles, over all processes,
+/// can have one region open at once.
+pub const MAX_OWNERS: usize = 4096;
+/// Bits of an owner word that hold the slot's generation.
+const GENERATION_BITS: u32 = 48;
+const GENERATION_MASK: u64 = (1 << GENERATION_BITS) - 1;
+
+/// Bumped in the child after every `fork()`: owner words claimed in another
+/// epoch belong to another process.
+static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Most shm handles one process can have open at once.
+const MAX_HANDLES: usize = 1024;
+/// The descriptor of each open shm handle of this process, for the fork
+/// handler: 0 free, `fd + 1` in use, `LOST` once a child closed it.
+static DESCRIPTORS: [AtomicI32; MAX_HANDLES] = [const { AtomicI32::new(0) }; MAX_HANDLES];
+const LOST: i32 = -1;
+
+static INSTALL_FORK_HANDLER: Once = Once::new();
+
+/// Runs in the child after `fork()`: see the module docs. Only
+/// async-signal-safe calls (atomics, open, dup3, close).
+extern "C" fn after_fork_in_child() {
+    FORK_EPOCH.fetch_add(1, Ordering::AcqRel);
+    for slot in &DESCRIPTORS {
+        let v = slot.load(Ordering::Acquire);
+        if v > 0 && !own_description(v - 1) {
+            // SAFETY: our registered descriptor, closed once (the slot says LOST).
+            unsafe { libc::close(v - 1) };
+            slot.store(LOST, Ordering::Release);
+        }
+    }
+}
+
+/// Gives descriptor `fd` an open file description of its own, for the same
+/// file; false if that could not be done.
+fn own_description(fd: libc::c_int) -> bool {
+    let new = open_again(fd);
+    if new < 0 {
+        return false;
+    }
+    // SAFETY: both are descriptors of this process; dup3 closes the old
+    // description's `fd` and makes `fd` refer to the new one, atomically.
+    let ok = unsafe { libc::dup3(new, fd, libc::O_CLOEXEC) } == fd;
+    // SAFETY: `new` is ours, closed once.
+    unsafe { libc::close(new) };
+    ok
+}
+
+/// Opens the file of descriptor `fd` again, as a new open file description
+/// (through `/proc/self/fd`, which works for a removed shm object too); a
+/// negative number on failure. Async-signal-safe: no allocation.
+fn open_again(fd: libc::c_int) -> libc::c_int {
+    // "/proc/self/fd/" and the decimal digits of fd, NUL-terminated.
+    let mut path = [0u8; 32];
+    let prefix = b"/proc/self/fd/";
+    path[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 10];
+    let (mut n, mut len) = (fd as u32, 0);
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        path[prefix.len() + i] = digits[len - 1 - i];
+    }
+    // SAFETY: `path` is NUL-terminated (zero-filled beyond the digits).
+    unsafe { libc::open(path.as_ptr().cast(), libc::O_RDWR | libc::O_CLOEXEC) }
+}
+
+/// `F_OFD_SETLK`/`F_OFD_GETLK` on byte `k` of `fd`'s file.
+fn byte_lock(fd: libc::c_int, cmd: libc::c_int, k: usize) -> Result<libc::flock, std::io::Error> {
+    // SAFETY: flock is plain data; all-zero is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    fl.l_start = k as libc::off_t;
+    fl.l_len = 1;
+    // l_pid must be 0 for the OFD commands.
+    // SAFETY: `fl` is a valid flock for the call to read and fill.
+    if unsafe { libc::fcntl(fd, cmd, &mut fl) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fl)
+}
+
+/// A handle's identity in its region's locks, per process.
+pub struct Owner {
+    /// Index of this handle's descriptor in `DESCRIPTORS`.
+    slot: usize,
+    /// This handle's owner word in epoch `epoch` (0: none yet).
+    word: AtomicU64,
+    epoch: AtomicU64,
+    /// 0, or 1 + the fork epoch of the thread claiming a word right now (a
+    /// claim left over from another epoch was made by a thread that does
+    /// not exist in this process).
+    claiming: AtomicU64,
+    /// The region's name, for error messages.
+    name: String,
+}
+
+impl Owner {
+    /// Opens a description of the region's file of its own (`mapped` is the
+    /// descriptor the region was mapped from) and claims an owner word.
+    pub fn new(mapped: &std::os::fd::OwnedFd, name: &str, generations: &[AtomicU64]) -> Result<Owner, Error> {
+        use std::os::fd::AsRawFd;
+        INSTALL_FORK_HANDLER.call_once(|| {
+            // SAFETY: registers a handler that only makes async-signal-safe calls.
+            unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        });
+        let fd = open_again(mapped.as_raw_fd());
+        if fd < 0 {
+            return Err(Error::Io(format!(
+                "opening shm region \"{name}\" again through /proc/self/fd (for its lock owner): {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        let Some(slot) = DESCRIPTORS
+            .iter()
+            .position(|s| s.compare_exchange(0, fd + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok())
+        else {
+            // SAFETY: we own `fd` and close it once.
+            unsafe { libc::close(fd) };
+            return Err(Error::Io(format!(
+                "opening shm region \"{name}\": this process already has {MAX_HANDLES} shm limiters open"
+            )));
+        };
+        let owner = Owner {
+            slot,
+            word: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            claiming: AtomicU64::new(0),
+            name: name.to_owned(),
+        };
+        owner.claim(generations)?;
+        Ok(owner)
+    }
+
+    /// This handle's owner word in this process, claiming one first after a fork.
+    #[inline]
+    pub fn word(&self, generations: &[AtomicU64]) -> Result<u64, Error> {
+        if self.epoch.load(Ordering::Acquire) == FORK_EPOCH.load(Ordering::Relaxed) {
+            let word = self.word.load(Ordering::Relaxed);
+            if word != 0 {
+                return Ok(word);
+            }
+        }
+        self.claim(generations)
+    }
+
+    /// The descriptor, unless a fork handler had to close it.
+    fn fd(&self) -> Result<libc::c_int, Error> {
+        match DESCRIPTORS[self.slot].load(Ordering::Acquire) {
+            v if v > 0 => Ok(v - 1),
+            _ => Err(Error::Io(format!(
+                "shm region \"{}\": after fork() this process could not reopen the region through \
+                 /proc/self/fd, so it cannot tell its locks from its parent's; open the limiter in the \
+                 child with rl_create instead",
+                self.name
+            ))),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn claim(&self, generations: &[AtomicU64]) -> Result<u64, Error> {
+        let epoch = FORK_EPOCH.load(Ordering::Acquire);
+        // One claim per handle at a time (two would lock the same byte
+        // through the same description, and one's release would free both).
+        loop {
+            let c = self.claiming.load(Ordering::Acquire);
+            if c == 0 || c != epoch + 1 {
+                if self.claiming.compare_exchange(c, epoch + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    break;
+                }
+                continue;
+            }
+            std::thread::yield_now();
+        }
+        let result = self.claim_now(epoch, generations);
+        self.claiming.store(0, Ordering::Release);
+        result
+    }
+
+    fn claim_now(&self, epoch: u64, generations: &[AtomicU64]) -> Result<u64, Error> {
+        if self.epoch.load(Ordering::Acquire) == epoch {
+            let word = self.word.load(Ordering::Acquire);
+            if word != 0 {
+                return Ok(word); // claimed by the thread we waited for
+            }
+        }
+        let fd = self.fd()?;
+        let n = generations.len();
+        for (k, slot_generation) in generations.iter().enumerate() {
+            match byte_lock(fd, libc::F_OFD_SETLK, k) {
+                Ok(_) => {
+                    let mut generation = 0;
+                    while generation == 0 {
+                        generation = slot_generation.fetch_add(1, Ordering::AcqRel).wrapping_add(1) & GENERATION_MASK;
+                    }
+                    let word = ((k as u64 + 1) << GENERATION_BITS) | generation;
+                    self.word.store(word, Ordering::Release);
+                    self.epoch.store(epoch, Ordering::Release);
+                    return Ok(word);
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => continue,
+                Err(e) => {
+                    return Err(Error::Io(format!("shm region \"{}\": locking an owner slot (F_OFD_SETLK): {e}", self.name)))
+                }
+            }
+        }
+        Err(Error::Io(format!(
+            "shm region \"{}\": all {n} owner slots are taken (at most {n} handles, over all processes, can have a region open at once)",
+            self.name
+        )))
+    }
+
+    /// Whether the owner word `word`, found in a lock, belongs to a live
+    /// handle. In doubt (an error asking the kernel), alive: a wrong "alive"
+    /// costs a bounded wait, a wrong "dead" would let two writers in.
+    pub fn alive(&self, word: u64, generations: &[AtomicU64]) -> bool {
+        if self.epoch.load(Ordering::Acquire) == FORK_EPOCH.load(Ordering::Relaxed)
+            && word == self.word.load(Ordering::Acquire)
+        {
+            return true; // another thread of this handle
+        }
+        let k = (word >> GENERATION_BITS) as usize;
+        if k == 0 || k > generations.len() {
+            return false; // not an owner word at all: nobody can be holding it
+        }
+        let k = k - 1;
+        if generations[k].load(Ordering::Acquire) & GENERATION_MASK != word & GENERATION_MASK {
+            return false; // the slot was claimed again since: its owner let go
+        }
+        let Ok(fd) = self.fd() else { return true };
+        match byte_lock(fd, libc::F_OFD_GETLK, k) {
+            Ok(fl) => fl.l_type != libc::F_UNLCK as libc::c_short,
+            Err(_) => true,
+        }
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // Unregister first, so that a fork from here on leaves the descriptor alone.
+        let v = DESCRIPTORS[self.slot].swap(0, Ordering::AcqRel);
+        if v > 0 {
+            // SAFETY: our descriptor, closed once; this releases our byte lock.
+            unsafe { libc::close(v - 1) };
+        }
+    }
+}
