@@ -131,6 +131,12 @@ impl From<Stats> for rl_stats {
 /// `*out` is set to NULL, the result is negative (RL_ERR_CONFIG for a bad
 /// string, RL_ERR_IO/RL_ERR_INCOMPATIBLE for a shared region that cannot be
 /// used) and rl_last_error() says what and where, e.g. `unknown key "burts"`.
+///
+/// With `backend=shm` the handle keeps one descriptor of the region open
+/// (close-on-exec) until rl_destroy(): it identifies this handle's process to
+/// the others, so closing it behind the library's back is like destroying
+/// the handle. A handle made before fork() works in the child (a fork
+/// handler gives the child's copy of the descriptor an identity of its own).
 #[no_mangle]
 pub extern "C" fn rl_create(config: *const c_char, out: *mut *mut rl_limiter) -> c_int {
     ffi_boundary! {
