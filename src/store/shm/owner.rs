@@ -26,7 +26,9 @@
 //!     the owner itself could close its descriptor, by destroying the handle,
 //!     which it may not do while using it);
 //!   - a dead owner's byte is unlocked, or locked by the next claimant of
-//!     slot `k`, who bumped the generation first: either way, dead.
+//!     slot `k`, who bumps the generation right after taking it: either way
+//!     it is seen dead (in the moment between the two, alive: a wrong answer
+//!     only in the safe direction, corrected at the waiter's next look).
 //!
 //! No process id is involved: a pid means nothing across PID namespaces
 //! (containers sharing the region but not their pids), whereas a lock on the
@@ -35,7 +37,8 @@
 //! lock.rs bounds every wait for that case.
 //!
 //! The description that holds the byte lock is the handle's own, opened for
-//! that alone and never mapped: a mapping holds a reference to the
+//! that alone (through `/proc/self/fd`, or by name, checking the inode, where
+//! `/proc` is missing) and never mapped: a mapping holds a reference to the
 //! description it was made from, and forked children inherit mappings, so a
 //! lock on the mapped description would outlive its owner in every child.
 //!
@@ -135,6 +138,37 @@ fn open_again(fd: libc::c_int) -> libc::c_int {
     unsafe { libc::open(path.as_ptr().cast(), libc::O_RDWR | libc::O_CLOEXEC) }
 }
 
+/// Where `/proc` is missing: opens the shm object `name` again, if it still
+/// is the file `mapped` refers to (same device and inode).
+pub(super) fn open_by_name(mapped: libc::c_int, name: &str) -> Result<libc::c_int, Error> {
+    let identity = |fd: libc::c_int| {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat fills `st` on success; it is read only then.
+        (unsafe { libc::fstat(fd, st.as_mut_ptr()) } == 0).then(|| {
+            // SAFETY: fstat succeeded.
+            let st = unsafe { st.assume_init() };
+            (st.st_dev, st.st_ino)
+        })
+    };
+    let failed = |why: String| {
+        Error::Io(format!(
+            "opening shm region \"{name}\" a second time, for its lock owner (neither /proc/self/fd nor the name would do): {why}"
+        ))
+    };
+    let c = std::ffi::CString::new(name).map_err(|_| failed("the name has a NUL byte".into()))?;
+    // SAFETY: `c` is a NUL-terminated string.
+    let fd = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(failed(std::io::Error::last_os_error().to_string()));
+    }
+    if identity(fd).is_some() && identity(fd) == identity(mapped) {
+        return Ok(fd);
+    }
+    // SAFETY: ours, closed once.
+    unsafe { libc::close(fd) };
+    Err(failed("the name now refers to another object".into()))
+}
+
 /// `F_OFD_SETLK`/`F_OFD_GETLK` on byte `k` of `fd`'s file.
 fn byte_lock(fd: libc::c_int, cmd: libc::c_int, k: usize) -> Result<libc::flock, std::io::Error> {
     // SAFETY: flock is plain data; all-zero is a valid value.
@@ -175,13 +209,10 @@ impl Owner {
             // SAFETY: registers a handler that only makes async-signal-safe calls.
             unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
         });
-        let fd = open_again(mapped.as_raw_fd());
-        if fd < 0 {
-            return Err(Error::Io(format!(
-                "opening shm region \"{name}\" again through /proc/self/fd (for its lock owner): {}",
-                std::io::Error::last_os_error()
-            )));
-        }
+        let fd = match open_again(mapped.as_raw_fd()) {
+            fd if fd >= 0 => fd,
+            _ => open_by_name(mapped.as_raw_fd(), name)?,
+        };
         let Some(slot) = DESCRIPTORS
             .iter()
             .position(|s| s.compare_exchange(0, fd + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok())

@@ -696,3 +696,30 @@ fn a_forked_child_does_not_keep_its_dead_parent_alive() {
     assert!(v.outcome.allowed && v.outcome.remaining == 2, "{v:?}");
     assert_eq!(recoveries(&s), 1);
 }
+
+/// Without /proc, an owner's own description comes from the name, only
+/// while the name still refers to the region's file.
+#[test]
+fn the_owner_description_by_name_checks_the_inode() {
+    let name = Name::new("owner-by-name");
+    let _s = open("rate=5/1000d capacity=100", &name);
+    let c = CString::new(name.0.as_str()).unwrap();
+    // SAFETY: a NUL-terminated name.
+    let mapped = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
+    assert!(mapped >= 0);
+    let fd = super::owner::open_by_name(mapped, &name.0).unwrap();
+    assert!(fd >= 0 && fd != mapped);
+    // SAFETY: ours.
+    unsafe { libc::close(fd) };
+    // The name removed and made again: another object now.
+    shm_unlink(&c).unwrap();
+    // SAFETY: as above.
+    let other = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, 0o600) };
+    assert!(other >= 0);
+    let e = super::owner::open_by_name(mapped, &name.0).unwrap_err();
+    assert!(matches!(&e, Error::Io(m) if m.contains("another object")), "{e:?}");
+    // SAFETY: ours.
+    unsafe { libc::close(other) };
+    // SAFETY: ours.
+    unsafe { libc::close(mapped) };
+}
