@@ -181,6 +181,13 @@ impl<'a> Locked<'a> {
     }
 }
 
+/// The owner-slot generations of a checked region (owner.rs).
+fn generations<'a>(region: &'a Region, layout: &Layout) -> &'a [AtomicU64] {
+    // SAFETY: the owner slots lie inside the checked mapping, 8-byte aligned,
+    // and are only ever accessed atomically; the slice borrows the region.
+    unsafe { std::slice::from_raw_parts(region.base().add(layout.owners_offset).cast::<AtomicU64>(), MAX_OWNERS) }
+}
+
 impl ShmStore {
     /// Opens the region `name` for these rates and capacity, creating it
     /// (with permissions `mode`) if it does not exist. Operations wait at most
@@ -196,12 +203,7 @@ impl ShmStore {
         // fields before `ready` and never writes them again.
         let (seed, offset) = unsafe { (addr_of!((*h).seed).read(), addr_of!((*h).epoch_offset_ns).read()) };
         let suspect_until = (0..layout.geometry.shards).map(|_| AtomicU64::new(0)).collect();
-        // SAFETY: the owner slots lie inside the checked mapping, 8-byte
-        // aligned, and are only ever accessed atomically.
-        let generations = unsafe {
-            std::slice::from_raw_parts(region.base().add(layout.owners_offset).cast::<AtomicU64>(), MAX_OWNERS)
-        };
-        let owner = Owner::new(&fd, name, generations)?;
+        let owner = Owner::new(&fd, name, generations(&region, &layout))?;
         drop(fd); // the mapping keeps the object; the owner has its own descriptor
         Ok(ShmStore {
             region,
@@ -241,10 +243,7 @@ impl ShmStore {
 
     /// The region's owner slots (owner.rs).
     fn generations(&self) -> &[AtomicU64] {
-        // SAFETY: as in `open`.
-        unsafe {
-            std::slice::from_raw_parts(self.region.base().add(self.layout.owners_offset).cast::<AtomicU64>(), MAX_OWNERS)
-        }
+        generations(&self.region, &self.layout)
     }
 
     /// Whether the owner word found in a lock belongs to a live handle.

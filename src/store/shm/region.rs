@@ -11,8 +11,8 @@
 //!
 //! Dropping a `Region` unmaps it; it never unlinks the object (see
 //! `rl_shm_unlink`): the others may still be using it. The descriptor the
-//! region was opened with is handed to the caller, who keeps it open for the
-//! handle's owner word (owner.rs).
+//! region was mapped from is handed to the caller, who opens the region's
+//! file again from it for the handle's owner (owner.rs), then closes it.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{FromRawFd, OwnedFd};
