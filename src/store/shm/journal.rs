@@ -28,7 +28,7 @@ impl Journal {
     }
 }
 
-/// Puts a stripe back in order after its lock was taken with EOWNERDEAD:
+/// Puts a stripe back in order after its lock was taken over from a dead holder:
 /// undoes a half-done in-place rewrite, then recounts the stripe's keys.
 /// Idempotent, so a repairer that dies too is simply repaired again. Touches
 /// only the stripe's own memory; returns the new key count.
