@@ -33,10 +33,7 @@ impl Clock {
     pub fn new() -> Clock {
         let source = quanta::Clock::new();
         let origin_raw = source.raw();
-        let origin_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+        let origin_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         Clock { source, origin_raw, origin_ns }
     }
 

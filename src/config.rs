@@ -105,10 +105,8 @@ fn err<T>(msg: String) -> Result<T, ConfigError> {
     Err(ConfigError(msg))
 }
 
-const KEYS: [&str; 11] = [
-    "rate", "algorithm", "burst", "backend", "capacity", "name", "url", "prefix",
-    "timeout_ms", "on_error", "mode",
-];
+const KEYS: [&str; 11] =
+    ["rate", "algorithm", "burst", "backend", "capacity", "name", "url", "prefix", "timeout_ms", "on_error", "mode"];
 
 impl Config {
     /// Parses a configuration string such as `rate=100/minute,1000/hour backend=memory`.
@@ -119,10 +117,7 @@ impl Config {
                 return err(format!("token \"{token}\" is not key=value"));
             };
             let Some(slot) = KEYS.iter().position(|k| *k == key) else {
-                return err(format!(
-                    "unknown key \"{key}\" in \"{token}\" (known keys: {})",
-                    KEYS.join(", ")
-                ));
+                return err(format!("unknown key \"{key}\" in \"{token}\" (known keys: {})", KEYS.join(", ")));
             };
             if seen[slot].is_some() {
                 return err(format!("key \"{key}\" given twice (\"{token}\")"));
@@ -153,15 +148,10 @@ impl Config {
         if let Some(v) = get("burst") {
             let burst = parse_count("burst", v)?;
             if algorithm != Algorithm::TokenBucket {
-                return err(format!(
-                    "\"burst={v}\" applies only to algorithm=token_bucket"
-                ));
+                return err(format!("\"burst={v}\" applies only to algorithm=token_bucket"));
             }
             if rates.len() != 1 {
-                return err(format!(
-                    "\"burst={v}\" needs a single rate, \"rate={rate_text}\" has {}",
-                    rates.len()
-                ));
+                return err(format!("\"burst={v}\" needs a single rate, \"rate={rate_text}\" has {}", rates.len()));
             }
             rates[0].burst = burst;
         }
@@ -181,11 +171,7 @@ impl Config {
             None | Some("memory") => Backend::Memory,
             Some("shm") => Backend::Shm,
             Some("redis") => Backend::Redis,
-            Some(v) => {
-                return err(format!(
-                    "bad value in \"backend={v}\": expected memory, shm or redis"
-                ))
-            }
+            Some(v) => return err(format!("bad value in \"backend={v}\": expected memory, shm or redis")),
         };
 
         let capacity = match get("capacity") {
@@ -234,12 +220,9 @@ impl Config {
 
         // Keys that belong to one backend only are refused elsewhere, so that a
         // typo such as `backend=memroy name=/x` cannot silently mean something else.
-        for (key, wanted) in [
-            ("name", Backend::Shm),
-            ("mode", Backend::Shm),
-            ("url", Backend::Redis),
-            ("prefix", Backend::Redis),
-        ] {
+        for (key, wanted) in
+            [("name", Backend::Shm), ("mode", Backend::Shm), ("url", Backend::Redis), ("prefix", Backend::Redis)]
+        {
             if get(key).is_some() && backend != wanted {
                 return err(format!(
                     "key \"{key}\" applies only to backend={}",
@@ -259,9 +242,7 @@ impl Config {
             return err("key \"timeout_ms\" applies only to backend=shm or backend=redis".into());
         }
         match backend {
-            Backend::Shm if name.is_none() => {
-                return err("backend=shm needs \"name=\" (e.g. name=/api-limits)".into())
-            }
+            Backend::Shm if name.is_none() => return err("backend=shm needs \"name=\" (e.g. name=/api-limits)".into()),
             Backend::Redis if url.is_none() => {
                 return err("backend=redis needs \"url=\" (e.g. url=redis://127.0.0.1:6379)".into())
             }
@@ -383,7 +364,10 @@ mod tests {
         assert_eq!(c.timeout_ms, 250);
         let c = Config::parse("rate=1/s backend=redis url=redis://h:1").unwrap();
         assert_eq!(c.timeout_ms, DEFAULT_TIMEOUT_MS);
-        let c = Config::parse("rate=1/s backend=redis url=redis://h:1/2 prefix=a: timeout_ms=5 on_error=deny algorithm=sliding_window").unwrap();
+        let c = Config::parse(
+            "rate=1/s backend=redis url=redis://h:1/2 prefix=a: timeout_ms=5 on_error=deny algorithm=sliding_window",
+        )
+        .unwrap();
         assert_eq!((c.timeout_ms, c.on_error, c.algorithm), (5, OnError::Deny, Algorithm::SlidingWindow));
     }
 
@@ -392,10 +376,43 @@ mod tests {
     #[test]
     fn arbitrary_input_is_refused_cleanly() {
         const PIECES: &[&str] = &[
-            "rate", "=", "/", ",", " ", "\t", "1", "0", "99999999999999999999", "s", "ms", "m", "h",
-            "d", "day", "burst", "algorithm", "token_bucket", "fixed_window", "backend", "shm",
-            "redis", "memory", "name", "/x", "url", "redis://h:1", "capacity", "mode", "0644",
-            "timeout_ms", "on_error", "deny", "prefix", "\u{e9}", "\0", "-",
+            "rate",
+            "=",
+            "/",
+            ",",
+            " ",
+            "\t",
+            "1",
+            "0",
+            "99999999999999999999",
+            "s",
+            "ms",
+            "m",
+            "h",
+            "d",
+            "day",
+            "burst",
+            "algorithm",
+            "token_bucket",
+            "fixed_window",
+            "backend",
+            "shm",
+            "redis",
+            "memory",
+            "name",
+            "/x",
+            "url",
+            "redis://h:1",
+            "capacity",
+            "mode",
+            "0644",
+            "timeout_ms",
+            "on_error",
+            "deny",
+            "prefix",
+            "\u{e9}",
+            "\0",
+            "-",
         ];
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         for _ in 0..20_000 {

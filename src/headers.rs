@@ -114,7 +114,14 @@ mod tests {
         assert!(!text(&allowed, ALL).contains("Retry-After"));
         let never = Decision { retry_after_ms: u64::MAX, ..denied };
         assert!(!text(&never, ALL).contains("Retry-After"));
-        let widest = Decision { limit: u64::MAX, remaining: u64::MAX, reset_ms: u64::MAX, window_ms: u64::MAX, retry_after_ms: u64::MAX - 1, ..denied };
+        let widest = Decision {
+            limit: u64::MAX,
+            remaining: u64::MAX,
+            reset_ms: u64::MAX,
+            window_ms: u64::MAX,
+            retry_after_ms: u64::MAX - 1,
+            ..denied
+        };
         let t = text(&widest, ALL);
         assert!(t.ends_with("Retry-After: 18446744073709552\r\n"), "{t}");
     }

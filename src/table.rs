@@ -113,11 +113,7 @@ impl Geometry {
     pub fn place(&self, fp: u64) -> Place {
         let range = |x: u64, n: usize| (((x >> 32) * n as u64) >> 32) as usize;
         let mixed = fp.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        Place {
-            shard: range(fp, self.shards),
-            a: range(fp << 32, self.sets),
-            b: range(mixed, self.sets),
-        }
+        Place { shard: range(fp, self.shards), a: range(fp << 32, self.sets), b: range(mixed, self.sets) }
     }
 }
 
@@ -287,9 +283,7 @@ impl Shard<'_> {
 
     fn reserve_key(&self) -> bool {
         let cap = self.capacity;
-        self.total_keys
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |k| (k < cap).then_some(k + 1))
-            .is_ok()
+        self.total_keys.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |k| (k < cap).then_some(k + 1)).is_ok()
     }
 
     /// Picks the slot for a new key (see the module docs) and leaves it empty.

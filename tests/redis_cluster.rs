@@ -14,7 +14,9 @@ use redis_common::{conn, env_or_skip, prefix};
 fn several_rates_on_a_cluster() {
     let Some(url) = env_or_skip("RL_TEST_REDIS_CLUSTER_URL", "several_rates_on_a_cluster") else { return };
     let pfx = prefix("cluster");
-    let lim = Limiter::from_config_str(&format!("rate=3/s,5/minute backend=redis url={url} prefix={pfx} timeout_ms=2000")).unwrap();
+    let lim =
+        Limiter::from_config_str(&format!("rate=3/s,5/minute backend=redis url={url} prefix={pfx} timeout_ms=2000"))
+            .unwrap();
     for i in 0..40 {
         let key = format!("user-{i}");
         for _ in 0..3 {
@@ -36,8 +38,14 @@ fn several_rates_on_a_cluster() {
     let mut nodes_with_keys = 0;
     for node in url.trim_start_matches("redis+cluster://").split(',') {
         let mut c = conn(&format!("redis://{node}"));
-        let (_, keys): (u64, Vec<Vec<u8>>) =
-            redis::cmd("SCAN").arg(0).arg("MATCH").arg(format!("{{{pfx}*")).arg("COUNT").arg(10_000).query(&mut c).unwrap();
+        let (_, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(0)
+            .arg("MATCH")
+            .arg(format!("{{{pfx}*"))
+            .arg("COUNT")
+            .arg(10_000)
+            .query(&mut c)
+            .unwrap();
         nodes_with_keys += !keys.is_empty() as u32;
         for k in keys {
             let ttl: i64 = redis::cmd("PTTL").arg(&k).query(&mut c).unwrap();
@@ -50,7 +58,11 @@ fn several_rates_on_a_cluster() {
 #[test]
 fn threads_on_one_cluster_key_admit_exactly_the_quota() {
     let Some(url) = env_or_skip("RL_TEST_REDIS_CLUSTER_URL", "threads_on_one_cluster_key") else { return };
-    let lim = Limiter::from_config_str(&format!("rate=100/hour,150/day backend=redis url={url} prefix={} timeout_ms=2000", prefix("cl-race"))).unwrap();
+    let lim = Limiter::from_config_str(&format!(
+        "rate=100/hour,150/day backend=redis url={url} prefix={} timeout_ms=2000",
+        prefix("cl-race")
+    ))
+    .unwrap();
     let admitted = AtomicU64::new(0);
     std::thread::scope(|s| {
         for _ in 0..4 {

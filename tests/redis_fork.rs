@@ -12,7 +12,11 @@ use redis_common::{env_or_skip, prefix};
 #[test]
 fn a_handle_used_before_fork_works_in_the_child() {
     let Some(url) = env_or_skip("RL_TEST_REDIS_URL", "a_handle_used_before_fork_works_in_the_child") else { return };
-    let lim = Limiter::from_config_str(&format!("rate=1000/hour backend=redis url={url} prefix={} timeout_ms=2000", prefix("fork"))).unwrap();
+    let lim = Limiter::from_config_str(&format!(
+        "rate=1000/hour backend=redis url={url} prefix={} timeout_ms=2000",
+        prefix("fork")
+    ))
+    .unwrap();
     assert!(lim.check(b"parent", 1).unwrap().allowed); // the pool now holds a connection
 
     // SAFETY: fork() in a test: this binary runs one test, so the only other

@@ -157,7 +157,10 @@ fn local_over_limit_cache() {
     std::thread::sleep(std::time::Duration::from_millis(100));
     let d = lim.check(b"c", 1).unwrap();
     assert!(!d.allowed);
-    assert!(d.retry_after_ms < first.retry_after_ms && d.retry_after_ms + 150 >= first.retry_after_ms, "{first:?} then {d:?}");
+    assert!(
+        d.retry_after_ms < first.retry_after_ms && d.retry_after_ms + 150 >= first.retry_after_ms,
+        "{first:?} then {d:?}"
+    );
     assert!(!lim.check(b"c", 2).unwrap().allowed, "a larger cost is denied too");
     let s = lim.stats().unwrap();
     assert_eq!((s.local_denials, s.limited), (2, 3));
@@ -229,7 +232,8 @@ fn auth_with_a_password() {
     // the wrong password, or none: backend errors, on_error decides
     let port = url.rsplit(':').next().unwrap();
     for bad in [format!("redis://:wrong@127.0.0.1:{port}"), format!("redis://127.0.0.1:{port}")] {
-        let lim = Limiter::from_config_str(&format!("rate=2/s backend=redis url={bad} on_error=deny timeout_ms=500")).unwrap();
+        let lim = Limiter::from_config_str(&format!("rate=2/s backend=redis url={bad} on_error=deny timeout_ms=500"))
+            .unwrap();
         let (e, d) = lim.check(b"k", 1).unwrap_err();
         assert!(!d.allowed);
         assert!(matches!(e, ratelimit::error::Error::Backend(_)), "{e:?}");

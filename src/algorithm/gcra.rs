@@ -26,7 +26,8 @@ pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, Stat
     // Tokens left in a bucket whose tat is `x`: the unused part of the capacity.
     let tokens = |x: u64| (capacity - (x - now)) / t;
     let denied = |retry_after| {
-        let outcome = Outcome { allowed: false, limit: rate.burst, remaining: tokens(base), reset: base - now, retry_after };
+        let outcome =
+            Outcome { allowed: false, limit: rate.burst, remaining: tokens(base), reset: base - now, retry_after };
         (outcome, *state)
     };
     if cost > rate.burst {

@@ -120,10 +120,7 @@ mod tests {
 
     #[test]
     fn denied_check_changes_no_state() {
-        let rates = [
-            Rate::new(Algorithm::TokenBucket, 3, 1000, 3),
-            Rate::new(Algorithm::TokenBucket, 5, 60_000, 5),
-        ];
+        let rates = [Rate::new(Algorithm::TokenBucket, 3, 1000, 3), Rate::new(Algorithm::TokenBucket, 5, 60_000, 5)];
         let mut w = words_of(&rates);
         for _ in 0..3 {
             assert!(check_all(&rates, &mut w, 1, 1).outcome.allowed);
@@ -144,10 +141,7 @@ mod tests {
 
     #[test]
     fn deciding_rate_is_least_remaining_or_longest_retry() {
-        let rates = [
-            Rate::new(Algorithm::FixedWindow, 2, 1000, 2),
-            Rate::new(Algorithm::FixedWindow, 3, 100_000, 3),
-        ];
+        let rates = [Rate::new(Algorithm::FixedWindow, 2, 1000, 2), Rate::new(Algorithm::FixedWindow, 3, 100_000, 3)];
         let mut w = words_of(&rates);
         assert_eq!(check_all(&rates, &mut w, 0, 1).index, 0); // 1 vs 2 left
         let v = check_all(&rates, &mut w, 0, 1);
@@ -168,8 +162,7 @@ mod tests {
     fn never_admits_more_than_the_quota() {
         let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
         for round in 0..300 {
-            let algorithm = [Algorithm::TokenBucket, Algorithm::FixedWindow, Algorithm::SlidingWindow]
-                [round % 3];
+            let algorithm = [Algorithm::TokenBucket, Algorithm::FixedWindow, Algorithm::SlidingWindow][round % 3];
             let limit = 1 + rng.below(20);
             let period = 100 + rng.below(5000);
             let burst = if algorithm == Algorithm::TokenBucket { 1 + rng.below(30) } else { limit };
@@ -206,11 +199,8 @@ mod tests {
                     }
                     Algorithm::FixedWindow => {
                         let ws = start - start % period;
-                        let used: u64 = admitted
-                            .iter()
-                            .filter(|(t, _)| *t >= ws && *t < ws + period)
-                            .map(|(_, c)| c)
-                            .sum();
+                        let used: u64 =
+                            admitted.iter().filter(|(t, _)| *t >= ws && *t < ws + period).map(|(_, c)| c).sum();
                         assert!(used <= limit);
                     }
                     Algorithm::SlidingWindow => assert!(span(period) <= 2 * limit),

@@ -191,7 +191,11 @@ macro_rules! try_slice {
             &[][..]
         } else if $ptr.is_null() {
             $crate::ffi::boundary::set_last_error(concat!(
-                "argument \"", stringify!($ptr), "\" is NULL but \"", stringify!($len), "\" is not 0"
+                "argument \"",
+                stringify!($ptr),
+                "\" is NULL but \"",
+                stringify!($len),
+                "\" is not 0"
             ));
             return $crate::ffi::boundary::BoundaryValue::null();
         } else {

@@ -10,8 +10,8 @@ mod shm;
 pub mod redis;
 
 pub use memory::MemoryStore;
-pub use shm::{shm_unlink, ShmStore};
 pub use redis::RedisStore;
+pub use shm::{shm_unlink, ShmStore};
 
 use crate::algorithm::Verdict;
 use crate::error::Error;

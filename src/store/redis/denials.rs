@@ -52,7 +52,12 @@ pub struct Denials {
 
 impl Denials {
     pub fn new(seed: Seed, max_cost: u64) -> Denials {
-        Denials { seed, max_cost, slots: (0..SLOTS).map(|_| Mutex::new(Entry::default())).collect(), hits: AtomicU64::new(0) }
+        Denials {
+            seed,
+            max_cost,
+            slots: (0..SLOTS).map(|_| Mutex::new(Entry::default())).collect(),
+            hits: AtomicU64::new(0),
+        }
     }
 
     pub fn fingerprint(&self, key: &[u8]) -> u64 {
@@ -111,7 +116,10 @@ mod tests {
     use crate::algorithm::Outcome;
 
     fn denied(retry_us: u64) -> Verdict {
-        Verdict { index: 1, outcome: Outcome { allowed: false, limit: 5, remaining: 0, reset: 3000, retry_after: retry_us } }
+        Verdict {
+            index: 1,
+            outcome: Outcome { allowed: false, limit: 5, remaining: 0, reset: 3000, retry_after: retry_us },
+        }
     }
 
     #[test]

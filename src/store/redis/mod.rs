@@ -156,7 +156,8 @@ impl RedisStore {
         let timeout = Duration::from_millis(timeout_ms.max(1));
         let client = if target.cluster {
             let nodes: Vec<_> = (0..target.nodes.len()).map(|i| target.connection_info(i)).collect();
-            let mut b = ClusterClientBuilder::new(nodes).connection_timeout(timeout).response_timeout(timeout).retries(1);
+            let mut b =
+                ClusterClientBuilder::new(nodes).connection_timeout(timeout).response_timeout(timeout).retries(1);
             if let Some(u) = &target.username {
                 b = b.username(u);
             }
@@ -165,7 +166,9 @@ impl RedisStore {
             }
             Client::Cluster(b.build().map_err(|e| Error::Config(format!("url={url}: {e}")))?)
         } else {
-            Client::Single(redis::Client::open(target.connection_info(0)).map_err(|e| Error::Config(format!("url={url}: {e}")))?)
+            Client::Single(
+                redis::Client::open(target.connection_info(0)).map_err(|e| Error::Config(format!("url={url}: {e}")))?,
+            )
         };
         let seed = Seed::random().map_err(|e| Error::Io(format!("reading /dev/urandom for the hash seed: {e}")))?;
         let max_cost = rates.iter().map(Rate::quota).min().unwrap_or(0);

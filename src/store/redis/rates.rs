@@ -34,15 +34,16 @@ pub const MAX_QUANTITY: u64 = 1 << 50;
 
 /// The configuration's rates in microsecond ticks, or why Redis cannot run them.
 pub fn rates_in_us(config: &Config) -> Result<Vec<Rate>, String> {
-    let rates: Vec<Rate> = config
-        .rates
-        .iter()
-        .map(|r| Rate::new(config.algorithm, r.limit, r.period_ns / TICK_NS, r.burst))
-        .collect();
+    let rates: Vec<Rate> =
+        config.rates.iter().map(|r| Rate::new(config.algorithm, r.limit, r.period_ns / TICK_NS, r.burst)).collect();
     for (i, r) in rates.iter().enumerate() {
         check(r).map_err(|why| {
             let spec = &config.rates[i];
-            format!("rate {}/{}ms: {why} (backend=redis counts in microseconds with Lua doubles; see README)", spec.limit, spec.period_ns / 1_000_000)
+            format!(
+                "rate {}/{}ms: {why} (backend=redis counts in microseconds with Lua doubles; see README)",
+                spec.limit,
+                spec.period_ns / 1_000_000
+            )
         })?;
     }
     Ok(rates)

@@ -157,7 +157,14 @@ mod tests {
 
     #[test]
     fn replies() {
-        let ok = Value::Array(vec![Value::Int(1), Value::Int(0), Value::Int(5), Value::Int(0), Value::Int(9), Value::Int(-1)]);
+        let ok = Value::Array(vec![
+            Value::Int(1),
+            Value::Int(0),
+            Value::Int(5),
+            Value::Int(0),
+            Value::Int(9),
+            Value::Int(-1),
+        ]);
         let v = parse_reply(&ok, 2).unwrap();
         assert_eq!((v.index, v.outcome.allowed, v.outcome.retry_after), (1, false, NEVER));
         assert!(parse_reply(&ok, 1).is_err());

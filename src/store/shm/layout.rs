@@ -280,7 +280,16 @@ impl Layout {
         }
         let config_text = describe(rates, capacity);
         let config_hash = Seed([0x726c_7368_6d5f_6366, LAYOUT_VERSION as u64]).fingerprint(config_text.as_bytes());
-        Some(Layout { geometry, capacity, owners_offset, stripes_offset, slots_offset, region_bytes, config_text, config_hash })
+        Some(Layout {
+            geometry,
+            capacity,
+            owners_offset,
+            stripes_offset,
+            slots_offset,
+            region_bytes,
+            config_text,
+            config_hash,
+        })
     }
 
     /// Bytes of table per key of capacity.

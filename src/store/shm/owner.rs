@@ -213,9 +213,8 @@ impl Owner {
             fd if fd >= 0 => fd,
             _ => open_by_name(mapped.as_raw_fd(), name)?,
         };
-        let Some(slot) = DESCRIPTORS
-            .iter()
-            .position(|s| s.compare_exchange(0, fd + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok())
+        let Some(slot) =
+            DESCRIPTORS.iter().position(|s| s.compare_exchange(0, fd + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok())
         else {
             // SAFETY: we own `fd` and close it once.
             unsafe { libc::close(fd) };
@@ -303,7 +302,10 @@ impl Owner {
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => continue,
                 Err(e) => {
-                    return Err(Error::Io(format!("shm region \"{}\": locking an owner slot (F_OFD_SETLK): {e}", self.name)))
+                    return Err(Error::Io(format!(
+                        "shm region \"{}\": locking an owner slot (F_OFD_SETLK): {e}",
+                        self.name
+                    )))
                 }
             }
         }

@@ -83,9 +83,8 @@ impl Fd {
 fn map(fd: &Fd, len: usize) -> Result<Region, std::io::Error> {
     // SAFETY: a fresh shared mapping of `len` bytes of an open descriptor;
     // the kernel picks the address.
-    let p = unsafe {
-        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.0, 0)
-    };
+    let p =
+        unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.0, 0) };
     if p == libc::MAP_FAILED {
         return Err(errno());
     }

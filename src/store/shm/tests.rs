@@ -71,7 +71,11 @@ fn wait_within(pid: libc::pid_t, limit: Duration) -> Option<i32> {
         // SAFETY: as in `wait`.
         let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         if r == pid {
-            return Some(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) });
+            return Some(if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            });
         }
         if Instant::now() > deadline {
             // SAFETY: our child.
@@ -280,7 +284,10 @@ fn assert_bounded(took: Duration, timeout: Duration, what: &str) {
 /// everything, with the errored checks having consumed nothing.
 #[test]
 fn a_stopped_lock_holder_costs_errors_not_a_wedge() {
-    use crate::ffi::{rl_check, rl_create, rl_decision, rl_destroy, rl_last_error, rl_reset, rl_stats, rl_stats_get, rl_sweep, RL_ERR_BACKEND, RL_OK};
+    use crate::ffi::{
+        rl_check, rl_create, rl_decision, rl_destroy, rl_last_error, rl_reset, rl_stats, rl_stats_get, rl_sweep,
+        RL_ERR_BACKEND, RL_OK,
+    };
     use crate::limiter::Limiter;
 
     const T: u64 = 200;
@@ -714,7 +721,8 @@ fn the_owner_description_by_name_checks_the_inode() {
     // The name removed and made again: another object now.
     shm_unlink(&c).unwrap();
     // SAFETY: as above.
-    let other = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, 0o600) };
+    let other =
+        unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, 0o600) };
     assert!(other >= 0);
     let e = super::owner::open_by_name(mapped, &name.0).unwrap_err();
     assert!(matches!(&e, Error::Io(m) if m.contains("another object")), "{e:?}");
