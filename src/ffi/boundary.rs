@@ -2,15 +2,19 @@
 //!
 //! - `ffi_boundary!` runs the body under `catch_unwind`: a panic (a bug in the
 //!   library) never unwinds into C; the function returns its type's "panicked"
-//!   value (`RL_ERR_PANIC`, a negative count, or a static string) and
-//!   `rl_last_error()` says so. A silent panic hook keeps the default one from
-//!   printing to the host's stderr.
+//!   value (`RL_ERR_PANIC`, a negative count, or a static string; or what the
+//!   function's `on_panic:` says) and `rl_last_error()` says so.
+//! - The panic hook is process-wide and may belong to the host (a Rust
+//!   program linking the library, a test harness). The library's hook is
+//!   chained in front of whatever hook was there: a panic inside an rl_*
+//!   call is recorded silently as the last error (the host's stderr is not
+//!   ours to print to); every other panic goes to the previous hook.
 //! - `try_ref!`/`try_mut!`/`try_slice!` turn possibly-NULL pointers into
 //!   references or return `RL_ERR_NULL` naming the argument.
 //! - Each call starts by clearing this thread's last error and records the
 //!   message of any error it returns.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, CString};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
@@ -43,7 +47,9 @@ static THREADS_WITH_ERROR: AtomicUsize = AtomicUsize::new(0);
 /// Records `message` as this thread's last error.
 pub fn set_last_error(message: &str) {
     let c = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|e| {
+    // try_with: a call made while this thread's thread-locals are being
+    // destroyed (from another library's destructor) cannot record a message.
+    let _ = LAST_ERROR.try_with(|e| {
         let mut e = e.0.borrow_mut();
         if e.as_bytes().is_empty() && !c.as_bytes().is_empty() {
             THREADS_WITH_ERROR.fetch_add(1, Ordering::Relaxed);
@@ -58,7 +64,8 @@ pub fn clear_last_error() {
     if THREADS_WITH_ERROR.load(Ordering::Relaxed) == 0 {
         return;
     }
-    LAST_ERROR.with(|e| {
+    // try_with: this runs outside the boundary, where a panic must not be.
+    let _ = LAST_ERROR.try_with(|e| {
         let mut e = e.0.borrow_mut();
         if !e.as_bytes().is_empty() {
             *e = CString::default();
@@ -78,13 +85,49 @@ pub fn fail(e: Error) -> c_int {
     super::status::code(&e)
 }
 
+thread_local! {
+    /// How many rl_* bodies this thread is inside (they do not nest, so 0 or
+    /// 1). Const-initialised and without a destructor: reading it is a plain
+    /// load once its address is known, and it is readable at any time, even
+    /// while the thread's other thread-locals are being destroyed.
+    static INSIDE: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Runs `body` under `catch_unwind`, marked as inside the boundary for the
+/// panic hook; `None` if it panicked. The thread-local's address is looked
+/// up once for both updates (in a shared library each lookup is a call).
+#[inline(always)]
+pub fn catch<T>(body: impl FnOnce() -> T) -> Option<T> {
+    INSIDE.with(|inside| {
+        inside.set(inside.get().wrapping_add(1));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+        inside.set(inside.get().wrapping_sub(1));
+        match result {
+            Ok(value) => Some(value),
+            Err(payload) => {
+                // Never run a payload's destructor here: if it panicked too,
+                // that panic would unwind into C. A caught panic is a bug and
+                // rare; its payload (a message) is left to leak.
+                std::mem::forget(payload);
+                None
+            }
+        }
+    })
+}
+
 static QUIET_PANICS: Once = Once::new();
 
-/// Replaces the default panic hook, which prints to stderr, with one that
-/// records the message as the last error instead.
+/// Puts the library's panic hook in front of the current one (once per
+/// process): a panic inside an rl_* body is recorded as this thread's last
+/// error and not printed; any other panic goes to the hook that was there
+/// before (the default one prints it, a host's own does what it does).
 pub fn install_quiet_panic_hook() {
     QUIET_PANICS.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if INSIDE.with(Cell::get) == 0 {
+                return previous(info);
+            }
             let msg = info
                 .payload()
                 .downcast_ref::<&str>()
@@ -138,14 +181,26 @@ impl BoundaryValue for *const c_char {
 
 /// Runs an exported function's body behind the panic boundary.
 /// `ffi_boundary!(keep_last_error; ...)` is for the few functions that
-/// report on the last error rather than make a new one.
+/// report on the last error rather than make a new one;
+/// `ffi_boundary!(on_panic: EXPR; ...)` returns EXPR (evaluated outside the
+/// boundary: it must not panic) instead of the type's "panicked" value, for
+/// functions that must leave their outputs filled even then.
 macro_rules! ffi_boundary {
-    ( keep_last_error; $($body:tt)* ) => {{
+    ( keep_last_error; on_panic: $on_panic:expr; $($body:tt)* ) => {{
         $crate::ffi::boundary::install_quiet_panic_hook();
-        match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| { $($body)* })) {
-            Ok(value) => value,
-            Err(_) => $crate::ffi::boundary::BoundaryValue::panicked(),
+        match $crate::ffi::boundary::catch(|| { $($body)* }) {
+            Some(value) => value,
+            None => $on_panic,
         }
+    }};
+    ( keep_last_error; $($body:tt)* ) => {
+        $crate::ffi::boundary::ffi_boundary!(
+            keep_last_error; on_panic: $crate::ffi::boundary::BoundaryValue::panicked(); $($body)*
+        )
+    };
+    ( on_panic: $on_panic:expr; $($body:tt)* ) => {{
+        $crate::ffi::boundary::clear_last_error();
+        $crate::ffi::boundary::ffi_boundary!(keep_last_error; on_panic: $on_panic; $($body)*)
     }};
     ( $($body:tt)* ) => {{
         $crate::ffi::boundary::clear_last_error();

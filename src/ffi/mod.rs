@@ -9,7 +9,11 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub(crate) mod boundary;
+#[cfg(any(test, fuzzing))]
+pub mod fault;
 mod status;
+#[cfg(test)]
+mod tests;
 
 use std::ffi::{c_char, c_int, CStr};
 
@@ -180,10 +184,21 @@ pub extern "C" fn rl_destroy(lim: *mut rl_limiter) {
 /// fit) and consumes nothing.
 ///
 /// `*out` is always filled with a decision the caller can obey, even on error:
-/// on a backend error the result is RL_ERR_BACKEND and `out->allowed` follows
-/// the `on_error` setting; on a NULL `lim` the decision is a denial. Never
-/// blocks longer than the configured timeout. Allocates nothing for the
-/// memory and shm backends.
+/// - an argument error (RL_ERR_NULL: a NULL `lim`, or a NULL `key` with
+///   `key_len > 0`) is a DENIAL: `allowed = 0`, `retry_after_ms = 1000`,
+///   whatever `on_error` says; nothing is consumed;
+/// - a backend error (RL_ERR_BACKEND) follows the `on_error` setting:
+///   `allowed = 1` and `retry_after_ms = 0` for allow (the default),
+///   `allowed = 0` and `retry_after_ms = 1000` for deny;
+/// - an internal error (RL_ERR_PANIC: a bug in the library, caught) gives
+///   the same decision as a backend error.
+///
+/// In these error decisions `limit` and `window_ms` are those of the first
+/// configured rate (0 when `lim` is NULL), `rate_index`, `remaining` and
+/// `reset_ms` are 0. Only a NULL `out` leaves nothing to fill (RL_ERR_NULL).
+///
+/// Never blocks longer than the configured timeout. Allocates nothing for
+/// the memory and shm backends.
 #[no_mangle]
 pub extern "C" fn rl_check(
     lim: *mut rl_limiter,
@@ -193,15 +208,18 @@ pub extern "C" fn rl_check(
     out: *mut rl_decision,
 ) -> c_int {
     ffi_boundary! {
+        on_panic: after_panic(lim, out);
         let out = try_mut!(out);
         if lim.is_null() {
-            *out = rl_decision { allowed: 0, retry_after_ms: crate::limiter::ERROR_RETRY_MS, ..Default::default() };
+            *out = argument_denial(None);
         }
         let lim = try_ref!(lim);
         if key.is_null() && key_len != 0 {
-            *out = lim.inner.error_decision().into();
+            *out = argument_denial(Some(lim));
         }
         let key = try_slice!(key, key_len);
+        #[cfg(any(test, fuzzing))]
+        fault::check_point();
         match lim.inner.check(key, cost) {
             Ok(d) => {
                 *out = d.into();
@@ -213,6 +231,42 @@ pub extern "C" fn rl_check(
             }
         }
     }
+}
+
+/// The decision that goes with an argument error: a denial, whatever
+/// `on_error` says (a caller's bug must not fail open), with the first rate's
+/// `limit` and `window_ms` when the limiter is known.
+fn argument_denial(lim: Option<&rl_limiter>) -> rl_decision {
+    let base = lim.map(|l| rl_decision::from(l.inner.error_decision())).unwrap_or_default();
+    rl_decision {
+        allowed: 0,
+        rate_index: 0,
+        remaining: 0,
+        reset_ms: 0,
+        retry_after_ms: crate::limiter::ERROR_RETRY_MS,
+        ..base
+    }
+}
+
+/// What rl_check() returns when its body panicked: RL_ERR_PANIC, with `*out`
+/// (when there is one) holding the limiter's error decision (on_error), as
+/// for a backend error. Runs outside the boundary, so whatever could panic
+/// runs under a boundary of its own.
+#[cold]
+fn after_panic(lim: *mut rl_limiter, out: *mut rl_decision) -> c_int {
+    if !out.is_null() {
+        let decision = boundary::catch(|| {
+            // SAFETY: non-NULL; the caller promises a live handle for the
+            // duration of the call. Only the immutable configuration is read.
+            (!lim.is_null()).then(|| rl_decision::from(unsafe { &*lim }.inner.error_decision()))
+        })
+        .flatten()
+        .unwrap_or_else(|| argument_denial(None));
+        // SAFETY: non-NULL, and the caller promises a writable rl_decision;
+        // the body's borrow of it ended with the panic.
+        unsafe { *out = decision };
+    }
+    RL_ERR_PANIC
 }
 
 /// Drops every entry whose state has expired (is the same as a fresh key's);
