@@ -189,10 +189,21 @@ void rl_destroy(struct rl_limiter *lim);
  fit) and consumes nothing.
 
  `*out` is always filled with a decision the caller can obey, even on error:
- on a backend error the result is RL_ERR_BACKEND and `out->allowed` follows
- the `on_error` setting; on a NULL `lim` the decision is a denial. Never
- blocks longer than the configured timeout. Allocates nothing for the
- memory and shm backends.
+ - an argument error (RL_ERR_NULL: a NULL `lim`, or a NULL `key` with
+   `key_len > 0`) is a DENIAL: `allowed = 0`, `retry_after_ms = 1000`,
+   whatever `on_error` says; nothing is consumed;
+ - a backend error (RL_ERR_BACKEND) follows the `on_error` setting:
+   `allowed = 1` and `retry_after_ms = 0` for allow (the default),
+   `allowed = 0` and `retry_after_ms = 1000` for deny;
+ - an internal error (RL_ERR_PANIC: a bug in the library, caught) gives
+   the same decision as a backend error.
+
+ In these error decisions `limit` and `window_ms` are those of the first
+ configured rate (0 when `lim` is NULL), `rate_index`, `remaining` and
+ `reset_ms` are 0. Only a NULL `out` leaves nothing to fill (RL_ERR_NULL).
+
+ Never blocks longer than the configured timeout. Allocates nothing for
+ the memory and shm backends.
  */
 int rl_check(struct rl_limiter *lim,
              const void *key,
@@ -215,7 +226,9 @@ int64_t rl_sweep(struct rl_limiter *lim);
 int rl_reset(struct rl_limiter *lim, const void *key, size_t key_len);
 
 /*
- Fills `*out` with the limiter's counters.
+ Fills `*out` with the limiter's counters and returns RL_OK. On an error
+ (a NULL `lim`: RL_ERR_NULL; with backend=shm, a lock held too long by a
+ stopped process: RL_ERR_BACKEND) `*out` is all zeros.
  */
 int rl_stats_get(struct rl_limiter *lim, struct rl_stats *out);
 
@@ -229,7 +242,8 @@ int rl_stats_get(struct rl_limiter *lim, struct rl_stats *out);
  `buf_len` bytes, always NUL-terminated when `buf_len > 0`; if the result is
  `>= buf_len` the output is truncated and not usable. `buf` may be NULL when
  `buf_len` is 0, to learn the length. Returns RL_ERR_NULL for a NULL `d`
- (or a NULL `buf` with `buf_len > 0`) and RL_ERR_INVALID for unknown flags.
+ (or a NULL `buf` with `buf_len > 0`) and RL_ERR_INVALID for unknown flags;
+ on an error a non-NULL `buf` with `buf_len > 0` holds the empty string.
  The text is never longer than 511 bytes.
  */
 int64_t rl_format_headers(const struct rl_decision *d, uint32_t flags, char *buf, size_t buf_len);

@@ -298,11 +298,14 @@ pub extern "C" fn rl_reset(lim: *mut rl_limiter, key: *const std::ffi::c_void, k
     }
 }
 
-/// Fills `*out` with the limiter's counters.
+/// Fills `*out` with the limiter's counters and returns RL_OK. On an error
+/// (a NULL `lim`: RL_ERR_NULL; with backend=shm, a lock held too long by a
+/// stopped process: RL_ERR_BACKEND) `*out` is all zeros.
 #[no_mangle]
 pub extern "C" fn rl_stats_get(lim: *mut rl_limiter, out: *mut rl_stats) -> c_int {
     ffi_boundary! {
         let out = try_mut!(out);
+        *out = rl_stats::default();
         let lim = try_ref!(lim);
         match lim.inner.stats() {
             Ok(s) => {
@@ -323,11 +326,17 @@ pub extern "C" fn rl_stats_get(lim: *mut rl_limiter, out: *mut rl_stats) -> c_in
 /// `buf_len` bytes, always NUL-terminated when `buf_len > 0`; if the result is
 /// `>= buf_len` the output is truncated and not usable. `buf` may be NULL when
 /// `buf_len` is 0, to learn the length. Returns RL_ERR_NULL for a NULL `d`
-/// (or a NULL `buf` with `buf_len > 0`) and RL_ERR_INVALID for unknown flags.
+/// (or a NULL `buf` with `buf_len > 0`) and RL_ERR_INVALID for unknown flags;
+/// on an error a non-NULL `buf` with `buf_len > 0` holds the empty string.
 /// The text is never longer than 511 bytes.
 #[no_mangle]
 pub extern "C" fn rl_format_headers(d: *const rl_decision, flags: u32, buf: *mut c_char, buf_len: usize) -> i64 {
     ffi_boundary! {
+        if !buf.is_null() && buf_len > 0 {
+            // SAFETY: non-NULL, and the caller promises `buf_len >= 1`
+            // writable bytes. The empty string until the text is written.
+            unsafe { *buf = 0 };
+        }
         let d = try_ref!(d);
         if flags & !(RL_HEADERS_LEGACY | RL_HEADERS_IETF | RL_HEADERS_RETRY_AFTER) != 0 {
             return fail(Error::Invalid(format!("unknown bits in flags 0x{flags:x}"))) as i64;
