@@ -66,13 +66,19 @@ build/tests/%: tests/c/%.c tests/c/check.h tests/c/helpers.h include/ratelimit.h
 	$(CC) $(CSTD) $(CFLAGS) $(SAN) -Iinclude -Itests/c -o $@ $< \
 	    -Ltarget/release -lratelimit -Wl,-rpath,'$$ORIGIN/../../target/release' -lpthread
 
-test-c: $(C_TESTS) build/tests/header_cxx
+test-c: $(C_TESTS) build/tests/header_cxx build/tests/header_c89
 	@set -e; for t in $(C_TESTS); do echo "== $$t"; $$t; done
 
 # The header must also compile as C++ (extern "C").
 build/tests/header_cxx: tests/c/header_cxx.cpp include/ratelimit.h
 	@mkdir -p build/tests
 	c++ -std=c++11 -Wall -Wextra -Werror -pedantic -Iinclude -fsyntax-only $<
+	@touch $@
+
+# And as C89 (`//` comments or other C99-only constructs break it there).
+build/tests/header_c89: tests/c/header_c89.c include/ratelimit.h
+	@mkdir -p build/tests
+	$(CC) -std=c89 -Wall -Wextra -Werror -pedantic -Iinclude -fsyntax-only $<
 	@touch $@
 
 test-examples: examples

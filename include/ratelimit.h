@@ -8,12 +8,15 @@
  * process or prints to stdout/stderr; errors are negative status codes with a
  * message from rl_last_error().
  */
-
 #ifndef RATELIMIT_H
 #define RATELIMIT_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /*
  rl_format_headers() flag: `X-RateLimit-Limit`, `X-RateLimit-Remaining`,
@@ -32,6 +35,23 @@
  when the decision is a denial that can pass later.
  */
 #define RL_HEADERS_RETRY_AFTER 4
+
+/*
+ The library's version as numbers, the same as rl_version() returns at run
+ time ("MAJOR.MINOR.PATCH") when the header matches the library: compare
+ them to detect a program built against another version's header.
+ */
+#define RL_VERSION_MAJOR 0
+
+/*
+ See RL_VERSION_MAJOR.
+ */
+#define RL_VERSION_MINOR 1
+
+/*
+ See RL_VERSION_MAJOR.
+ */
+#define RL_VERSION_PATCH 0
 
 /*
  Success.
@@ -151,10 +171,6 @@ typedef struct rl_stats {
   uint64_t local_denials;
 } rl_stats;
 
-#ifdef __cplusplus
-extern "C" {
-#endif // __cplusplus
-
 /*
  Creates a limiter from a configuration string such as
  `"rate=100/minute,1000/hour algorithm=token_bucket"` (see README.md for
@@ -262,7 +278,9 @@ const char *rl_strerror(int status);
 const char *rl_last_error(void);
 
 /*
- The library's version, e.g. "0.1.0". Static; never NULL.
+ The library's version, e.g. "0.1.0": RL_VERSION_MAJOR, RL_VERSION_MINOR
+ and RL_VERSION_PATCH of the header it was built with, joined by dots.
+ Static; never NULL.
  */
 const char *rl_version(void);
 
@@ -286,7 +304,7 @@ const char *rl_version(void);
 int rl_shm_unlink(const char *name);
 
 #ifdef __cplusplus
-}  // extern "C"
-#endif  // __cplusplus
+}  /* extern "C" */
+#endif
 
 #endif  /* RATELIMIT_H */

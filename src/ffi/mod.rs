@@ -86,6 +86,36 @@ pub const RL_HEADERS_IETF: u32 = 2;
 /// when the decision is a denial that can pass later.
 pub const RL_HEADERS_RETRY_AFTER: u32 = 4;
 
+/// The library's version as numbers, the same as rl_version() returns at run
+/// time ("MAJOR.MINOR.PATCH") when the header matches the library: compare
+/// them to detect a program built against another version's header.
+pub const RL_VERSION_MAJOR: u32 = 0;
+/// See RL_VERSION_MAJOR.
+pub const RL_VERSION_MINOR: u32 = 1;
+/// See RL_VERSION_MAJOR.
+pub const RL_VERSION_PATCH: u32 = 0;
+
+/// `s` as a decimal number, at compile time.
+const fn decimal(s: &str) -> u32 {
+    let (bytes, mut i, mut n) = (s.as_bytes(), 0, 0u32);
+    while i < bytes.len() {
+        assert!(bytes[i].is_ascii_digit(), "a version number is decimal");
+        n = n * 10 + (bytes[i] - b'0') as u32;
+        i += 1;
+    }
+    n
+}
+
+// The version macros are literals (cbindgen copies them into the header),
+// Cargo.toml's version is the one source of truth: the library does not
+// build when they differ.
+const _: () = assert!(
+    RL_VERSION_MAJOR == decimal(env!("CARGO_PKG_VERSION_MAJOR"))
+        && RL_VERSION_MINOR == decimal(env!("CARGO_PKG_VERSION_MINOR"))
+        && RL_VERSION_PATCH == decimal(env!("CARGO_PKG_VERSION_PATCH")),
+    "RL_VERSION_MAJOR/MINOR/PATCH in src/ffi/mod.rs differ from Cargo.toml's version: update them and run `make header`"
+);
+
 impl From<Decision> for rl_decision {
     fn from(d: Decision) -> rl_decision {
         rl_decision {
@@ -381,7 +411,9 @@ pub extern "C" fn rl_last_error() -> *const c_char {
     ffi_boundary! { keep_last_error; boundary::last_error_ptr() }
 }
 
-/// The library's version, e.g. "0.1.0". Static; never NULL.
+/// The library's version, e.g. "0.1.0": RL_VERSION_MAJOR, RL_VERSION_MINOR
+/// and RL_VERSION_PATCH of the header it was built with, joined by dots.
+/// Static; never NULL.
 #[no_mangle]
 pub extern "C" fn rl_version() -> *const c_char {
     const VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
