@@ -139,7 +139,16 @@ typedef struct rl_decision {
 } rl_decision;
 
 /*
- Counters of a limiter, from rl_stats_get().
+ Counters of a limiter, from rl_stats_get(). What they cover depends on
+ the backend:
+ - memory: this handle.
+ - shm: `allowed`, `limited`, `keys` and `evictions` are REGION-WIDE: the
+   checks of every handle in every process sharing the region, since it
+   was created (they survive a worker's restart). `errors` counts this
+   handle's failed checks only; `local_denials` is 0.
+ - redis: `allowed`, `limited`, `errors` and `local_denials` count this
+   handle's checks (this process, not the fleet sharing the Redis);
+   `keys` and `evictions` are 0 (Redis expires the keys itself).
  */
 typedef struct rl_stats {
   /*
@@ -173,13 +182,70 @@ typedef struct rl_stats {
 
 /*
  Creates a limiter from a configuration string such as
- `"rate=100/minute,1000/hour algorithm=token_bucket"` (see README.md for
- every key).
+ `"rate=100/minute,1000/hour algorithm=token_bucket"`.
 
  On success `*out` is a new handle and the result is RL_OK. On failure
  `*out` is set to NULL, the result is negative (RL_ERR_CONFIG for a bad
  string, RL_ERR_IO/RL_ERR_INCOMPATIBLE for a shared region that cannot be
  used) and rl_last_error() says what and where, e.g. `unknown key "burts"`.
+
+ The configuration string: `key=value` tokens separated by whitespace
+ (spaces, tabs, newlines), in any order. An unknown key, a key given twice, an empty or bad value, and a
+ key that belongs to another backend are RL_ERR_CONFIG, naming the token.
+
+ | key          | values                                           | default            |
+ |--------------|--------------------------------------------------|--------------------|
+ | `rate`       | `LIMIT/PERIOD[,LIMIT/PERIOD...]`: 1 to 8 rates   | required           |
+ | `algorithm`  | `token_bucket`, `fixed_window`, `sliding_window` | `token_bucket`     |
+ | `burst`      | 1 or more (token_bucket with a single rate)      | LIMIT              |
+ | `backend`    | `memory`, `shm`, `redis`                         | `memory`           |
+ | `on_error`   | `allow`, `deny`                                  | `allow`            |
+ | `capacity`   | 1 to 4294967296 keys (memory, shm)               | 100000             |
+ | `timeout_ms` | 1 to 60000 (shm, redis)                          | shm 1000, redis 50 |
+ | `name`       | POSIX shm name, e.g. `/api-limits` (shm)         | required (shm)     |
+ | `mode`       | octal, leading 0: `0600`, `0660`... (shm)        | `0600`             |
+ | `url`        | `redis://...`, `redis+cluster://...` (redis)     | required (redis)   |
+ | `prefix`     | key prefix, no whitespace (redis)                | `rl:`              |
+
+ - `rate`: LIMIT is a whole number >= 1; PERIOD is `[N]UNIT` with N >= 1
+   (default 1) and UNIT one of `ms`, `s` `sec` `second`, `m` `min`
+   `minute`, `h` `hour`, `d` `day`; at most 1000 days. E.g. `100/minute`,
+   `5/10s`, `10/s,1000/hour`. A check takes its cost from every rate or
+   from none.
+ - `algorithm=token_bucket` (GCRA): a fresh key may spend `burst` units at
+   once; units come back evenly, one every PERIOD/LIMIT (rounded up to the
+   nanosecond); a bucket may take at most 2000 days to refill.
+   `fixed_window`: at most LIMIT units in each window of PERIOD;
+   `sliding_window`: the previous window's count, weighted by how much of
+   it overlaps the last PERIOD, plus the current one's, at most LIMIT.
+   Windows are aligned to multiples of PERIOD since the Unix epoch (a
+   minute window starts on the minute, a day window at 00:00 UTC).
+ - `on_error`: the decision rl_check() returns on a backend error (an shm
+   lock held past `timeout_ms`, Redis unreachable, timed out or failing).
+   Argument errors always deny.
+ - `capacity` (memory, shm): most keys tracked, allocated at rl_create()
+   (32 bytes per key for one token-bucket rate; more for windows and
+   several rates). When full, expired keys are reclaimed first, then the
+   live key closest to expiry is dropped (counted in `evictions`).
+ - `timeout_ms`: shm: longest an operation waits for a lock another
+   process holds (per process, not part of the region's configuration);
+   redis: longest a check waits on the network.
+ - `name` (shm): one leading '/', no other '/', 2 to 200 printable ASCII
+   characters. Processes that open the same name share one region; one
+   opened with another `rate`, `algorithm`, `burst` or `capacity` is
+   RL_ERR_INCOMPATIBLE.
+ - `mode` (shm): permissions of a newly created region, octal with a
+   leading 0. A mode that lets others write (o+w, e.g. `0666`) is
+   RL_ERR_CONFIG: any local user could rewrite the limits.
+ - `url` (redis): `redis://[[user]:password@]host[:port][/db]` (port 6379
+   and db 0 by default) or `redis+cluster://[[user]:password@]host:port[,host:port...]`
+   for Redis Cluster; user and password may be percent-encoded; hosts are
+   names, IPv4 or bracketed IPv6 addresses. No TLS, Unix sockets or query
+   options. Credentials are never echoed in error messages. rl_create()
+   does not connect: an unreachable server is not an error until a check.
+   LIMIT and `burst` are at most 2^50 with this backend, and a token bucket
+   at most one unit per microsecond.
+ - `prefix` (redis): put before every Redis key this limiter uses.
 
  With `backend=shm` the handle keeps one descriptor of the region open
  (close-on-exec) until rl_destroy(): it identifies this handle's process to
@@ -187,7 +253,8 @@ typedef struct rl_stats {
  the handle. A handle made before fork() works in the child (a fork
  handler gives the child's copy of the descriptor an identity of its own).
  */
-int rl_create(const char *config, struct rl_limiter **out);
+int rl_create(const char *config,
+              struct rl_limiter **out);
 
 /*
  Frees a limiter made by rl_create(). NULL is a no-op. No other thread may
@@ -242,7 +309,9 @@ int64_t rl_sweep(struct rl_limiter *lim);
 int rl_reset(struct rl_limiter *lim, const void *key, size_t key_len);
 
 /*
- Fills `*out` with the limiter's counters and returns RL_OK. On an error
+ Fills `*out` with the limiter's counters and returns RL_OK; see
+ rl_stats for what they cover on each backend (with backend=shm, the whole
+ region: every process sharing it). On an error
  (a NULL `lim`: RL_ERR_NULL; with backend=shm, a lock held too long by a
  stopped process: RL_ERR_BACKEND) `*out` is all zeros.
  */
