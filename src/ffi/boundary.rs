@@ -86,11 +86,11 @@ pub fn fail(e: Error) -> c_int {
 }
 
 thread_local! {
-    /// How many rl_* bodies this thread is inside (they do not nest, so 0 or
-    /// 1). Const-initialised and without a destructor: reading it is a plain
-    /// load once its address is known, and it is readable at any time, even
-    /// while the thread's other thread-locals are being destroyed.
-    static INSIDE: Cell<u32> = const { Cell::new(0) };
+    /// Whether this thread is inside an rl_* body. Const-initialised and
+    /// without a destructor: reading it is a plain load once its address is
+    /// known, and it is readable at any time, even while the thread's other
+    /// thread-locals are being destroyed.
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `body` under `catch_unwind`, marked as inside the boundary for the
@@ -99,9 +99,10 @@ thread_local! {
 #[inline(always)]
 pub fn catch<T>(body: impl FnOnce() -> T) -> Option<T> {
     INSIDE.with(|inside| {
-        inside.set(inside.get().wrapping_add(1));
+        // Restores what it was rather than clearing it, should bodies ever nest.
+        let was = inside.replace(true);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
-        inside.set(inside.get().wrapping_sub(1));
+        inside.set(was);
         match result {
             Ok(value) => Some(value),
             Err(payload) => {
@@ -125,7 +126,7 @@ pub fn install_quiet_panic_hook() {
     QUIET_PANICS.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if INSIDE.with(Cell::get) == 0 {
+            if !INSIDE.with(Cell::get) {
                 return previous(info);
             }
             let msg = info
