@@ -253,10 +253,7 @@ impl Config {
 
         let mode = match get("mode") {
             None => 0o600,
-            Some(v) => match u32::from_str_radix(v, 8) {
-                Ok(m) if m <= 0o777 && v.len() <= 4 => m,
-                _ => return err(format!("bad value in {}: expected octal permissions such as 0600", kv("mode", v))),
-            },
+            Some(v) => parse_mode(v)?,
         };
 
         let name = get("name").map(str::to_owned);
@@ -358,6 +355,32 @@ fn parse_count(key: &str, v: &str) -> Result<u64, ConfigError> {
         Ok(n) if v.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
         _ => err(format!("bad value in {}: expected a whole number", kv(key, v))),
     }
+}
+
+/// `mode=`: octal with a leading 0, as chmod(1) writes it (`0600`, `0660`),
+/// permission bits only (no setuid, setgid or sticky bit), and never
+/// writable by others: any local user could then rewrite the limits. A
+/// value without the leading 0 is refused rather than guessed at: `mode=600`
+/// could mean octal 0600 or decimal 600 (octal 01130).
+fn parse_mode(v: &str) -> Result<u32, ConfigError> {
+    let digits = match v.strip_prefix('0') {
+        Some(d) if (1..=3).contains(&d.len()) && d.bytes().all(|b| (b'0'..=b'7').contains(&b)) => d,
+        _ => {
+            return err(format!(
+                "bad value in {}: expected octal permissions with a leading 0, such as 0600 or 0660",
+                kv("mode", v)
+            ))
+        }
+    };
+    let mode = u32::from_str_radix(digits, 8).expect("1 to 3 octal digits");
+    if mode & 0o002 != 0 {
+        return err(format!(
+            "bad value in {}: it lets others write the region (o+w), so any local user could rewrite the limits; \
+             use 0600 (this user) or 0660 (this user and group)",
+            kv("mode", v)
+        ));
+    }
+    Ok(mode)
 }
 
 fn validate_shm_name(n: &str) -> Result<(), ConfigError> {
@@ -475,6 +498,32 @@ mod tests {
             if let Err(e) = Config::parse(&text) {
                 assert!(!e.0.is_empty(), "{text:?}");
             }
+        }
+    }
+
+    /// `mode=` is octal with a leading 0 and never lets others write.
+    #[test]
+    fn modes() {
+        let shm = |m: &str| Config::parse(&format!("rate=1/s backend=shm name=/x mode={m}"));
+        for (m, want) in [("0600", 0o600), ("0660", 0o660), ("0640", 0o640), ("0644", 0o644), ("0604", 0o604)] {
+            assert_eq!(shm(m).unwrap_or_else(|e| panic!("mode={m}: {e}")).mode, want, "mode={m}");
+        }
+        for (m, why) in [
+            ("777", "leading 0"),
+            ("600", "leading 0"),
+            ("0777", "o+w"),
+            ("0602", "o+w"),
+            ("0666", "o+w"),
+            ("0002", "o+w"),
+            ("01777", "leading 0"),
+            ("00600", "leading 0"),
+            ("0", "leading 0"),
+            ("0o600", "leading 0"),
+            ("+0600", "leading 0"),
+            ("0999", "leading 0"),
+        ] {
+            let e = shm(m).expect_err(m).0;
+            assert!(e.contains(&format!("\"mode={m}\"")) && e.contains(why), "mode={m}: {e}");
         }
     }
 
