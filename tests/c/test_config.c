@@ -427,6 +427,15 @@ static void test_quoting_is_bounded(void)
     msg = rl_last_error();
     CHECK_CONTAINS(msg, "\"algorithm=xxxx");
     CHECK(strlen(msg) < 400);
+    /* rl_shm_unlink quotes a bad name the same way */
+    config[0] = '/';
+    memset(config + 1, 'x', HUGE);
+    config[HUGE] = '\x07';
+    config[HUGE + 1] = '\0';
+    CHECK_EQ(rl_shm_unlink(config), RL_ERR_INVALID);
+    msg = rl_last_error();
+    CHECK_CONTAINS(msg, "\"/xxxx");
+    CHECK(strlen(msg) < 400);
     free(config);
 
     CHECK_EQ(rl_create("rate=5/s backend=mem\x1b[2Jory", &lim), RL_ERR_CONFIG);
