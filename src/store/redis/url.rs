@@ -254,6 +254,34 @@ mod tests {
             assert!(e.contains(&format!("\"url={shown}\"")) && e.contains(why), "{url}: {e}");
             assert!(!e.contains("Zq7x") && !e.contains("PW"), "{url}: {e}");
         }
+        // Random URLs: whatever the password holds and whatever is wrong
+        // with the rest, neither a refusal nor a Debug contains it.
+        const PIECES: &[&str] = &[
+            "a", "Z", "0", "9", "@", ":", "/", "?", "#", "=", "%", "%4", "%41", "%zz", ",", "[", "]", "-", "é", "\x01",
+        ];
+        const HOSTS: &[&str] =
+            &["h", "h:1", "h:x", "[::1]:2", "[", "h:1/3", "h:1/x", "a:1,b:2", ":", "", "h h", "h:1?x"];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let pw: String = (0..next(6)).map(|_| PIECES[next(PIECES.len())]).collect();
+            let host = HOSTS[next(HOSTS.len())];
+            let scheme = ["redis://", "redis+cluster://", "redis:/", "rediss://", ""][next(5)];
+            let userinfo = ["alice:", ":", ""][next(3)];
+            if userinfo.is_empty() && pw.contains(':') {
+                continue; // then the grammar reads "Zq7x..." up to the ':' as the user name
+            }
+            let url = format!("{scheme}{userinfo}Zq7x{pw}@{host}");
+            match Target::parse(&url) {
+                Err(e) => assert!(!e.contains("Zq7x"), "{url}: {e}"),
+                Ok(t) => assert!(!format!("{t:?}").contains("Zq7x"), "{url}: {t:?}"),
+            }
+        }
         let t = Target::parse("redis://alice:Zq7xPW@h:1").unwrap();
         let debug = format!("{t:?}");
         assert!(debug.contains("alice") && debug.contains("***") && !debug.contains("Zq7x"), "{debug}");
