@@ -37,10 +37,10 @@ impl From<crate::config::ConfigError> for Error {
 
 /// The most bytes of a caller's text a message quotes; longer text is cut
 /// there and marked with `...`.
-pub const QUOTE_MAX: usize = 64;
+pub(crate) const QUOTE_MAX: usize = 64;
 
 /// The mask that stands for credentials in messages and `Debug` output.
-pub const MASK: &str = "***";
+pub(crate) const MASK: &str = "***";
 
 /// `text` (a token of the configuration string, a `url=` value, a name) as
 /// an error message quotes it: between double quotes, with any credentials
