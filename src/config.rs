@@ -3,8 +3,15 @@
 //! Parsing is strict: an unknown key, a repeated key or a bad value is an error
 //! whose message names the offending token, so that `rl_last_error()` can tell a
 //! C programmer exactly what to fix. Pure: no I/O, no allocation beyond the result.
+//!
+//! Messages quote the caller's text only through [`quoted`]: at most 64 bytes
+//! of it, control characters escaped, and credentials masked (`url=` may hold
+//! a Redis password; see [`crate::error::redact`]), because `rl_last_error()`
+//! ends up in logs and on consoles.
 
 use std::fmt;
+
+use crate::error::{quoted, redact};
 
 /// Nanoseconds in one millisecond.
 pub(crate) const NANOS_PER_MS: u64 = 1_000_000;
@@ -76,8 +83,9 @@ pub struct RateSpec {
     pub burst: u64,
 }
 
-/// A parsed, validated configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A parsed, validated configuration. Its `Debug` masks the credentials of
+/// `url`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     pub rates: Vec<RateSpec>,
     pub algorithm: Algorithm,
@@ -89,6 +97,24 @@ pub struct Config {
     pub timeout_ms: u64,
     pub on_error: OnError,
     pub mode: u32,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Config { rates, algorithm, backend, capacity, name, url, prefix, timeout_ms, on_error, mode } = self;
+        f.debug_struct("Config")
+            .field("rates", rates)
+            .field("algorithm", algorithm)
+            .field("backend", backend)
+            .field("capacity", capacity)
+            .field("name", name)
+            .field("url", &url.as_deref().map(redact))
+            .field("prefix", prefix)
+            .field("timeout_ms", timeout_ms)
+            .field("on_error", on_error)
+            .field("mode", &format_args!("{mode:#o}"))
+            .finish()
+    }
 }
 
 /// Why a configuration string was refused; the message names the token.
@@ -105,6 +131,17 @@ fn err<T>(msg: String) -> Result<T, ConfigError> {
     Err(ConfigError(msg))
 }
 
+/// `key=value`, quoted for a message.
+fn kv(key: &str, value: &str) -> String {
+    quoted(&format!("{key}={value}"))
+}
+
+/// Whether `key` (the text before the first `=` of a token) may be printed
+/// on its own: a plausible key name, not a fragment of a URL's credentials.
+fn printable_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 32 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 const KEYS: [&str; 11] =
     ["rate", "algorithm", "burst", "backend", "capacity", "name", "url", "prefix", "timeout_ms", "on_error", "mode"];
 
@@ -114,16 +151,20 @@ impl Config {
         let mut seen: [Option<&str>; KEYS.len()] = [None; KEYS.len()];
         for token in text.split_ascii_whitespace() {
             let Some((key, value)) = token.split_once('=') else {
-                return err(format!("token \"{token}\" is not key=value"));
+                return err(format!("token {} is not key=value", quoted(token)));
             };
             let Some(slot) = KEYS.iter().position(|k| *k == key) else {
-                return err(format!("unknown key \"{key}\" in \"{token}\" (known keys: {})", KEYS.join(", ")));
+                let known = KEYS.join(", ");
+                if printable_key(key) {
+                    return err(format!("unknown key \"{key}\" in {} (known keys: {known})", quoted(token)));
+                }
+                return err(format!("unknown key in {} (known keys: {known})", quoted(token)));
             };
             if seen[slot].is_some() {
-                return err(format!("key \"{key}\" given twice (\"{token}\")"));
+                return err(format!("key \"{key}\" given twice ({})", quoted(token)));
             }
             if value.is_empty() {
-                return err(format!("empty value in \"{token}\""));
+                return err(format!("empty value in {}", quoted(token)));
             }
             seen[slot] = Some(value);
         }
@@ -140,7 +181,8 @@ impl Config {
             Some("sliding_window") => Algorithm::SlidingWindow,
             Some(v) => {
                 return err(format!(
-                    "bad value in \"algorithm={v}\": expected token_bucket, fixed_window or sliding_window"
+                    "bad value in {}: expected token_bucket, fixed_window or sliding_window",
+                    kv("algorithm", v)
                 ))
             }
         };
@@ -148,10 +190,15 @@ impl Config {
         if let Some(v) = get("burst") {
             let burst = parse_count("burst", v)?;
             if algorithm != Algorithm::TokenBucket {
-                return err(format!("\"burst={v}\" applies only to algorithm=token_bucket"));
+                return err(format!("{} applies only to algorithm=token_bucket", kv("burst", v)));
             }
             if rates.len() != 1 {
-                return err(format!("\"burst={v}\" needs a single rate, \"rate={rate_text}\" has {}", rates.len()));
+                return err(format!(
+                    "{} needs a single rate, {} has {}",
+                    kv("burst", v),
+                    kv("rate", rate_text),
+                    rates.len()
+                ));
             }
             rates[0].burst = burst;
         }
@@ -161,8 +208,9 @@ impl Config {
             let full_ns = r.burst as u128 * r.period_ns.div_ceil(r.limit) as u128;
             if full_ns > 2 * MAX_PERIOD_NS as u128 {
                 return err(format!(
-                    "\"burst={}\" with \"rate={rate_text}\" takes more than 2000 days to refill",
-                    r.burst
+                    "\"burst={}\" with {} takes more than 2000 days to refill",
+                    r.burst,
+                    kv("rate", rate_text)
                 ));
             }
         }
@@ -171,7 +219,7 @@ impl Config {
             None | Some("memory") => Backend::Memory,
             Some("shm") => Backend::Shm,
             Some("redis") => Backend::Redis,
-            Some(v) => return err(format!("bad value in \"backend={v}\": expected memory, shm or redis")),
+            Some(v) => return err(format!("bad value in {}: expected memory, shm or redis", kv("backend", v))),
         };
 
         let capacity = match get("capacity") {
@@ -179,7 +227,7 @@ impl Config {
             Some(v) => {
                 let c = parse_count("capacity", v)?;
                 if c > MAX_CAPACITY {
-                    return err(format!("\"capacity={v}\" is above the maximum {MAX_CAPACITY}"));
+                    return err(format!("{} is above the maximum {MAX_CAPACITY}", kv("capacity", v)));
                 }
                 c
             }
@@ -191,7 +239,7 @@ impl Config {
             Some(v) => {
                 let t = parse_count("timeout_ms", v)?;
                 if t > 60_000 {
-                    return err(format!("\"timeout_ms={v}\" is above the maximum 60000"));
+                    return err(format!("{} is above the maximum 60000", kv("timeout_ms", v)));
                 }
                 t
             }
@@ -200,15 +248,12 @@ impl Config {
         let on_error = match get("on_error") {
             None | Some("allow") => OnError::Allow,
             Some("deny") => OnError::Deny,
-            Some(v) => return err(format!("bad value in \"on_error={v}\": expected allow or deny")),
+            Some(v) => return err(format!("bad value in {}: expected allow or deny", kv("on_error", v))),
         };
 
         let mode = match get("mode") {
             None => 0o600,
-            Some(v) => match u32::from_str_radix(v, 8) {
-                Ok(m) if m <= 0o777 && v.len() <= 4 => m,
-                _ => return err(format!("bad value in \"mode={v}\": expected octal permissions such as 0600")),
-            },
+            Some(v) => parse_mode(v)?,
         };
 
         let name = get("name").map(str::to_owned);
@@ -258,7 +303,7 @@ fn parse_rates(text: &str) -> Result<Vec<RateSpec>, ConfigError> {
     let mut rates = Vec::new();
     for part in text.split(',') {
         if rates.len() == MAX_RATES {
-            return err(format!("\"rate={text}\" has more than {MAX_RATES} rates"));
+            return err(format!("{} has more than {MAX_RATES} rates", kv("rate", text)));
         }
         rates.push(parse_rate(part, text)?);
     }
@@ -266,7 +311,7 @@ fn parse_rates(text: &str) -> Result<Vec<RateSpec>, ConfigError> {
 }
 
 fn parse_rate(part: &str, whole: &str) -> Result<RateSpec, ConfigError> {
-    let bad = |why: &str| err(format!("bad rate \"{part}\" in \"rate={whole}\": {why}"));
+    let bad = |why: &str| err(format!("bad rate {} in {}: {why}", quoted(part), kv("rate", whole)));
     let Some((limit, period)) = part.split_once('/') else {
         return bad("expected LIMIT/PERIOD, e.g. 100/minute");
     };
@@ -306,10 +351,36 @@ fn parse_rate(part: &str, whole: &str) -> Result<RateSpec, ConfigError> {
 
 fn parse_count(key: &str, v: &str) -> Result<u64, ConfigError> {
     match v.parse::<u64>() {
-        Ok(0) => err(format!("bad value in \"{key}={v}\": must be at least 1")),
+        Ok(0) => err(format!("bad value in {}: must be at least 1", kv(key, v))),
         Ok(n) if v.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
-        _ => err(format!("bad value in \"{key}={v}\": expected a whole number")),
+        _ => err(format!("bad value in {}: expected a whole number", kv(key, v))),
     }
+}
+
+/// `mode=`: octal with a leading 0, as chmod(1) writes it (`0600`, `0660`),
+/// permission bits only (no setuid, setgid or sticky bit), and never
+/// writable by others: any local user could then rewrite the limits. A
+/// value without the leading 0 is refused rather than guessed at: `mode=600`
+/// could mean octal 0600 or decimal 600 (octal 01130).
+fn parse_mode(v: &str) -> Result<u32, ConfigError> {
+    let digits = match v.strip_prefix('0') {
+        Some(d) if (1..=3).contains(&d.len()) && d.bytes().all(|b| (b'0'..=b'7').contains(&b)) => d,
+        _ => {
+            return err(format!(
+                "bad value in {}: expected octal permissions with a leading 0, such as 0600 or 0660",
+                kv("mode", v)
+            ))
+        }
+    };
+    let mode = u32::from_str_radix(digits, 8).expect("1 to 3 octal digits");
+    if mode & 0o002 != 0 {
+        return err(format!(
+            "bad value in {}: it lets others write the region (o+w), so any local user could rewrite the limits; \
+             use 0600 (this user) or 0660 (this user and group)",
+            kv("mode", v)
+        ));
+    }
+    Ok(mode)
 }
 
 fn validate_shm_name(n: &str) -> Result<(), ConfigError> {
@@ -322,7 +393,8 @@ fn validate_shm_name(n: &str) -> Result<(), ConfigError> {
         Ok(())
     } else {
         err(format!(
-            "bad value in \"name={n}\": expected a POSIX shm name like /api-limits (one leading '/', no other '/', at most 200 characters)"
+            "bad value in {}: expected a POSIX shm name like /api-limits (one leading '/', no other '/', at most 200 characters)",
+            kv("name", n)
         ))
     }
 }
@@ -335,7 +407,9 @@ mod tests {
 
     #[test]
     fn good_configs() {
-        let table: &[(&str, &[(u64, u64, u64)])] = &[
+        // (text, [(limit, period_ns, burst) of each rate])
+        type Want = &'static [(u64, u64, u64)];
+        let table: &[(&str, Want)] = &[
             ("rate=100/minute", &[(100, 60 * SEC, 100)]),
             ("rate=5/10s", &[(5, 10 * SEC, 5)]),
             ("rate=10/s,1000/hour", &[(10, SEC, 10), (1000, 3600 * SEC, 1000)]),
@@ -413,6 +487,11 @@ mod tests {
             "\u{e9}",
             "\0",
             "-",
+            "@",
+            "://",
+            ":",
+            "redis://u:Zq7x@h:1",
+            "\x1b",
         ];
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         for _ in 0..20_000 {
@@ -423,10 +502,68 @@ mod tests {
                 x ^= x << 17;
                 text.push_str(PIECES[(x % PIECES.len() as u64) as usize]);
             }
-            if let Err(e) = Config::parse(&text) {
-                assert!(!e.0.is_empty(), "{text:?}");
+            match Config::parse(&text) {
+                Err(e) => assert!(!e.0.is_empty() && !e.0.contains("Zq7x") && !e.0.contains('\x1b'), "{text:?}: {e}"),
+                Ok(c) => assert!(!format!("{c:?}").contains("Zq7x"), "{text:?}"),
             }
         }
+    }
+
+    /// `mode=` is octal with a leading 0 and never lets others write.
+    #[test]
+    fn modes() {
+        let shm = |m: &str| Config::parse(&format!("rate=1/s backend=shm name=/x mode={m}"));
+        for (m, want) in [("0600", 0o600), ("0660", 0o660), ("0640", 0o640), ("0644", 0o644), ("0604", 0o604)] {
+            assert_eq!(shm(m).unwrap_or_else(|e| panic!("mode={m}: {e}")).mode, want, "mode={m}");
+        }
+        for (m, why) in [
+            ("777", "leading 0"),
+            ("600", "leading 0"),
+            ("0777", "o+w"),
+            ("0602", "o+w"),
+            ("0666", "o+w"),
+            ("0002", "o+w"),
+            ("01777", "leading 0"),
+            ("00600", "leading 0"),
+            ("0", "leading 0"),
+            ("0o600", "leading 0"),
+            ("+0600", "leading 0"),
+            ("0999", "leading 0"),
+        ] {
+            let e = shm(m).expect_err(m).0;
+            assert!(e.contains(&format!("\"mode={m}\"")) && e.contains(why), "mode={m}: {e}");
+        }
+    }
+
+    /// A Redis password never reaches a message, whichever token quotes it.
+    #[test]
+    fn messages_mask_credentials() {
+        for (text, why) in [
+            ("rate=1/s backend=redis url=redis://:Zq7xPW@h:1 url=redis://:Zq7xPW@h:2", "key \"url\" given twice"),
+            ("rate=1/s backend=redis ulr=redis://u:Zq7xPW@h:1", "unknown key \"ulr\" in \"ulr=redis://u:***@h:1\""),
+            ("rate=1/s backend=redis redis://:Zq7x=PW@h:1", "unknown key in \"redis://:***@h:1\""),
+            ("rate=1/s backend=redis redis://:Zq7xPW@h:1", "token \"redis://:***@h:1\" is not key=value"),
+            ("rate=1/s backend=redis :Zq7x@PW@h:1", "token \"***@h:1\" is not key=value"),
+        ] {
+            let e = Config::parse(text).expect_err(text).0;
+            assert!(e.contains(why) && !e.contains("Zq7x") && !e.contains("PW"), "{text}: {e}");
+        }
+        let c = Config::parse("rate=1/s backend=redis url=redis://u:Zq7xPW@h:1").unwrap();
+        let debug = format!("{c:?}");
+        assert!(debug.contains("redis://u:***@h:1") && !debug.contains("Zq7x"), "{debug}");
+    }
+
+    /// Messages quote at most about 64 bytes of a token, with control
+    /// characters escaped.
+    #[test]
+    fn quoted_text_is_bounded_and_escaped() {
+        let huge = format!("rate=1/s algorithm={}", "x".repeat(1 << 20));
+        let e = Config::parse(&huge).unwrap_err().0;
+        assert!(e.len() < 300 && e.contains("\"algorithm=xxx") && e.contains("...\""), "{e}");
+        let e = Config::parse("rate=1/s backend=me\x1b[2Jm\x07ory").unwrap_err().0;
+        assert!(e.contains("\"backend=me\\x1b[2Jm\\x07ory\"") && !e.contains('\x1b'), "{e}");
+        let e = Config::parse("rate=1/s b\x00\"x=1").unwrap_err().0;
+        assert!(e.contains("unknown key in \"b\\x00\\\"x=1\"") && !e.contains('\0'), "{e}");
     }
 
     #[test]

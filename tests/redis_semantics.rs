@@ -240,3 +240,30 @@ fn auth_with_a_password() {
         assert_eq!(lim.stats().unwrap().errors, 1);
     }
 }
+
+/// A refused AUTH (wrong password, an unknown user, a password the server
+/// does not expect) is a backend error whose message never contains the
+/// password: rl_last_error() is printed and logged by the host program.
+#[test]
+fn auth_errors_never_contain_the_password() {
+    let Some(auth) = env_or_skip("RL_TEST_REDIS_AUTH_URL", "auth_errors_never_contain_the_password") else { return };
+    let Some(plain) = env_or_skip("RL_TEST_REDIS_URL", "auth_errors_never_contain_the_password") else { return };
+    let hostport = |url: &str| url.rsplit('@').next().unwrap().trim_start_matches("redis://").to_owned();
+    let (auth, plain) = (hostport(&auth), hostport(&plain));
+    let cluster = std::env::var("RL_TEST_REDIS_CLUSTER_URL").ok().map(|c| c.replace("://", "://u:Zq7xWrongPW@"));
+    for url in cluster.into_iter().chain([
+        format!("redis://:Zq7xWrongPW@{auth}"),
+        format!("redis://alice:Zq7xWrongPW@{auth}"),
+        format!("redis://:Zq7x%40WrongPW@{auth}"),
+        format!("redis://:Zq7xWrongPW@{plain}"),
+        format!("redis://alice:Zq7xWrongPW@{plain}"),
+    ]) {
+        let lim = Limiter::from_config_str(&format!("rate=2/s backend=redis url={url} on_error=deny timeout_ms=500"))
+            .unwrap();
+        let (e, d) = lim.check(b"k", 1).unwrap_err();
+        assert!(!d.allowed, "{url}");
+        let message = e.to_string();
+        assert!(matches!(e, ratelimit::error::Error::Backend(_)), "{url}: {e:?}");
+        assert!(!message.contains("Zq7x") && !message.contains("WrongPW"), "{url}: {message}");
+    }
+}

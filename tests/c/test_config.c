@@ -11,6 +11,12 @@
 
 #include "check.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 /* rl_create must fail with RL_ERR_CONFIG, leave *out NULL, and leave an error
  * message naming the offending token: it must contain one of `names`
  * (a NULL-terminated list: the key or the bad value, whichever the library
@@ -287,6 +293,157 @@ static void test_last_error_lifecycle(void)
     }
 }
 
+/* A Redis password never reaches rl_last_error(): not from the config parser
+ * (a repeated or misspelt key quoting the URL), not from the URL parser, not
+ * from a failed connection. Each message still names the problem. */
+#define SECRET "Zq7xSecretPW"
+static void expect_no_secret_(const char *what, const char *msg, const char *file, int line)
+{
+    if (!check_impl_(msg && !strstr(msg, "Zq7x") && !strstr(msg, "SecretPW") &&
+                         !strstr(msg, "%53ecret"),
+                     "rl_last_error() does not contain the password", file, line))
+        fprintf(stderr, "    %s: last_error=\"%s\"\n", what, msg ? msg : "(null)");
+}
+#define NO_SECRET(what, msg) expect_no_secret_((what), (msg), __FILE__, __LINE__)
+
+static void test_credentials_never_in_messages(void)
+{
+    static const struct {
+        const char *config;
+        const char *says;
+    } bad[] = {
+        {"rate=5/s backend=redis url=redis://:" SECRET "@h:notaport", "bad port \"notaport\""},
+        {"rate=5/s backend=redis url=redis://alice:" SECRET "@h:notaport", "alice:***@h"},
+        {"rate=5/s backend=redis url=redis://" SECRET "@h:0", "bad port"},
+        {"rate=5/s backend=redis url=redis://:Zq7x%53ecretPW@h:1/x", "not a number"},
+        {"rate=5/s backend=redis url=redis://:Zq7x@SecretPW@h:99999", "bad port"},
+        {"rate=5/s backend=redis url=redis://:Zq7x?SecretPW@h:1", "query strings"},
+        {"rate=5/s backend=redis url=redis+cluster://u:" SECRET "@a:1,b:x", "bad port \"x\""},
+        {"rate=5/s backend=redis url=redis://:" SECRET "@a:1,b:2", "redis+cluster://"},
+        {"rate=5/s backend=redis url=redis:/:" SECRET "@h:1", "expected redis://"},
+        {"rate=5/s backend=redis url=redis://:" SECRET "@h:1 url=redis://:" SECRET "@h:2",
+         "given twice"},
+        {"rate=5/s backend=redis ulr=redis://:" SECRET "@h:1", "unknown key \"ulr\""},
+        {"rate=5/s backend=redis redis://:" SECRET "@h:1", "not key=value"},
+    };
+    size_t i;
+    rl_limiter *lim;
+    rl_decision d;
+
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *names[2];
+        names[0] = bad[i].says;
+        names[1] = NULL;
+        expect_config_error_(bad[i].config, names, __FILE__, __LINE__);
+        NO_SECRET(bad[i].config, rl_last_error());
+    }
+
+    /* A valid URL whose server refuses the connection: the backend error
+     * (and the fail-fast one that follows repeated failures) hide it too. */
+    lim = NULL;
+    if (!CHECK_EQ(rl_create("rate=5/s backend=redis url=redis://alice:" SECRET
+                            "@127.0.0.1:1 timeout_ms=200 on_error=deny",
+                            &lim),
+                  RL_OK))
+        return;
+    for (i = 0; i < 5; i++) {
+        memset(&d, 0xAB, sizeof d);
+        CHECK_EQ(rl_check(lim, "k", 1, 1, &d), RL_ERR_BACKEND);
+        CHECK_EQ(d.allowed, 0);
+        CHECK_CONTAINS(rl_last_error(), "redis");
+        NO_SECRET("a refused connection", rl_last_error());
+    }
+    rl_destroy(lim);
+}
+
+/* The mode a region object was created with, or 0 if it does not exist. */
+static unsigned region_mode(const char *name)
+{
+    struct stat st;
+    unsigned mode = 0;
+    int fd = shm_open(name, O_RDONLY, 0);
+    if (fd >= 0 && fstat(fd, &st) == 0)
+        mode = (unsigned)(st.st_mode & 07777);
+    if (fd >= 0)
+        close(fd);
+    return mode;
+}
+
+/* mode= is octal with a leading 0, and never lets others write (API.md v1). */
+static void test_modes(void)
+{
+    static const struct {
+        const char *mode;
+        const char *says;
+    } bad[] = {
+        {"777", "leading 0"}, {"600", "leading 0"},  {"0777", "o+w"},
+        {"0602", "o+w"},      {"0666", "o+w"},       {"0002", "o+w"},
+        {"01777", "leading 0"}, {"0o600", "leading 0"}, {"0", "leading 0"},
+    };
+    static const unsigned good[] = {0600, 0660, 0640, 0644, 0604};
+    char name[64], config[160], token[32], mode[8];
+    size_t i;
+    rl_limiter *lim;
+
+    snprintf(name, sizeof name, "/rl-test-config-mode-%ld", (long)getpid());
+    (void)rl_shm_unlink(name);
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *names[3];
+        snprintf(config, sizeof config, "rate=5/s backend=shm name=%s mode=%s", name, bad[i].mode);
+        snprintf(token, sizeof token, "\"mode=%s\"", bad[i].mode);
+        names[0] = token;
+        names[1] = NULL;
+        expect_config_error_(config, names, __FILE__, __LINE__);
+        CHECK_CONTAINS(rl_last_error(), bad[i].says);
+        /* refused before anything is created */
+        CHECK_EQ(region_mode(name), 0);
+    }
+    for (i = 0; i < sizeof good / sizeof good[0]; i++) {
+        snprintf(mode, sizeof mode, "0%o", good[i]);
+        snprintf(config, sizeof config, "rate=5/s backend=shm name=%s mode=%s", name, mode);
+        lim = GOOD(config);
+        if (!lim)
+            continue;
+        if (!CHECK_EQ(region_mode(name), good[i]))
+            fprintf(stderr, "    mode=%s\n", mode);
+        rl_destroy(lim);
+        CHECK_EQ(rl_shm_unlink(name), RL_OK);
+    }
+}
+
+/* Messages quote at most a bounded prefix of a token, control bytes escaped. */
+static void test_quoting_is_bounded(void)
+{
+    enum { HUGE = 1 << 20 };
+    char *config = malloc(HUGE + 64);
+    rl_limiter *lim = NULL;
+    const char *msg;
+    if (!CHECK(config != NULL))
+        return;
+    strcpy(config, "rate=5/s algorithm=");
+    memset(config + strlen(config), 'x', HUGE);
+    config[19 + HUGE] = '\0';
+    CHECK_EQ(rl_create(config, &lim), RL_ERR_CONFIG);
+    msg = rl_last_error();
+    CHECK_CONTAINS(msg, "\"algorithm=xxxx");
+    CHECK(strlen(msg) < 400);
+    /* rl_shm_unlink quotes a bad name the same way */
+    config[0] = '/';
+    memset(config + 1, 'x', HUGE);
+    config[HUGE] = '\x07';
+    config[HUGE + 1] = '\0';
+    CHECK_EQ(rl_shm_unlink(config), RL_ERR_INVALID);
+    msg = rl_last_error();
+    CHECK_CONTAINS(msg, "\"/xxxx");
+    CHECK(strlen(msg) < 400);
+    free(config);
+
+    CHECK_EQ(rl_create("rate=5/s backend=mem\x1b[2Jory", &lim), RL_ERR_CONFIG);
+    msg = rl_last_error();
+    CHECK_CONTAINS(msg, "\\x1b[2J");
+    CHECK(strchr(msg, '\x1b') == NULL);
+}
+
 int main(void)
 {
     test_create_null_args();
@@ -294,5 +451,8 @@ int main(void)
     test_config_valid();
     test_strerror_version();
     test_last_error_lifecycle();
+    test_credentials_never_in_messages();
+    test_modes();
+    test_quoting_is_bounded();
     return CHECK_SUMMARY();
 }

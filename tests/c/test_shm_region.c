@@ -68,9 +68,9 @@ static void test_modes(void)
     CHECK_EQ(object_mode(), 0600); /* rl_destroy never removes the region */
     CHECK_EQ(rl_shm_unlink(name), RL_OK);
 
-    make_names("mode", "rate=5/s mode=0666");
+    make_names("mode", "rate=5/s mode=0664");
     CHECK_EQ(create_with(config, &lim), RL_OK);
-    CHECK_EQ(object_mode(), 0666); /* not narrowed by the umask */
+    CHECK_EQ(object_mode(), 0664); /* not narrowed by the umask (022) */
     rl_destroy(lim);
     CHECK_EQ(rl_shm_unlink(name), RL_OK);
 }

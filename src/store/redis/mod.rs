@@ -30,6 +30,11 @@
 //! `RL_ERR_CONFIG`, an unreachable server is found out by the first check.
 //! No thread is started.
 //!
+//! **Credentials.** No message carries the password of `url=`: the URL is
+//! quoted with its credentials masked (`url.rs`), and the text of every
+//! error from the redis crate or the server has the password masked too, in
+//! case either ever echoes it.
+//!
 //! **Stats.** `allowed` and `limited` are counted by this process (all
 //! processes share the limits, not the counters); `keys` is 0 (Redis cannot
 //! say cheaply how many of its keys are ours) and `evictions` is 0 (Redis
@@ -54,7 +59,7 @@ use super::{Answer, Store, StoreStats};
 use crate::algorithm::{Rate, Verdict};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{quoted, scrub, Error};
 use crate::keyhash::Seed;
 use breaker::{Admit, Breaker};
 pub use breaker::{COOL_DOWN_MS, THRESHOLD};
@@ -112,8 +117,10 @@ fn is_connection_failure(e: &RedisError) -> bool {
     }
 }
 
-fn backend(what: &str, e: &RedisError) -> Error {
-    Error::Backend(format!("redis: {what}: {e}"))
+/// `e` as `Error::Backend`, with `password` masked wherever the client or
+/// the server may have echoed it.
+fn backend(what: &str, e: &RedisError, password: Option<&str>) -> Error {
+    Error::Backend(scrub(&format!("redis: {what}: {e}"), password))
 }
 
 /// State shared in Redis, one `EVALSHA` per check.
@@ -121,6 +128,8 @@ pub struct RedisStore {
     /// In microsecond ticks.
     rates: Vec<Rate>,
     client: Client,
+    /// The password of `url=`, to mask in messages.
+    password: Option<String>,
     prefix: Vec<u8>,
     timeout: Duration,
     script: Script,
@@ -149,10 +158,15 @@ impl RedisStore {
         }
         if prefix.contains(['{', '}']) {
             return Err(Error::Config(format!(
-                "bad value in \"prefix={prefix}\": may not contain '{{' or '}}' (they make the Redis Cluster hash tag)"
+                "bad value in {}: may not contain '{{' or '}}' (they make the Redis Cluster hash tag)",
+                quoted(&format!("prefix={prefix}"))
             )));
         }
         let target = Target::parse(url).map_err(Error::Config)?;
+        let refused = |e: RedisError| {
+            let why = scrub(&e.to_string(), target.password.as_deref());
+            Error::Config(format!("bad value in {}: {why}", quoted(&format!("url={url}"))))
+        };
         let timeout = Duration::from_millis(timeout_ms.max(1));
         let client = if target.cluster {
             let nodes: Vec<_> = (0..target.nodes.len()).map(|i| target.connection_info(i)).collect();
@@ -164,17 +178,16 @@ impl RedisStore {
             if let Some(p) = &target.password {
                 b = b.password(p);
             }
-            Client::Cluster(b.build().map_err(|e| Error::Config(format!("url={url}: {e}")))?)
+            Client::Cluster(b.build().map_err(refused)?)
         } else {
-            Client::Single(
-                redis::Client::open(target.connection_info(0)).map_err(|e| Error::Config(format!("url={url}: {e}")))?,
-            )
+            Client::Single(redis::Client::open(target.connection_info(0)).map_err(refused)?)
         };
         let seed = Seed::random().map_err(|e| Error::Io(format!("reading /dev/urandom for the hash seed: {e}")))?;
         let max_cost = rates.iter().map(Rate::quota).min().unwrap_or(0);
         Ok(RedisStore {
             rates,
             client,
+            password: target.password.clone(),
             prefix: prefix.as_bytes().to_vec(),
             timeout,
             script: Script::new(),
@@ -211,7 +224,7 @@ impl RedisStore {
                 Ok(c) => self.pool.wrap(c),
                 Err(e) => {
                     self.breaker.failure(admit, self.clock.now());
-                    return Err(backend("connecting", &e));
+                    return Err(backend("connecting", &e, self.password.as_deref()));
                 }
             },
         };
@@ -231,12 +244,12 @@ impl RedisStore {
             Err(e) if is_connection_failure(&e) => {
                 self.pool.fail(conn);
                 self.breaker.failure(admit, self.clock.now());
-                Err(backend(what, &e))
+                Err(backend(what, &e, self.password.as_deref()))
             }
             Err(e) => {
                 self.pool.put(conn);
                 self.breaker.success(admit);
-                Err(backend(what, &e))
+                Err(backend(what, &e, self.password.as_deref()))
             }
         }
     }
@@ -326,6 +339,79 @@ impl Store for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limiter::Limiter;
+
+    /// A password no message may contain, in any of its spellings.
+    const PW: &str = "Zq7xSecretPW";
+
+    fn assert_no_secret(context: &str, message: &str) {
+        for spelling in [PW, "Zq7x", "SecretPW", "Zq7x%53ecretPW", "cretPW"] {
+            assert!(!message.contains(spelling), "{context}: the message leaks the password: {message}");
+        }
+    }
+
+    /// Every refusal of a `url=` (by the config parser, by the URL parser,
+    /// by the redis crate) names the problem and never contains the password.
+    #[test]
+    fn refusals_never_contain_the_password() {
+        let table: &[(&str, &str)] = &[
+            ("rate=1/s backend=redis url=redis://:Zq7xSecretPW@h:notaport", "bad port \"notaport\""),
+            ("rate=1/s backend=redis url=redis://alice:Zq7xSecretPW@h:notaport", "redis://alice:***@h:notaport"),
+            ("rate=1/s backend=redis url=redis://Zq7xSecretPW@h:0", "bad port"),
+            ("rate=1/s backend=redis url=redis://:Zq7x%53ecretPW@h:1/x", "is not a number"),
+            ("rate=1/s backend=redis url=redis://:Zq7x@SecretPW@h:99999", "bad port"),
+            ("rate=1/s backend=redis url=redis://:Zq7x:SecretPW@h:1?db=1", "query strings"),
+            ("rate=1/s backend=redis url=redis://:Zq7x?SecretPW@h:1", "query strings"),
+            ("rate=1/s backend=redis url=redis://:Zq7x%zzSecretPW@h:1", "percent-encoding in the password"),
+            ("rate=1/s backend=redis url=redis://bob%zz:Zq7xSecretPW@h:1", "percent-encoding in the user name"),
+            ("rate=1/s backend=redis url=redis+cluster://u:Zq7xSecretPW@a:1,b:x", "bad port \"x\""),
+            ("rate=1/s backend=redis url=redis+cluster://u:Zq7xSecretPW@a:1,b:2/0", "takes no database"),
+            ("rate=1/s backend=redis url=redis://:Zq7xSecretPW@a:1,b:2", "redis+cluster://"),
+            ("rate=1/s backend=redis url=redis:/:Zq7xSecretPW@h:1", "expected redis://"),
+            ("rate=1/s backend=redis url=rediss://:Zq7xSecretPW@h:1", "expected redis://"),
+            ("rate=1/s backend=redis url=redis://:Zq7xSecretPW@h:1 url=redis://:Zq7xSecretPW@h:2", "given twice"),
+            ("rate=1/s backend=redis ulr=redis://:Zq7xSecretPW@h:1", "unknown key \"ulr\""),
+            ("rate=1/s backend=redis redis://:Zq7xSecretPW@h:1", "is not key=value"),
+            ("rate=1/s backend=redis redis://:Zq7x=SecretPW@h:1", "unknown key"),
+            ("rate=1/s url=redis://:Zq7xSecretPW@h:1", "applies only to backend=redis"),
+            ("rate=1/s backend=redis url=redis://:Zq7xSecretPW@h:1 prefix=a{b", "prefix="),
+            ("rate=1/s backend=redis url=redis://:Zq7xSecretPW@h:1 capacity=5", "capacity"),
+            ("rate=1/s backend=redis url=redis://:Zq7xSecretPW@h:1 mode=0600", "mode"),
+        ];
+        for (text, why) in table {
+            let message = match Limiter::from_config_str(text) {
+                Ok(_) => panic!("{text}: accepted"),
+                Err(e @ Error::Config(_)) => e.to_string(),
+                Err(e) => panic!("{text}: not a config error: {e:?}"),
+            };
+            assert!(message.contains(why), "{text}: the message does not say {why:?}: {message}");
+            assert_no_secret(text, &message);
+        }
+    }
+
+    /// A valid URL whose server cannot be reached: the connection error
+    /// (and the Debug of the config and of the parsed URL) hide the password.
+    #[test]
+    fn connection_errors_never_contain_the_password() {
+        for url in [
+            "redis://:Zq7xSecretPW@127.0.0.1:1",
+            "redis://alice:Zq7xSecretPW@127.0.0.1:1/3",
+            "redis://:Zq7x%40SecretPW@127.0.0.1:1",
+            "redis+cluster://alice:Zq7xSecretPW@127.0.0.1:1,127.0.0.1:2",
+        ] {
+            let text = format!("rate=1/s backend=redis url={url} timeout_ms=200 on_error=deny");
+            let config = Config::parse(&text).unwrap();
+            assert_no_secret(url, &format!("{config:?}"));
+            assert_no_secret(url, &format!("{:?}", Target::parse(url).unwrap()));
+            let store = RedisStore::new(&config).unwrap();
+            for _ in 0..THRESHOLD + 1 {
+                let e = store.check(b"k", 1).expect_err(url);
+                let message = e.to_string();
+                assert!(message.starts_with("redis: "), "{url}: {message}");
+                assert_no_secret(url, &message);
+            }
+        }
+    }
 
     #[test]
     fn creating_needs_no_server_but_a_good_url() {

@@ -106,7 +106,19 @@ pub fn key_names(prefix: &[u8], key: &[u8], rates: &[Rate]) -> Vec<Vec<u8>> {
 
 /// The script's reply as a verdict in microsecond ticks.
 pub fn parse_reply(value: &Value, rates: usize) -> Result<Verdict, String> {
-    let bad = || format!("unexpected reply from the rate-limit script: {value:?}");
+    let bad = || {
+        // A reply of another shape can be anything, of any size: show its start.
+        let mut text = format!("{value:?}");
+        if text.len() > 200 {
+            let mut cut = 200;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push_str("...");
+        }
+        format!("unexpected reply from the rate-limit script: {text}")
+    };
     let Value::Array(items) = value else { return Err(bad()) };
     let mut n = [0i64; 6];
     if items.len() != 6 {
@@ -169,5 +181,9 @@ mod tests {
         assert_eq!((v.index, v.outcome.allowed, v.outcome.retry_after), (1, false, NEVER));
         assert!(parse_reply(&ok, 1).is_err());
         assert!(parse_reply(&Value::Nil, 1).is_err());
+        // An odd reply is shown, but only its start.
+        let huge = Value::BulkString(vec![b'x'; 1 << 20]);
+        let e = parse_reply(&huge, 1).unwrap_err();
+        assert!(e.starts_with("unexpected reply") && e.ends_with("...") && e.len() < 300, "{}", &e[..e.len().min(300)]);
     }
 }

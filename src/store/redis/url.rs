@@ -13,11 +13,21 @@
 //!
 //! Hosts are names, IPv4 addresses or bracketed IPv6 addresses (`[::1]:6379`).
 //! TLS (`rediss://`), Unix sockets and query options are not supported.
+//!
+//! **Credentials in messages.** Every error quotes the URL through
+//! [`quoted`], which masks what precedes the last `@`
+//! (`redis://alice:***@host:6379`; see [`crate::error::redact`]), and
+//! `Target`'s `Debug` prints `***` for the password: `rl_last_error()` is
+//! printed and logged by the host program.
+
+use std::fmt;
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 
-/// A parsed `url=`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+use crate::error::{quoted, MASK};
+
+/// A parsed `url=`. Its `Debug` masks the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Target {
     /// `host:port` pairs: one for a single server, the seeds of a cluster.
     pub nodes: Vec<(String, u16)>,
@@ -27,10 +37,24 @@ pub struct Target {
     pub cluster: bool,
 }
 
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Target { nodes, username, password, db, cluster } = self;
+        f.debug_struct("Target")
+            .field("nodes", nodes)
+            .field("username", username)
+            .field("password", &password.as_ref().map(|_| MASK))
+            .field("db", db)
+            .field("cluster", cluster)
+            .finish()
+    }
+}
+
 impl Target {
-    /// Parses and validates `url`; the error says what is wrong with it.
+    /// Parses and validates `url`; the error says what is wrong with it
+    /// (quoting the URL with its credentials masked).
     pub fn parse(url: &str) -> Result<Target, String> {
-        let bad = |why: &str| Err(format!("bad value in \"url={url}\": {why}"));
+        let bad = |why: &str| Err(format!("bad value in {}: {why}", quoted(&format!("url={url}"))));
         let (cluster, rest) = if let Some(r) = url.strip_prefix("redis://") {
             (false, r)
         } else if let Some(r) = url.strip_prefix("redis+cluster://") {
@@ -54,11 +78,14 @@ impl Target {
         let db = match db {
             None => 0,
             Some(d) if cluster => {
-                return bad(&format!("a cluster URL takes no database (\"/{d}\"): Redis Cluster has only database 0"))
+                return bad(&format!(
+                    "a cluster URL takes no database ({}): Redis Cluster has only database 0",
+                    quoted(&format!("/{d}"))
+                ))
             }
             Some(d) => match d.parse::<i64>() {
                 Ok(n) if n >= 0 && d.bytes().all(|b| b.is_ascii_digit()) => n,
-                _ => return bad(&format!("database \"{d}\" is not a number")),
+                _ => return bad(&format!("database {} is not a number", quoted(d))),
             },
         };
         let (username, password) = match userinfo {
@@ -110,12 +137,12 @@ impl Target {
 
 fn parse_host_port(hp: &str) -> Result<(String, u16), String> {
     let (host, port) = if let Some(r) = hp.strip_prefix('[') {
-        let Some((h, after)) = r.split_once(']') else { return Err(format!("unclosed '[' in \"{hp}\"")) };
+        let Some((h, after)) = r.split_once(']') else { return Err(format!("unclosed '[' in {}", quoted(hp))) };
         match after {
             "" => (h, None),
             p => match p.strip_prefix(':') {
                 Some(p) => (h, Some(p)),
-                None => return Err(format!("junk after ']' in \"{hp}\"")),
+                None => return Err(format!("junk after ']' in {}", quoted(hp))),
             },
         }
     } else {
@@ -125,16 +152,16 @@ fn parse_host_port(hp: &str) -> Result<(String, u16), String> {
         }
     };
     if host.is_empty() {
-        return Err(format!("missing host in \"{hp}\""));
+        return Err(format!("missing host in {}", quoted(hp)));
     }
     if !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b)) {
-        return Err(format!("bad host name \"{host}\""));
+        return Err(format!("bad host name {}", quoted(host)));
     }
     let port = match port {
         None => 6379,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
-            _ => return Err(format!("bad port \"{p}\"")),
+            _ => return Err(format!("bad port {}", quoted(p))),
         },
     };
     Ok((host.to_owned(), port))
@@ -199,11 +226,64 @@ mod tests {
             ("redis://a:1,b:2", "redis+cluster://"),
             ("redis+cluster://a:1/2", "takes no database"),
             ("redis://h h:1", "bad host"),
-            ("redis://u:%zz@h:1", "percent-encoding"),
+            ("redis://u%zz:p@h:1", "percent-encoding in the user name"),
             ("redis://[::1:1", "unclosed"),
         ] {
             let e = Target::parse(url).expect_err(url);
-            assert!(e.contains(why) && e.contains(url), "{url}: {e}");
+            assert!(e.contains(why) && e.contains(&*crate::error::redact(url)), "{url}: {e}");
         }
+    }
+
+    /// The password is masked in every refusal, whatever its spelling, and
+    /// in `Debug`; the rest of the URL is still quoted.
+    #[test]
+    fn refusals_mask_the_password() {
+        for (url, shown, why) in [
+            ("redis://:Zq7xPW@h:x", "redis://:***@h:x", "bad port \"x\""),
+            ("redis://alice:Zq7xPW@h:x", "redis://alice:***@h:x", "bad port"),
+            ("redis://Zq7xPW@h:x", "redis://***@h:x", "bad port"),
+            ("redis://:Zq7x%50W@h:1/x", "redis://:***@h:1/x", "database \"x\""),
+            ("redis://:Zq7x@PW@h:1/x", "redis://:***@h:1/x", "is not a number"),
+            ("redis://:Zq7x/PW@h:1?a", "redis://:***@h:1?a", "query strings"),
+            ("redis://:Zq7x%zPW@h:1", "redis://:***@h:1", "percent-encoding in the password"),
+            ("redis+cluster://u:Zq7xPW@a:1,b:2/0", "redis+cluster://u:***@a:1,b:2/0", "takes no database"),
+            ("redis+cluster://u:Zq7xPW@a:1,[b", "redis+cluster://u:***@a:1,[b", "unclosed '['"),
+            ("redis//:Zq7xPW@h:1", "***@h:1", "expected redis://"),
+        ] {
+            let e = Target::parse(url).expect_err(url);
+            assert!(e.contains(&format!("\"url={shown}\"")) && e.contains(why), "{url}: {e}");
+            assert!(!e.contains("Zq7x") && !e.contains("PW"), "{url}: {e}");
+        }
+        // Random URLs: whatever the password holds and whatever is wrong
+        // with the rest, neither a refusal nor a Debug contains it.
+        const PIECES: &[&str] = &[
+            "a", "Z", "0", "9", "@", ":", "/", "?", "#", "=", "%", "%4", "%41", "%zz", ",", "[", "]", "-", "é", "\x01",
+        ];
+        const HOSTS: &[&str] =
+            &["h", "h:1", "h:x", "[::1]:2", "[", "h:1/3", "h:1/x", "a:1,b:2", ":", "", "h h", "h:1?x"];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let pw: String = (0..next(6)).map(|_| PIECES[next(PIECES.len())]).collect();
+            let host = HOSTS[next(HOSTS.len())];
+            let scheme = ["redis://", "redis+cluster://", "redis:/", "rediss://", ""][next(5)];
+            let userinfo = ["alice:", ":", ""][next(3)];
+            if userinfo.is_empty() && pw.contains(':') {
+                continue; // then the grammar reads "Zq7x..." up to the ':' as the user name
+            }
+            let url = format!("{scheme}{userinfo}Zq7x{pw}@{host}");
+            match Target::parse(&url) {
+                Err(e) => assert!(!e.contains("Zq7x"), "{url}: {e}"),
+                Ok(t) => assert!(!format!("{t:?}").contains("Zq7x"), "{url}: {t:?}"),
+            }
+        }
+        let t = Target::parse("redis://alice:Zq7xPW@h:1").unwrap();
+        let debug = format!("{t:?}");
+        assert!(debug.contains("alice") && debug.contains("***") && !debug.contains("Zq7x"), "{debug}");
     }
 }

@@ -100,7 +100,8 @@ pub fn c_name(name: &str) -> Result<CString, Error> {
         && name.bytes().all(|b| b.is_ascii_graphic());
     if !ok {
         return Err(Error::Invalid(format!(
-            "bad shm name \"{name}\": expected a POSIX shm name like /api-limits (one leading '/', no other '/', at most 200 characters)"
+            "bad shm name {}: expected a POSIX shm name like /api-limits (one leading '/', no other '/', at most 200 characters)",
+            crate::error::quoted(name)
         )));
     }
     Ok(CString::new(name).expect("checked: no NUL"))
