@@ -261,8 +261,11 @@ impl Shard<'_> {
 
     fn clear(&mut self, index: usize) {
         self.empty(index);
-        self.stats.keys -= 1;
-        self.total_keys.fetch_sub(1, Ordering::Relaxed);
+        // Saturating: a count that is wrong (shared memory overwritten) must
+        // not wrap to 2^64 - 1 (the total would then refuse every new key),
+        // nor panic a debug build in the middle of a write.
+        self.stats.keys = self.stats.keys.saturating_sub(1);
+        let _ = self.total_keys.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |k| k.checked_sub(1));
     }
 
     /// One bounded reclaim pass: clears the expired entries among the next
@@ -337,7 +340,7 @@ impl Shard<'_> {
         let pick = self.cheapest(rates, now, start, RECLAIM_SLOTS).or_else(|| self.cheapest(rates, now, 0, slots));
         let Some((i, expired)) = pick else { return false };
         self.empty(i);
-        self.stats.keys -= 1;
+        self.stats.keys = self.stats.keys.saturating_sub(1);
         if !expired {
             self.stats.evictions += 1;
         }
@@ -389,7 +392,7 @@ impl Shard<'_> {
         };
         // 2. Room under capacity.
         if self.reserve_key() {
-            self.stats.keys += 1;
+            self.stats.keys = self.stats.keys.saturating_add(1);
             return Some(i);
         }
         // 3. At capacity: reclaim expired entries further along this shard,
@@ -408,7 +411,7 @@ impl Shard<'_> {
         }
         // (What was cleared may have been taken meanwhile by another shard.)
         if cleared > 0 && self.reserve_key() {
-            self.stats.keys += 1;
+            self.stats.keys = self.stats.keys.saturating_add(1);
             return Some(i);
         }
         // 4. Evict the live entry that will be fresh soonest; the new key
@@ -421,7 +424,7 @@ impl Shard<'_> {
         // 5. This shard holds no key at all, so every key is in another shard:
         //    one of them gives up an entry and its unit to the new key.
         if elsewhere(&mut |s| s.give_up_key(rates, now).then_some(1)).is_some() {
-            self.stats.keys += 1;
+            self.stats.keys = self.stats.keys.saturating_add(1);
             return Some(i);
         }
         // 6. None could be locked without waiting: rather than go over
@@ -669,5 +672,17 @@ mod tests {
         assert_eq!(shard.find(place, fp), None);
         assert_eq!((shard.stats.keys, shard.stats.evictions), (0, 1));
         assert_eq!(total.load(Ordering::Relaxed), capacity);
+    }
+
+    /// Counts that are already wrong (a shared region overwritten) neither
+    /// wrap nor panic when a key is removed.
+    #[test]
+    fn removing_with_counts_at_zero_saturates() {
+        let mut t = Table::new(100, bucket(1, 1_000_000));
+        t.check(b"k", 10, 1);
+        t.total.store(0, Ordering::Relaxed);
+        t.stats.iter_mut().for_each(|s| s.keys = 0);
+        assert!(t.with(b"k", |s, p, fp, _| s.remove(p, fp)));
+        assert_eq!((t.total.load(Ordering::Relaxed), t.sum(|s| s.keys)), (0, 0));
     }
 }
