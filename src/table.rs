@@ -396,23 +396,26 @@ impl Shard<'_> {
             return Some(i);
         }
         // 3. At capacity: reclaim expired entries further along this shard,
-        //    then in another shard (bounded passes; the whole shard only if
-        //    they found no live entry here, which needs a nearly empty shard).
+        //    then in another shard (bounded passes), then, if no live entry
+        //    was seen here either (a nearly empty shard), in the whole shard.
+        //    (What they clear may be taken at once by another shard's insert.)
         let (mut cleared, far_victim) = self.reclaim_step(rates, now);
         if cleared == 0 {
             cleared = elsewhere(&mut |s| Some(s.reclaim_step(rates, now).0)).unwrap_or(0);
         }
-        let mut v = victim.map(|(_, v)| v).or(far_victim);
-        if v.is_none() {
-            let slots = self.geometry.sets * WAYS;
-            let (more, whole_victim) = self.reclaim(rates, now, 0, slots);
-            cleared += more;
-            v = whole_victim;
-        }
-        // (What was cleared may have been taken meanwhile by another shard.)
         if cleared > 0 && self.reserve_key() {
             self.stats.keys = self.stats.keys.saturating_add(1);
             return Some(i);
+        }
+        let mut v = victim.map(|(_, v)| v).or(far_victim);
+        if v.is_none() {
+            let slots = self.geometry.sets * WAYS;
+            let (cleared, whole_victim) = self.reclaim(rates, now, 0, slots);
+            if cleared > 0 && self.reserve_key() {
+                self.stats.keys = self.stats.keys.saturating_add(1);
+                return Some(i);
+            }
+            v = whole_victim;
         }
         // 4. Evict the live entry that will be fresh soonest; the new key
         //    takes over its unit of the count, in this shard.
@@ -429,8 +432,8 @@ impl Shard<'_> {
         }
         // 6. None could be locked without waiting: rather than go over
         //    capacity, the new key is not stored (its check is answered; it is
-        //    the entry dropped for room). With 256 keys per shard this needs
-        //    ~2^-64 luck.
+        //    the entry dropped for room). A full table with not one key in
+        //    this shard, with 256 keys per shard, needs astronomical luck.
         self.stats.evictions += 1;
         None
     }
