@@ -79,7 +79,7 @@ impl MemoryStore {
     /// Runs `f` on the shards other than `me` that are free, from a rotating
     /// start, until it returns Some (never waiting for a lock: the caller
     /// holds shard `me`'s). See `table::Elsewhere`.
-    fn elsewhere(&self, me: usize, f: &mut dyn FnMut(&mut Shard) -> Option<u64>) -> Option<u64> {
+    fn on_other_shards(&self, me: usize, f: &mut dyn FnMut(&mut Shard) -> Option<u64>) -> Option<u64> {
         let n = self.shards.len();
         let start = self.reclaim_turn.fetch_add(1, Ordering::Relaxed) as usize;
         for k in 0..n {
@@ -118,7 +118,7 @@ impl Store for MemoryStore {
         let place = self.geometry.place(fp);
         let now = self.clock.now();
         let verdict = self.with_shard(place.shard, |s| {
-            s.check(&self.rates, place, fp, now, cost, &mut |f| self.elsewhere(place.shard, f), |_, _| {})
+            s.check(&self.rates, place, fp, now, cost, &mut |pass| self.on_other_shards(place.shard, pass), |_, _| {})
         });
         Ok(Answer { verdict, tick_ns: 1 })
     }

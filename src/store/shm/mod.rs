@@ -364,7 +364,7 @@ impl ShmStore {
     /// Runs `f` on the stripes other than `me` that are free, from a rotating
     /// start, until it returns Some (only try-locking: the caller holds
     /// stripe `me`'s). See `table::Elsewhere`.
-    fn elsewhere(&self, me: usize, f: &mut dyn FnMut(&mut Shard) -> Option<u64>) -> Option<u64> {
+    fn on_other_stripes(&self, me: usize, f: &mut dyn FnMut(&mut Shard) -> Option<u64>) -> Option<u64> {
         let n = self.layout.geometry.shards;
         let start = self.reclaim_turn.fetch_add(1, Ordering::Relaxed) as usize;
         for k in 0..n {
@@ -456,12 +456,19 @@ impl Store for ShmStore {
         let verdict = {
             let mut guard = self.lock(place.shard, &budget)?;
             let (mut shard, journal) = guard.shard();
-            let verdict =
-                shard.check(&self.rates, place, fp, now, cost, &mut |f| self.elsewhere(place.shard, f), |i, old| {
+            let verdict = shard.check(
+                &self.rates,
+                place,
+                fp,
+                now,
+                cost,
+                &mut |pass| self.on_other_stripes(place.shard, pass),
+                |i, old| {
                     if journaled {
                         journal.begin(i, old)
                     }
-                });
+                },
+            );
             journal.end();
             verdict
         };
