@@ -688,4 +688,64 @@ mod tests {
         assert!(t.with(b"k", |s, p, fp, _| s.remove(p, fp)));
         assert_eq!((t.total.load(Ordering::Relaxed), t.sum(|s| s.keys)), (0, 0));
     }
+
+    /// Room freed in another shard can be taken by another thread's new key
+    /// before this insert reserves it; the insert then evicts here, and the
+    /// count still never exceeds capacity.
+    #[test]
+    fn room_taken_by_another_shard_meanwhile_is_not_overdrawn() {
+        let (g, seed, rates) = (Geometry::new(600, 1), Seed([7, 9]), [bucket(1, 1000)]);
+        assert_eq!(g.shards, 2);
+        let place = |k: &String| g.place(seed.fingerprint(k.as_bytes()));
+        let keys = |n: usize, want: &dyn Fn(Place) -> bool| -> Vec<String> {
+            (0..).map(|i| format!("k{i}")).filter(|k| want(place(k))).take(n).collect()
+        };
+        // Sets the first bounded reclaim pass of a shard looks at.
+        let first_pass = RECLAIM_SLOTS / WAYS;
+        let outside = |p: Place| p.a >= first_pass && p.b >= first_pass;
+        let new = &keys(1, &|p| p.shard == 0 && outside(p))[0];
+        let n = place(new);
+        let apart = |p: Place| ![n.a, n.b].contains(&p.a) && ![n.a, n.b].contains(&p.b);
+        let live = keys(3, &|p| p.shard == 0 && outside(p) && apart(p));
+        let old = &keys(1, &|p| p.shard == 1 && p.a < first_pass && p.b < first_pass)[0];
+
+        let capacity = 4;
+        let total = AtomicU64::new(0);
+        let (mut words, mut stats) = (vec![vec![0u64; g.shard_words()]; 2], [ShardStats::default(); 2]);
+        let mut none = |_: &mut dyn FnMut(&mut Shard) -> Option<u64>| None;
+        for (key, now) in [(old, 0)].into_iter().chain(live.iter().map(|k| (k, 5000))) {
+            let (fp, p) = (seed.fingerprint(key.as_bytes()), place(key));
+            let mut shard = Shard {
+                words: &mut words[p.shard],
+                stats: &mut stats[p.shard],
+                total_keys: &total,
+                capacity,
+                geometry: g,
+            };
+            assert!(shard.check(&rates, p, fp, now, 1, &mut none, |_, _| {}).outcome.allowed);
+        }
+        assert_eq!(total.load(Ordering::Relaxed), capacity);
+
+        // At 5500 `old` has expired, the others have not.
+        let (w0, w1) = words.split_at_mut(1);
+        let (s0, s1) = stats.split_at_mut(1);
+        let mut stolen = 0;
+        let mut stealing = |f: &mut dyn FnMut(&mut Shard) -> Option<u64>| {
+            let mut other = Shard { words: &mut w1[0], stats: &mut s1[0], total_keys: &total, capacity, geometry: g };
+            let r = f(&mut other);
+            if r.is_some_and(|freed| freed > 0) {
+                // Meanwhile a new key of a third shard takes the room.
+                total.fetch_add(1, Ordering::Relaxed);
+                stolen += 1;
+            }
+            r
+        };
+        let mut shard = Shard { words: &mut w0[0], stats: &mut s0[0], total_keys: &total, capacity, geometry: g };
+        let fp = seed.fingerprint(new.as_bytes());
+        assert!(shard.check(&rates, n, fp, 5500, 1, &mut stealing, |_, _| {}).outcome.allowed);
+        assert_eq!(stolen, 1);
+        assert!(shard.find(n, fp).is_some(), "the new key is stored");
+        assert_eq!((shard.stats.keys, shard.stats.evictions), (3, 1), "in place of a live key of its shard");
+        assert_eq!(total.load(Ordering::Relaxed), capacity);
+    }
 }
