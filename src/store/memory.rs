@@ -181,7 +181,7 @@ mod tests {
         const THREADS: u64 = 6;
         for capacity in [1u64, 7, 100, 600, 2100] {
             let store = MemoryStore::new(forever(), capacity).unwrap();
-            let per_thread = (capacity * 3).max(2000);
+            let per_thread = (capacity * 5).max(2000);
             let done = AtomicBool::new(false);
             let worst = AtomicU64::new(0);
             std::thread::scope(|s| {
