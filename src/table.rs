@@ -34,8 +34,17 @@
 //!   3. at capacity, an empty slot after a bounded reclaim pass over the next
 //!      `RECLAIM_SLOTS` slots of the shard (a rotating cursor) frees an expired one;
 //!   4. otherwise the live entry, in its two sets (or, if those are empty, among
-//!      the slots just scanned), that will be fresh soonest: the cheapest to
-//!      lose, never a hot key being limited. This is a *live eviction*, counted.
+//!      the slots just scanned, or in the whole shard), that will be fresh
+//!      soonest: the cheapest to lose, never a hot key being limited. This is a
+//!      *live eviction*, counted. The new key takes over the evicted one's unit
+//!      of the table-wide count: the count is never lowered and raised again,
+//!      since a thread on another shard could take the unit in between;
+//!   5. if the shard holds no key at all, another shard gives one up, and its
+//!      unit, the same way; if none can be locked without waiting, the new key
+//!      is not stored (an eviction of its own).
+//!
+//! So the table-wide count only goes up by a bounded compare-and-swap
+//! (`reserve_key`), and never exceeds `capacity`, not even for a moment.
 //!
 //! A key whose check is denied or is a peek is never inserted: an absent key
 //! already answers as a fresh one. Every operation touches a bounded number of
@@ -130,11 +139,17 @@ pub struct ShardStats {
     pub cursor: u64,
 }
 
+/// How a shard at capacity reaches the others: `elsewhere(f)` calls `f` on
+/// other shards that the caller can lock *without waiting* (it holds a shard
+/// lock already), one after another from a rotating start, until `f` returns
+/// `Some`, and returns that (None if no shard did).
+pub type Elsewhere<'e> = dyn FnMut(&mut dyn FnMut(&mut Shard) -> Option<u64>) -> Option<u64> + 'e;
+
 /// One locked shard: its slots, its counters, and the table-wide key count.
 pub struct Shard<'a> {
     pub words: &'a mut [u64],
     pub stats: &'a mut ShardStats,
-    /// Keys stored in the whole table; never above `capacity` (but see `insert`).
+    /// Keys stored in the whole table; never above `capacity` (see `insert`).
     pub total_keys: &'a AtomicU64,
     pub capacity: u64,
     pub geometry: Geometry,
@@ -167,8 +182,7 @@ impl Shard<'_> {
     /// new state when it is taken, and counts it in the shard's stats.
     ///
     /// `elsewhere` is called when the table is at capacity and this shard has
-    /// nothing expired nearby: it should run `reclaim_step` on another shard
-    /// it can lock without waiting, and return how many entries it freed.
+    /// nothing expired nearby (see `Elsewhere`).
     ///
     /// `before_update(index, slot)` gets the slot's current words just before
     /// the state of a stored key may be rewritten in place (a check with
@@ -183,7 +197,7 @@ impl Shard<'_> {
         fp: u64,
         now: u64,
         cost: u64,
-        elsewhere: &mut dyn FnMut(u64) -> u64,
+        elsewhere: &mut Elsewhere,
         mut before_update: impl FnMut(usize, &[u64]),
     ) -> Verdict {
         let verdict = match self.find(place, fp) {
@@ -199,12 +213,13 @@ impl Shard<'_> {
                 let state = &mut fresh[..self.geometry.stride - 1];
                 let verdict = check_all(rates, state, now, cost);
                 if verdict.outcome.allowed && cost > 0 {
-                    let i = self.insert(rates, place, now, elsewhere);
-                    let slot = self.slot_mut(i);
-                    slot[1..].copy_from_slice(state);
-                    // Last: a slot is live only once its state is whole.
-                    compiler_fence(Ordering::SeqCst);
-                    slot[0] = fp;
+                    if let Some(i) = self.insert(rates, place, now, elsewhere) {
+                        let slot = self.slot_mut(i);
+                        slot[1..].copy_from_slice(state);
+                        // Last: a slot is live only once its state is whole.
+                        compiler_fence(Ordering::SeqCst);
+                        slot[0] = fp;
+                    }
                 }
                 verdict
             }
@@ -246,8 +261,11 @@ impl Shard<'_> {
 
     fn clear(&mut self, index: usize) {
         self.empty(index);
-        self.stats.keys -= 1;
-        self.total_keys.fetch_sub(1, Ordering::Relaxed);
+        // Saturating: a count that is wrong (shared memory overwritten) must
+        // not wrap to 2^64 - 1 (the total would then refuse every new key),
+        // nor panic a debug build in the middle of a write.
+        self.stats.keys = self.stats.keys.saturating_sub(1);
+        let _ = self.total_keys.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |k| k.checked_sub(1));
     }
 
     /// One bounded reclaim pass: clears the expired entries among the next
@@ -281,13 +299,64 @@ impl Shard<'_> {
         (cleared, victim.map(|(_, i)| i))
     }
 
+    /// Takes one unit of the table-wide key count, if the table is under capacity.
+    /// This is the only way the count goes up, so it never exceeds capacity.
     fn reserve_key(&self) -> bool {
         let cap = self.capacity;
         self.total_keys.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |k| (k < cap).then_some(k + 1)).is_ok()
     }
 
+    /// The entry among `len` slots from `start` (wrapping) that is cheapest to
+    /// lose: the first expired one (`true`), else the live one fresh soonest.
+    fn cheapest(&self, rates: &[Rate], now: u64, start: usize, len: usize) -> Option<(usize, bool)> {
+        let slots = self.geometry.sets * WAYS;
+        let mut victim = None::<(u64, usize)>;
+        for k in 0..len.min(slots) {
+            let i = (start + k) % slots;
+            if self.slot(i)[0] == 0 {
+                continue;
+            }
+            let fresh_at = fresh_at_all(rates, &self.slot(i)[1..]);
+            if fresh_at <= now {
+                return Some((i, true));
+            }
+            if victim.is_none_or(|(f, _)| fresh_at < f) {
+                victim = Some((fresh_at, i));
+            }
+        }
+        victim.map(|(_, i)| (i, false))
+    }
+
+    /// Empties one entry of this shard for a new key of *another* shard, which
+    /// takes over its unit of the table-wide count (so the count is not
+    /// touched, and no other thread can take that unit meanwhile): the
+    /// cheapest entry among the next `RECLAIM_SLOTS` slots at the cursor, or
+    /// in the whole shard if those are empty. A live one is counted as an
+    /// eviction. False if the shard holds no key.
+    pub fn give_up_key(&mut self, rates: &[Rate], now: u64) -> bool {
+        let slots = self.geometry.sets * WAYS;
+        let start = (self.stats.cursor % slots as u64) as usize;
+        self.stats.cursor = ((start + RECLAIM_SLOTS) % slots) as u64;
+        let pick = self.cheapest(rates, now, start, RECLAIM_SLOTS).or_else(|| self.cheapest(rates, now, 0, slots));
+        let Some((i, expired)) = pick else { return false };
+        self.empty(i);
+        self.stats.keys = self.stats.keys.saturating_sub(1);
+        if !expired {
+            self.stats.evictions += 1;
+        }
+        true
+    }
+
     /// Picks the slot for a new key (see the module docs) and leaves it empty.
-    fn insert(&mut self, rates: &[Rate], place: Place, now: u64, elsewhere: &mut dyn FnMut(u64) -> u64) -> usize {
+    /// None, in a case that needs a full table whose keys all lie in other
+    /// shards, all busy: the new key is then not stored (counted as evicted).
+    ///
+    /// The table-wide count never goes above capacity, even for a moment: a
+    /// unit freed by clearing an entry may be taken at once by a thread
+    /// working on another shard, so an eviction never clears-then-re-adds.
+    /// The evicted entry's unit passes to the new key without leaving the
+    /// locks held here.
+    fn insert(&mut self, rates: &[Rate], place: Place, now: u64, elsewhere: &mut Elsewhere) -> Option<usize> {
         let stride = self.geometry.stride;
         let (mut empty_a, mut empty_b) = ((0, None), (0, None));
         let mut expired = None;
@@ -310,47 +379,63 @@ impl Shard<'_> {
         // 1. An expired entry: replacing it loses nothing and keeps the count.
         if let Some(i) = expired {
             self.empty(i);
-            return i;
+            return Some(i);
         }
         let empty = if empty_b.0 > empty_a.0 { empty_b.1 } else { empty_a.1.or(empty_b.1) };
-        if let Some(i) = empty {
-            // 2. Room under capacity.
-            if self.reserve_key() {
-                self.stats.keys += 1;
-                return i;
-            }
-            // 3. At capacity: reclaim expired entries further along this shard,
-            //    then in another shard (bounded passes; the whole shard only if
-            //    they found no entry at all, which needs a nearly empty shard).
-            let (mut cleared, mut far_victim) = self.reclaim_step(rates, now);
-            if cleared == 0 {
-                cleared = elsewhere(now);
-            }
-            if cleared == 0 && far_victim.is_none() && victim.is_none() {
-                let slots = self.geometry.sets * WAYS;
-                (cleared, far_victim) = self.reclaim(rates, now, 0, slots);
-            }
-            if cleared > 0 && self.reserve_key() {
-                self.stats.keys += 1;
-                return i;
-            }
-            // 4. Evict the live entry that will be fresh soonest.
-            if let Some(v) = victim.map(|(_, v)| v).or(far_victim) {
-                self.clear(v);
-                self.stats.evictions += 1;
-            }
-            // Without a victim the shard holds no key at all: every key is in
-            // another shard. Rather than drop this key's state the table goes
-            // one key over capacity; with 256 keys per shard that needs ~2^-64 luck.
-            self.total_keys.fetch_add(1, Ordering::Relaxed);
-            self.stats.keys += 1;
-            return i;
+        let Some(i) = empty else {
+            // 4. Both sets full of live entries: the new key takes the place
+            //    (and the count) of the one fresh soonest.
+            let (_, v) = victim.expect("a full set holds live entries");
+            self.empty(v);
+            self.stats.evictions += 1;
+            return Some(v);
+        };
+        // 2. Room under capacity.
+        if self.reserve_key() {
+            self.stats.keys = self.stats.keys.saturating_add(1);
+            return Some(i);
         }
-        // 4. Both sets full of live entries.
-        let (_, v) = victim.expect("a full set holds live entries");
-        self.empty(v);
+        // 3. At capacity: reclaim expired entries further along this shard,
+        //    then in another shard (bounded passes), then, if no live entry
+        //    was seen here either (a nearly empty shard), in the whole shard.
+        //    (What they clear may be taken at once by another shard's insert.)
+        let (mut cleared, far_victim) = self.reclaim_step(rates, now);
+        if cleared == 0 {
+            cleared = elsewhere(&mut |s| Some(s.reclaim_step(rates, now).0)).unwrap_or(0);
+        }
+        if cleared > 0 && self.reserve_key() {
+            self.stats.keys = self.stats.keys.saturating_add(1);
+            return Some(i);
+        }
+        let mut v = victim.map(|(_, v)| v).or(far_victim);
+        if v.is_none() {
+            let slots = self.geometry.sets * WAYS;
+            let (cleared, whole_victim) = self.reclaim(rates, now, 0, slots);
+            if cleared > 0 && self.reserve_key() {
+                self.stats.keys = self.stats.keys.saturating_add(1);
+                return Some(i);
+            }
+            v = whole_victim;
+        }
+        // 4. Evict the live entry that will be fresh soonest; the new key
+        //    takes over its unit of the count, in this shard.
+        if let Some(v) = v {
+            self.empty(v);
+            self.stats.evictions += 1;
+            return Some(i);
+        }
+        // 5. This shard holds no key at all, so every key is in another shard:
+        //    one of them gives up an entry and its unit to the new key.
+        if elsewhere(&mut |s| s.give_up_key(rates, now).then_some(1)).is_some() {
+            self.stats.keys = self.stats.keys.saturating_add(1);
+            return Some(i);
+        }
+        // 6. None could be locked without waiting: rather than go over
+        //    capacity, the new key is not stored (its check is answered; it is
+        //    the entry dropped for room). A full table with not one key in
+        //    this shard, with 256 keys per shard, needs astronomical luck.
         self.stats.evictions += 1;
-        v
+        None
     }
 }
 
@@ -407,15 +492,14 @@ mod tests {
             let (s_me, s_hi) = s_rest.split_first_mut().unwrap();
             let mut others: Vec<(&mut Vec<u64>, &mut ShardStats)> =
                 w_hi.iter_mut().zip(s_hi.iter_mut()).chain(w_lo.iter_mut().zip(s_lo.iter_mut())).collect();
-            let mut elsewhere = |now: u64| -> u64 {
+            let mut elsewhere = |f: &mut dyn FnMut(&mut Shard) -> Option<u64>| -> Option<u64> {
                 for (w, s) in others.iter_mut() {
                     let mut shard = Shard { words: w, stats: s, total_keys: total, capacity, geometry };
-                    let cleared = shard.reclaim_step(rates, now).0;
-                    if cleared > 0 {
-                        return cleared;
+                    if let Some(r) = f(&mut shard) {
+                        return Some(r);
                     }
                 }
-                0
+                None
             };
             let mut shard = Shard { words: w_me, stats: s_me, total_keys: total, capacity, geometry };
             shard.check(rates, place, fp, now, cost, &mut elsewhere, |_, _| {})
@@ -531,5 +615,137 @@ mod tests {
         assert!(!t.check(b"b", 0, 3).outcome.allowed);
         assert_eq!(t.total.load(Ordering::Relaxed), 0);
         assert_eq!((t.sum(|s| s.allowed), t.sum(|s| s.limited)), (1, 1));
+    }
+
+    /// Keys of `t` that land in shard `shard`, as many as asked.
+    fn keys_in(t: &Table, shard: usize, n: usize, tag: &str) -> Vec<Vec<u8>> {
+        (0..)
+            .map(|k| format!("{tag}-{k}").into_bytes())
+            .filter(|k| t.geometry.place(t.seed.fingerprint(k)).shard == shard)
+            .take(n)
+            .collect()
+    }
+
+    fn stored(t: &Table) -> u64 {
+        let stride = t.geometry.stride;
+        t.words.iter().map(|w| w.chunks_exact(stride).filter(|s| s[0] != 0).count() as u64).sum()
+    }
+
+    /// A full table whose keys all lie in other shards: a new key in the empty
+    /// shard takes a unit from another shard's eviction, never going over.
+    #[test]
+    fn a_new_key_in_an_empty_shard_of_a_full_table_stays_within_capacity() {
+        let mut t = Table::new(600, bucket(1, 1_000_000));
+        assert_eq!(t.geometry.shards, 2);
+        // A smaller limit on the same geometry, so that one shard holds it all.
+        let capacity = 250;
+        t.capacity = capacity;
+        for k in keys_in(&t, 1, capacity as usize, "far") {
+            assert!(t.check(&k, 10, 1).outcome.allowed);
+        }
+        assert_eq!(t.total.load(Ordering::Relaxed), capacity);
+        assert_eq!(t.sum(|s| s.evictions), 0);
+        let near = keys_in(&t, 0, 2, "near");
+        // The first takes the place of a key of shard 1, the second that of the first.
+        for (n, k) in near.iter().enumerate() {
+            assert!(t.check(k, 20 + n as u64, 1).outcome.allowed);
+            assert_eq!(t.total.load(Ordering::Relaxed), capacity);
+            assert_eq!(stored(&t), capacity);
+            assert_eq!(t.sum(|s| s.keys), capacity);
+            assert_eq!((t.stats[0].keys, t.stats[1].keys), (1, capacity - 1));
+            assert_eq!((t.stats[0].evictions, t.stats[1].evictions), (n as u64, 1));
+        }
+        assert!(!t.check(&near[1], 30, 1).outcome.allowed, "the new key is remembered");
+    }
+
+    /// If no other shard can give a key up, the new key is answered but not
+    /// stored, and counted as evicted: the count never goes over capacity.
+    #[test]
+    fn a_new_key_with_no_room_anywhere_is_not_stored() {
+        let (capacity, g) = (600, Geometry::new(600, 1));
+        let mut words = vec![0u64; g.shard_words()];
+        let mut stats = ShardStats::default();
+        let total = AtomicU64::new(capacity); // all in shards that are busy
+        let mut shard = Shard { words: &mut words, stats: &mut stats, total_keys: &total, capacity, geometry: g };
+        let rates = [bucket(1, 1_000_000)];
+        let fp = Seed([1, 2]).fingerprint(b"k");
+        let place = Place { shard: 0, ..g.place(fp) };
+        let mut busy = |_: &mut dyn FnMut(&mut Shard) -> Option<u64>| None;
+        assert!(shard.check(&rates, place, fp, 10, 1, &mut busy, |_, _| {}).outcome.allowed);
+        assert_eq!(shard.find(place, fp), None);
+        assert_eq!((shard.stats.keys, shard.stats.evictions), (0, 1));
+        assert_eq!(total.load(Ordering::Relaxed), capacity);
+    }
+
+    /// Counts that are already wrong (a shared region overwritten) neither
+    /// wrap nor panic when a key is removed.
+    #[test]
+    fn removing_with_counts_at_zero_saturates() {
+        let mut t = Table::new(100, bucket(1, 1_000_000));
+        t.check(b"k", 10, 1);
+        t.total.store(0, Ordering::Relaxed);
+        t.stats.iter_mut().for_each(|s| s.keys = 0);
+        assert!(t.with(b"k", |s, p, fp, _| s.remove(p, fp)));
+        assert_eq!((t.total.load(Ordering::Relaxed), t.sum(|s| s.keys)), (0, 0));
+    }
+
+    /// Room freed in another shard can be taken by another thread's new key
+    /// before this insert reserves it; the insert then evicts here, and the
+    /// count still never exceeds capacity.
+    #[test]
+    fn room_taken_by_another_shard_meanwhile_is_not_overdrawn() {
+        let (g, seed, rates) = (Geometry::new(600, 1), Seed([7, 9]), [bucket(1, 1000)]);
+        assert_eq!(g.shards, 2);
+        let place = |k: &String| g.place(seed.fingerprint(k.as_bytes()));
+        let keys = |n: usize, want: &dyn Fn(Place) -> bool| -> Vec<String> {
+            (0..).map(|i| format!("k{i}")).filter(|k| want(place(k))).take(n).collect()
+        };
+        // Sets the first bounded reclaim pass of a shard looks at.
+        let first_pass = RECLAIM_SLOTS / WAYS;
+        let outside = |p: Place| p.a >= first_pass && p.b >= first_pass;
+        let new = &keys(1, &|p| p.shard == 0 && outside(p))[0];
+        let n = place(new);
+        let apart = |p: Place| ![n.a, n.b].contains(&p.a) && ![n.a, n.b].contains(&p.b);
+        let live = keys(3, &|p| p.shard == 0 && outside(p) && apart(p));
+        let old = &keys(1, &|p| p.shard == 1 && p.a < first_pass && p.b < first_pass)[0];
+
+        let capacity = 4;
+        let total = AtomicU64::new(0);
+        let (mut words, mut stats) = (vec![vec![0u64; g.shard_words()]; 2], [ShardStats::default(); 2]);
+        let mut none = |_: &mut dyn FnMut(&mut Shard) -> Option<u64>| None;
+        for (key, now) in [(old, 0)].into_iter().chain(live.iter().map(|k| (k, 5000))) {
+            let (fp, p) = (seed.fingerprint(key.as_bytes()), place(key));
+            let mut shard = Shard {
+                words: &mut words[p.shard],
+                stats: &mut stats[p.shard],
+                total_keys: &total,
+                capacity,
+                geometry: g,
+            };
+            assert!(shard.check(&rates, p, fp, now, 1, &mut none, |_, _| {}).outcome.allowed);
+        }
+        assert_eq!(total.load(Ordering::Relaxed), capacity);
+
+        // At 5500 `old` has expired, the others have not.
+        let (w0, w1) = words.split_at_mut(1);
+        let (s0, s1) = stats.split_at_mut(1);
+        let mut stolen = 0;
+        let mut stealing = |f: &mut dyn FnMut(&mut Shard) -> Option<u64>| {
+            let mut other = Shard { words: &mut w1[0], stats: &mut s1[0], total_keys: &total, capacity, geometry: g };
+            let r = f(&mut other);
+            if r.is_some_and(|freed| freed > 0) {
+                // Meanwhile a new key of a third shard takes the room.
+                total.fetch_add(1, Ordering::Relaxed);
+                stolen += 1;
+            }
+            r
+        };
+        let mut shard = Shard { words: &mut w0[0], stats: &mut s0[0], total_keys: &total, capacity, geometry: g };
+        let fp = seed.fingerprint(new.as_bytes());
+        assert!(shard.check(&rates, n, fp, 5500, 1, &mut stealing, |_, _| {}).outcome.allowed);
+        assert_eq!(stolen, 1);
+        assert!(shard.find(n, fp).is_some(), "the new key is stored");
+        assert_eq!((shard.stats.keys, shard.stats.evictions), (3, 1), "in place of a live key of its shard");
+        assert_eq!(total.load(Ordering::Relaxed), capacity);
     }
 }

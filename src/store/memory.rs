@@ -76,9 +76,10 @@ impl MemoryStore {
         (self.geometry.slots() * self.geometry.stride * 8) as f64 / self.capacity as f64
     }
 
-    /// One bounded reclaim pass on the next shard after `me` that is not busy
-    /// (never waiting for a lock: the caller holds shard `me`'s).
-    fn reclaim_elsewhere(&self, me: usize, now: u64) -> u64 {
+    /// Runs `f` on the shards other than `me` that are free, from a rotating
+    /// start, until it returns Some (never waiting for a lock: the caller
+    /// holds shard `me`'s). See `table::Elsewhere`.
+    fn on_other_shards(&self, me: usize, f: &mut dyn FnMut(&mut Shard) -> Option<u64>) -> Option<u64> {
         let n = self.shards.len();
         let start = self.reclaim_turn.fetch_add(1, Ordering::Relaxed) as usize;
         for k in 0..n {
@@ -87,9 +88,11 @@ impl MemoryStore {
                 continue;
             }
             let Some(mut guard) = self.shards[i].try_lock() else { continue };
-            return self.view(&mut guard).reclaim_step(&self.rates, now).0;
+            if let Some(r) = f(&mut self.view(&mut guard)) {
+                return Some(r);
+            }
         }
-        0
+        None
     }
 
     fn with_shard<R>(&self, index: usize, f: impl FnOnce(&mut Shard) -> R) -> R {
@@ -115,7 +118,7 @@ impl Store for MemoryStore {
         let place = self.geometry.place(fp);
         let now = self.clock.now();
         let verdict = self.with_shard(place.shard, |s| {
-            s.check(&self.rates, place, fp, now, cost, &mut |now| self.reclaim_elsewhere(place.shard, now), |_, _| {})
+            s.check(&self.rates, place, fp, now, cost, &mut |pass| self.on_other_shards(place.shard, pass), |_, _| {})
         });
         Ok(Answer { verdict, tick_ns: 1 })
     }
@@ -142,5 +145,78 @@ impl Store for MemoryStore {
         }
         total.keys = self.total_keys.load(Ordering::Relaxed);
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use super::*;
+    use crate::algorithm::Algorithm;
+
+    /// Keys that never expire during a test: every new key past capacity
+    /// must push a live one out.
+    fn forever() -> Vec<Rate> {
+        vec![Rate::new(Algorithm::TokenBucket, 1, 1 << 50, 1)]
+    }
+
+    /// The stored keys, counted slot by slot, and the shards' own counts.
+    fn recount(store: &MemoryStore) -> (u64, u64) {
+        let stride = store.geometry.stride;
+        let (mut slots, mut counted) = (0, 0);
+        for shard in store.shards.iter() {
+            let data = shard.lock();
+            slots += data.words.chunks_exact(stride).filter(|w| w[0] != 0).count() as u64;
+            counted += data.stats.keys;
+        }
+        (slots, counted)
+    }
+
+    /// Threads insert distinct keys far past capacity while another polls
+    /// `stats`: the key count never exceeds capacity, matches the table, and
+    /// every key either is stored or was counted as an eviction.
+    #[test]
+    fn keys_never_exceed_capacity_under_concurrent_inserts() {
+        const THREADS: u64 = 6;
+        for capacity in [1u64, 7, 100, 600, 2100] {
+            let store = MemoryStore::new(forever(), capacity).unwrap();
+            let per_thread = (capacity * 5).max(2000);
+            let done = AtomicBool::new(false);
+            let worst = AtomicU64::new(0);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    while !done.load(Ordering::Relaxed) {
+                        worst.fetch_max(store.stats().unwrap().keys, Ordering::Relaxed);
+                    }
+                });
+                let workers: Vec<_> = (0..THREADS)
+                    .map(|t| {
+                        let store = &store;
+                        s.spawn(move || {
+                            for k in 0..per_thread {
+                                let key = format!("t{t}-k{k}");
+                                assert!(store.check(key.as_bytes(), 1).unwrap().verdict.outcome.allowed);
+                            }
+                        })
+                    })
+                    .collect();
+                for w in workers {
+                    w.join().unwrap();
+                }
+                done.store(true, Ordering::Relaxed);
+            });
+            let stats = store.stats().unwrap();
+            let (slots, counted) = recount(&store);
+            assert!(worst.load(Ordering::Relaxed) <= capacity, "capacity {capacity}: keys seen {worst:?}");
+            assert!(stats.keys <= capacity, "capacity {capacity}: {} keys", stats.keys);
+            assert_eq!(stats.keys, slots, "capacity {capacity}: counted keys vs stored keys");
+            assert_eq!(counted, slots, "capacity {capacity}: shard counts vs stored keys");
+            assert_eq!(
+                stats.keys + stats.evictions,
+                THREADS * per_thread,
+                "capacity {capacity}: every key stored or evicted"
+            );
+        }
     }
 }

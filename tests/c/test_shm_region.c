@@ -4,7 +4,9 @@
  *
  * Every object here is refused with a clear rl_last_error() and a NULL
  * handle, never trusted and never a crash: empty, too small, foreign bytes,
- * a bad magic, another layout version, truncated, never finished.
+ * a bad magic, another layout version, truncated, never finished. A
+ * configuration must match in full, however long; a region never tracks
+ * more keys than its capacity.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -16,6 +18,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 
 static char name[64];
 static char config[256];
@@ -104,6 +107,95 @@ static void test_incompatible_configs(void)
     snprintf(cfg, sizeof cfg, "backend=shm   capacity=1000 name=%s rate=5/second on_error=deny", name);
     CHECK_EQ(create_with(cfg, &other), RL_OK);
     rl_destroy(other);
+    rl_destroy(lim);
+    CHECK_EQ(rl_shm_unlink(name), RL_OK);
+}
+
+/* Eight rates of long numbers, the last period `last` ms: two such
+ * configurations agree in the first 255+ characters of their canonical text
+ * (all a region header keeps of it) and differ only after. */
+static void long_config(char *buf, size_t len, const char *last)
+{
+    int i, n = snprintf(buf, len, "rate=");
+    for (i = 0; i < 7; i++)
+        n += snprintf(buf + n, len - (size_t)n, "100000000000000000/1000d,");
+    snprintf(buf + n, len - (size_t)n, "100000000000000000/%sms capacity=1000 backend=shm name=%s", last, name);
+}
+
+/* The whole configuration must match, not the part the header can show. */
+static void test_long_configs(void)
+{
+    rl_limiter *lim, *other;
+    char a[600], b[600];
+
+    make_names("long", "rate=5/s");
+    long_config(a, sizeof a, "86399999999");
+    long_config(b, sizeof b, "86399999998");
+    if (!CHECK_EQ(create_with(a, &lim), RL_OK))
+        return;
+    CHECK_EQ(create_with(b, &other), RL_ERR_INCOMPATIBLE);
+    CHECK(other == NULL);
+    CHECK_CONTAINS(rl_last_error(), name);
+    CHECK_CONTAINS(rl_last_error(), "86399999998ms");
+    CHECK_CONTAINS(rl_last_error(), "differ past the first 255 characters");
+    /* the same long configuration opens it */
+    if (CHECK_EQ(create_with(a, &other), RL_OK))
+        rl_destroy(other);
+    rl_destroy(lim);
+    CHECK_EQ(rl_shm_unlink(name), RL_OK);
+}
+
+/* Processes sharing one handle insert distinct keys far past capacity, while
+ * the parent reads rl_stats_get: `keys` never exceeds capacity, and every key
+ * is either tracked or counted in `evictions`. */
+static void test_keys_within_capacity(void)
+{
+    enum { PROCS = 4, CAPACITY = 2100, PER_PROC = 3 * CAPACITY };
+    rl_limiter *lim;
+    rl_stats st;
+    pid_t pids[PROCS];
+    uint64_t worst = 0;
+    int i, running = PROCS;
+    char cfg[256];
+
+    make_names("keys", "rate=1/1000d");
+    snprintf(cfg, sizeof cfg, "rate=1/1000d capacity=%d backend=shm name=%s", CAPACITY, name);
+    if (!CHECK_EQ(create_with(cfg, &lim), RL_OK))
+        return;
+    for (i = 0; i < PROCS; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0) {
+            rl_decision d;
+            char key[32];
+            int k, bad = 0;
+            for (k = 0; k < PER_PROC; k++) {
+                int len = snprintf(key, sizeof key, "p%d-key-%d", i, k);
+                if (rl_check(lim, key, (size_t)len, 1, &d) != RL_OK || !d.allowed)
+                    bad = 1;
+            }
+            _exit(bad);
+        }
+        CHECK(pids[i] > 0);
+    }
+    while (running > 0) {
+        if (CHECK_EQ(rl_stats_get(lim, &st), RL_OK) && st.keys > worst)
+            worst = st.keys;
+        for (i = 0; i < PROCS; i++) {
+            int status;
+            if (pids[i] > 0 && waitpid(pids[i], &status, WNOHANG) == pids[i]) {
+                CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+                pids[i] = 0;
+                running--;
+            }
+        }
+        test_sleep_ms(1);
+    }
+    CHECK(worst <= CAPACITY);
+    if (CHECK_EQ(rl_stats_get(lim, &st), RL_OK)) {
+        CHECK(st.keys <= CAPACITY);
+        CHECK_EQ(st.keys + st.evictions, (uint64_t)PROCS * PER_PROC);
+        CHECK_EQ(st.allowed, (uint64_t)PROCS * PER_PROC);
+    }
     rl_destroy(lim);
     CHECK_EQ(rl_shm_unlink(name), RL_OK);
 }
@@ -280,6 +372,8 @@ int main(void)
 {
     test_modes();
     test_incompatible_configs();
+    test_long_configs();
+    test_keys_within_capacity();
     test_garbage_objects();
     test_unlink();
     test_bad_names();

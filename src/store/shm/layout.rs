@@ -27,7 +27,8 @@
 //!  12  ready            u32   0 while the creator initialises; READY (release
 //!                             store) once everything else is written
 //!  16  region_bytes     u64   size of the whole object
-//!  24  config_hash      u64   SipHash of config_text: rates, algorithm, capacity
+//!  24  config_hash      u64   SipHash, fixed key, of the whole configuration text
+//!                             (rates, algorithm, capacity), however long
 //!  32  seed             2*u64 the keyed-hash seed (keyhash.rs), random per region
 //!  48  epoch_offset_ns  u64   CLOCK_REALTIME - CLOCK_MONOTONIC at creation: every
 //!                             process's clock is CLOCK_MONOTONIC + this, so all
@@ -39,7 +40,7 @@
 //! 192  dirty            u64   1 after a repair, until total_keys is recounted
 //! 200  recoveries       u64   locks taken over from dead processes, ever
 //! 256  recount_lock     u64   a lock (lock.rs) serialising recounts (own line)
-//! 320  config_text      [u8; 256] the configuration in words, for error messages
+//! 320  config_text      [u8; 256] its first 255 bytes, for error messages
 //! ```
 //!
 //! A stripe (one per shard, 320 bytes, starting on a cache line):
@@ -165,7 +166,7 @@ use crate::table::{Geometry, ShardStats};
 /// "rlshm", two zeros, then 1: a libratelimit region.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"rlshm\0\0\x01");
 /// Bumped whenever anything in this file changes meaning or place.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// The value of `Header::ready` once the region is initialised.
 pub const READY: u32 = 1;
 /// Most words a slot can have: the fingerprint and every rate's state.
@@ -260,7 +261,8 @@ pub struct Layout {
     pub stripes_offset: usize,
     pub slots_offset: usize,
     pub region_bytes: usize,
-    /// The configuration in words (what must match between processes).
+    /// The configuration in words, whole (what must match between
+    /// processes); the header keeps its first `CONFIG_TEXT_BYTES - 1` bytes.
     pub config_text: String,
     pub config_hash: u64,
 }
@@ -279,6 +281,10 @@ impl Layout {
             return None;
         }
         let config_text = describe(rates, capacity);
+        // Over the whole text, with a fixed key, so every process computes the
+        // same hash. 63 bits (the fingerprint's low bit is always set) are
+        // plenty: a collision needs a hostile configuration writer, who could
+        // as well remove the region.
         let config_hash = Seed([0x726c_7368_6d5f_6366, LAYOUT_VERSION as u64]).fingerprint(config_text.as_bytes());
         Some(Layout {
             geometry,
@@ -315,7 +321,5 @@ fn describe(rates: &[Rate], capacity: u64) -> String {
         })
         .collect();
     let algorithm = rates.first().map_or("?", |r| r.algorithm.name());
-    let mut text = format!("rate={} algorithm={algorithm} capacity={capacity}", list.join(","));
-    text.truncate(CONFIG_TEXT_BYTES - 1);
-    text
+    format!("rate={} algorithm={algorithm} capacity={capacity}", list.join(","))
 }

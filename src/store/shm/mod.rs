@@ -361,8 +361,10 @@ impl ShmStore {
         Ok(lock::try_lock(self.lock_word(i), me).then(|| Locked { store: self, index: i }))
     }
 
-    /// One bounded reclaim pass on the next shard after `me` that is free.
-    fn reclaim_elsewhere(&self, me: usize, now: u64) -> u64 {
+    /// Runs `f` on the stripes other than `me` that are free, from a rotating
+    /// start, until it returns Some (only try-locking: the caller holds
+    /// stripe `me`'s). See `table::Elsewhere`.
+    fn on_other_stripes(&self, me: usize, f: &mut dyn FnMut(&mut Shard) -> Option<u64>) -> Option<u64> {
         let n = self.layout.geometry.shards;
         let start = self.reclaim_turn.fetch_add(1, Ordering::Relaxed) as usize;
         for k in 0..n {
@@ -372,9 +374,11 @@ impl ShmStore {
             }
             let Ok(Some(mut guard)) = self.try_lock(i) else { continue };
             let (mut shard, _) = guard.shard();
-            return shard.reclaim_step(&self.rates, now).0;
+            if let Some(r) = f(&mut shard) {
+                return Some(r);
+            }
         }
-        0
+        None
     }
 
     /// After a repair, the table-wide key count is recounted once (see
@@ -458,7 +462,7 @@ impl Store for ShmStore {
                 fp,
                 now,
                 cost,
-                &mut |now| self.reclaim_elsewhere(place.shard, now),
+                &mut |pass| self.on_other_stripes(place.shard, pass),
                 |i, old| {
                     if journaled {
                         journal.begin(i, old)

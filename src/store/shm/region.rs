@@ -222,12 +222,19 @@ fn initialise(region: &Region, layout: &Layout, init: &Init) {
         addr_of_mut!((*h).slots_offset).write(layout.slots_offset as u64);
         addr_of_mut!((*h).shard_words).write(g.shard_words() as u64);
         let mut text = [0u8; CONFIG_TEXT_BYTES];
-        text[..layout.config_text.len()].copy_from_slice(layout.config_text.as_bytes());
+        let shown = shown_text(&layout.config_text);
+        text[..shown.len()].copy_from_slice(shown);
         addr_of_mut!((*h).config_text).write(text);
         (*h).version.store(LAYOUT_VERSION, Ordering::Relaxed);
         (*h).magic.store(MAGIC, Ordering::Release);
         (*h).ready.store(READY, Ordering::Release);
     }
+}
+
+/// The part of a configuration text a header keeps (ASCII: any cut is a
+/// character boundary).
+fn shown_text(text: &str) -> &[u8] {
+    &text.as_bytes()[..text.len().min(CONFIG_TEXT_BYTES - 1)]
 }
 
 fn remove_hint(name: &str) -> String {
@@ -337,11 +344,19 @@ fn check(region: &Region, size: usize, name: &str, layout: &Layout) -> Result<()
     };
     if hash != layout.config_hash {
         let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
-        let theirs: String =
+        let mut theirs: String =
             text[..end].iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' }).collect();
+        let mut past = "";
+        if end == CONFIG_TEXT_BYTES - 1 {
+            // The region keeps only the start of a long configuration.
+            theirs += "...";
+            if text[..end] == *shown_text(&layout.config_text) {
+                past = " (they differ past the first 255 characters)";
+            }
+        }
         return Err(Error::Incompatible(format!(
-            "shm region \"{name}\" holds limits for \"{theirs}\", not \"{}\": every process sharing a region must \
-             configure the same rate, algorithm and capacity; use another name= or {}",
+            "shm region \"{name}\" holds limits for \"{theirs}\", not \"{}\"{past}: every process sharing a \
+             region must configure the same rate, algorithm and capacity; use another name= or {}",
             layout.config_text,
             remove_hint(name)
         )));
@@ -368,4 +383,52 @@ fn check(region: &Region, size: usize, name: &str, layout: &Layout) -> Result<()
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::limiter::rates_in_ns;
+
+    fn layout(config: &str) -> Layout {
+        let c = Config::parse(config).unwrap();
+        Layout::new(&rates_in_ns(&c), c.capacity).unwrap()
+    }
+
+    /// Eight rates of long numbers, the last period `last` ms: the canonical
+    /// texts of two of them differ only after their first 255 bytes.
+    fn long_config(last: u64) -> String {
+        let rate = "100000000000000000/86400000000ms,";
+        format!("rate={}100000000000000000/{last}ms capacity=1000", rate.repeat(7))
+    }
+
+    #[test]
+    fn configurations_that_differ_past_the_stored_text_are_incompatible() {
+        let (a, b) = (layout(&long_config(86_399_999_999)), layout(&long_config(86_399_999_998)));
+        let shown = CONFIG_TEXT_BYTES - 1;
+        assert!(a.config_text.len() > shown && a.config_text.as_bytes()[..shown] == b.config_text.as_bytes()[..shown]);
+        assert_ne!(a.config_hash, b.config_hash);
+        assert_eq!(a.geometry, b.geometry);
+
+        // SAFETY: getpid has no preconditions.
+        let name = format!("/rl-rust-region-{}-long", unsafe { libc::getpid() });
+        let c = CString::new(name.as_str()).unwrap();
+        let _ = unlink(&c);
+        let init = Init { seed: [1, 2], epoch_offset_ns: 0 };
+        let first = create_or_open(&name, 0o600, &a, &init).expect("created");
+        let second = create_or_open(&name, 0o600, &b, &init);
+        let same = create_or_open(&name, 0o600, &a, &init);
+        unlink(&c).unwrap();
+        drop(first);
+        match second {
+            Err(Error::Incompatible(why)) => {
+                assert!(why.contains(&b.config_text), "{why}");
+                assert!(why.contains("past"), "{why}");
+            }
+            Err(e) => panic!("another error: {e:?}"),
+            Ok(_) => panic!("a region made for another configuration was accepted"),
+        }
+        assert!(same.is_ok(), "the same configuration opens the region");
+    }
 }
