@@ -11,10 +11,11 @@
 //! Time never runs backwards for a key: a check whose `now` is earlier than
 //! the earliest time its stored state can have been written at (a clock read
 //! before another thread's, which took the key's lock first) runs at that
-//! time instead. And every function here is total: for any state words (a
-//! shm slot may have been overwritten), any `now` and any `cost`, it answers
-//! without an overflow, with `remaining <= limit`, a peek (cost 0) allowed and
-//! a denial changing nothing. Each algorithm's file says how.
+//! time instead. And every function here is total: for any rate `Rate::new`
+//! builds, any state words (a shm slot may have been overwritten), any `now`
+//! and any `cost`, it answers without an overflow, with `remaining <= limit`,
+//! a peek (cost 0) allowed and a denial changing nothing. Each algorithm's
+//! file says how.
 
 mod fixed_window;
 mod gcra;
