@@ -8,12 +8,23 @@
 //! scaled by a calibration against `CLOCK_MONOTONIC` made once per process
 //! (under a millisecond, at the first `rl_create`). It never runs backwards in
 //! a thread, is never stepped by NTP or date changes, and agrees with
-//! `CLOCK_MONOTONIC` to a few parts per million. Readings of different threads
-//! taken within a fraction of a microsecond may come out in either order (the
-//! counter is read without a serialising fence); the algorithms take that in
-//! their stride: a token bucket keeps the later of its stored time and now,
-//! and the windows never move a key's window backwards. Where the CPU has no usable
+//! `CLOCK_MONOTONIC` to a few parts per million. Where the CPU has no usable
 //! invariant TSC, `quanta` falls back to `CLOCK_MONOTONIC` itself.
+//!
+//! Readings of different threads taken within a fraction of a microsecond may
+//! come out in either order (the counter is read without a serialising
+//! fence), and a check reads the clock *before* it takes its key's lock: a
+//! thread that waits for the lock, or is descheduled, then finds the key's
+//! state written by checks that read the clock after it, its own reading
+//! behind theirs by as long as it waited. The algorithms take that in their
+//! stride, because time never runs backwards for a key: a check runs at the
+//! later of its reading and the earliest time the stored state can have been
+//! written at (a token bucket's tat minus its capacity, a window's start; see
+//! `algorithm/`). Deciding at an earlier time than the true one can only
+//! refuse more, never admit more; `remaining` never exceeds the quota; a peek
+//! (cost 0) is still allowed; and `reset`/`retry_after` count from the time
+//! the check ran at, which is no later than the true one, so they are never
+//! short. `tests/crossing_clocks.rs` holds both backends to this.
 //!
 //! The shm backend does not use this clock: its processes must agree, so it
 //! re-anchors to `CLOCK_MONOTONIC` every millisecond (see `store/shm/clock.rs`).

@@ -11,9 +11,21 @@
 //!
 //! `T` is rounded UP to a whole tick, so a rate whose period is not a multiple
 //! of its limit is admitted a hair slower than asked (under one tick per unit),
-//! never faster. The configuration bounds `burst * T` to 1000 days of ticks, so
-//! with a cost of at most `burst` (a larger one is refused first) and clock
-//! readings below 2^62, no sum below can overflow a u64.
+//! never faster.
+//!
+//! Time never runs backwards for a key. A stored tat was written by a check
+//! whose own `now` was at least `tat - burst * T` (it was allowed, so its new
+//! tat lay at most a bucket ahead of it). A check that read the clock before
+//! that one but took the lock after it (threads' readings may cross), or whose
+//! clock is behind, therefore runs at `max(now, tat - burst * T)`: it sees an
+//! empty bucket, never one "more than full", and a peek still passes. Its
+//! `retry_after` and `reset` count from that time. This is governor's and
+//! nginx's answer too: compare instants, never subtract into a negative.
+//!
+//! The function is total: for any state words (a corrupted shm slot holds
+//! arbitrary ones), any `now` and any `cost` it returns `remaining <= burst`,
+//! `reset <= burst * T`, and allows a cost of 0, without an overflow. Only the
+//! stored tat can saturate, at `u64::MAX` ticks (the year 2554 in nanoseconds).
 
 use super::{Outcome, Rate, State, NEVER};
 
@@ -22,30 +34,33 @@ use super::{Outcome, Rate, State, NEVER};
 #[inline(always)]
 pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, State) {
     let (t, capacity) = (rate.interval, rate.capacity); // capacity = burst * T
-    let base = state[0].max(now);
-    // Tokens left in a bucket whose tat is `x`: the unused part of the capacity.
-    let tokens = |x: u64| (capacity - (x - now)) / t;
+    let tat = state[0];
+    let now = now.max(tat.saturating_sub(capacity));
+    // How far the bucket is from full, in ticks: at most `capacity` (by the
+    // line above), so `free`, the ticks' worth of tokens in it, cannot wrap.
+    let ahead = tat.saturating_sub(now);
+    let free = capacity - ahead;
     let denied = |retry_after| {
-        let outcome =
-            Outcome { allowed: false, limit: rate.burst, remaining: tokens(base), reset: base - now, retry_after };
+        let outcome = Outcome { allowed: false, limit: rate.burst, remaining: free / t, reset: ahead, retry_after };
         (outcome, *state)
     };
     if cost > rate.burst {
         return denied(NEVER); // more than a full bucket: no wait helps
     }
-    let new_tat = base + cost * t;
-    if new_tat - now <= capacity {
+    let need = cost * t; // at most `capacity`, which fits
+    if need <= free {
         let outcome = Outcome {
             allowed: true,
             limit: rate.burst,
-            remaining: tokens(new_tat),
-            reset: new_tat - now,
+            remaining: (free - need) / t,
+            reset: ahead + need,
             retry_after: 0,
         };
-        (outcome, [new_tat, 0, 0])
+        // `now + ahead` is `max(tat, now)`.
+        (outcome, [(now + ahead).saturating_add(need), 0, 0])
     } else {
-        // Allowed again once `new_tat - later <= capacity`.
-        denied(new_tat - capacity - now)
+        // `free` grows by one a tick (until the bucket is full, `need <= capacity`).
+        denied(need - free)
     }
 }
 
@@ -116,5 +131,47 @@ mod tests {
         assert!(o.allowed);
         assert!(!decide(&r, &s, 333, 1).0.allowed);
         assert!(decide(&r, &s, 334, 1).0.allowed);
+    }
+
+    /// A check that read the clock before another thread's check but took the
+    /// lock after it finds a tat more than the capacity ahead of its `now`.
+    /// The key's time is then at least `tat - capacity` (the writer's own
+    /// `now` was): the bucket is empty, not "more than full".
+    #[test]
+    fn stale_now_more_than_a_bucket_behind_the_tat() {
+        let r = rate(5, 1000, 5); // capacity 1000 ticks
+        let (_, s) = decide(&r, &[0; 3], 10_000, 5); // tat 11_000
+        for stale in [0, 1, 5_000, 9_999, 10_000] {
+            let (o, next) = decide(&r, &s, stale, 0);
+            assert_eq!((o.allowed, o.remaining, o.reset), (true, 0, 1000), "peek at {stale}");
+            assert_eq!(next, s);
+            let (o, next) = decide(&r, &s, stale, 1);
+            assert_eq!((o.allowed, o.remaining, o.reset, o.retry_after), (false, 0, 1000, 200), "at {stale}");
+            assert_eq!(next, s);
+            assert_eq!(decide(&r, &s, stale, 6).0.retry_after, NEVER);
+        }
+        // Less than a bucket behind: the plain GCRA answer, as before.
+        let (_, s) = decide(&r, &[0; 3], 10_000, 1); // tat 10_200
+        let (o, s) = decide(&r, &s, 9_500, 1);
+        assert_eq!((o.allowed, o.remaining, o.reset, s[0]), (true, 0, 900, 10_400));
+        assert_eq!(decide(&r, &s, 9_500, 0).0.remaining, 0);
+        assert_eq!(decide(&r, &s, 9_600, 0).0.remaining, 1);
+    }
+
+    /// A state no check could have written (the shm region is shared memory
+    /// that a stray write can reach): still an answer, never a panic.
+    #[test]
+    fn arbitrary_tat_and_now() {
+        let r = rate(5, 1000, 5);
+        for tat in [u64::MAX, u64::MAX - 999, u64::MAX - 1000, 1 << 63, 999, 1000] {
+            for now in [0, 1, 1000, 1 << 62, u64::MAX - 1000, u64::MAX] {
+                for cost in [0, 1, 5, 6, u64::MAX] {
+                    let (o, next) = decide(&r, &[tat, 0, 0], now, cost);
+                    assert!(o.remaining <= 5 && o.reset <= 1000, "{tat} {now} {cost}: {o:?}");
+                    assert!(o.allowed || next == [tat, 0, 0]);
+                    assert!(o.allowed || cost > 0, "a peek is allowed");
+                }
+            }
+        }
     }
 }

@@ -7,6 +7,15 @@
 //! The state of one rate is at most [`STATE_WORDS`] `u64`s and the all-zero
 //! state is a fresh key, so a backend can keep keys in fixed-size slots and
 //! treat an expired slot as empty.
+//!
+//! Time never runs backwards for a key: a check whose `now` is earlier than
+//! the earliest time its stored state can have been written at (a clock read
+//! before another thread's, which took the key's lock first) runs at that
+//! time instead. And every function here is total: for any rate `Rate::new`
+//! builds, any state words (a shm slot may have been overwritten), any `now`
+//! and any `cost`, it answers without an overflow, with `remaining <= limit`,
+//! a peek (cost 0) allowed and a denial changing nothing. Each algorithm's
+//! file says how.
 
 mod fixed_window;
 mod gcra;

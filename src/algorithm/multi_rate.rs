@@ -112,6 +112,11 @@ mod tests {
         fn below(&mut self, n: u64) -> u64 {
             self.next() % n
         }
+        /// Below one of `scales`, chosen at random: small and huge values alike.
+        fn below_one_of(&mut self, scales: &[u64]) -> u64 {
+            let scale = scales[self.below(scales.len() as u64) as usize];
+            self.below(scale)
+        }
     }
 
     fn words_of(rates: &[Rate]) -> Vec<u64> {
@@ -205,6 +210,105 @@ mod tests {
                     }
                     Algorithm::SlidingWindow => assert!(span(period) <= 2 * limit),
                 }
+            }
+        }
+    }
+
+    /// The time a rate runs a check at: the later of `now` and the earliest
+    /// time its stored state could have been written at.
+    fn key_time(rate: &Rate, state: &[u64], now: u64) -> u64 {
+        match rate.algorithm {
+            Algorithm::TokenBucket => now.max(state[0].saturating_sub(rate.capacity)),
+            _ => now.max(state[0]),
+        }
+    }
+
+    /// Any state words (a corrupted shm slot), any time (a clock behind the
+    /// stored state, or at its end), any cost, any rates the constructor takes:
+    /// `check_all` and `fresh_at_all` answer without a panic (tests run with
+    /// overflow checks), `remaining <= limit`, a peek passes and writes nothing,
+    /// a denial writes nothing, `never` exactly when the cost is above a quota,
+    /// an exact `retry_after` counted from the key's time, and from `fresh_at`
+    /// on the state decides as a fresh key does.
+    #[test]
+    fn total_for_arbitrary_states_times_and_costs() {
+        let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+        let algorithms = [Algorithm::TokenBucket, Algorithm::FixedWindow, Algorithm::SlidingWindow];
+        for _ in 0..20_000 {
+            let mut rates = Vec::new();
+            for _ in 0..1 + rng.below(3) {
+                let algorithm = algorithms[rng.below(3) as usize];
+                let limit = 1 + rng.below_one_of(&[10, 1_000_000, 1 << 50, u64::MAX]);
+                let period = 1 + rng.below_one_of(&[1000, 1 << 30, 1 << 57, u64::MAX]);
+                let mut burst = 1 + rng.below_one_of(&[10, 1 << 20, u64::MAX]);
+                if burst.checked_mul(period.div_ceil(limit)).is_none() {
+                    burst = 1;
+                }
+                rates.push(Rate::new(algorithm, limit, period, burst));
+            }
+            let mut now = match rng.below(4) {
+                0 => u64::MAX - rng.below(1000),
+                1 => rng.below(1000),
+                _ => rng.below(1 << 62),
+            };
+            let mut w = words_of(&rates);
+            for word in w.iter_mut() {
+                *word = match rng.below(6) {
+                    0 => 0,
+                    1 => rng.below(20),
+                    2 => rng.next(),
+                    3 => u64::MAX - rng.below(1000),
+                    _ => now.saturating_add(rng.below(1 << 40)).saturating_sub(rng.below(1 << 40)),
+                };
+            }
+            if rng.below(4) == 0 {
+                now = w[0].saturating_sub(rng.below(1 << 20)); // just behind the first rate's state
+            }
+            let cost = match rng.below(5) {
+                0 => 0,
+                1 => 1,
+                2 => rng.next(),
+                3 => u64::MAX,
+                _ => rng.below(rates[0].quota().saturating_add(2)),
+            };
+            let before = w.clone();
+            let v = check_all(&rates, &mut w, now, cost);
+            let o = v.outcome;
+            let fresh = fresh_at_all(&rates, &w);
+            let what = format!("rates {rates:?} words {before:?} now {now} cost {cost}: {v:?}");
+            assert!(o.remaining <= o.limit && o.limit == rates[v.index].quota(), "{what}");
+            assert!(o.allowed || cost > 0, "a peek is denied: {what}");
+            if !o.allowed || cost == 0 {
+                assert_eq!(w, before, "{what}");
+            }
+            let over_a_quota = rates.iter().any(|r| cost > r.quota());
+            if over_a_quota {
+                assert_eq!((o.allowed, o.retry_after), (false, NEVER), "{what}");
+            } else if rates.iter().all(|r| r.period < 1 << 62) {
+                assert_ne!(o.retry_after, NEVER, "{what}"); // (2 periods may not fit a u64)
+            }
+            if let [rate] = rates[..] {
+                let at = key_time(&rate, &before, now);
+                match at.checked_add(o.retry_after) {
+                    Some(ok) if !o.allowed && o.retry_after != NEVER => {
+                        let mut probe = before.clone();
+                        assert!(!check_all(&rates, &mut probe, ok - 1, cost).outcome.allowed, "{what}");
+                        assert!(check_all(&rates, &mut probe, ok, cost).outcome.allowed, "{what}");
+                    }
+                    _ => {}
+                }
+            }
+            let later = fresh.max(now).saturating_add(rng.below(1 << 20));
+            if fresh < u64::MAX {
+                let (a, b) = (
+                    check_all(&rates, &mut w.clone(), later, cost),
+                    check_all(&rates, &mut words_of(&rates), later, cost),
+                );
+                assert_eq!(
+                    (a.outcome.allowed, a.outcome.remaining),
+                    (b.outcome.allowed, b.outcome.remaining),
+                    "{what} at {later}"
+                );
             }
         }
     }

@@ -9,14 +9,24 @@
 //!
 //! State: `[current_start, current_count, previous_count]`, windows aligned as
 //! in `fixed_window.rs`. It is fresh two periods after `current_start`.
+//!
+//! Time never runs backwards for a key: a check whose `now` is before the
+//! stored window counts at that window's start (as in `fixed_window.rs`). Such
+//! a check, or one earlier in the window than the check that wrote it (threads'
+//! clock readings may cross), can find more carried over from the previous
+//! window than that check did, so more than the limit in all: it is denied any
+//! cost, but a peek (cost 0) is allowed, with nothing remaining, as always.
+//!
+//! Total: for any state words (a corrupted shm slot; a Redis key kept from a
+//! configuration with a higher limit), any `now` and any `cost`, it returns
+//! `remaining <= limit` and allows a cost of 0, without an overflow (the load
+//! saturates in u128, which can only make a check more refused).
 
 use super::{Outcome, Rate, State, NEVER};
 
 /// Decides one check of `cost` units at `now`.
 #[inline(always)]
 pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, State) {
-    // A state written by a caller whose clock read came a moment later than
-    // ours is from "the future": time never runs backwards for a key.
     let now = now.max(state[0]);
     let period = rate.period;
     let start = now - now % period;
@@ -31,20 +41,21 @@ pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, Stat
     let (p, limit) = (period as u128, rate.limit as u128);
     // Everything below is in units of 1/period: `load * period`.
     let carried = previous as u128 * (period - elapsed) as u128;
-    let load = |cur: u64| carried + cur as u128 * p;
+    let load = |cur: u64| carried.saturating_add(cur as u128 * p);
     let free = |cur: u64| (limit * p).saturating_sub(load(cur)) / p;
+    // `start + 2 * period` may not fit a u64.
     let reset = |cur: u64| {
         if cur > 0 {
-            start + 2 * period - now
+            (period - elapsed).saturating_add(period)
         } else if previous > 0 {
-            start + period - now
+            period - elapsed
         } else {
             0
         }
     };
 
     let new_current = current.saturating_add(cost);
-    if load(new_current) <= limit * p {
+    if cost == 0 || load(new_current) <= limit * p {
         let outcome = Outcome {
             allowed: true,
             limit: rate.limit,
@@ -81,15 +92,17 @@ fn retry_after(rate: &Rate, start: u64, current: u64, previous: u64, now: u64, c
         }
         Some(p.saturating_sub(room / prev as u128))
     };
+    // Both are at most `2 * period` ticks, which may not fit a u64.
+    let ticks = |t: u128| u64::try_from(t).unwrap_or(NEVER);
     if let Some(e) = earliest(current, previous) {
         // Within this window (it is later than now, since the check was denied).
         if e < p {
-            return (start as u128 + e - now as u128) as u64;
+            return ticks(start as u128 + e - now as u128);
         }
     }
     // In the next window this window's count becomes the previous one.
     let e = earliest(0, current).unwrap_or(0);
-    (start as u128 + p + e - now as u128) as u64
+    ticks(start as u128 + p + e - now as u128)
 }
 
 /// The time from which this state is the same as a fresh key's.
@@ -99,7 +112,7 @@ pub fn fresh_at(rate: &Rate, state: &State) -> u64 {
     } else if state[1] == 0 {
         state[0].saturating_add(rate.period)
     } else {
-        state[0].saturating_add(2 * rate.period)
+        state[0].saturating_add(rate.period.saturating_mul(2))
     }
 }
 
@@ -139,6 +152,53 @@ mod tests {
         assert!(!decide(&r, &s, 1099, 1).0.allowed);
         assert!(decide(&r, &s, 1100, 1).0.allowed);
         assert_eq!(fresh_at(&r, &s), 2000);
-        assert_eq!(decide(&r, &s, 2000, 10).0.allowed, true);
+        assert!(decide(&r, &s, 2000, 10).0.allowed);
+    }
+
+    /// A check whose clock reading is behind the stored window, or earlier in
+    /// it than the check that wrote it, may find more carried over from the
+    /// previous window than that check did: a peek still passes, with nothing
+    /// remaining; a cost is denied.
+    #[test]
+    fn stale_now_peeks_and_never_wraps() {
+        let r = r();
+        let (_, s) = decide(&r, &[0; 3], 500, 10); // [0, 10, 0]
+        let (o, s) = decide(&r, &s, 1600, 2); // carried 4, load 6
+        assert_eq!((o.allowed, o.remaining, s), (true, 4, [1000, 2, 10]));
+        // At 1100, 9 of the previous 10 still count: 11 > 10.
+        let (o, n) = decide(&r, &s, 1100, 0);
+        assert_eq!((o.allowed, o.remaining, o.reset, n), (true, 0, 1900, s));
+        // Before the stored window: counted at its start, where all 10 count.
+        for stale in [0, 999, 1000] {
+            let (o, _) = decide(&r, &s, stale, 0);
+            assert_eq!((o.allowed, o.remaining, o.reset), (true, 0, 2000), "peek at {stale}");
+            let (o, n) = decide(&r, &s, stale, 1);
+            // 10*(1000-e) + 3*1000 <= 10*1000  =>  e >= 300
+            assert_eq!((o.allowed, o.retry_after, n), (false, 300, s), "at {stale}");
+        }
+    }
+
+    /// States no check could have written (a corrupted shm slot, or a Redis key
+    /// kept from a configuration with a higher limit) and times at the end of
+    /// the clock: an answer, never a panic.
+    #[test]
+    fn arbitrary_states_and_times() {
+        let huge = Rate::new(Algorithm::SlidingWindow, u64::MAX, u64::MAX, u64::MAX);
+        for r in [r(), huge] {
+            for start in [0, 1000, 1001, u64::MAX - 615, u64::MAX - 1000, u64::MAX] {
+                for count in [0, 10, 11, u64::MAX] {
+                    for now in [0, 1000, u64::MAX - 1, u64::MAX] {
+                        for cost in [0, 1, 10, 11, u64::MAX] {
+                            let s = [start, count, u64::MAX - count];
+                            let (o, n) = decide(&r, &s, now, cost);
+                            assert!(o.remaining <= r.limit, "{start} {count} {now} {cost}: {o:?}");
+                            assert!(o.allowed || cost > 0, "a peek is allowed");
+                            assert!(o.allowed || n == s);
+                            let _ = fresh_at(&r, &s);
+                        }
+                    }
+                }
+            }
+        }
     }
 }

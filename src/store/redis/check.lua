@@ -82,11 +82,14 @@ end
 -- Token bucket (GCRA): state {tat}.
 local function gcra(limit, period, burst, interval, s, now)
   local cap = burst * interval
+  -- Time never runs backwards for a key: the tat was written by a check at
+  -- no earlier than tat - cap, so a clock behind that runs at it (the bucket
+  -- is then empty, never "more than full", and a peek passes).
+  if now < s[1] - cap then now = s[1] - cap end
   local base = s[1]
   if base < now then base = now end
-  local ahead = base - now
+  local ahead = base - now -- at most cap
   local left = cap - ahead
-  if left < 0 then left = 0 end
   if cost <= burst then
     local new_ahead = ahead + cost * interval
     if new_ahead <= cap then
@@ -98,16 +101,18 @@ local function gcra(limit, period, burst, interval, s, now)
   return false, burst, idiv(left, interval), ahead, NEVER
 end
 
--- Fixed window: state {start, count}.
+-- Fixed window: state {start, count}. A clock behind the stored window runs
+-- at its start: time never runs backwards for a key.
 local function fixed(limit, period, burst, interval, s, now)
   if s[1] > now then now = s[1] end
   local start = now - fmod(now, period)
   local used = 0
   if s[1] == start then used = s[2] end
+  -- A count above the limit (a key kept from a configuration with a higher
+  -- one) counts as the limit.
+  if used > limit then used = limit end
   local until_next = start + period - now
-  local capped = used
-  if capped > limit then capped = limit end
-  if cost <= limit - capped then
+  if cost <= limit - used then
     used = used + cost
     local reset = until_next
     if used == 0 then reset = 0 end
@@ -115,7 +120,7 @@ local function fixed(limit, period, burst, interval, s, now)
   end
   local retry = until_next
   if cost > limit then retry = NEVER end
-  return false, limit, limit - capped, until_next, retry
+  return false, limit, limit - used, until_next, retry
 end
 
 -- Sliding window: state {start, current, previous}.
@@ -148,7 +153,9 @@ local function sliding(limit, period, burst, interval, s, now)
     if prev > 0 then return start + period - now end
     return 0
   end
-  if cost <= limit - cur and carried <= limit - cur - cost then
+  -- A peek always passes, even when a clock behind the check that wrote the
+  -- state finds more carried over than that check did.
+  if cost == 0 or (cost <= limit - cur and carried <= limit - cur - cost) then
     local nc = cur + cost
     return true, limit, free(nc), reset(nc), 0, { start, nc, prev }, start + 2 * period
   end
