@@ -335,7 +335,9 @@ mod tests {
 
     #[test]
     fn good_configs() {
-        let table: &[(&str, &[(u64, u64, u64)])] = &[
+        // A config and the (limit, period ns, burst) of each rate it parses to.
+        type Case = (&'static str, &'static [(u64, u64, u64)]);
+        let table: &[Case] = &[
             ("rate=100/minute", &[(100, 60 * SEC, 100)]),
             ("rate=5/10s", &[(5, 10 * SEC, 5)]),
             ("rate=10/s,1000/hour", &[(10, SEC, 10), (1000, 3600 * SEC, 1000)]),
