@@ -33,8 +33,8 @@ EXAMPLE_HTTP := c-examples/http.c c-examples/http.h
 EXAMPLES := $(patsubst c-examples/%.c,build/%,$(filter-out c-examples/http.c,$(wildcard c-examples/*.c)))
 C_TESTS  := $(patsubst tests/c/%.c,build/tests/%,$(wildcard tests/c/test_*.c))
 
-.PHONY: all lib examples test test-rust test-c test-examples test-shm test-redis \
-        demo bench header install uninstall native-libs clean
+.PHONY: all lib examples test test-rust test-lint test-install test-c test-examples test-shm test-redis \
+        miri demo bench header install uninstall native-libs clean
 
 all: lib
 
@@ -67,10 +67,38 @@ build/%: c-examples/%.c $(EXAMPLE_HTTP) include/ratelimit.h $(LIB_SO)
 	    -Wl,-rpath,'$$ORIGIN/../target/release' -lpthread
 
 # ---- tests ----------------------------------------------------------------
-test: test-rust test-c test-examples test-shm test-redis
+test: test-lint test-rust test-c test-examples test-shm test-redis test-install
 
+# The Rust suite twice: in a debug build, where integer overflow panics, and
+# in the release build the C programs use.
 test-rust:
+	$(CARGO) test --locked
 	$(CARGO) test --locked --release
+
+# Formatting (rustfmt.toml) and clippy, every warning an error.
+test-lint:
+	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+# `make install` and `make uninstall` into a temporary prefix; README's
+# example built with README's commands (shared, and static: no libratelimit.so
+# needed); the static library exports only rl_* and links next to another Rust
+# static library (scripts/test_install.sh).
+test-install: lib
+	scripts/test_install.sh
+
+# Miri (undefined behaviour, out-of-bounds and uninitialised reads) over the
+# pure modules' unit tests, on the nightly toolchain (installed when missing).
+# Minutes: the first run builds a Miri sysroot and the crate's dependencies.
+# Skipped: randomized tests too long to interpret (they run natively in test-rust).
+MIRI_TESTS := algorithm:: table:: keyhash:: headers:: config::
+MIRI_SKIP  := never_admits_more_than_the_quota
+miri:
+	@rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
+	@$(CARGO) +nightly miri --version >/dev/null 2>&1 || rustup component add miri --toolchain nightly
+	$(CARGO) +nightly miri test --locked --lib -- $(MIRI_TESTS) $(patsubst %,--skip %,$(MIRI_SKIP))
 
 build/tests/%: tests/c/%.c tests/c/check.h tests/c/helpers.h include/ratelimit.h $(LIB_SO)
 	@mkdir -p build/tests
