@@ -48,13 +48,15 @@ expected_files() {
 files_under() { (cd "$1" && find . ! -type d -printf '%P\n' | sort); }
 same_files() { diff <(expected_files) <(files_under "$1"); }
 nothing_under() { local left; left=$(find "$1" ! -type d); [ -z "$left" ] || { echo "left: $left"; return 1; }; }
-no_debug_info() { ! readelf -SW "$1" | grep -q '\.debug_'; }
+# (Output captured first: with pipefail, `readelf | grep -q` fails when grep
+# stops reading early.)
+no_debug_info() { local s; s=$(readelf -SW "$1") && ! grep -q '\.debug_' <<<"$s"; }
 # The functions the header declares, and the globals a library defines.
 header_functions() { grep -oE '\brl_[a-z0-9_]+\(' include/ratelimit.h | tr -d '(' | sort -u; }
-exports_are_the_header() { diff <(header_functions) <("$@" | awk 'NF == 3 { print $3 }' | sort -u); }
+exports_are_the_header() { local s; s=$("$@") && diff <(header_functions) <(awk 'NF == 3 { print $3 }' <<<"$s" | sort -u); }
 not() { ! "$@"; }
-needs() { readelf -d "$1" | grep -q "NEEDED.*\[$2"; }
-fully_static() { ! readelf -lW "$1" | grep -q 'INTERP' && ! readelf -d "$1" | grep -q NEEDED; }
+needs() { local s; s=$(readelf -d "$1") && grep -q "NEEDED.*\[$2" <<<"$s"; }
+fully_static() { local s; s=$(readelf -lW "$1") && ! grep -q 'INTERP' <<<"$s" && ! grep -q 'DYNAMIC' <<<"$s"; }
 runs() { env -u LD_LIBRARY_PATH "$@"; }
 fails_to_load() { ! env -u LD_LIBRARY_PATH "$1" 2>"$tmp/load.err" && grep -q 'libratelimit.so.0: cannot open shared object file' "$tmp/load.err"; }
 
