@@ -14,7 +14,7 @@
 #   - a C test linked with the static library runs;
 #   - the static library links next to another Rust static library (built
 #     here with rustc; nightly when present, so that its standard library
-#     differs from ours), in either order.
+#     differs from ours), in either order, and fully static.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$PWD
@@ -58,6 +58,12 @@ not() { ! "$@"; }
 needs() { local s; s=$(readelf -d "$1") && grep -q "NEEDED.*\[$2" <<<"$s"; }
 fully_static() { local s; s=$(readelf -lW "$1") && ! grep -q 'INTERP' <<<"$s" && ! grep -q 'DYNAMIC' <<<"$s"; }
 runs() { env -u LD_LIBRARY_PATH "$@"; }
+# A fully static glibc program gets glibc's warnings about getaddrinfo and
+# getpwuid_r (README mentions them), and nothing else.
+links_with_glibc_warnings_only() {
+    "$@" >"$tmp/link.out" 2>&1 || { cat "$tmp/link.out"; return 1; }
+    ! grep -v -e 'statically linked applications requires at runtime' -e 'in function' "$tmp/link.out"
+}
 fails_to_load() { ! env -u LD_LIBRARY_PATH "$1" 2>"$tmp/load.err" && grep -q 'libratelimit.so.0: cannot open shared object file' "$tmp/load.err"; }
 
 # ---- install into a prefix: only copies, exactly these files, stripped ------
@@ -181,6 +187,12 @@ if "${rustc_other[@]}" --edition 2021 --crate-type staticlib -O -o "$tmp/libothe
             cc $cflags -Iinclude -o "$tmp/two" "$tmp/two.c" $order $native_libs
         check "libratelimit.a next to another Rust static library runs" runs "$tmp/two"
     done
+    # Fully static: the unwinder is libgcc_eh's (the panic caught in other()).
+    # shellcheck disable=SC2086 # word splitting wanted
+    check "libratelimit.a and another Rust static library link fully static" \
+        links_with_glibc_warnings_only cc -static $cflags -Iinclude -o "$tmp/two" "$tmp/two.c" \
+        "$prefix/lib/libratelimit.a" "$tmp/libother.a" $native_libs
+    check "... and runs" runs "$tmp/two"
 else
     check "rustc builds the other static library" sh -c "cat '$tmp/rustc.out'; false"
 fi
