@@ -92,6 +92,8 @@ work=$tmp/work
 mkdir -p "$work/target"
 ln -s "$root/include" "$work/include"
 ln -s "$root/target/release" "$work/target/release"
+mkdir -p "$work/build"
+ln -s "$root/build/lib" "$work/build/lib"
 # The section "## Using it from C": its first ```c block, and the `cc` lines of
 # the first ```sh block after it.
 awk '/^## /{ sec = ($0 == "## Using it from C") } sec && /^```c$/ && !done { on = 1; next }
@@ -99,7 +101,7 @@ awk '/^## /{ sec = ($0 == "## Using it from C") } sec && /^```c$/ && !done { on 
 mapfile -t commands < <(awk '/^## /{ sec = ($0 == "## Using it from C") } sec && /^```sh$/ && !done { on = 1; next }
      on && /^```$/ { on = 0; done = 1 } on && /^cc /' README.md)
 grep -q 'rl_create' "$work/app.c" || die "no C example found in README.md's \"Using it from C\""
-[ "${#commands[@]}" -eq 4 ] || die "expected 4 cc commands in README.md's \"Using it from C\", found ${#commands[@]}"
+[ "${#commands[@]}" -eq 5 ] || die "expected 5 cc commands in README.md's \"Using it from C\", found ${#commands[@]}"
 
 export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
 for i in "${!commands[@]}"; do
@@ -116,7 +118,7 @@ for i in "${!commands[@]}"; do
     case $cmd in
     *-static\ *)
         check "README: $cmd: fully static" fully_static "$work/app" ;;
-    *ratelimit-static*)
+    *ratelimit-static* | *libratelimit.a*)
         check "README: $cmd: no NEEDED libratelimit.so" not needs "$work/app" libratelimit
         check "README: $cmd: dynamic libc still" needs "$work/app" libc.so ;;
     *)
