@@ -19,6 +19,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$PWD
 MAKE=${MAKE:-make}
+# The install below goes where this script says, whatever PREFIX, LIBDIR,
+# INCDIR or DESTDIR the calling make was given.
+unset MAKEFLAGS MFLAGS MAKELEVEL DESTDIR PREFIX LIBDIR INCDIR
 
 # shellcheck source=scripts/need_package.sh
 . scripts/need_package.sh
@@ -68,7 +71,7 @@ fails_to_load() { ! env -u LD_LIBRARY_PATH "$1" 2>"$tmp/load.err" && grep -q 'li
 
 # ---- install into a prefix: only copies, exactly these files, stripped ------
 prefix=$tmp/usr
-$MAKE --no-print-directory install PREFIX="$prefix" >"$tmp/install.out" 2>&1 ||
+$MAKE --no-print-directory install PREFIX="$prefix" LIBDIR="$prefix/lib" INCDIR="$prefix/include" >"$tmp/install.out" 2>&1 ||
     { cat "$tmp/install.out" >&2; die "make install failed"; }
 check "make install runs no cargo (make lib has built everything)" not grep -q 'cargo' "$tmp/install.out"
 check "make install puts exactly its files" same_files "$prefix"
@@ -200,7 +203,7 @@ else
 fi
 
 # ---- uninstall, and DESTDIR ------------------------------------------------
-$MAKE --no-print-directory uninstall PREFIX="$prefix" >"$tmp/uninstall.out" 2>&1
+$MAKE --no-print-directory uninstall PREFIX="$prefix" LIBDIR="$prefix/lib" INCDIR="$prefix/include" >"$tmp/uninstall.out" 2>&1
 check "make uninstall leaves no file" nothing_under "$prefix"
 
 stage=$tmp/stage
