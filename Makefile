@@ -91,9 +91,9 @@ test-install: lib
 
 # Miri (undefined behaviour, out-of-bounds and uninitialised reads) over the
 # pure modules' unit tests, on the nightly toolchain (installed when missing).
-# Minutes, hence not in `make test`: the first run builds a Miri sysroot (~3 min)
-# and interprets the build of every dependency (~7 min); the tests themselves
-# take ~4 min of CPU. Isolation is off for the random seed (/dev/urandom).
+# Minutes, hence not in `make test`: the first run builds a Miri sysroot
+# (~3 min) and every dependency for Miri (~7 min); the tests themselves take
+# ~3.5 min of CPU. Isolation is off for the random seed (/dev/urandom).
 # Skipped: the tests of many thousand iterations (they run natively in test-rust).
 MIRI_TESTS := algorithm:: table:: keyhash:: headers:: config::
 MIRI_SKIP  := never_admits_more_than_the_quota arbitrary_input_is_refused_cleanly \
