@@ -79,7 +79,7 @@
 //! meet.
 //!
 //! The lock is one word of the region (lock.rs): a compare-and-swap takes
-//! it, a plain store releases it, waiters spin, then sleep, always within a
+//! it, another (from the holder's own word) releases it, waiters spin, then sleep, always within a
 //! deadline. It is **robust**: the word names its holder's *owner word*,
 //! whose liveness any process can ask the kernel about (an open-file-
 //! description lock on the region's shm object, which the kernel drops when
@@ -94,9 +94,10 @@
 //!
 //! A takeover is safe because a live holder is never judged dead: it keeps
 //! its owner slot's byte locked for as long as its handle is open (its own
-//! open file description, never mapped and never shared with a forked
-//! child, owner.rs), and the slot's generation changes only once that lock
-//! is gone. A wrong judgement can only go the other way (a child made by a
+//! open file description, never shared with a forked child, and held by a
+//! mapping even if the host closes the descriptor, owner.rs), and the slot's
+//! generation changes only once that lock is gone; a process whose
+//! descriptor was closed or replaced counts every holder as alive. A wrong judgement can only go the other way (a child made by a
 //! raw `clone` that skips the fork handler shares its parent's slot), and
 //! that costs bounded waits, never two writers. A process *stopped* while
 //! holding a lock keeps it, so every wait is bounded by `timeout_ms`

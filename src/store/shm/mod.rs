@@ -122,11 +122,24 @@ impl Budget {
 struct Locked<'a> {
     store: &'a ShmStore,
     index: usize,
+    /// The owner word it was taken with.
+    me: u64,
 }
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        lock::unlock(self.store.lock_word(self.index));
+        // A lock that is no longer ours (taken over, or damaged) stays as it is.
+        lock::unlock(self.store.lock_word(self.index), self.me);
+    }
+}
+
+/// The header's recount lock, held by this thread; unlocks when dropped
+/// (also when unwinding: a recount writes nothing that needs repair).
+struct RecountLocked<'a>(&'a AtomicU64, u64);
+
+impl Drop for RecountLocked<'_> {
+    fn drop(&mut self) {
+        lock::unlock(self.0, self.1);
     }
 }
 
@@ -283,7 +296,7 @@ impl ShmStore {
     fn lock(&self, i: usize, budget: &Budget) -> Result<Locked<'_>, Error> {
         let me = self.owner.word(self.generations())?;
         let how = if lock::try_lock(self.lock_word(i), me) { Acquired::Clean } else { self.wait_for(i, me, budget)? };
-        let mut guard = Locked { store: self, index: i };
+        let mut guard = Locked { store: self, index: i, me };
         if how == Acquired::OwnerDied {
             guard.recover();
         }
@@ -346,11 +359,11 @@ impl ShmStore {
     }
 
     fn not_acquired(&self, what: &str) -> String {
-        format!(
-            "shm {what} of region {}: lock not acquired within {} ms (a process holding it is stopped?)",
-            self.name,
-            self.timeout.as_millis()
-        )
+        let why = match self.owner.descriptor_trouble() {
+            Some(trouble) => format!(": {trouble}"),
+            None => " (a process holding it is stopped?)".to_owned(),
+        };
+        format!("shm {what} of region {}: lock not acquired within {} ms{why}", self.name, self.timeout.as_millis())
     }
 
     /// Locks stripe `i` only if it is free (never waits: safe while holding another).
@@ -358,7 +371,7 @@ impl ShmStore {
     /// repair is for the next operation that waits for it.)
     fn try_lock(&self, i: usize) -> Result<Option<Locked<'_>>, Error> {
         let me = self.owner.word(self.generations())?;
-        Ok(lock::try_lock(self.lock_word(i), me).then(|| Locked { store: self, index: i }))
+        Ok(lock::try_lock(self.lock_word(i), me).then(|| Locked { store: self, index: i, me }))
     }
 
     /// One bounded reclaim pass on the next shard after `me` that is free.
@@ -419,6 +432,7 @@ impl ShmStore {
             lock::lock_until(m, me, budget.deadline(self.timeout), |w| self.alive(w))
                 .ok_or_else(|| self.timed_out("recount lock"))?;
         }
+        let _held = RecountLocked(m, me);
         let result = (|| {
             if self.dirty().load(Ordering::Acquire) == 0 {
                 return Ok(());
@@ -432,7 +446,6 @@ impl ShmStore {
             self.dirty().store(0, Ordering::Release);
             Ok(())
         })();
-        lock::unlock(m);
         result
     }
 }

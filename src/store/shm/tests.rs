@@ -731,3 +731,102 @@ fn the_owner_description_by_name_checks_the_inode() {
     // SAFETY: ours.
     unsafe { libc::close(mapped) };
 }
+
+/// A scratch file, removed when dropped: what a host might open on a
+/// descriptor number the library had been using.
+struct Scratch(String, libc::c_int);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        // SAFETY: getpid has no preconditions.
+        let path = format!("/tmp/rl-rust-test-{}-{tag}", unsafe { libc::getpid() });
+        let c = CString::new(path.as_str()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC, 0o600) };
+        assert!(fd >= 0);
+        // SAFETY: ours; gives the file bytes to lock.
+        assert_eq!(unsafe { libc::ftruncate(fd, 1 << 16) }, 0);
+        Scratch(path, fd)
+    }
+
+    /// Puts this file on descriptor `n`, as `dup2` in a host that closed `n`
+    /// behind the library's back and opened something else would.
+    fn put_on(&self, n: libc::c_int) {
+        // SAFETY: both are descriptors of this process.
+        assert_eq!(unsafe { libc::dup2(self.1, n) }, n);
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let c = CString::new(self.0.as_str()).unwrap();
+        // SAFETY: ours, closed once; a NUL-terminated path.
+        unsafe {
+            libc::close(self.1);
+            libc::unlink(c.as_ptr());
+        }
+    }
+}
+
+/// The host closes the descriptor a handle asks the kernel about owners
+/// through, and the number is reused for an unrelated file: locks held by
+/// live processes must still not be taken over (a waiter gives up at its
+/// timeout, naming the problem), and the handle never closes a descriptor
+/// that is no longer its own.
+#[test]
+fn a_reused_descriptor_number_does_not_make_live_holders_dead() {
+    const T: u64 = 300;
+    let name = Name::new("reused-fd");
+    let s = open(&format!("rate=5/1000d capacity=1000 timeout_ms={T}"), &name);
+    assert!(s.check(b"k", 1).unwrap().verdict.outcome.allowed);
+    let holder = StoppedHolder::new(&s, shard_of(&s, b"k"));
+    let scratch = Scratch::new("reused-fd");
+    let n = s.owner.raw_fd().unwrap();
+    scratch.put_on(n);
+
+    let started = Instant::now();
+    let answer = s.check(b"k", 1);
+    assert!(started.elapsed() >= Duration::from_millis(T), "no wait: the live holder was taken for dead");
+    let e = answer.expect_err("a live holder's lock was taken over");
+    assert!(matches!(&e, Error::Backend(m) if m.contains("descriptor")), "{e:?}");
+    assert_eq!(recoveries(&s), 0);
+    drop(holder);
+    drop(s);
+    // The handle left descriptor `n` (now the host's) open.
+    // SAFETY: a plain query of a descriptor number.
+    assert!(unsafe { libc::fcntl(n, libc::F_GETFD) } >= 0, "the handle closed a descriptor not its own");
+    // SAFETY: the copy made by put_on, closed once.
+    unsafe { libc::close(n) };
+}
+
+/// The other side: a process whose handle's descriptor was closed (and the
+/// number reused) while it holds a lock is still alive to the others, who
+/// do not take that lock over.
+#[test]
+fn a_holder_whose_descriptor_was_closed_stays_alive() {
+    const T: u64 = 300;
+    let name = Name::new("closed-fd-holder");
+    let config = format!("rate=5/1000d capacity=1000 timeout_ms={T}");
+    let s = open(&config, &name);
+    assert!(s.check(b"k", 1).unwrap().verdict.outcome.allowed);
+    let scratch = Scratch::new("closed-fd-holder");
+    let n = s.owner.raw_fd().unwrap();
+    let guard = s.lock(shard_of(&s, b"k"), &Budget::new()).unwrap();
+    scratch.put_on(n);
+    let child = spawn(|| {
+        let s2 = open(&config, &name);
+        match s2.check(b"k", 1) {
+            Err(Error::Backend(_)) => 0,
+            Ok(_) => 1, // took the live parent's lock over
+            Err(_) => 2,
+        }
+    });
+    assert_eq!(wait_within(child, Duration::from_secs(20)), Some(0), "the holder was taken for dead");
+    drop(guard);
+    assert_eq!(recoveries(&s), 0);
+    // The handle goes on with its locks (taking them needs no descriptor).
+    assert!(s.check(b"k", 1).unwrap().verdict.outcome.allowed);
+    drop(s);
+    // SAFETY: the copy made by put_on, closed once.
+    unsafe { libc::close(n) };
+}
