@@ -73,6 +73,14 @@ use crate::table::{Shard, ShardStats};
 /// wait per cool-down, not one per operation.
 const COOL_DOWN: Duration = Duration::from_secs(1);
 
+#[cfg(test)]
+thread_local! {
+    /// Tests: the next check on this thread panics inside its critical
+    /// section, after the key's state was rewritten and before the undo
+    /// record is closed.
+    static PANIC_IN_CHECK: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Removes the shm object `name` (see `rl_shm_unlink`).
 pub fn shm_unlink(name: &CStr) -> Result<(), Error> {
     region::unlink(name)
@@ -128,6 +136,13 @@ struct Locked<'a> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
+        // Unwinding from a panic inside the critical section: the stripe may
+        // be half-written, with its undo record open. Repaired here as an heir
+        // would repair it (the check that panicked never happened: its caller
+        // gets an error, not an answer), before anyone else can see it.
+        if std::thread::panicking() && self.store.lock_word(self.index).load(Ordering::Relaxed) == self.me {
+            self.repair(false);
+        }
         // A lock that is no longer ours (taken over, or damaged) stays as it is.
         lock::unlock(self.store.lock_word(self.index), self.me);
     }
@@ -179,9 +194,11 @@ impl<'a> Locked<'a> {
         (shard, journal)
     }
 
-    /// The previous holder died holding the lock: repair what it may have
-    /// left half-written (see layout.rs).
-    fn recover(&mut self) {
+    /// The previous holder died holding the lock (`taken_over`), or this
+    /// thread panicked holding it: repair what may be left half-written
+    /// (see layout.rs), and have the table-wide count recounted. Cannot
+    /// panic (it runs while unwinding).
+    fn repair(&mut self, taken_over: bool) {
         let stride = self.store.layout.geometry.stride;
         let (words, stats, journal) = self.parts();
         journal::repair(words, stats, journal, stride);
@@ -189,7 +206,9 @@ impl<'a> Locked<'a> {
         // SAFETY: header atomics, only ever accessed atomically.
         unsafe {
             (*addr_of!((*h).dirty)).store(1, Ordering::Release);
-            (*addr_of!((*h).recoveries)).fetch_add(1, Ordering::Relaxed);
+            if taken_over {
+                (*addr_of!((*h).recoveries)).fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -298,7 +317,7 @@ impl ShmStore {
         let how = if lock::try_lock(self.lock_word(i), me) { Acquired::Clean } else { self.wait_for(i, me, budget)? };
         let mut guard = Locked { store: self, index: i, me };
         if how == Acquired::OwnerDied {
-            guard.recover();
+            guard.repair(true);
         }
         Ok(guard)
     }
@@ -478,6 +497,10 @@ impl Store for ShmStore {
                     }
                 },
             );
+            #[cfg(test)]
+            if PANIC_IN_CHECK.with(|p| p.replace(false)) {
+                panic!("injected: a panic inside a check's critical section");
+            }
             journal.end();
             verdict
         };

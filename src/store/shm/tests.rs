@@ -830,3 +830,39 @@ fn a_holder_whose_descriptor_was_closed_stays_alive() {
     // SAFETY: the copy made by put_on, closed once.
     unsafe { libc::close(n) };
 }
+
+/// A panic inside a critical section (a bug, or an overflow check in a debug
+/// build) unwinds through the stripe's lock guard: the stripe is repaired
+/// before it is unlocked, as an heir would repair it, so the undo record is
+/// closed (a later takeover has nothing stale to replay), the check that
+/// panicked consumed nothing (its caller got RL_ERR_PANIC, not an answer),
+/// and the counts are exact.
+#[test]
+fn a_panic_inside_a_critical_section_leaves_the_stripe_repaired() {
+    let name = Name::new("panic-inside");
+    let config = "rate=5/1000d,7/1000d algorithm=fixed_window capacity=1000";
+    let s = open(config, &name);
+    assert!(s.layout.geometry.stride > 2, "a journaled slot");
+    for _ in 0..3 {
+        assert!(s.check(b"k", 1).unwrap().verdict.outcome.allowed);
+    }
+    PANIC_IN_CHECK.with(|p| p.set(true));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.check(b"k", 1)));
+    assert!(caught.is_err(), "the injected panic");
+    let shard = shard_of(&s, b"k");
+    {
+        let mut guard = s.lock(shard, &Budget::new()).expect("the stripe was unlocked");
+        assert_eq!(guard.parts().2.active, 0, "the undo record was left open");
+    }
+    // A process dies holding the stripe; its heir repairs it: nothing to replay.
+    let child = spawn(|| {
+        let _held = s.lock(shard, &Budget::new()).unwrap();
+        // SAFETY: dies holding the lock, as a SIGKILL would leave it.
+        unsafe { libc::_exit(0) }
+    });
+    assert_eq!(wait(child), 0);
+    let v = s.check(b"k", 1).unwrap().verdict;
+    assert_eq!(recoveries(&s), 1);
+    assert!(v.outcome.allowed && v.index == 0 && v.outcome.remaining == 1, "the panicked check consumed: {v:?}");
+    assert_consistent(&s, false);
+}
