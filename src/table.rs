@@ -246,7 +246,9 @@ impl Shard<'_> {
 
     fn clear(&mut self, index: usize) {
         self.empty(index);
-        self.stats.keys -= 1;
+        // Saturating: in a damaged shm region a slot may hold a key that
+        // was never counted (the count is mended at the next recount).
+        self.stats.keys = self.stats.keys.saturating_sub(1);
         self.total_keys.fetch_sub(1, Ordering::Relaxed);
     }
 

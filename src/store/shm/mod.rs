@@ -183,7 +183,11 @@ impl<'a> Locked<'a> {
     /// The stripe as table.rs works on it, and its undo log.
     fn shard(&mut self) -> (Shard<'_>, &mut Journal) {
         let store: &'a ShmStore = self.store;
+        let slots = store.layout.geometry.sets * crate::table::WAYS;
         let (words, stats, journal) = self.parts();
+        if (stats.allowed | stats.limited | stats.evictions) >= DAMAGED_COUNT || stats.keys > slots as u64 {
+            store.mend_counters(words, stats);
+        }
         let shard = Shard {
             words,
             stats,
@@ -212,6 +216,11 @@ impl<'a> Locked<'a> {
         }
     }
 }
+
+/// A stripe counter this large was not counted but damaged (at a billion
+/// operations a second it takes 146 years to reach): it is reset, so that
+/// counting on cannot overflow.
+const DAMAGED_COUNT: u64 = 1 << 62;
 
 /// The owner-slot generations of a checked region (owner.rs).
 fn generations<'a>(region: &'a Region, layout: &Layout) -> &'a [AtomicU64] {
@@ -250,6 +259,24 @@ impl ShmStore {
             recount_not_before: AtomicU64::new(0),
             suspect_until,
         })
+    }
+
+    /// A stripe's counters are impossible (see `DAMAGED_COUNT`; more keys
+    /// than slots): the damaged ones are reset, the key count recounted.
+    #[cold]
+    #[inline(never)]
+    fn mend_counters(&self, words: &[u64], stats: &mut ShardStats) {
+        for count in [&mut stats.allowed, &mut stats.limited, &mut stats.evictions] {
+            if *count >= DAMAGED_COUNT {
+                *count = 0;
+            }
+        }
+        let stride = self.layout.geometry.stride;
+        let keys = words.chunks_exact(stride).filter(|slot| slot[0] != 0).count() as u64;
+        if stats.keys != keys {
+            stats.keys = keys;
+            self.dirty().store(1, Ordering::Release);
+        }
     }
 
     /// Bytes of table memory per key of capacity.
@@ -460,7 +487,9 @@ impl ShmStore {
             for i in 0..self.layout.geometry.shards {
                 guards.push(self.lock(i, budget)?);
             }
-            let sum = guards.iter_mut().map(|g| g.parts().1.keys).sum();
+            // Saturating: a damaged count must not overflow (it is mended
+            // at the stripe's next check).
+            let sum = guards.iter_mut().fold(0u64, |sum, g| sum.saturating_add(g.parts().1.keys));
             self.total_keys().store(sum, Ordering::Relaxed);
             self.dirty().store(0, Ordering::Release);
             Ok(())
@@ -551,9 +580,10 @@ impl Store for ShmStore {
         for i in 0..self.layout.geometry.shards {
             let mut guard = self.lock(i, &budget)?;
             let s = guard.parts().1;
-            total.allowed += s.allowed;
-            total.limited += s.limited;
-            total.evictions += s.evictions;
+            // Saturating: a damaged region's counters may be anything.
+            total.allowed = total.allowed.saturating_add(s.allowed);
+            total.limited = total.limited.saturating_add(s.limited);
+            total.evictions = total.evictions.saturating_add(s.evictions);
         }
         total.keys = self.total_keys().load(Ordering::Relaxed);
         Ok(total)

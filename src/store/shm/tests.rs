@@ -10,6 +10,7 @@ use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::layout::HEADER_BYTES;
 use super::*;
 use crate::config::Config;
 use crate::limiter::rates_in_ns;
@@ -865,4 +866,187 @@ fn a_panic_inside_a_critical_section_leaves_the_stripe_repaired() {
     assert_eq!(recoveries(&s), 1);
     assert!(v.outcome.allowed && v.index == 0 && v.outcome.remaining == 1, "the panicked check consumed: {v:?}");
     assert_consistent(&s, false);
+}
+
+/// In a child process: panics are counted by the caller, and their message
+/// (with its place) goes straight to stderr, past the harness's capture,
+/// which a forked child's output would not get through. Those raised in
+/// src/algorithm are also counted in `in_algorithms`.
+fn report_panics_on_stderr(in_algorithms: &'static AtomicU64) {
+    std::panic::set_hook(Box::new(move |info| {
+        if info.location().is_some_and(|l| l.file().starts_with("src/algorithm/")) {
+            in_algorithms.fetch_add(1, Ordering::Relaxed);
+        }
+        let text = format!("child {}: {info}\n", std::process::id());
+        // SAFETY: writes a buffer we own to stderr.
+        unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
+    }));
+}
+
+/// One word of damage: a random byte, a random word, or a value chosen to be
+/// plausible where it lands (0, all ones, a small count or index, an owner
+/// word with a slot in range, one of the `live` owner words).
+fn damage(x: &mut u64, live: &[u64]) -> (u64, u32) {
+    let r = next(x);
+    let word = match r % 9 {
+        8 => live[(next(x) % live.len() as u64) as usize],
+        0 => 0,
+        1 => u64::MAX,
+        2 => next(x) % 64,
+        // Owner slots in range, mostly among the few in use, with small
+        // generations: sometimes a live owner's word.
+        3 => ((next(x) % if r & 16 == 0 { 8 } else { MAX_OWNERS as u64 + 2 }) << 48) | (next(x) % 4),
+        4 => next(x) >> (next(x) % 64),
+        _ => next(x),
+    };
+    // Half the time one byte of it, else the whole word.
+    (word, if r & 8 == 0 { 1 } else { 8 })
+}
+
+/// Random bytes and words of live regions (header, owner slots, lock words,
+/// stripe counters and cursors, undo records, slots) are overwritten, round
+/// after round, while worker processes check, reset, sweep, read stats and
+/// open new handles. Answers for damaged keys may be odd and operations may
+/// fail, but no worker crashes or panics, and no operation waits past its
+/// bound (`timeout_ms`, per stripe for a sweep).
+#[test]
+fn a_corrupted_region_never_crashes_or_hangs() {
+    const T: u64 = 100;
+    const ROUNDS: usize = 50;
+    const WORKERS: usize = 3;
+    let timeout = Duration::from_millis(T);
+    let (name_a, name_b) = (Name::new("corrupt-a"), Name::new("corrupt-b"));
+    // Journaled multi-rate slots, and single-word token-bucket slots in a
+    // table too small for its keys (reclaims, evictions).
+    let config_a = format!("rate=20/1000d,30/1000d algorithm=sliding_window capacity=4096 timeout_ms={T}");
+    let config_b = format!("rate=10/1000d capacity=600 timeout_ms={T}");
+    let a = open(&config_a, &name_a);
+    let b = open(&config_b, &name_b);
+    assert!(a.layout.geometry.shards >= 8);
+    let counters = SharedCounters::new();
+    let (stop, ops, errors, panics) = (counters.get(0), counters.get(1), counters.get(2), counters.get(3));
+    let (slowest_op, slowest_sweep, opens) = (counters.get(4), counters.get(5), counters.get(6));
+    // SAFETY: the counters' page outlives every child (each exits before
+    // `counters` is dropped), and the child never unmaps it.
+    let in_algorithms: &'static AtomicU64 = unsafe { &*(counters.get(7) as *const AtomicU64) };
+
+    let worker = |seed: u64| {
+        let (a, b, config_a, name_a) = (&a, &b, &config_a, &name_a);
+        move || -> i32 {
+            report_panics_on_stderr(in_algorithms);
+            let mut x = seed | 1;
+            while stop.load(Ordering::Relaxed) == 0 {
+                let r = next(&mut x);
+                let key = format!("key-{}", r % 10_000);
+                let s = if r & 1 == 0 { a } else { b };
+                let started = Instant::now();
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<(), Error> {
+                    match (r >> 32) % 200 {
+                        0 => {
+                            s.sweep()?;
+                            let took = started.elapsed().as_micros() as u64;
+                            slowest_sweep.fetch_max(took, Ordering::Relaxed);
+                            return Ok(());
+                        }
+                        1 => drop(s.stats()?),
+                        2 => {
+                            // A new handle on a damaged region: refused or working.
+                            let c = Config::parse(&format!("{config_a} backend=shm name={}", name_a.0)).unwrap();
+                            opens.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(fresh) = ShmStore::open(rates_in_ns(&c), c.capacity, &name_a.0, c.mode, T) {
+                                fresh.check(key.as_bytes(), 1)?;
+                            }
+                            return Ok(());
+                        }
+                        3..=12 => s.reset(key.as_bytes())?,
+                        _ => drop(s.check(key.as_bytes(), (r >> 40) % 3)?),
+                    }
+                    slowest_op.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    Ok(())
+                }));
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        panics.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                ops.fetch_add(1, Ordering::Relaxed);
+            }
+            0
+        }
+    };
+    let mut seed = 0x5EED_0F_C0FFEEu64;
+    let pids: Vec<libc::pid_t> = (0..WORKERS).map(|_| spawn(worker(next(&mut seed)))).collect();
+
+    // The areas of a region, with how often each is hit.
+    let areas = |s: &ShmStore| {
+        let l = &s.layout;
+        (s.region.base() as usize, l.region_bytes, l.geometry.shards, l.stripes_offset, l.slots_offset)
+    };
+    let regions = [areas(&a), areas(&b)];
+    // This process's owner words: a lock damaged into one of them is held by
+    // a live owner that never lets go.
+    let live = [a.owner.word(a.generations()).unwrap(), b.owner.word(b.generations()).unwrap()];
+    let mut written = 0u64;
+    for round in 0..ROUNDS {
+        std::thread::sleep(Duration::from_millis(40));
+        for _ in 0..16 {
+            let (base, len, shards, stripes, slots) = regions[round % 2];
+            let mut pick = |n: usize| (next(&mut seed) % n as u64) as usize;
+            let stripe = stripes + pick(shards) * STRIPE_BYTES;
+            let at = match pick(12) {
+                0 => pick(HEADER_BYTES / 8) * 8,
+                1 => HEADER_BYTES + pick(MAX_OWNERS) * 8,
+                2 | 3 => stripe,                                                     // its lock word
+                4 | 5 => stripe + std::mem::offset_of!(Stripe, stats) + pick(5) * 8, // counters, cursor
+                6 | 7 => stripe + std::mem::offset_of!(Stripe, journal) + pick(2 + layout::MAX_STRIDE) * 8,
+                _ => slots + pick((len - slots) / 8) * 8,
+            };
+            let (value, bytes) = damage(&mut seed, &live);
+            assert!(at + 8 <= len);
+            // SAFETY: inside the mapping (checked above), 8-byte aligned; the
+            // region's words are plain integers, any value is one (that is
+            // the point), written atomically as the lock words are.
+            unsafe {
+                let p = (base + at) as *mut u8;
+                if bytes == 1 {
+                    let byte = (next(&mut seed) % 8) as usize;
+                    (*p.add(byte).cast::<std::sync::atomic::AtomicU8>()).store(value as u8, Ordering::Relaxed);
+                } else {
+                    (*p.cast::<AtomicU64>()).store(value, Ordering::Relaxed);
+                }
+            }
+            written += 1;
+        }
+    }
+    stop.store(1, Ordering::Relaxed);
+    let limit = timeout * (a.layout.geometry.shards as u32 + 2) + SLACK;
+    let exits: Vec<Option<i32>> = pids.iter().map(|&pid| wait_within(pid, limit + SLACK)).collect();
+    let (slowest_op, slowest_sweep) = (
+        Duration::from_micros(slowest_op.load(Ordering::Relaxed)),
+        Duration::from_micros(slowest_sweep.load(Ordering::Relaxed)),
+    );
+    eprintln!(
+        "corruption: {written} words damaged, {} operations ({} errors, {} panics), {} opens; slowest {slowest_op:?}, \
+         slowest sweep {slowest_sweep:?}",
+        ops.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+        panics.load(Ordering::Relaxed),
+        opens.load(Ordering::Relaxed),
+    );
+    assert!(exits.iter().all(|e| *e == Some(0)), "workers crashed or hung: {exits:?}");
+    // Arithmetic overflow checks in the algorithms, on damaged states, are
+    // for src/algorithm to make total (debug builds only); any other panic
+    // is this backend's.
+    let in_algorithms = in_algorithms.load(Ordering::Relaxed);
+    assert_eq!(panics.load(Ordering::Relaxed) - in_algorithms, 0, "panics (their messages are above)");
+    if !cfg!(debug_assertions) {
+        assert_eq!(in_algorithms, 0, "panics in the algorithms (their messages are above)");
+    }
+    assert!(ops.load(Ordering::Relaxed) > 1000, "the workers made progress");
+    assert!(slowest_op < timeout + SLACK, "an operation took {slowest_op:?}");
+    assert!(slowest_sweep < timeout * a.layout.geometry.shards as u32 + SLACK, "a sweep took {slowest_sweep:?}");
 }
