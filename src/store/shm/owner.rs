@@ -180,6 +180,8 @@ fn file_identity(fd: libc::c_int) -> Option<(u64, u64)> {
     (unsafe { libc::fstat(fd, st.as_mut_ptr()) } == 0).then(|| {
         // SAFETY: fstat succeeded.
         let st = unsafe { st.assume_init() };
+        // dev_t and ino_t are not u64 on every target.
+        #[allow(clippy::unnecessary_cast)]
         (st.st_dev as u64, st.st_ino as u64)
     })
 }

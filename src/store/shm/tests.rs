@@ -978,7 +978,7 @@ fn a_corrupted_region_never_crashes_or_hangs() {
             0
         }
     };
-    let mut seed = 0x5EED_0F_C0FFEEu64;
+    let mut seed = 0x5EED_0FC0_FFEE_u64;
     let pids: Vec<libc::pid_t> = (0..WORKERS).map(|_| spawn(worker(next(&mut seed)))).collect();
 
     // The areas of a region, with how often each is hit.
