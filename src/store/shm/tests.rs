@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::layout::HEADER_BYTES;
+use super::wait::COOL_DOWN;
 use super::*;
 use crate::config::Config;
 use crate::limiter::rates_in_ns;
