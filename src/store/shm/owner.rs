@@ -49,20 +49,25 @@
 //! A host may close descriptors it did not open (a daemon's `closefrom()`
 //! after fork) and reuse the numbers. Two things keep that from letting two
 //! writers into one stripe:
-//!   - the handle's description is also mapped (one page, never touched,
-//!     `MADV_DONTFORK` so that children do not inherit it): the mapping holds
-//!     the description, and so its byte lock, for as long as the handle
-//!     lives, whatever happens to the descriptor; others keep seeing it alive;
+//!   - the description that takes an owner byte is also mapped (one page,
+//!     never touched, `MADV_DONTFORK` so that children do not inherit it;
+//!     made at each claim, so in each process): the mapping holds the
+//!     description, and so its byte lock, for as long as the handle lives,
+//!     whatever happens to the descriptor; others keep seeing it alive;
 //!   - before every use of the descriptor (asking about an owner, claiming a
 //!     slot, closing it) the handle checks that it still is its own: the
 //!     region's file (device and inode, as recorded at open) *and* its own
 //!     description (its own byte reads as unlocked through it, which only the
 //!     description holding the lock sees). If not, it never trusts an answer
 //!     through it: every holder counts as alive (waits end at `timeout_ms`
-//!     with an error naming the descriptor), claims fail, and the number is
-//!     left to whoever has it now. A number the kernel hands this process
-//!     again (to a new handle) is proof that the old one was closed, and is
-//!     noted at once.
+//!     with an error naming the descriptor), and the number is left to
+//!     whoever has it now. A number the kernel hands this process again (to a
+//!     new handle) is proof that the old one was closed, and is noted at once.
+//!
+//! A handle that holds no owner byte in this process yet (a forked worker
+//! before its first operation, whose host closed descriptors after fork)
+//! simply opens the region again by name for its claim, if the name still
+//! refers to the same file; otherwise its operations fail with that error.
 //!
 //! ## fork()
 //!
@@ -81,7 +86,7 @@
 //! parent's owner word: a death of either is then seen only once both are
 //! gone, so a lock left by one costs `timeout_ms` waits, never corruption.)
 
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Once;
 
 use crate::error::Error;
@@ -197,31 +202,37 @@ fn forget_reused(fd: libc::c_int) {
 /// Where `/proc` is missing: opens the shm object `name` again, if it still
 /// is the file `mapped` refers to (same device and inode).
 pub(super) fn open_by_name(mapped: libc::c_int, name: &str) -> Result<libc::c_int, Error> {
-    let identity = file_identity;
     let failed = |why: String| {
         Error::Io(format!(
             "opening shm region \"{name}\" a second time, for its lock owner (neither /proc/self/fd nor the name would do): {why}"
         ))
     };
-    let c = std::ffi::CString::new(name).map_err(|_| failed("the name has a NUL byte".into()))?;
+    let identity =
+        file_identity(mapped).ok_or_else(|| failed(format!("fstat: {}", std::io::Error::last_os_error())))?;
+    open_named(name, identity).map_err(failed)
+}
+
+/// Opens the shm object `name` again, if it still is the file `identity`
+/// (device and inode) names.
+fn open_named(name: &str, identity: (u64, u64)) -> Result<libc::c_int, String> {
+    let c = std::ffi::CString::new(name).map_err(|_| "the name has a NUL byte".to_owned())?;
     // SAFETY: `c` is a NUL-terminated string.
     let fd = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
     if fd < 0 {
-        return Err(failed(std::io::Error::last_os_error().to_string()));
+        return Err(std::io::Error::last_os_error().to_string());
     }
-    if identity(fd).is_some() && identity(fd) == identity(mapped) {
+    if file_identity(fd) == Some(identity) {
         return Ok(fd);
     }
     // SAFETY: ours, closed once.
     unsafe { libc::close(fd) };
-    Err(failed("the name now refers to another object".into()))
+    Err("the name now refers to another object".into())
 }
 
 /// Maps one page of `fd`'s description, not inherited by children: it holds
 /// the description open for as long as it is mapped (see the module docs).
-fn keep_alive(fd: libc::c_int) -> Result<(usize, usize), String> {
-    // SAFETY: sysconf has no preconditions.
-    let len = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1);
+fn keep_alive(fd: libc::c_int) -> Result<usize, String> {
+    let len = page();
     // SAFETY: a fresh read-only shared mapping of the start of the region's
     // file (larger than a page: header and owner slots); never accessed.
     let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, fd, 0) };
@@ -235,7 +246,13 @@ fn keep_alive(fd: libc::c_int) -> Result<(usize, usize), String> {
         unsafe { libc::munmap(p, len) };
         return Err(format!("madvise(MADV_DONTFORK): {e}"));
     }
-    Ok((p as usize, len))
+    Ok(p as usize)
+}
+
+/// The length of a keep-alive mapping.
+fn page() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1)
 }
 
 /// `F_OFD_SETLK`/`F_OFD_GETLK` on byte `k` of `fd`'s file.
@@ -267,13 +284,16 @@ pub struct Owner {
     claiming: AtomicU64,
     /// The region's name, for error messages.
     name: String,
-    /// The descriptor number this handle was given, for error messages.
-    number: libc::c_int,
+    /// The descriptor number this handle was given last, for error messages.
+    number: AtomicI32,
     /// The device and inode of the region's file.
     identity: (u64, u64),
-    /// One page of the handle's own description, mapped to hold the
-    /// description (and its byte lock) even if the descriptor is closed.
-    keepalive: (usize, usize),
+    /// The address of one page of the description holding this handle's
+    /// owner byte, mapped to hold it (and its byte lock) even if the
+    /// descriptor is closed; it exists in the process of fork epoch
+    /// `keepalive_epoch - 1` only (0: none).
+    keepalive: AtomicUsize,
+    keepalive_epoch: AtomicU64,
 }
 
 impl Owner {
@@ -291,30 +311,17 @@ impl Owner {
             _ => open_by_name(mapped.as_raw_fd(), name)?,
         };
         forget_reused(fd);
-        let opened = |why: String| Error::Io(format!("opening shm region \"{name}\" for its lock owner: {why}"));
-        let (identity, keepalive) = match (file_identity(fd), keep_alive(fd)) {
-            (Some(identity), Ok(keepalive)) => (identity, keepalive),
-            (identity, keepalive) => {
-                if let Ok((at, len)) = keepalive {
-                    // SAFETY: the mapping just made, unmapped once.
-                    unsafe { libc::munmap(at as *mut libc::c_void, len) };
-                }
-                // SAFETY: we own `fd` and close it once.
-                unsafe { libc::close(fd) };
-                return Err(opened(match identity {
-                    None => format!("fstat: {}", std::io::Error::last_os_error()),
-                    Some(_) => keepalive.err().unwrap_or_default(),
-                }));
-            }
+        let Some(identity) = file_identity(fd) else {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: we own `fd` and close it once.
+            unsafe { libc::close(fd) };
+            return Err(Error::Io(format!("opening shm region \"{name}\" for its lock owner: fstat: {e}")));
         };
         let Some(slot) =
             DESCRIPTORS.iter().position(|s| s.compare_exchange(0, fd + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok())
         else {
-            // SAFETY: the mapping made above, unmapped once; we own `fd` and close it once.
-            unsafe {
-                libc::munmap(keepalive.0 as *mut libc::c_void, keepalive.1);
-                libc::close(fd);
-            }
+            // SAFETY: we own `fd` and close it once.
+            unsafe { libc::close(fd) };
             return Err(Error::Io(format!(
                 "opening shm region \"{name}\": this process already has {MAX_HANDLES} shm limiters open"
             )));
@@ -327,9 +334,10 @@ impl Owner {
             epoch: AtomicU64::new(0),
             claiming: AtomicU64::new(0),
             name: name.to_owned(),
-            number: fd,
+            number: AtomicI32::new(fd),
             identity,
-            keepalive,
+            keepalive: AtomicUsize::new(0),
+            keepalive_epoch: AtomicU64::new(0),
         };
         owner.claim(generations)?;
         Ok(owner)
@@ -375,8 +383,25 @@ impl Owner {
              to another file (a closefrom() or dup2() over it?), so this process cannot tell whether lock holders \
              are alive, and counts them all as alive; create the limiter after closing descriptors, and leave its \
              descriptors open",
-            self.name, self.number
+            self.name,
+            self.number.load(Ordering::Relaxed)
         )
+    }
+
+    /// The descriptor was closed behind our back before this process took an
+    /// owner byte: opens the region again by name, if it is still the same file.
+    fn reopen(&self) -> Result<libc::c_int, Error> {
+        let fd = open_named(&self.name, self.identity)
+            .map_err(|why| Error::Io(format!("{}; opening it again by name failed too: {why}", self.replaced())))?;
+        forget_reused(fd);
+        let v = DESCRIPTORS[self.slot].load(Ordering::Acquire);
+        if v > 0 || DESCRIPTORS[self.slot].compare_exchange(v, fd + 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            // SAFETY: ours, closed once.
+            unsafe { libc::close(fd) };
+            return Err(Error::Io(self.replaced()));
+        }
+        self.number.store(fd, Ordering::Relaxed);
+        Ok(fd)
     }
 
     /// The problem with this handle's descriptor, if it can no longer be used.
@@ -433,7 +458,18 @@ impl Owner {
                 return Ok(word); // claimed by the thread we waited for
             }
         }
-        let fd = self.fd()?;
+        let fd = match self.fd() {
+            Ok(fd) => fd,
+            // No owner byte of ours in this process: a new description will do.
+            Err(_) if self.keepalive_epoch.load(Ordering::Acquire) != epoch + 1 => self.reopen()?,
+            Err(e) => return Err(e),
+        };
+        if self.keepalive_epoch.load(Ordering::Acquire) != epoch + 1 {
+            // (Another epoch's mapping is not in this process: nothing to unmap.)
+            let at = keep_alive(fd).map_err(|why| Error::Io(format!("shm region \"{}\": {why}", self.name)))?;
+            self.keepalive.store(at, Ordering::Release);
+            self.keepalive_epoch.store(epoch + 1, Ordering::Release);
+        }
         let n = generations.len();
         for (k, slot_generation) in generations.iter().enumerate() {
             match byte_lock(fd, libc::F_OFD_SETLK, k) {
@@ -506,8 +542,11 @@ impl Drop for Owner {
             // SAFETY: our descriptor, closed once.
             unsafe { libc::close(v - 1) };
         }
-        // SAFETY: the mapping made in `new`, unmapped once; with it goes the
-        // last reference to our description, and so our byte lock.
-        unsafe { libc::munmap(self.keepalive.0 as *mut libc::c_void, self.keepalive.1) };
+        if self.keepalive_epoch.load(Ordering::Acquire) == FORK_EPOCH.load(Ordering::Acquire) + 1 {
+            // SAFETY: the mapping made by this process's claim, unmapped
+            // once; with it goes the last reference to our description, and
+            // so our byte lock.
+            unsafe { libc::munmap(self.keepalive.load(Ordering::Acquire) as *mut libc::c_void, page()) };
+        }
     }
 }

@@ -1051,3 +1051,44 @@ fn a_corrupted_region_never_crashes_or_hangs() {
     assert!(slowest_op < timeout + SLACK, "an operation took {slowest_op:?}");
     assert!(slowest_sweep < timeout * a.layout.geometry.shards as u32 + SLACK, "a sweep took {slowest_sweep:?}");
 }
+
+/// A worker forked with an inherited handle whose host closes descriptors
+/// (the number reused) before and after its first use: the handle reopens
+/// the region by name for its owner, and its lock holder stays alive to the
+/// others even after its descriptor is gone again.
+#[test]
+fn a_forked_worker_survives_its_descriptors_being_closed() {
+    const T: u64 = 300;
+    let name = Name::new("closefrom-child");
+    let s = open(&format!("rate=5/1000d capacity=1000 timeout_ms={T}"), &name);
+    assert!(s.check(b"k", 1).unwrap().verdict.outcome.allowed);
+    let n = s.owner.raw_fd().unwrap();
+    let pid = spawn(|| {
+        let scratch = Scratch::new("closefrom-child");
+        scratch.put_on(n); // before the handle's first use in this process
+        if s.check(b"k", 1).is_err() {
+            return 1;
+        }
+        let Some(m) = s.owner.raw_fd() else { return 2 };
+        let _held = s.lock(shard_of(&s, b"k"), &Budget::new()).unwrap();
+        scratch.put_on(m); // while holding a lock
+                           // SAFETY: stops this (single-threaded) child until SIGKILL.
+        unsafe { libc::raise(libc::SIGSTOP) };
+        0
+    });
+    let mut status = 0;
+    // SAFETY: our child; `status` is a valid int to fill.
+    while unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) } != pid {}
+    assert!(libc::WIFSTOPPED(status), "the worker failed before holding the lock (status {status:#x})");
+    let holder = StoppedHolder(pid);
+    let started = Instant::now();
+    let answer = s.check(b"k", 1);
+    assert!(started.elapsed() >= Duration::from_millis(T), "the live worker's lock was taken over");
+    assert!(matches!(answer, Err(Error::Backend(_))), "{answer:?}");
+    assert_eq!(recoveries(&s), 0);
+    drop(holder);
+    // (A new handle: this one fails fast on that stripe for a cool-down.)
+    let s2 = open(&format!("rate=5/1000d capacity=1000 timeout_ms={T}"), &name);
+    assert!(s2.check(b"k", 1).unwrap().verdict.outcome.allowed, "taken over once the worker died");
+    assert_eq!(recoveries(&s), 1);
+}
