@@ -81,6 +81,7 @@
 //! new *fork epoch*. A handle whose owner word is from another epoch claims
 //! a new one before it takes any lock. Should the reopen fail (no `/proc`),
 //! the descriptor is closed rather than shared, and the child's handle
+//! opens the region again by name for its claim (same inode only), or
 //! reports an error on use instead of sharing its parent's identity.
 //! (A child made by a raw `clone` that skips the atfork handlers shares its
 //! parent's owner word: a death of either is then seen only once both are
