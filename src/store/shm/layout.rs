@@ -80,7 +80,7 @@
 //! meet.
 //!
 //! The lock is one word of the region (lock.rs): a compare-and-swap takes
-//! it, a plain store releases it, waiters spin, then sleep, always within a
+//! it, another (from the holder's own word) releases it, waiters spin, then sleep, always within a
 //! deadline. It is **robust**: the word names its holder's *owner word*,
 //! whose liveness any process can ask the kernel about (an open-file-
 //! description lock on the region's shm object, which the kernel drops when
@@ -95,9 +95,10 @@
 //!
 //! A takeover is safe because a live holder is never judged dead: it keeps
 //! its owner slot's byte locked for as long as its handle is open (its own
-//! open file description, never mapped and never shared with a forked
-//! child, owner.rs), and the slot's generation changes only once that lock
-//! is gone. A wrong judgement can only go the other way (a child made by a
+//! open file description, never shared with a forked child, and held by a
+//! mapping even if the host closes the descriptor, owner.rs), and the slot's
+//! generation changes only once that lock is gone; a process whose
+//! descriptor was closed or replaced counts every holder as alive. A wrong judgement can only go the other way (a child made by a
 //! raw `clone` that skips the fork handler shares its parent's slot), and
 //! that costs bounded waits, never two writers. A process *stopped* while
 //! holding a lock keeps it, so every wait is bounded by `timeout_ms`
@@ -149,6 +150,25 @@
 //! 6. The repair itself only writes the stripe's own words, and is
 //!    idempotent: an heir that dies while repairing leaves its own (dead)
 //!    owner word in the lock, and the next heir repairs again.
+//!
+//! ## A damaged region
+//!
+//! Any process that can write the region can write anything into it (a stray
+//! pointer in a worker, a bug, a hostile co-tenant with the same permissions).
+//! The answers for the damaged keys may then be wrong, but nothing read from
+//! the region can make a process read or write outside its mapping, panic,
+//! or wait past `timeout_ms`: every position comes from the process's own
+//! configuration (the header's geometry is compared with it once, at open,
+//! and never read again); the values read from the region that pick a place
+//! are checked before use (a lock word's owner slot, owner.rs; the undo
+//! record's slot index, journal.rs; the reclaim cursor, taken modulo the
+//! shard's slots, table.rs); counters are only counted on (saturating, and a
+//! stripe counter past 2^62, or a key count above the stripe's slots, is
+//! mended when the stripe is next taken, mod.rs); a lock word that names no
+//! live owner is taken over and its stripe repaired, and one that names a
+//! live owner who does not hold it costs waits bounded by `timeout_ms`. The
+//! test `a_corrupted_region_never_crashes_or_hangs` (tests.rs) holds the
+//! library to this.
 //!
 //! A process that dies while *creating* the region leaves `ready` at 0: others
 //! wait at most `READY_WAIT` and then fail with RL_ERR_IO, naming the region

@@ -2,8 +2,10 @@
 //! owner word (owner.rs) of the handle holding it.
 //!
 //! - **Taking a free lock** is one compare-and-swap `0 -> owner word`
-//!   (acquire), and **releasing** it one plain store of 0 (release): no
-//!   system call, no bookkeeping outside the word. (glibc's robust mutexes
+//!   (acquire), and **releasing** it one compare-and-swap `owner word -> 0`
+//!   (release), which leaves a lock that is no longer the caller's alone
+//!   (taken over, or overwritten in a damaged region): no system call, no
+//!   bookkeeping outside the word. (glibc's robust mutexes
 //!   cost more than twice that uncontended, for the robust-list upkeep around
 //!   each atomic, and sleep in the kernel as soon as they are contended; see
 //!   BENCHMARKS.md.)
@@ -51,10 +53,11 @@ pub fn try_lock(lock: &AtomicU64, me: u64) -> bool {
     lock.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
 }
 
-/// Releases `lock`, which the caller holds.
+/// Releases `lock` if `me` holds it; false (and nothing done) if it holds
+/// another word: then it is not the caller's to release.
 #[inline]
-pub fn unlock(lock: &AtomicU64) {
-    lock.store(0, Ordering::Release);
+pub fn unlock(lock: &AtomicU64, me: u64) -> bool {
+    lock.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed).is_ok()
 }
 
 /// Takes `lock` for `me`, waiting until `deadline` at most; `None` if it is
@@ -114,9 +117,25 @@ mod tests {
         let far = Instant::now() + Duration::from_secs(60);
         assert_eq!(lock_until(&lock, 8, far, |w| w != 7), Some(Acquired::OwnerDied));
         assert_eq!(lock.load(Ordering::Relaxed), 8);
-        unlock(&lock);
+        assert!(unlock(&lock, 8));
         // Free by the deadline, even one already past.
         assert_eq!(lock_until(&lock, 9, Instant::now(), |_| true), Some(Acquired::Clean));
+    }
+
+    #[test]
+    fn only_the_holder_unlocks() {
+        let lock = AtomicU64::new(0);
+        assert!(!unlock(&lock, 7), "a free lock");
+        assert!(try_lock(&lock, 7));
+        assert!(!unlock(&lock, 8), "another owner's lock");
+        assert_eq!(lock.load(Ordering::Relaxed), 7);
+        // Taken over from 7 (judged dead): 7's late unlock leaves the heir's lock.
+        let far = Instant::now() + Duration::from_secs(60);
+        assert_eq!(lock_until(&lock, 9, far, |w| w != 7), Some(Acquired::OwnerDied));
+        assert!(!unlock(&lock, 7));
+        assert_eq!(lock.load(Ordering::Relaxed), 9);
+        assert!(unlock(&lock, 9));
+        assert_eq!(lock.load(Ordering::Relaxed), 0);
     }
 
     #[test]
@@ -135,7 +154,7 @@ mod tests {
                         // Not atomic as a whole: only correct under the lock.
                         let n = count.load(Ordering::Relaxed);
                         count.store(n + 1, Ordering::Relaxed);
-                        unlock(lock);
+                        assert!(unlock(lock, me));
                     }
                 });
             }

@@ -9,7 +9,8 @@
 //! - `lock.rs`: the robust process-shared locks, one per shard;
 //! - `owner.rs`: who holds a lock, and whether that process is still alive;
 //! - `journal.rs`: the per-stripe undo log and the repair after a crash;
-//! - `clock.rs`: the clock all processes agree on.
+//! - `clock.rs`: the clock all processes agree on;
+//! - `wait.rs`: how long operations wait for held locks, and failing fast.
 //!
 //! A handle made before `fork()` works in the children (the mapping is
 //! `MAP_SHARED` and inherited, the locks are process-shared, and the child
@@ -18,27 +19,8 @@
 //! touches at most the key's two 8-way sets (plus a bounded reclaim pass when
 //! the table is full), and allocates nothing.
 //!
-//! **No unbounded wait.** A worker stopped (SIGSTOP, a debugger) while holding
-//! a stripe lock keeps it; only the locks of the dead are taken over.
-//! So every lock is try-locked first (the uncontended path: no system call, no
-//! clock read), and a held one is waited for until a deadline `timeout_ms`
-//! after the operation first found a lock held. Past it, the operation returns
-//! `Error::Backend` naming the stripe and the region: `rl_check` answers with
-//! `on_error` and counts an error, `rl_reset`, `rl_sweep` and `rl_stats_get`
-//! return RL_ERR_BACKEND. Only the keys of that stripe are affected.
-//!
-//! **Fail fast on a stuck stripe.** After such a timeout this process holds
-//! the stripe suspect for a cool-down (`COOL_DOWN`, or `timeout_ms` if
-//! longer): meanwhile its operations on that stripe still try-lock it and go
-//! on as usual if it is free, but fail at once, without waiting, if it is
-//! held. Then the next operation that finds it held waits again (one probe,
-//! with the full bound), and the suspicion ends when a wait gets the lock.
-//! The uncontended path never reads it (only a failed try-lock does), so
-//! taking the lock free does not end it early: until the cool-down is over, a
-//! live worker holding the stripe for a moment makes it fail fast too. The
-//! suspicion is per handle and per process, never in the region: another
-//! process may see the stripe differently, and a stale shared flag could
-//! wedge the others.
+//! Every wait for a lock is bounded by `timeout_ms`, and a stripe held past
+//! it makes this process fail fast on it for a while (`wait.rs`).
 
 mod clock;
 mod journal;
@@ -48,30 +30,32 @@ mod owner;
 mod region;
 #[cfg(test)]
 mod tests;
+mod wait;
 
-use std::cell::Cell;
 use std::ffi::CStr;
 use std::ptr::{addr_of, addr_of_mut};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use self::clock::SharedClock;
 use self::layout::{Header, Journal, Layout, Stripe, STRIPE_BYTES};
 use self::lock::Acquired;
 use self::owner::{Owner, MAX_OWNERS};
 use self::region::{Init, Region};
+use self::wait::{Budget, Patience};
 use super::{Answer, Store, StoreStats};
 use crate::algorithm::Rate;
 use crate::error::Error;
 use crate::keyhash::Seed;
 use crate::table::{Shard, ShardStats};
 
-/// How long, after a wait for a stripe timed out, this process fails fast on
-/// that stripe when it finds it held, before waiting for it again: the same
-/// 1 s as the Redis breaker's cool-down (`redis/breaker.rs`), or `timeout_ms`
-/// if that is longer, so that a stopped holder costs a process at most one
-/// wait per cool-down, not one per operation.
-const COOL_DOWN: Duration = Duration::from_secs(1);
+#[cfg(test)]
+thread_local! {
+    /// Tests: the next check on this thread panics inside its critical
+    /// section, after the key's state was rewritten and before the undo
+    /// record is closed.
+    static PANIC_IN_CHECK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// Removes the shm object `name` (see `rl_shm_unlink`).
 pub fn shm_unlink(name: &CStr) -> Result<(), Error> {
@@ -88,45 +72,41 @@ pub struct ShmStore {
     clock: SharedClock,
     /// This handle's identity in the region's locks.
     owner: Owner,
-    /// Longest an operation waits for locks held by other processes (this
-    /// process's `timeout_ms`; not part of the region's configuration).
-    timeout: Duration,
+    /// How long operations wait for locks held by other processes (`timeout_ms`).
+    patience: Patience,
     /// Which shard the next cross-shard reclaim pass starts at (per process).
     reclaim_turn: AtomicU64,
-    /// No recount before this (shared-clock ns): set when one timed out, so
-    /// that a stopped lock holder costs this process one wait per `timeout`,
-    /// not one per operation.
-    recount_not_before: AtomicU64,
-    /// Per stripe: fail fast, instead of waiting, on finding it held before
-    /// this (shared-clock ns; 0: not suspect). Set when a wait for it timed
-    /// out; read only after a try-lock failed. Per process (see above).
-    suspect_until: Box<[AtomicU64]>,
-}
-
-/// The waiting budget of one operation: its deadline is fixed the first time
-/// it finds a lock held, `timeout` later, and shared by every lock it then
-/// waits for. Free until then (no clock read on the uncontended path).
-struct Budget(Cell<Option<Instant>>);
-
-impl Budget {
-    fn new() -> Budget {
-        Budget(Cell::new(None))
-    }
-
-    fn deadline(&self, timeout: Duration) -> Instant {
-        *self.0.get().get_or_insert_with(|| Instant::now() + timeout)
-    }
 }
 
 /// A stripe lock held by this thread; unlocks when dropped.
 struct Locked<'a> {
     store: &'a ShmStore,
     index: usize,
+    /// The owner word it was taken with.
+    me: u64,
 }
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        lock::unlock(self.store.lock_word(self.index));
+        // Unwinding from a panic inside the critical section: the stripe may
+        // be half-written, with its undo record open. Repaired here as an heir
+        // would repair it (the check that panicked never happened: its caller
+        // gets an error, not an answer), before anyone else can see it.
+        if std::thread::panicking() && self.store.lock_word(self.index).load(Ordering::Relaxed) == self.me {
+            self.repair(false);
+        }
+        // A lock that is no longer ours (taken over, or damaged) stays as it is.
+        lock::unlock(self.store.lock_word(self.index), self.me);
+    }
+}
+
+/// The header's recount lock, held by this thread; unlocks when dropped
+/// (also when unwinding: a recount writes nothing that needs repair).
+struct RecountLocked<'a>(&'a AtomicU64, u64);
+
+impl Drop for RecountLocked<'_> {
+    fn drop(&mut self) {
+        lock::unlock(self.0, self.1);
     }
 }
 
@@ -155,7 +135,11 @@ impl<'a> Locked<'a> {
     /// The stripe as table.rs works on it, and its undo log.
     fn shard(&mut self) -> (Shard<'_>, &mut Journal) {
         let store: &'a ShmStore = self.store;
+        let slots = store.layout.geometry.sets * crate::table::WAYS;
         let (words, stats, journal) = self.parts();
+        if (stats.allowed | stats.limited | stats.evictions) >= DAMAGED_COUNT || stats.keys > slots as u64 {
+            store.mend_counters(words, stats);
+        }
         let shard = Shard {
             words,
             stats,
@@ -166,9 +150,11 @@ impl<'a> Locked<'a> {
         (shard, journal)
     }
 
-    /// The previous holder died holding the lock: repair what it may have
-    /// left half-written (see layout.rs).
-    fn recover(&mut self) {
+    /// The previous holder died holding the lock (`taken_over`), or this
+    /// thread panicked holding it: repair what may be left half-written
+    /// (see layout.rs), and have the table-wide count recounted. Cannot
+    /// panic (it runs while unwinding).
+    fn repair(&mut self, taken_over: bool) {
         let stride = self.store.layout.geometry.stride;
         let (words, stats, journal) = self.parts();
         journal::repair(words, stats, journal, stride);
@@ -176,10 +162,17 @@ impl<'a> Locked<'a> {
         // SAFETY: header atomics, only ever accessed atomically.
         unsafe {
             (*addr_of!((*h).dirty)).store(1, Ordering::Release);
-            (*addr_of!((*h).recoveries)).fetch_add(1, Ordering::Relaxed);
+            if taken_over {
+                (*addr_of!((*h).recoveries)).fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
+
+/// A stripe counter this large was not counted but damaged (at a billion
+/// operations a second it takes 146 years to reach): it is reset, so that
+/// counting on cannot overflow.
+const DAMAGED_COUNT: u64 = 1 << 62;
 
 /// The owner-slot generations of a checked region (owner.rs).
 fn generations<'a>(region: &'a Region, layout: &Layout) -> &'a [AtomicU64] {
@@ -202,7 +195,7 @@ impl ShmStore {
         // SAFETY: the region is ready and checked; the creator wrote these
         // fields before `ready` and never writes them again.
         let (seed, offset) = unsafe { (addr_of!((*h).seed).read(), addr_of!((*h).epoch_offset_ns).read()) };
-        let suspect_until = (0..layout.geometry.shards).map(|_| AtomicU64::new(0)).collect();
+        let patience = Patience::new(Duration::from_millis(timeout_ms), layout.geometry.shards);
         let owner = Owner::new(&fd, name, generations(&region, &layout))?;
         drop(fd); // the mapping keeps the object; the owner has its own descriptor
         Ok(ShmStore {
@@ -213,11 +206,27 @@ impl ShmStore {
             seed: Seed(seed),
             clock: SharedClock::new(offset),
             owner,
-            timeout: Duration::from_millis(timeout_ms),
+            patience,
             reclaim_turn: AtomicU64::new(0),
-            recount_not_before: AtomicU64::new(0),
-            suspect_until,
         })
+    }
+
+    /// A stripe's counters are impossible (see `DAMAGED_COUNT`; more keys
+    /// than slots): the damaged ones are reset, the key count recounted.
+    #[cold]
+    #[inline(never)]
+    fn mend_counters(&self, words: &[u64], stats: &mut ShardStats) {
+        for count in [&mut stats.allowed, &mut stats.limited, &mut stats.evictions] {
+            if *count >= DAMAGED_COUNT {
+                *count = 0;
+            }
+        }
+        let stride = self.layout.geometry.stride;
+        let keys = words.chunks_exact(stride).filter(|slot| slot[0] != 0).count() as u64;
+        if stats.keys != keys {
+            stats.keys = keys;
+            self.dirty().store(1, Ordering::Release);
+        }
     }
 
     /// Bytes of table memory per key of capacity.
@@ -283,9 +292,9 @@ impl ShmStore {
     fn lock(&self, i: usize, budget: &Budget) -> Result<Locked<'_>, Error> {
         let me = self.owner.word(self.generations())?;
         let how = if lock::try_lock(self.lock_word(i), me) { Acquired::Clean } else { self.wait_for(i, me, budget)? };
-        let mut guard = Locked { store: self, index: i };
+        let mut guard = Locked { store: self, index: i, me };
         if how == Acquired::OwnerDied {
-            guard.recover();
+            guard.repair(true);
         }
         Ok(guard)
     }
@@ -295,40 +304,12 @@ impl ShmStore {
     #[cold]
     #[inline(never)]
     fn wait_for(&self, i: usize, me: u64, budget: &Budget) -> Result<Acquired, Error> {
-        let suspect = &self.suspect_until[i];
-        let mut until = suspect.load(Ordering::Relaxed);
-        while until != 0 {
-            let now = self.clock.now();
-            if now < until {
-                return Err(self.failing_fast(i));
-            }
-            // The cool-down is over: this operation is the one probe. Until it
-            // ends, the other threads of this process keep failing fast.
-            let probing = now.saturating_add((self.timeout + self.cool_down()).as_nanos() as u64);
-            match suspect.compare_exchange_weak(until, probing, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(seen) => until = seen,
-            }
+        if !self.patience.may_wait(i, || self.clock.now()) {
+            return Err(self.failing_fast(i));
         }
-        let deadline = budget.deadline(self.timeout);
-        match lock::lock_until(self.lock_word(i), me, deadline, |w| self.alive(w)) {
-            Some(how) => {
-                if suspect.load(Ordering::Relaxed) != 0 {
-                    suspect.store(0, Ordering::Relaxed);
-                }
-                Ok(how)
-            }
-            None => {
-                let until = self.clock.now().saturating_add(self.cool_down().as_nanos() as u64);
-                suspect.store(until, Ordering::Relaxed);
-                Err(self.timed_out(&format!("stripe {i}")))
-            }
-        }
-    }
-
-    /// How long this process fails fast on a stripe after a wait for it timed out.
-    fn cool_down(&self) -> Duration {
-        self.timeout.max(COOL_DOWN)
+        let acquired = lock::lock_until(self.lock_word(i), me, self.patience.deadline(budget), |w| self.alive(w));
+        self.patience.waited(i, acquired.is_some(), || self.clock.now());
+        acquired.ok_or_else(|| self.timed_out(&format!("stripe {i}")))
     }
 
     fn timed_out(&self, what: &str) -> Error {
@@ -341,15 +322,19 @@ impl ShmStore {
         Error::Backend(format!(
             "{}; failing fast, without waiting, for {} ms after that timeout",
             self.not_acquired(&format!("stripe {i}")),
-            self.cool_down().as_millis()
+            self.patience.cool_down().as_millis()
         ))
     }
 
     fn not_acquired(&self, what: &str) -> String {
+        let why = match self.owner.descriptor_trouble() {
+            Some(trouble) => format!(": {trouble}"),
+            None => " (a process holding it is stopped?)".to_owned(),
+        };
         format!(
-            "shm {what} of region {}: lock not acquired within {} ms (a process holding it is stopped?)",
+            "shm {what} of region {}: lock not acquired within {} ms{why}",
             self.name,
-            self.timeout.as_millis()
+            self.patience.timeout().as_millis()
         )
     }
 
@@ -358,7 +343,7 @@ impl ShmStore {
     /// repair is for the next operation that waits for it.)
     fn try_lock(&self, i: usize) -> Result<Option<Locked<'_>>, Error> {
         let me = self.owner.word(self.generations())?;
-        Ok(lock::try_lock(self.lock_word(i), me).then(|| Locked { store: self, index: i }))
+        Ok(lock::try_lock(self.lock_word(i), me).then(|| Locked { store: self, index: i, me }))
     }
 
     /// Runs `f` on the stripes other than `me` that are free, from a rotating
@@ -394,14 +379,13 @@ impl ShmStore {
     #[cold]
     #[inline(never)]
     fn heal_slow(&self, budget: &Budget, wait: bool) {
-        if self.clock.now() < self.recount_not_before.load(Ordering::Relaxed) {
+        if !self.patience.recount_due(self.clock.now()) {
             return;
         }
         if let Err(Error::Backend(_)) = self.recount_total(budget, wait) {
             // Some lock is held by a stopped process: `dirty` stays set, and
             // this process tries again `timeout` from now, not at every operation.
-            let later = self.clock.now().saturating_add(self.timeout.as_nanos() as u64);
-            self.recount_not_before.store(later, Ordering::Relaxed);
+            self.patience.recount_gave_up(self.clock.now());
         }
     }
 
@@ -420,9 +404,10 @@ impl ShmStore {
             if !wait {
                 return Ok(());
             }
-            lock::lock_until(m, me, budget.deadline(self.timeout), |w| self.alive(w))
+            lock::lock_until(m, me, self.patience.deadline(budget), |w| self.alive(w))
                 .ok_or_else(|| self.timed_out("recount lock"))?;
         }
+        let _held = RecountLocked(m, me);
         let result = (|| {
             if self.dirty().load(Ordering::Acquire) == 0 {
                 return Ok(());
@@ -431,12 +416,13 @@ impl ShmStore {
             for i in 0..self.layout.geometry.shards {
                 guards.push(self.lock(i, budget)?);
             }
-            let sum = guards.iter_mut().map(|g| g.parts().1.keys).sum();
+            // Saturating: a damaged count must not overflow (it is mended
+            // at the stripe's next check).
+            let sum = guards.iter_mut().fold(0u64, |sum, g| sum.saturating_add(g.parts().1.keys));
             self.total_keys().store(sum, Ordering::Relaxed);
             self.dirty().store(0, Ordering::Release);
             Ok(())
         })();
-        lock::unlock(m);
         result
     }
 }
@@ -469,6 +455,10 @@ impl Store for ShmStore {
                     }
                 },
             );
+            #[cfg(test)]
+            if PANIC_IN_CHECK.with(|p| p.replace(false)) {
+                panic!("injected: a panic inside a check's critical section");
+            }
             journal.end();
             verdict
         };
@@ -519,9 +509,10 @@ impl Store for ShmStore {
         for i in 0..self.layout.geometry.shards {
             let mut guard = self.lock(i, &budget)?;
             let s = guard.parts().1;
-            total.allowed += s.allowed;
-            total.limited += s.limited;
-            total.evictions += s.evictions;
+            // Saturating: a damaged region's counters may be anything.
+            total.allowed = total.allowed.saturating_add(s.allowed);
+            total.limited = total.limited.saturating_add(s.limited);
+            total.evictions = total.evictions.saturating_add(s.evictions);
         }
         total.keys = self.total_keys().load(Ordering::Relaxed);
         Ok(total)

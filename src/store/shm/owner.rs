@@ -38,9 +38,36 @@
 //!
 //! The description that holds the byte lock is the handle's own, opened for
 //! that alone (through `/proc/self/fd`, or by name, checking the inode, where
-//! `/proc` is missing) and never mapped: a mapping holds a reference to the
-//! description it was made from, and forked children inherit mappings, so a
-//! lock on the mapped description would outlive its owner in every child.
+//! `/proc` is missing), not the one the region is mapped from: a mapping
+//! holds a reference to the description it was made from, and forked
+//! children inherit mappings, so a lock on that description would outlive
+//! its owner in every child. (Its own one page mapping, below, is made
+//! `MADV_DONTFORK`, so children do not inherit it.)
+//!
+//! ## A descriptor closed behind the library's back
+//!
+//! A host may close descriptors it did not open (a daemon's `closefrom()`
+//! after fork) and reuse the numbers. Two things keep that from letting two
+//! writers into one stripe:
+//!   - the description that takes an owner byte is also mapped (one page,
+//!     never touched, `MADV_DONTFORK` so that children do not inherit it;
+//!     made at each claim, so in each process): the mapping holds the
+//!     description, and so its byte lock, for as long as the handle lives,
+//!     whatever happens to the descriptor; others keep seeing it alive;
+//!   - before every use of the descriptor (asking about an owner, claiming a
+//!     slot, closing it) the handle checks that it still is its own: the
+//!     region's file (device and inode, as recorded at open) *and* its own
+//!     description (its own byte reads as unlocked through it, which only the
+//!     description holding the lock sees). If not, it never trusts an answer
+//!     through it: every holder counts as alive (waits end at `timeout_ms`
+//!     with an error naming the descriptor), and the number is left to
+//!     whoever has it now. A number the kernel hands this process again (to a
+//!     new handle) is proof that the old one was closed, and is noted at once.
+//!
+//! A handle that holds no owner byte in this process yet (a forked worker
+//! before its first operation, whose host closed descriptors after fork)
+//! simply opens the region again by name for its claim, if the name still
+//! refers to the same file; otherwise its operations fail with that error.
 //!
 //! ## fork()
 //!
@@ -54,12 +81,13 @@
 //! new *fork epoch*. A handle whose owner word is from another epoch claims
 //! a new one before it takes any lock. Should the reopen fail (no `/proc`),
 //! the descriptor is closed rather than shared, and the child's handle
+//! opens the region again by name for its claim (same inode only), or
 //! reports an error on use instead of sharing its parent's identity.
 //! (A child made by a raw `clone` that skips the atfork handlers shares its
 //! parent's owner word: a death of either is then seen only once both are
 //! gone, so a lock left by one costs `timeout_ms` waits, never corruption.)
 
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Once;
 
 use crate::error::Error;
@@ -81,6 +109,13 @@ const MAX_HANDLES: usize = 1024;
 /// handler: 0 free, `fd + 1` in use, `LOST` once a child closed it.
 static DESCRIPTORS: [AtomicI32; MAX_HANDLES] = [const { AtomicI32::new(0) }; MAX_HANDLES];
 const LOST: i32 = -1;
+/// In `DESCRIPTORS`: the descriptor was closed by someone else (the number
+/// was seen reused, or no longer refers to the region's file).
+const REPLACED: i32 = -2;
+/// The device and inode of the file each registered descriptor was opened
+/// on (0, 0 while not yet recorded), so that the fork handler can leave a
+/// reused number alone.
+static IDENTITIES: [[AtomicU64; 2]; MAX_HANDLES] = [const { [AtomicU64::new(0), AtomicU64::new(0)] }; MAX_HANDLES];
 
 static INSTALL_FORK_HANDLER: Once = Once::new();
 
@@ -88,8 +123,14 @@ static INSTALL_FORK_HANDLER: Once = Once::new();
 /// async-signal-safe calls (atomics, open, dup3, close).
 extern "C" fn after_fork_in_child() {
     FORK_EPOCH.fetch_add(1, Ordering::AcqRel);
-    for slot in &DESCRIPTORS {
+    for (slot, identity) in DESCRIPTORS.iter().zip(&IDENTITIES) {
         let v = slot.load(Ordering::Acquire);
+        let recorded = (identity[0].load(Ordering::Acquire), identity[1].load(Ordering::Acquire));
+        if v > 0 && recorded != (0, 0) && file_identity(v - 1) != Some(recorded) {
+            // Closed behind our back, the number reused: not ours to touch.
+            slot.store(REPLACED, Ordering::Release);
+            continue;
+        }
         if v > 0 && !own_description(v - 1) {
             // SAFETY: our registered descriptor, closed once (the slot says LOST).
             unsafe { libc::close(v - 1) };
@@ -138,35 +179,81 @@ fn open_again(fd: libc::c_int) -> libc::c_int {
     unsafe { libc::open(path.as_ptr().cast(), libc::O_RDWR | libc::O_CLOEXEC) }
 }
 
+/// The device and inode of descriptor `fd`'s file. Async-signal-safe.
+fn file_identity(fd: libc::c_int) -> Option<(u64, u64)> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills `st` on success; it is read only then.
+    (unsafe { libc::fstat(fd, st.as_mut_ptr()) } == 0).then(|| {
+        // SAFETY: fstat succeeded.
+        let st = unsafe { st.assume_init() };
+        // dev_t and ino_t are not u64 on every target.
+        #[allow(clippy::unnecessary_cast)]
+        (st.st_dev as u64, st.st_ino as u64)
+    })
+}
+
+/// The kernel just gave this process descriptor number `fd`: so any handle
+/// still registered with that number had its descriptor closed by someone else.
+fn forget_reused(fd: libc::c_int) {
+    for slot in &DESCRIPTORS {
+        let _ = slot.compare_exchange(fd + 1, REPLACED, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
 /// Where `/proc` is missing: opens the shm object `name` again, if it still
 /// is the file `mapped` refers to (same device and inode).
 pub(super) fn open_by_name(mapped: libc::c_int, name: &str) -> Result<libc::c_int, Error> {
-    let identity = |fd: libc::c_int| {
-        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: fstat fills `st` on success; it is read only then.
-        (unsafe { libc::fstat(fd, st.as_mut_ptr()) } == 0).then(|| {
-            // SAFETY: fstat succeeded.
-            let st = unsafe { st.assume_init() };
-            (st.st_dev, st.st_ino)
-        })
-    };
     let failed = |why: String| {
         Error::Io(format!(
             "opening shm region \"{name}\" a second time, for its lock owner (neither /proc/self/fd nor the name would do): {why}"
         ))
     };
-    let c = std::ffi::CString::new(name).map_err(|_| failed("the name has a NUL byte".into()))?;
+    let identity =
+        file_identity(mapped).ok_or_else(|| failed(format!("fstat: {}", std::io::Error::last_os_error())))?;
+    open_named(name, identity).map_err(failed)
+}
+
+/// Opens the shm object `name` again, if it still is the file `identity`
+/// (device and inode) names.
+fn open_named(name: &str, identity: (u64, u64)) -> Result<libc::c_int, String> {
+    let c = std::ffi::CString::new(name).map_err(|_| "the name has a NUL byte".to_owned())?;
     // SAFETY: `c` is a NUL-terminated string.
     let fd = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
     if fd < 0 {
-        return Err(failed(std::io::Error::last_os_error().to_string()));
+        return Err(std::io::Error::last_os_error().to_string());
     }
-    if identity(fd).is_some() && identity(fd) == identity(mapped) {
+    if file_identity(fd) == Some(identity) {
         return Ok(fd);
     }
     // SAFETY: ours, closed once.
     unsafe { libc::close(fd) };
-    Err(failed("the name now refers to another object".into()))
+    Err("the name now refers to another object".into())
+}
+
+/// Maps one page of `fd`'s description, not inherited by children: it holds
+/// the description open for as long as it is mapped (see the module docs).
+fn keep_alive(fd: libc::c_int) -> Result<usize, String> {
+    let len = page();
+    // SAFETY: a fresh read-only shared mapping of the start of the region's
+    // file (larger than a page: header and owner slots); never accessed.
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, fd, 0) };
+    if p == libc::MAP_FAILED {
+        return Err(format!("mapping its description: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the mapping just made.
+    if unsafe { libc::madvise(p, len, libc::MADV_DONTFORK) } != 0 {
+        let e = std::io::Error::last_os_error();
+        // SAFETY: the mapping just made, unmapped once.
+        unsafe { libc::munmap(p, len) };
+        return Err(format!("madvise(MADV_DONTFORK): {e}"));
+    }
+    Ok(p as usize)
+}
+
+/// The length of a keep-alive mapping.
+fn page() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1)
 }
 
 /// `F_OFD_SETLK`/`F_OFD_GETLK` on byte `k` of `fd`'s file.
@@ -198,6 +285,16 @@ pub struct Owner {
     claiming: AtomicU64,
     /// The region's name, for error messages.
     name: String,
+    /// The descriptor number this handle was given last, for error messages.
+    number: AtomicI32,
+    /// The device and inode of the region's file.
+    identity: (u64, u64),
+    /// The address of one page of the description holding this handle's
+    /// owner byte, mapped to hold it (and its byte lock) even if the
+    /// descriptor is closed; it exists in the process of fork epoch
+    /// `keepalive_epoch - 1` only (0: none).
+    keepalive: AtomicUsize,
+    keepalive_epoch: AtomicU64,
 }
 
 impl Owner {
@@ -209,9 +306,17 @@ impl Owner {
             // SAFETY: registers a handler that only makes async-signal-safe calls.
             unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
         });
+        forget_reused(mapped.as_raw_fd());
         let fd = match open_again(mapped.as_raw_fd()) {
             fd if fd >= 0 => fd,
             _ => open_by_name(mapped.as_raw_fd(), name)?,
+        };
+        forget_reused(fd);
+        let Some(identity) = file_identity(fd) else {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: we own `fd` and close it once.
+            unsafe { libc::close(fd) };
+            return Err(Error::Io(format!("opening shm region \"{name}\" for its lock owner: fstat: {e}")));
         };
         let Some(slot) =
             DESCRIPTORS.iter().position(|s| s.compare_exchange(0, fd + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok())
@@ -222,12 +327,18 @@ impl Owner {
                 "opening shm region \"{name}\": this process already has {MAX_HANDLES} shm limiters open"
             )));
         };
+        IDENTITIES[slot][0].store(identity.0, Ordering::Release);
+        IDENTITIES[slot][1].store(identity.1, Ordering::Release);
         let owner = Owner {
             slot,
             word: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             claiming: AtomicU64::new(0),
             name: name.to_owned(),
+            number: AtomicI32::new(fd),
+            identity,
+            keepalive: AtomicUsize::new(0),
+            keepalive_epoch: AtomicU64::new(0),
         };
         owner.claim(generations)?;
         Ok(owner)
@@ -245,16 +356,78 @@ impl Owner {
         self.claim(generations)
     }
 
-    /// The descriptor, unless a fork handler had to close it.
+    /// The descriptor, once checked to be still this handle's own (see the
+    /// module docs); an error if a fork handler had to close it, or if
+    /// someone else closed it.
     fn fd(&self) -> Result<libc::c_int, Error> {
         match DESCRIPTORS[self.slot].load(Ordering::Acquire) {
-            v if v > 0 => Ok(v - 1),
+            v if v > 0 && self.is_own(v - 1) => Ok(v - 1),
+            v if v > 0 || v == REPLACED => {
+                if v > 0 {
+                    let _ = DESCRIPTORS[self.slot].compare_exchange(v, REPLACED, Ordering::AcqRel, Ordering::Relaxed);
+                }
+                Err(Error::Io(self.replaced()))
+            }
             _ => Err(Error::Io(format!(
                 "shm region \"{}\": after fork() this process could not reopen the region through \
                  /proc/self/fd, so it cannot tell its locks from its parent's; open the limiter in the \
                  child with rl_create instead",
                 self.name
             ))),
+        }
+    }
+
+    /// Why this handle can no longer use its descriptor.
+    fn replaced(&self) -> String {
+        format!(
+            "shm region \"{}\": descriptor {}, which this limiter opened on the region, was closed or now refers \
+             to another file (a closefrom() or dup2() over it?), so this process cannot tell whether lock holders \
+             are alive, and counts them all as alive; create the limiter after closing descriptors, and leave its \
+             descriptors open",
+            self.name,
+            self.number.load(Ordering::Relaxed)
+        )
+    }
+
+    /// The descriptor was closed behind our back before this process took an
+    /// owner byte: opens the region again by name, if it is still the same file.
+    fn reopen(&self) -> Result<libc::c_int, Error> {
+        let fd = open_named(&self.name, self.identity)
+            .map_err(|why| Error::Io(format!("{}; opening it again by name failed too: {why}", self.replaced())))?;
+        forget_reused(fd);
+        let v = DESCRIPTORS[self.slot].load(Ordering::Acquire);
+        if v > 0 || DESCRIPTORS[self.slot].compare_exchange(v, fd + 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            // SAFETY: ours, closed once.
+            unsafe { libc::close(fd) };
+            return Err(Error::Io(self.replaced()));
+        }
+        self.number.store(fd, Ordering::Relaxed);
+        Ok(fd)
+    }
+
+    /// The problem with this handle's descriptor, if it can no longer be used.
+    pub fn descriptor_trouble(&self) -> Option<String> {
+        match DESCRIPTORS[self.slot].load(Ordering::Acquire) {
+            REPLACED => Some(self.replaced()),
+            _ => None,
+        }
+    }
+
+    /// Whether descriptor `fd` is still this handle's: the region's file,
+    /// and (once this process holds an owner byte) the very description that
+    /// holds it, through which alone that byte reads as unlocked.
+    fn is_own(&self, fd: libc::c_int) -> bool {
+        if file_identity(fd) != Some(self.identity) {
+            return false;
+        }
+        if self.epoch.load(Ordering::Acquire) != FORK_EPOCH.load(Ordering::Relaxed) {
+            return true; // no byte of ours in this process yet (after a fork)
+        }
+        match (self.word.load(Ordering::Acquire) >> GENERATION_BITS) as usize {
+            0 => true,
+            k => {
+                matches!(byte_lock(fd, libc::F_OFD_GETLK, k - 1), Ok(fl) if fl.l_type == libc::F_UNLCK as libc::c_short)
+            }
         }
     }
 
@@ -286,7 +459,18 @@ impl Owner {
                 return Ok(word); // claimed by the thread we waited for
             }
         }
-        let fd = self.fd()?;
+        let fd = match self.fd() {
+            Ok(fd) => fd,
+            // No owner byte of ours in this process: a new description will do.
+            Err(_) if self.keepalive_epoch.load(Ordering::Acquire) != epoch + 1 => self.reopen()?,
+            Err(e) => return Err(e),
+        };
+        if self.keepalive_epoch.load(Ordering::Acquire) != epoch + 1 {
+            // (Another epoch's mapping is not in this process: nothing to unmap.)
+            let at = keep_alive(fd).map_err(|why| Error::Io(format!("shm region \"{}\": {why}", self.name)))?;
+            self.keepalive.store(at, Ordering::Release);
+            self.keepalive_epoch.store(epoch + 1, Ordering::Release);
+        }
         let n = generations.len();
         for (k, slot_generation) in generations.iter().enumerate() {
             match byte_lock(fd, libc::F_OFD_SETLK, k) {
@@ -313,6 +497,12 @@ impl Owner {
             "shm region \"{}\": all {n} owner slots are taken (at most {n} handles, over all processes, can have a region open at once)",
             self.name
         )))
+    }
+
+    /// The descriptor number this handle asks the kernel through (for tests).
+    #[cfg(test)]
+    pub fn raw_fd(&self) -> Option<libc::c_int> {
+        self.fd().ok()
     }
 
     /// Whether the owner word `word`, found in a lock, belongs to a live
@@ -342,11 +532,22 @@ impl Owner {
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        // Unregister first, so that a fork from here on leaves the descriptor alone.
-        let v = DESCRIPTORS[self.slot].swap(0, Ordering::AcqRel);
-        if v > 0 {
-            // SAFETY: our descriptor, closed once; this releases our byte lock.
+        // Unregister before closing, so that a fork from then on leaves the
+        // descriptor alone; close it only if it still is ours.
+        let v = DESCRIPTORS[self.slot].load(Ordering::Acquire);
+        let own = v > 0 && self.is_own(v - 1);
+        IDENTITIES[self.slot][0].store(0, Ordering::Release);
+        IDENTITIES[self.slot][1].store(0, Ordering::Release);
+        DESCRIPTORS[self.slot].store(0, Ordering::Release);
+        if own {
+            // SAFETY: our descriptor, closed once.
             unsafe { libc::close(v - 1) };
+        }
+        if self.keepalive_epoch.load(Ordering::Acquire) == FORK_EPOCH.load(Ordering::Acquire) + 1 {
+            // SAFETY: the mapping made by this process's claim, unmapped
+            // once; with it goes the last reference to our description, and
+            // so our byte lock.
+            unsafe { libc::munmap(self.keepalive.load(Ordering::Acquire) as *mut libc::c_void, page()) };
         }
     }
 }

@@ -10,6 +10,8 @@ use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::layout::HEADER_BYTES;
+use super::wait::COOL_DOWN;
 use super::*;
 use crate::config::Config;
 use crate::limiter::rates_in_ns;
@@ -782,4 +784,363 @@ fn keys_never_exceed_capacity_across_processes() {
         assert_eq!(stats.keys + stats.evictions, PROCS * per_proc, "capacity {capacity}: stored or evicted");
         assert_consistent(&s, false);
     }
+}
+
+/// A scratch file, removed when dropped: what a host might open on a
+/// descriptor number the library had been using.
+struct Scratch(String, libc::c_int);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        // SAFETY: getpid has no preconditions.
+        let path = format!("/tmp/rl-rust-test-{}-{tag}", unsafe { libc::getpid() });
+        let c = CString::new(path.as_str()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC, 0o600) };
+        assert!(fd >= 0);
+        // SAFETY: ours; gives the file bytes to lock.
+        assert_eq!(unsafe { libc::ftruncate(fd, 1 << 16) }, 0);
+        Scratch(path, fd)
+    }
+
+    /// Puts this file on descriptor `n`, as `dup2` in a host that closed `n`
+    /// behind the library's back and opened something else would.
+    fn put_on(&self, n: libc::c_int) {
+        // SAFETY: both are descriptors of this process.
+        assert_eq!(unsafe { libc::dup2(self.1, n) }, n);
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let c = CString::new(self.0.as_str()).unwrap();
+        // SAFETY: ours, closed once; a NUL-terminated path.
+        unsafe {
+            libc::close(self.1);
+            libc::unlink(c.as_ptr());
+        }
+    }
+}
+
+/// The host closes the descriptor a handle asks the kernel about owners
+/// through, and the number is reused for an unrelated file: locks held by
+/// live processes must still not be taken over (a waiter gives up at its
+/// timeout, naming the problem), and the handle never closes a descriptor
+/// that is no longer its own.
+#[test]
+fn a_reused_descriptor_number_does_not_make_live_holders_dead() {
+    const T: u64 = 300;
+    let name = Name::new("reused-fd");
+    let s = open(&format!("rate=5/1000d capacity=1000 timeout_ms={T}"), &name);
+    assert!(s.check(b"k", 1).unwrap().verdict.outcome.allowed);
+    let holder = StoppedHolder::new(&s, shard_of(&s, b"k"));
+    let scratch = Scratch::new("reused-fd");
+    let n = s.owner.raw_fd().unwrap();
+    scratch.put_on(n);
+
+    let started = Instant::now();
+    let answer = s.check(b"k", 1);
+    assert!(started.elapsed() >= Duration::from_millis(T), "no wait: the live holder was taken for dead");
+    let e = answer.expect_err("a live holder's lock was taken over");
+    assert!(matches!(&e, Error::Backend(m) if m.contains("descriptor")), "{e:?}");
+    assert_eq!(recoveries(&s), 0);
+    drop(holder);
+    drop(s);
+    // The handle left descriptor `n` (now the host's) open.
+    // SAFETY: a plain query of a descriptor number.
+    assert!(unsafe { libc::fcntl(n, libc::F_GETFD) } >= 0, "the handle closed a descriptor not its own");
+    // SAFETY: the copy made by put_on, closed once.
+    unsafe { libc::close(n) };
+}
+
+/// The other side: a process whose handle's descriptor was closed (and the
+/// number reused) while it holds a lock is still alive to the others, who
+/// do not take that lock over.
+#[test]
+fn a_holder_whose_descriptor_was_closed_stays_alive() {
+    const T: u64 = 300;
+    let name = Name::new("closed-fd-holder");
+    let config = format!("rate=5/1000d capacity=1000 timeout_ms={T}");
+    let s = open(&config, &name);
+    assert!(s.check(b"k", 1).unwrap().verdict.outcome.allowed);
+    let scratch = Scratch::new("closed-fd-holder");
+    let n = s.owner.raw_fd().unwrap();
+    let guard = s.lock(shard_of(&s, b"k"), &Budget::new()).unwrap();
+    scratch.put_on(n);
+    let child = spawn(|| {
+        let s2 = open(&config, &name);
+        match s2.check(b"k", 1) {
+            Err(Error::Backend(_)) => 0,
+            Ok(_) => 1, // took the live parent's lock over
+            Err(_) => 2,
+        }
+    });
+    assert_eq!(wait_within(child, Duration::from_secs(20)), Some(0), "the holder was taken for dead");
+    drop(guard);
+    assert_eq!(recoveries(&s), 0);
+    // The handle goes on with its locks (taking them needs no descriptor).
+    assert!(s.check(b"k", 1).unwrap().verdict.outcome.allowed);
+    drop(s);
+    // SAFETY: the copy made by put_on, closed once.
+    unsafe { libc::close(n) };
+}
+
+/// A panic inside a critical section (a bug, or an overflow check in a debug
+/// build) unwinds through the stripe's lock guard: the stripe is repaired
+/// before it is unlocked, as an heir would repair it, so the undo record is
+/// closed (a later takeover has nothing stale to replay), the check that
+/// panicked consumed nothing (its caller got RL_ERR_PANIC, not an answer),
+/// and the counts are exact.
+#[test]
+fn a_panic_inside_a_critical_section_leaves_the_stripe_repaired() {
+    let name = Name::new("panic-inside");
+    let config = "rate=5/1000d,7/1000d algorithm=fixed_window capacity=1000";
+    let s = open(config, &name);
+    assert!(s.layout.geometry.stride > 2, "a journaled slot");
+    for _ in 0..3 {
+        assert!(s.check(b"k", 1).unwrap().verdict.outcome.allowed);
+    }
+    PANIC_IN_CHECK.with(|p| p.set(true));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.check(b"k", 1)));
+    assert!(caught.is_err(), "the injected panic");
+    let shard = shard_of(&s, b"k");
+    {
+        let mut guard = s.lock(shard, &Budget::new()).expect("the stripe was unlocked");
+        assert_eq!(guard.parts().2.active, 0, "the undo record was left open");
+    }
+    // A process dies holding the stripe; its heir repairs it: nothing to replay.
+    let child = spawn(|| {
+        let _held = s.lock(shard, &Budget::new()).unwrap();
+        // SAFETY: dies holding the lock, as a SIGKILL would leave it.
+        unsafe { libc::_exit(0) }
+    });
+    assert_eq!(wait(child), 0);
+    let v = s.check(b"k", 1).unwrap().verdict;
+    assert_eq!(recoveries(&s), 1);
+    assert!(v.outcome.allowed && v.index == 0 && v.outcome.remaining == 1, "the panicked check consumed: {v:?}");
+    assert_consistent(&s, false);
+}
+
+/// In a child process: panics are counted by the caller, and their message
+/// (with its place) goes straight to stderr, past the harness's capture,
+/// which a forked child's output would not get through. Those raised in
+/// src/algorithm are also counted in `in_algorithms`.
+fn report_panics_on_stderr(in_algorithms: &'static AtomicU64) {
+    std::panic::set_hook(Box::new(move |info| {
+        if info.location().is_some_and(|l| l.file().starts_with("src/algorithm/")) {
+            in_algorithms.fetch_add(1, Ordering::Relaxed);
+        }
+        let text = format!("child {}: {info}\n", std::process::id());
+        // SAFETY: writes a buffer we own to stderr.
+        unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
+    }));
+}
+
+/// One word of damage: a random byte, a random word, or a value chosen to be
+/// plausible where it lands (0, all ones, a small count or index, an owner
+/// word with a slot in range, one of the `live` owner words).
+fn damage(x: &mut u64, live: &[u64]) -> (u64, u32) {
+    let r = next(x);
+    let word = match r % 9 {
+        8 => live[(next(x) % live.len() as u64) as usize],
+        0 => 0,
+        1 => u64::MAX,
+        2 => next(x) % 64,
+        // Owner slots in range, mostly among the few in use, with small
+        // generations: sometimes a live owner's word.
+        3 => ((next(x) % if r & 16 == 0 { 8 } else { MAX_OWNERS as u64 + 2 }) << 48) | (next(x) % 4),
+        4 => next(x) >> (next(x) % 64),
+        _ => next(x),
+    };
+    // Half the time one byte of it, else the whole word.
+    (word, if r & 8 == 0 { 1 } else { 8 })
+}
+
+/// Random bytes and words of live regions (header, owner slots, lock words,
+/// stripe counters and cursors, undo records, slots) are overwritten, round
+/// after round, while worker processes check, reset, sweep, read stats and
+/// open new handles. Answers for damaged keys may be odd and operations may
+/// fail, but no worker crashes or panics, and no operation waits past its
+/// bound (`timeout_ms`, per stripe for a sweep).
+#[test]
+fn a_corrupted_region_never_crashes_or_hangs() {
+    const T: u64 = 100;
+    const ROUNDS: usize = 50;
+    const WORKERS: usize = 3;
+    let timeout = Duration::from_millis(T);
+    let (name_a, name_b) = (Name::new("corrupt-a"), Name::new("corrupt-b"));
+    // Journaled multi-rate slots, and single-word token-bucket slots in a
+    // table too small for its keys (reclaims, evictions).
+    let config_a = format!("rate=20/1000d,30/1000d algorithm=sliding_window capacity=4096 timeout_ms={T}");
+    let config_b = format!("rate=10/1000d capacity=600 timeout_ms={T}");
+    let a = open(&config_a, &name_a);
+    let b = open(&config_b, &name_b);
+    assert!(a.layout.geometry.shards >= 8);
+    let counters = SharedCounters::new();
+    let (stop, ops, errors, panics) = (counters.get(0), counters.get(1), counters.get(2), counters.get(3));
+    let (slowest_op, slowest_sweep, opens) = (counters.get(4), counters.get(5), counters.get(6));
+    // SAFETY: the counters' page outlives every child (each exits before
+    // `counters` is dropped), and the child never unmaps it.
+    let in_algorithms: &'static AtomicU64 = unsafe { &*(counters.get(7) as *const AtomicU64) };
+
+    let worker = |seed: u64| {
+        let (a, b, config_a, name_a) = (&a, &b, &config_a, &name_a);
+        move || -> i32 {
+            report_panics_on_stderr(in_algorithms);
+            let mut x = seed | 1;
+            while stop.load(Ordering::Relaxed) == 0 {
+                let r = next(&mut x);
+                let key = format!("key-{}", r % 10_000);
+                let s = if r & 1 == 0 { a } else { b };
+                let started = Instant::now();
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<(), Error> {
+                    match (r >> 32) % 200 {
+                        0 => {
+                            s.sweep()?;
+                            let took = started.elapsed().as_micros() as u64;
+                            slowest_sweep.fetch_max(took, Ordering::Relaxed);
+                            return Ok(());
+                        }
+                        1 => drop(s.stats()?),
+                        2 => {
+                            // A new handle on a damaged region: refused or working.
+                            let c = Config::parse(&format!("{config_a} backend=shm name={}", name_a.0)).unwrap();
+                            opens.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(fresh) = ShmStore::open(rates_in_ns(&c), c.capacity, &name_a.0, c.mode, T) {
+                                fresh.check(key.as_bytes(), 1)?;
+                            }
+                            return Ok(());
+                        }
+                        3..=12 => s.reset(key.as_bytes())?,
+                        _ => drop(s.check(key.as_bytes(), (r >> 40) % 3)?),
+                    }
+                    slowest_op.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    Ok(())
+                }));
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        panics.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                ops.fetch_add(1, Ordering::Relaxed);
+            }
+            0
+        }
+    };
+    let mut seed = 0x5EED_0FC0_FFEE_u64;
+    let pids: Vec<libc::pid_t> = (0..WORKERS).map(|_| spawn(worker(next(&mut seed)))).collect();
+
+    // The areas of a region, with how often each is hit.
+    let areas = |s: &ShmStore| {
+        let l = &s.layout;
+        (s.region.base() as usize, l.region_bytes, l.geometry.shards, l.stripes_offset, l.slots_offset)
+    };
+    let regions = [areas(&a), areas(&b)];
+    // This process's owner words: a lock damaged into one of them is held by
+    // a live owner that never lets go.
+    let live = [a.owner.word(a.generations()).unwrap(), b.owner.word(b.generations()).unwrap()];
+    let mut written = 0u64;
+    for round in 0..ROUNDS {
+        std::thread::sleep(Duration::from_millis(40));
+        for _ in 0..16 {
+            let (base, len, shards, stripes, slots) = regions[round % 2];
+            let mut pick = |n: usize| (next(&mut seed) % n as u64) as usize;
+            let stripe = stripes + pick(shards) * STRIPE_BYTES;
+            let at = match pick(12) {
+                0 => pick(HEADER_BYTES / 8) * 8,
+                1 => HEADER_BYTES + pick(MAX_OWNERS) * 8,
+                2 | 3 => stripe,                                                     // its lock word
+                4 | 5 => stripe + std::mem::offset_of!(Stripe, stats) + pick(5) * 8, // counters, cursor
+                6 | 7 => stripe + std::mem::offset_of!(Stripe, journal) + pick(2 + layout::MAX_STRIDE) * 8,
+                _ => slots + pick((len - slots) / 8) * 8,
+            };
+            let (value, bytes) = damage(&mut seed, &live);
+            assert!(at + 8 <= len);
+            // SAFETY: inside the mapping (checked above), 8-byte aligned; the
+            // region's words are plain integers, any value is one (that is
+            // the point), written atomically as the lock words are.
+            unsafe {
+                let p = (base + at) as *mut u8;
+                if bytes == 1 {
+                    let byte = (next(&mut seed) % 8) as usize;
+                    (*p.add(byte).cast::<std::sync::atomic::AtomicU8>()).store(value as u8, Ordering::Relaxed);
+                } else {
+                    (*p.cast::<AtomicU64>()).store(value, Ordering::Relaxed);
+                }
+            }
+            written += 1;
+        }
+    }
+    stop.store(1, Ordering::Relaxed);
+    let limit = timeout * (a.layout.geometry.shards as u32 + 2) + SLACK;
+    let exits: Vec<Option<i32>> = pids.iter().map(|&pid| wait_within(pid, limit + SLACK)).collect();
+    let (slowest_op, slowest_sweep) = (
+        Duration::from_micros(slowest_op.load(Ordering::Relaxed)),
+        Duration::from_micros(slowest_sweep.load(Ordering::Relaxed)),
+    );
+    eprintln!(
+        "corruption: {written} words damaged, {} operations ({} errors, {} panics), {} opens; slowest {slowest_op:?}, \
+         slowest sweep {slowest_sweep:?}",
+        ops.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+        panics.load(Ordering::Relaxed),
+        opens.load(Ordering::Relaxed),
+    );
+    assert!(exits.iter().all(|e| *e == Some(0)), "workers crashed or hung: {exits:?}");
+    // Arithmetic overflow checks in the algorithms, on damaged states, are
+    // for src/algorithm to make total (debug builds only); any other panic
+    // is this backend's.
+    let in_algorithms = in_algorithms.load(Ordering::Relaxed);
+    assert_eq!(panics.load(Ordering::Relaxed) - in_algorithms, 0, "panics (their messages are above)");
+    if !cfg!(debug_assertions) {
+        assert_eq!(in_algorithms, 0, "panics in the algorithms (their messages are above)");
+    }
+    assert!(ops.load(Ordering::Relaxed) > 1000, "the workers made progress");
+    assert!(slowest_op < timeout + SLACK, "an operation took {slowest_op:?}");
+    assert!(slowest_sweep < timeout * a.layout.geometry.shards as u32 + SLACK, "a sweep took {slowest_sweep:?}");
+}
+
+/// A worker forked with an inherited handle whose host closes descriptors
+/// (the number reused) before and after its first use: the handle reopens
+/// the region by name for its owner, and its lock holder stays alive to the
+/// others even after its descriptor is gone again.
+#[test]
+fn a_forked_worker_survives_its_descriptors_being_closed() {
+    const T: u64 = 300;
+    let name = Name::new("closefrom-child");
+    let s = open(&format!("rate=5/1000d capacity=1000 timeout_ms={T}"), &name);
+    assert!(s.check(b"k", 1).unwrap().verdict.outcome.allowed);
+    let n = s.owner.raw_fd().unwrap();
+    let pid = spawn(|| {
+        let scratch = Scratch::new("closefrom-child");
+        scratch.put_on(n); // before the handle's first use in this process
+        if s.check(b"k", 1).is_err() {
+            return 1;
+        }
+        let Some(m) = s.owner.raw_fd() else { return 2 };
+        let _held = s.lock(shard_of(&s, b"k"), &Budget::new()).unwrap();
+        scratch.put_on(m); // while holding a lock
+                           // SAFETY: stops this (single-threaded) child until SIGKILL.
+        unsafe { libc::raise(libc::SIGSTOP) };
+        0
+    });
+    let mut status = 0;
+    // SAFETY: our child; `status` is a valid int to fill.
+    while unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) } != pid {}
+    assert!(libc::WIFSTOPPED(status), "the worker failed before holding the lock (status {status:#x})");
+    let holder = StoppedHolder(pid);
+    let started = Instant::now();
+    let answer = s.check(b"k", 1);
+    assert!(started.elapsed() >= Duration::from_millis(T), "the live worker's lock was taken over");
+    assert!(matches!(answer, Err(Error::Backend(_))), "{answer:?}");
+    assert_eq!(recoveries(&s), 0);
+    drop(holder);
+    // (A new handle: this one fails fast on that stripe for a cool-down.)
+    let s2 = open(&format!("rate=5/1000d capacity=1000 timeout_ms={T}"), &name);
+    assert!(s2.check(b"k", 1).unwrap().verdict.outcome.allowed, "taken over once the worker died");
+    assert_eq!(recoveries(&s), 1);
 }
