@@ -33,7 +33,9 @@ fuzz_target!(|data: &[u8]| {
                 let _ = target.connection_info(i);
             }
             if let Some(p) = target.password.as_deref() {
-                if p.len() >= 6 {
+                let elsewhere = target.username.as_deref().is_some_and(|u| u.contains(p))
+                    || target.nodes.iter().any(|(h, _)| h.contains(p));
+                if p.len() >= 6 && !elsewhere {
                     assert!(!format!("{target:?}").contains(p), "{url:?}: the Debug shows the password");
                 }
             }

@@ -29,6 +29,11 @@ static CONFIG: LazyLock<String> = LazyLock::new(|| {
 });
 const KEYS: [&[u8]; 6] = [b"a", b"b", b"user:1", b"", b"\xff\x00", b"0123456789012345678901234567890123456789"];
 
+fn last_error() -> String {
+    // SAFETY: rl_last_error returns a NUL-terminated string, never NULL.
+    unsafe { std::ffi::CStr::from_ptr(rl_last_error()) }.to_string_lossy().into_owned()
+}
+
 fn path() -> String {
     format!("/dev/shm/{}", &NAME[1..])
 }
@@ -44,7 +49,8 @@ fn create() -> (i32, *mut rl_limiter) {
     let rc = rl_create(config.as_ptr(), &mut lim);
     assert!(
         [RL_OK, RL_ERR_IO, RL_ERR_INCOMPATIBLE, RL_ERR_CONFIG].contains(&rc),
-        "rl_create = {rc} on a region of arbitrary bytes"
+        "rl_create = {rc} on a region of arbitrary bytes: {}",
+        last_error()
     );
     assert_eq!(rc == RL_OK, !lim.is_null());
     (rc, lim)
@@ -53,7 +59,7 @@ fn create() -> (i32, *mut rl_limiter) {
 fn check(lim: *mut rl_limiter, key: &[u8], cost: u64) {
     let mut d = rl_decision { allowed: 7, ..Default::default() };
     let rc = rl_check(lim, key.as_ptr().cast(), key.len(), cost, &mut d);
-    assert!([RL_OK, RL_ERR_BACKEND].contains(&rc), "rl_check = {rc}");
+    assert!([RL_OK, RL_ERR_BACKEND].contains(&rc), "rl_check = {rc}: {}", last_error());
     assert!(d.allowed <= 1, "*out not written, or garbage: {d:?}");
 }
 
@@ -140,11 +146,11 @@ fuzz_target!(|data: &[u8]| {
         }
         let mut s = rl_stats::default();
         let rc = rl_stats_get(lim, &mut s);
-        assert!([RL_OK, RL_ERR_BACKEND].contains(&rc), "rl_stats_get = {rc}");
+        assert!([RL_OK, RL_ERR_BACKEND].contains(&rc), "rl_stats_get = {rc}: {}", last_error());
         let swept = rl_sweep(lim);
-        assert!(swept >= 0 || swept == i64::from(RL_ERR_BACKEND), "rl_sweep = {swept}");
+        assert!(swept >= 0 || swept == i64::from(RL_ERR_BACKEND), "rl_sweep = {swept}: {}", last_error());
         let rc = rl_reset(lim, KEYS[0].as_ptr().cast(), KEYS[0].len());
-        assert!([RL_OK, RL_ERR_BACKEND].contains(&rc), "rl_reset = {rc}");
+        assert!([RL_OK, RL_ERR_BACKEND].contains(&rc), "rl_reset = {rc}: {}", last_error());
         fuzz_set_now(NOW + 3_600_000_000_000);
         check(lim, KEYS[1], 1);
         check(lim, KEYS[0], 0);
