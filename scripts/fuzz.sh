@@ -8,7 +8,7 @@
 #
 # New inputs the fuzzer finds go to a scratch directory, so the committed
 # corpora do not grow by themselves. FUZZ_UPDATE_CORPUS=1 merges them into
-# fuzz/corpus and minimises it (`cargo fuzz cmin`) afterwards.
+# fuzz/corpus, keeping only the inputs that add coverage.
 # FUZZ_TARGETS="api headers" runs only those.
 #
 # Installs what it needs, as `make test` does: the nightly toolchain's
@@ -51,17 +51,25 @@ for t in $targets; do
     remove_stale_regions
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$scratch/$t.log" | tail -n 1)
     if [ "$rc" -ne 0 ]; then
-        tail -n 60 "$scratch/$t.log"
+        # What broke (the harness's message, the sanitizer's report), without the
+        # fuzzer's progress lines and stack frames.
+        grep -v -e '^#[0-9]' -e '^ *#[0-9]' -e '^INFO:' -e 'Uses:' -e 'NEW_FUNC' "$scratch/$t.log" | head -n 60
         failed="$failed $t"
         summary="$summary$t: FAILED after ${execs:-?} executions (exit $rc; see fuzz/artifacts/$t/)\n"
     else
         summary="$summary$t: ${execs:-?} executions in ${seconds}s, no crash\n"
     fi
     if [ "${FUZZ_UPDATE_CORPUS:-0}" = 1 ] && [ "$rc" -eq 0 ]; then
-        cp -n "$scratch/$t"/* "corpus/$t/" 2>/dev/null || true
-        cargo +nightly fuzz cmin "$t" "corpus/$t" >"$scratch/$t.cmin.log" 2>&1
+        # The smallest set of inputs that keeps every feature of the old
+        # corpus and the new inputs (libFuzzer's set-cover merge).
+        rm -rf "$scratch/min"
+        mkdir "$scratch/min"
+        cargo +nightly fuzz run "$t" "$scratch/min" "corpus/$t" "$scratch/$t" -- -set_cover_merge=1 \
+            >"$scratch/$t.merge.log" 2>&1
         remove_stale_regions
-        echo "corpus/$t: $(ls "corpus/$t" | wc -l) files after cmin"
+        rm -rf "corpus/$t"
+        mv "$scratch/min" "corpus/$t"
+        echo "corpus/$t: $(ls "corpus/$t" | wc -l) files after the merge"
     fi
 done
 
