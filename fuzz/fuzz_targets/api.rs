@@ -438,7 +438,12 @@ fuzz_target!(|data: &[u8]| {
                     fail!(run.story, "rl_stats_get = {rc}: {}", last_error());
                 }
                 if s.allowed != run.allowed || s.limited != run.limited || s.errors != 0 {
-                    fail!(run.story, "stats count {s:?}; the checks answered {} allowed, {} limited", run.allowed, run.limited);
+                    fail!(
+                        run.story,
+                        "stats count {s:?}; the checks answered {} allowed, {} limited",
+                        run.allowed,
+                        run.limited
+                    );
                 }
                 if s.keys > capacity {
                     fail!(run.story, "{} keys tracked at capacity {capacity}", s.keys);

@@ -24,9 +24,8 @@ use ratelimit::ffi::*;
 const NOW: u64 = 1_700_000_000_000_000_000;
 
 static NAME: LazyLock<String> = LazyLock::new(|| format!("/rl-fuzz-region-{}", std::process::id()));
-static CONFIG: LazyLock<String> = LazyLock::new(|| {
-    format!("rate=5/s,100/min backend=shm name={} capacity=16 timeout_ms=1", *NAME)
-});
+static CONFIG: LazyLock<String> =
+    LazyLock::new(|| format!("rate=5/s,100/min backend=shm name={} capacity=16 timeout_ms=1", *NAME));
 const KEYS: [&[u8]; 6] = [b"a", b"b", b"user:1", b"", b"\xff\x00", b"0123456789012345678901234567890123456789"];
 
 fn last_error() -> String {
@@ -117,7 +116,7 @@ fn file_from(data: &[u8]) -> Option<Vec<u8>> {
     if file.len() >= 16 {
         let magic = u64::from_le_bytes(file[0..8].try_into().unwrap());
         let real = u64::from_le_bytes(template[0..8].try_into().unwrap());
-        let version_ready = &file[8..16] == &template[8..16];
+        let version_ready = file[8..16] == template[8..16];
         if magic == 0 || (magic == real && !version_ready && file[8..12] == template[8..12]) {
             file[..16].copy_from_slice(&template[..16]);
         }
