@@ -34,7 +34,7 @@ EXAMPLES := $(patsubst c-examples/%.c,build/%,$(filter-out c-examples/http.c,$(w
 C_TESTS  := $(patsubst tests/c/%.c,build/tests/%,$(wildcard tests/c/test_*.c))
 
 .PHONY: all lib examples test test-rust test-lint test-install test-c test-examples test-shm test-redis \
-        miri demo bench header install uninstall native-libs clean
+        miri demo bench header install uninstall native-libs clean fuzz
 
 all: lib
 
@@ -155,6 +155,15 @@ test-shm: lib $(C_TESTS) build/san/prefork_server
 # Rust suites tests/redis_*.rs against them, and stops them (scripts/with_redis.sh).
 test-redis: lib $(C_TESTS)
 	scripts/with_redis.sh scripts/redis_tests.sh
+
+# ---- fuzzing ---------------------------------------------------------------
+# cargo-fuzz on the nightly toolchain (installed if missing): each target of
+# fuzz/fuzz_targets runs FUZZ_SECONDS seconds from its corpus in fuzz/corpus,
+# prints its executions, and any crash fails (see scripts/fuzz.sh).
+FUZZ_SECONDS ?= 60
+
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 
 # ---- demo / bench ---------------------------------------------------------
 demo: lib examples

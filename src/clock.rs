@@ -51,8 +51,30 @@ impl Clock {
     /// Nanoseconds since the Unix epoch, advancing monotonically.
     #[inline]
     pub fn now(&self) -> u64 {
+        #[cfg(fuzzing)]
+        if let Some(now) = fuzz_now() {
+            return now;
+        }
         self.origin_ns + self.source.delta_as_nanos(self.origin_raw, self.source.raw())
     }
+}
+
+/// Fuzzing builds only (`cargo fuzz` passes `--cfg fuzzing`): the reading the
+/// harness set with `fuzz_set_now`, 0 for none.
+#[cfg(fuzzing)]
+static FUZZ_NOW: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Fuzzing builds only: makes every clock of the library (this one and the shm
+/// backend's) read `now` until the next call; 0 returns them to real time.
+#[cfg(fuzzing)]
+pub fn fuzz_set_now(now: u64) {
+    FUZZ_NOW.store(now, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Fuzzing builds only: the reading set by `fuzz_set_now`, if any.
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_now() -> Option<u64> {
+    Some(FUZZ_NOW.load(std::sync::atomic::Ordering::Relaxed)).filter(|&now| now != 0)
 }
 
 impl Default for Clock {

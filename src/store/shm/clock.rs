@@ -63,6 +63,10 @@ impl SharedClock {
 
     #[inline]
     pub fn now(&self) -> u64 {
+        #[cfg(fuzzing)]
+        if let Some(now) = crate::clock::fuzz_now() {
+            return now;
+        }
         let seq = self.seq.load(Ordering::Acquire);
         let anchor_raw = self.anchor_raw.load(Ordering::Relaxed);
         let anchor_mono = self.anchor_mono.load(Ordering::Relaxed);
