@@ -103,15 +103,20 @@ impl SharedClock {
 mod tests {
     use super::*;
 
-    /// Readings stay within a few microseconds of CLOCK_MONOTONIC.
+    /// Readings stay close to CLOCK_MONOTONIC: within the calibration error
+    /// over one re-anchoring interval. That is nanoseconds on a quiet host,
+    /// but a calibration made while both cores were busy was once seen 23 µs
+    /// off, so the bound is a tenth of the interval: it still catches an
+    /// anchor that is not renewed or a torn one (off by up to a whole interval).
     #[test]
     fn tracks_the_monotonic_clock() {
         let c = SharedClock::new(0);
+        let margin = REANCHOR_NS / 10;
         for _ in 0..2_000_000 {
             let before = read(libc::CLOCK_MONOTONIC);
             let now = c.now();
             let after = read(libc::CLOCK_MONOTONIC);
-            assert!(now + 5_000 >= before && now <= after + 5_000, "{before} {now} {after}");
+            assert!(now + margin >= before && now <= after + margin, "{before} {now} {after}");
         }
     }
 }
