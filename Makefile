@@ -164,11 +164,14 @@ test-redis: lib $(C_TESTS)
 # ---- fuzzing ---------------------------------------------------------------
 # cargo-fuzz on the nightly toolchain (installed if missing): each target of
 # fuzz/fuzz_targets runs FUZZ_SECONDS seconds from its corpus in fuzz/corpus,
-# prints its executions, and any crash fails (see scripts/fuzz.sh).
+# prints its executions, and any crash fails (see scripts/fuzz.sh; FUZZ_JOBS
+# and FUZZ_SANITIZER too). Then Miri over the pure modules (`make miri`),
+# which takes minutes, too long for `make test`.
 FUZZ_SECONDS ?= 60
 
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+	$(MAKE) miri
 
 # ---- demo / bench ---------------------------------------------------------
 demo: lib examples

@@ -1,6 +1,6 @@
 #!/bin/sh
 # `make fuzz`: runs each cargo-fuzz target (fuzz/fuzz_targets) for
-# FUZZ_SECONDS seconds (default 60), one after the other, one process each,
+# FUZZ_SECONDS seconds (default 60), one after the other (FUZZ_JOBS below),
 # starting from the corpora kept in fuzz/corpus/<target>; prints the
 # executions of each target and fails if any target found a crash (the input
 # is left in fuzz/artifacts/<target>/; replay it with
@@ -18,6 +18,13 @@ cd "$(dirname "$0")/.."
 
 seconds=${FUZZ_SECONDS:-60}
 targets=${FUZZ_TARGETS:-"config redis_url headers region api"}
+# FUZZ_JOBS=2 runs two processes of each target at once (one per core);
+# their executions are added up.
+jobs=${FUZZ_JOBS:-1}
+# FUZZ_SANITIZER=none builds without ASan: several times the executions per
+# second, for long runs of the api target, whose unsafe code (the shm mapping)
+# ASan cannot watch anyway; the default keeps ASan.
+sanitizer=${FUZZ_SANITIZER:-address}
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
     rustup toolchain install nightly --profile minimal
@@ -41,15 +48,23 @@ cd fuzz
 failed=""
 summary=""
 for t in $targets; do
-    echo "== fuzz $t for ${seconds}s"
-    mkdir -p "corpus/$t" "$scratch/$t"
+    echo "== fuzz $t for ${seconds}s ($jobs process(es), sanitizer $sanitizer)"
+    mkdir -p "corpus/$t"
+    # Debug assertions with overflow checks are on (cargo fuzz's default).
+    # Each process gets a scratch directory of its own for the new inputs it finds.
+    pids=""
+    for j in $(seq 1 "$jobs"); do
+        mkdir -p "$scratch/$t.$j"
+        cargo +nightly fuzz run --sanitizer "$sanitizer" "$t" "$scratch/$t.$j" "corpus/$t" -- \
+            -max_total_time="$seconds" -print_final_stats=1 -timeout=30 -rss_limit_mb=4096 \
+            >"$scratch/$t.$j.log" 2>&1 &
+        pids="$pids $!"
+    done
     rc=0
-    # ASan is on (cargo fuzz's default), and debug assertions with overflow checks.
-    cargo +nightly fuzz run "$t" "$scratch/$t" "corpus/$t" -- \
-        -max_total_time="$seconds" -print_final_stats=1 -timeout=30 -rss_limit_mb=4096 \
-        >"$scratch/$t.log" 2>&1 || rc=$?
+    for pid in $pids; do wait "$pid" || rc=$?; done
     remove_stale_regions
-    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$scratch/$t.log" | tail -n 1)
+    cat "$scratch/$t".*.log >"$scratch/$t.log"
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$scratch/$t.log" | awk '{s += $1} END {print s + 0}')
     if [ "$rc" -ne 0 ]; then
         # What broke (the harness's message, the sanitizer's report), without the
         # fuzzer's progress lines and stack frames.
@@ -64,7 +79,7 @@ for t in $targets; do
         # corpus and the new inputs (libFuzzer's set-cover merge).
         rm -rf "$scratch/min"
         mkdir "$scratch/min"
-        cargo +nightly fuzz run "$t" "$scratch/min" "corpus/$t" "$scratch/$t" -- -set_cover_merge=1 \
+        cargo +nightly fuzz run --sanitizer "$sanitizer" "$t" "$scratch/min" "corpus/$t" "$scratch/$t".[0-9]* -- -set_cover_merge=1 \
             >"$scratch/$t.merge.log" 2>&1
         remove_stale_regions
         rm -rf "corpus/$t"

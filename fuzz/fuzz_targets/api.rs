@@ -98,9 +98,41 @@ fn fields(d: &rl_decision) -> Fields {
 /// panic hook may be silent, so the message is printed first).
 macro_rules! fail {
     ($story:expr, $($arg:tt)*) => {{
-        eprintln!("api: {}\n--- operations:\n{}", format!($($arg)*), $story.join("\n"));
+        let story: Vec<String> = $story.iter().map(ToString::to_string).collect();
+        eprintln!("api: {}\n--- operations:\n{}", format!($($arg)*), story.join("\n"));
         std::process::abort();
     }};
+}
+
+/// One step of the story told when a promise breaks. Kept as data and
+/// formatted only then: formatting every step of every input cost more than
+/// the calls it describes.
+enum Step {
+    Create(String, u64),
+    Check(usize, u64, u64),
+    Checked(i32, rl_decision),
+    Clock(u64, bool, u64),
+    Reset(usize),
+    Sweep(u64),
+    Stats(i32, rl_stats),
+    BadArgument(u8, i32, rl_decision),
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Create(config, now) => write!(f, "rl_create({config:?}) at {now}"),
+            Step::Check(key, cost, now) => write!(f, "check key {key} cost {cost} at {now}"),
+            Step::Checked(rc, d) => write!(f, "  -> {rc} {d:?}"),
+            Step::Clock(now, forward, amount) => {
+                write!(f, "clock {now} ({} {amount})", if *forward { "+" } else { "-" })
+            }
+            Step::Reset(key) => write!(f, "reset key {key}"),
+            Step::Sweep(now) => write!(f, "sweep at {now}"),
+            Step::Stats(rc, s) => write!(f, "stats -> {rc} {s:?}"),
+            Step::BadArgument(kind, rc, d) => write!(f, "bad argument {kind} -> {rc} {d:?}"),
+        }
+    }
 }
 
 struct Input<'a>(&'a [u8]);
@@ -151,7 +183,7 @@ struct Run {
     limited: u64,
     /// The last decision rl_check returned.
     last: rl_decision,
-    story: Vec<String>,
+    story: Vec<Step>,
 }
 
 impl Run {
@@ -217,7 +249,7 @@ impl Run {
         let bytes = &KEYS[key];
         let mut d = SENTINEL;
         let rc = rl_check(self.lim, bytes.as_ptr().cast(), bytes.len(), cost, &mut d);
-        self.story.push(format!("  -> {rc} {d:?}"));
+        self.story.push(Step::Checked(rc, d));
         if fields(&d) == fields(&SENTINEL) {
             fail!(self.story, "*out not written (status {rc})");
         }
@@ -350,7 +382,7 @@ fuzz_target!(|data: &[u8]| {
         allowed: 0,
         limited: 0,
         last: rl_decision::default(),
-        story: vec![format!("rl_create({config_text:?}) at {now}")],
+        story: vec![Step::Create(config_text.clone(), now)],
     };
 
     while !input.0.is_empty() {
@@ -371,7 +403,7 @@ fuzz_target!(|data: &[u8]| {
                     8 => u64::MAX >> (c >> 2),
                     _ => input.u64(),
                 };
-                run.story.push(format!("check key {key} cost {cost} at {}", run.now));
+                run.story.push(Step::Check(key, cost, run.now));
                 run.check(key, cost);
             }
             // Clock steps: forward, backward, by small or any amounts.
@@ -395,12 +427,12 @@ fuzz_target!(|data: &[u8]| {
                 };
                 run.now = now;
                 fuzz_set_now(now);
-                run.story.push(format!("clock {now} ({} {amount})", if op % 16 <= 8 { "+" } else { "-" }));
+                run.story.push(Step::Clock(now, op % 16 <= 8, amount));
             }
             11 => {
                 let key = (op >> 4) as usize % KEYS.len();
                 let bytes = &KEYS[key];
-                run.story.push(format!("reset key {key}"));
+                run.story.push(Step::Reset(key));
                 let rc = rl_reset(run.lim, bytes.as_ptr().cast(), bytes.len());
                 if rc != RL_OK {
                     fail!(run.story, "rl_reset = {rc}: {}", last_error());
@@ -408,7 +440,7 @@ fuzz_target!(|data: &[u8]| {
                 run.keys[key] = KeyModel { states: vec![vec![0; n]], admitted: Vec::new() };
             }
             12 => {
-                run.story.push(format!("sweep at {}", run.now));
+                run.story.push(Step::Sweep(run.now));
                 let swept = rl_sweep(run.lim);
                 if swept < 0 {
                     fail!(run.story, "rl_sweep = {swept}: {}", last_error());
@@ -433,7 +465,7 @@ fuzz_target!(|data: &[u8]| {
             13 => {
                 let mut s = rl_stats { allowed: 7, limited: 7, errors: 7, keys: 7, evictions: 7, local_denials: 7 };
                 let rc = rl_stats_get(run.lim, &mut s);
-                run.story.push(format!("stats -> {rc} {s:?}"));
+                run.story.push(Step::Stats(rc, s));
                 if rc != RL_OK {
                     fail!(run.story, "rl_stats_get = {rc}: {}", last_error());
                 }
@@ -479,7 +511,7 @@ fuzz_target!(|data: &[u8]| {
                     1 => rl_check(std::ptr::null_mut(), b"a".as_ptr().cast(), 1, 1, &mut d),
                     _ => rl_check(run.lim, b"a".as_ptr().cast(), 1, 1, std::ptr::null_mut()),
                 };
-                run.story.push(format!("bad argument {kind} -> {rc} {d:?}"));
+                run.story.push(Step::BadArgument(kind, rc, d));
                 if rc != RL_ERR_NULL && rc != RL_ERR_INVALID {
                     fail!(run.story, "status {rc} for a bad argument");
                 }
