@@ -303,7 +303,9 @@ impl Shard<'_> {
     /// This is the only way the count goes up, so it never exceeds capacity.
     fn reserve_key(&self) -> bool {
         let cap = self.capacity;
-        self.total_keys.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |k| (k < cap).then_some(k + 1)).is_ok()
+        // `then`, not `then_some`: `k + 1` must not be computed for a count at
+        // u64::MAX (a damaged shm region), where it would overflow.
+        self.total_keys.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |k| (k < cap).then(|| k + 1)).is_ok()
     }
 
     /// The entry among `len` slots from `start` (wrapping) that is cheapest to
@@ -679,6 +681,17 @@ mod tests {
 
     /// Counts that are already wrong (a shared region overwritten) neither
     /// wrap nor panic when a key is removed.
+    /// A table-wide count at u64::MAX (a damaged shm region) refuses new
+    /// room rather than overflowing.
+    #[test]
+    fn a_total_count_at_the_top_refuses_room_without_overflow() {
+        let mut t = Table::new(100, bucket(1, 1_000_000));
+        t.total.store(u64::MAX, Ordering::Relaxed);
+        let v = t.check(b"new key", 0, 1);
+        assert!(v.outcome.allowed);
+        assert_eq!(t.total.load(Ordering::Relaxed), u64::MAX, "no unit was taken");
+    }
+
     #[test]
     fn removing_with_counts_at_zero_saturates() {
         let mut t = Table::new(100, bucket(1, 1_000_000));
