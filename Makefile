@@ -136,7 +136,14 @@ build/tests/header_c89: tests/c/header_c89.c include/ratelimit.h
 	$(CC) -std=c89 -Wall -Wextra -Werror -pedantic -Iinclude -fsyntax-only $<
 	@touch $@
 
-test-examples: examples
+# The example servers' request reader on its own (under ASan/UBSan), then
+# the servers driven over sockets.
+build/tests/test_http_request: tests/examples/test_http_request.c c-examples/http/request.c c-examples/http/request.h
+	@mkdir -p build/tests
+	$(CC) $(CSTD) $(CFLAGS) $(SAN) -Ic-examples/http -o $@ $< c-examples/http/request.c
+
+test-examples: examples build/tests/test_http_request
+	build/tests/test_http_request
 	scripts/test_examples.sh
 
 # ---- shm backend tests ---------------------------------------------------
