@@ -35,7 +35,7 @@ EXAMPLES := $(patsubst c-examples/%.c,build/%,$(wildcard c-examples/*.c))
 C_TESTS  := $(patsubst tests/c/%.c,build/tests/%,$(wildcard tests/c/test_*.c))
 
 .PHONY: all lib examples test test-rust test-lint test-install test-c test-examples test-shm test-redis \
-        miri demo bench header install uninstall native-libs clean fuzz
+        test-loadtest miri demo bench loadtest header install uninstall native-libs clean fuzz
 
 all: lib
 
@@ -74,7 +74,7 @@ build/san/%: c-examples/%.c $(EXAMPLE_HTTP_DEP) include/ratelimit.h $(LIB_SO)
 	    -Wl,-rpath,'$$ORIGIN/../../target/release' -lpthread
 
 # ---- tests ----------------------------------------------------------------
-test: test-lint test-rust test-c test-examples test-shm test-redis test-install
+test: test-lint test-rust test-c test-examples test-shm test-redis test-install test-loadtest
 
 # The Rust suite twice: in a debug build, where integer overflow panics, and
 # in the release build the C programs use.
@@ -188,6 +188,20 @@ demo: lib examples
 
 bench: lib
 	scripts/bench.sh
+
+# The example servers under HTTP load (scripts/loadtest.sh, driven by wrk and
+# bench/loadtest/*.lua, on loopback ports): exact per-key counts under a burst
+# of 200 keys, a legitimate key with zero 429s amid a flood and an abuser,
+# req/s and p99 with limiting on and off next to nginx's limit_req, and a probe
+# answered within 1 s through a slowloris flood. Prints a table and writes it
+# into BENCHMARKS.md; about 3 minutes. Installs wrk and nginx-light when
+# missing (as root). LOADTEST_SECONDS, LOADTEST_ROUNDS, LOADTEST_WORKERS.
+loadtest: examples
+	scripts/loadtest.sh
+
+# The asserting phases only, a few seconds each, no nginx (under a minute).
+test-loadtest: examples
+	LOADTEST_SHORT=1 scripts/loadtest.sh
 
 # ---- install --------------------------------------------------------------
 # Installs stripped copies of what `make lib` built (it builds only when the
