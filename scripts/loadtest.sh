@@ -109,6 +109,17 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# forget PID...: PID was waited for: the trap must not signal it (the number
+# may belong to another process by then)
+forget() {
+    local p q keep=()
+    for p in "${started[@]}"; do
+        for q in "$@"; do [[ $p == "$q" ]] && continue 2; done
+        keep+=("$p")
+    done
+    started=("${keep[@]}")
+}
+
 passed=0
 failed=0
 failures=()
@@ -166,10 +177,12 @@ stop_server() {
         pkill -KILL -P "$pid" 2>/dev/null
         kill -KILL "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
+        forget "$pid"
         return
     fi
     wait "$pid"
     rc=$?
+    forget "$pid"
     ms=$((($(date +%s%N) - t0) / 1000000))
     [[ $rc == 0 ]] || warn "$name exited with status $rc after SIGTERM"
     ((ms <= 1500)) || warn "$name took $ms ms to stop after SIGTERM"
@@ -229,6 +242,7 @@ finish_wrk() {
         sleep 0.1
     done
     wait "$pid" 2>/dev/null
+    forget "$pid"
 }
 
 # le A B: A and B are numbers and A <= B
@@ -321,6 +335,7 @@ phase2() {
     bg_wrk "$lo" -t1 -c1 -d"${RUN_SECONDS}s" -s bench/loadtest/onekey.lua "$url" -- p2-legit "$P2_DELAY_MS"
     lpid=$WRK_PID
     wait "$fpid" "$apid" "$lpid"
+    forget "$fpid" "$apid" "$lpid"
     metrics "$PORT" || warn "$label: no /metrics"
     stop_server "$name" "$PID"
 
@@ -389,6 +404,7 @@ start_nginx() {
         done
         kill -KILL "$PID" 2>/dev/null
         wait "$PID" 2>/dev/null
+        forget "$PID"
         grep -q 'Address already in use' "$nginx_prefix/error.log" "$nginx_prefix/stdout" 2>/dev/null || break
         say "port $PORT was taken, trying another (attempt $attempt)"
     done
@@ -418,6 +434,7 @@ stop_nginx() {
         kill -KILL "$pid" 2>/dev/null
     fi
     wait "$pid" 2>/dev/null
+    forget "$pid"
     if grep -q '\[\(emerg\|alert\|crit\|error\)\]' "$nginx_prefix/error.log" 2>/dev/null; then
         warn "nginx logged errors: $(grep '\[\(emerg\|alert\|crit\|error\)\]' "$nginx_prefix/error.log" | head -n 3 | tr '\n' ' ')"
     fi
@@ -525,6 +542,7 @@ phase4() {
         sleep 0.5
     done
     wait "$fpid"
+    forget "$fpid"
     metrics "$PORT" || warn "$label: no /metrics"
     stop_server "$name" "$PID"
     n=$(wc -l <"$probes")
