@@ -9,7 +9,9 @@
 -- by the round trip). DELAY_MS 0 sends as fast as the server answers.
 --
 -- done() prints "RESULT key=KEY responses=N ok=N limited=N other=N
--- socket_errors=N timeouts=N duration_us=N", the counts summed over threads.
+-- socket_errors=N timeouts=N duration_us=N p99_us=N max_us=N", the counts
+-- summed over threads; the latencies are wrk's (from sending a request to
+-- the end of its response; requests answered within wrk's --timeout only).
 
 local threads = {}
 
@@ -46,6 +48,7 @@ function done(summary, latency, requests)
       o, l, x = o + t:get("ok"), l + t:get("limited"), x + t:get("other")
    end
    local e = summary.errors
-   io.write(string.format("RESULT key=%s responses=%d ok=%d limited=%d other=%d socket_errors=%d timeouts=%d duration_us=%d\n",
-      wrk.headers["X-API-Key"] or "?", o + l + x, o, l, x, e.connect + e.read + e.write, e.timeout, summary.duration))
+   io.write(string.format("RESULT key=%s responses=%d ok=%d limited=%d other=%d socket_errors=%d timeouts=%d duration_us=%d p99_us=%d max_us=%d\n",
+      wrk.headers["X-API-Key"] or "?", o + l + x, o, l, x, e.connect + e.read + e.write, e.timeout, summary.duration,
+      latency:percentile(99), latency.max))
 end
