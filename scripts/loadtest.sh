@@ -82,6 +82,7 @@ done
 need_package wrk wrk
 need_package curl curl
 need_package python3 python3
+need_package pkill procps
 ! phase 3 || need_package nginx nginx-light
 
 # ---- processes ----------------------------------------------------------------
@@ -89,17 +90,24 @@ need_package python3 python3
 tmp=$(mktemp -d)
 started=() # every process started here: servers, nginx, wrk, the flood
 regions=() # shm names given to prefork_server
+# ours PID: PID is still a child of this script (bash reaps a child that
+# exits on its own at once, and pid_max may be small: the number alone may
+# belong to another process by the time we signal it)
+ours() { [[ $(ps -o ppid= -p "$1" 2>/dev/null | tr -d ' ') == "$$" ]]; }
 cleanup() {
-    local p
-    for p in "${started[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    local p live=()
+    for p in "${started[@]}"; do ours "$p" && live+=("$p"); done
+    for p in "${live[@]}"; do kill -TERM "$p" 2>/dev/null; done
     for _ in $(seq 20); do
-        for p in "${started[@]}"; do kill -0 "$p" 2>/dev/null && break; p=; done
+        for p in "${live[@]}"; do kill -0 "$p" 2>/dev/null && break; p=; done
         [[ -z ${p:-} ]] && break
         sleep 0.1
     done
-    for p in "${started[@]}"; do
-        pkill -KILL -P "$p" 2>/dev/null
-        kill -KILL "$p" 2>/dev/null
+    for p in "${live[@]}"; do
+        if ours "$p"; then
+            pkill -KILL -P "$p" 2>/dev/null
+            kill -KILL "$p" 2>/dev/null
+        fi
     done
     wait 2>/dev/null
     for p in "${regions[@]}"; do rm -f "/dev/shm$p"; done
@@ -109,8 +117,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# forget PID...: PID was waited for: the trap must not signal it (the number
-# may belong to another process by then)
+# forget PID...: PID was waited for: the trap has nothing more to do with it
 forget() {
     local p q keep=()
     for p in "${started[@]}"; do
@@ -167,12 +174,13 @@ start_server() {
 stop_server() {
     local name=$1 pid=$2 t0 ms rc
     t0=$(date +%s%N)
-    kill -TERM "$pid" 2>/dev/null
+    ours "$pid" || warn "$name (pid $pid) had exited before it was stopped"
+    ours "$pid" && kill -TERM "$pid" 2>/dev/null
     for _ in $(seq 50); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.05
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if kill -0 "$pid" 2>/dev/null && ours "$pid"; then
         warn "$name (pid $pid) was still running 5 s after SIGTERM: killed"
         pkill -KILL -P "$pid" 2>/dev/null
         kill -KILL "$pid" 2>/dev/null
@@ -237,7 +245,7 @@ finish_wrk() {
     # wrk installs its SIGINT handler just after starting its threads:
     # repeat until it is gone
     for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
+        ours "$pid" || break
         kill -INT "$pid" 2>/dev/null
         sleep 0.1
     done
@@ -425,12 +433,13 @@ print(s.getsockname()[1])'
 
 stop_nginx() {
     local pid=$1
-    kill -QUIT "$pid" 2>/dev/null
+    ours "$pid" || warn "nginx (pid $pid) had exited before it was stopped"
+    ours "$pid" && kill -QUIT "$pid" 2>/dev/null
     for _ in $(seq 50); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if kill -0 "$pid" 2>/dev/null && ours "$pid"; then
         kill -TERM "$pid" 2>/dev/null
         sleep 0.5
         pkill -KILL -P "$pid" 2>/dev/null
