@@ -194,7 +194,7 @@ bench: lib
 # of 200 keys, a legitimate key with zero 429s amid a flood and an abuser,
 # req/s and p99 with limiting on and off next to nginx's limit_req, and a probe
 # answered within 1 s through a slowloris flood. Prints a table and writes it
-# into BENCHMARKS.md; about 3 minutes. Installs wrk and nginx-light when
+# into BENCHMARKS.md; about 3.5 minutes. Installs wrk and nginx-light when
 # missing (as root). LOADTEST_SECONDS, LOADTEST_ROUNDS, LOADTEST_WORKERS.
 loadtest: examples
 	scripts/loadtest.sh

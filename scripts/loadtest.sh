@@ -36,7 +36,7 @@
 #   LOADTEST_SHORT=1     phases 1, 2 and 4 only, a few seconds each, no nginx
 #                        (what `make test` runs; under a minute)
 #   LOADTEST_SECONDS     seconds per wrk run of phases 2 and 3 (5; short: 3)
-#   LOADTEST_ROUNDS      rounds of phase 3 (3)
+#   LOADTEST_ROUNDS      rounds of phase 3 (5)
 #   LOADTEST_WORKERS     phase 3: prefork_server's and nginx's worker
 #                        processes, http_server's threads (the CPU count);
 #                        phases 1, 2 and 4 always run 4
@@ -64,7 +64,7 @@ else
 fi
 # phase N: whether phase N runs
 phase() { [[ " $PHASES " == *" $1 "* ]]; }
-ROUNDS=${LOADTEST_ROUNDS:-3}
+ROUNDS=${LOADTEST_ROUNDS:-5}
 WORKERS=${LOADTEST_WORKERS:-$(nproc)}
 HTTP_SERVER=${HTTP_SERVER:-build/http_server}
 PREFORK_SERVER=${PREFORK_SERVER:-build/prefork_server}
@@ -254,7 +254,7 @@ finish_wrk() {
 }
 
 # ms MICROSECONDS: in milliseconds, 2 decimals ("?" as is)
-ms() { [[ $1 =~ ^[0-9]+$ ]] && awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }' || printf '?'; }
+ms() { [[ $1 =~ ^[0-9.]+$ ]] && awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }' || printf '?'; }
 # le A B: A and B are numbers and A <= B
 le() { [[ $1 =~ ^[0-9]+$ && $2 =~ ^[0-9]+$ ]] && (($1 <= $2)); }
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
@@ -386,7 +386,8 @@ P3_RATE_ON=1000       # per second per key: denies a good share at these speeds
 P3_RATE_OFF=1000000000 # never denies
 P3_NGINX_BURST_OFF=1000000 # nginx counts in milliseconds: a burst so that no
                            # millisecond's requests are ever denied
-declare -A p3_rps p3_p99 p3_denied p3_errors p3_med
+declare -A p3_rps p3_p99 p3_denied p3_errors p3_med p3_cpu p3_cpu_med
+declare -A p3_at # "CONFIG|ROUND|rps" and "CONFIG|ROUND|cpu": one run's figures
 p3_configs=("prefork_server on" "prefork_server off" "http_server on" "http_server off" "nginx on" "nginx off")
 p3_rows=()
 
@@ -472,10 +473,13 @@ p3_run() {
         stopper=nginx
         ;;
     esac
+    local cpu0 cpu1
+    cpu0=$(cpu_ticks "$PID")
     wrk -t"$P3_THREADS" -c"$P3_CONNS" -d"${RUN_SECONDS}s" -s bench/loadtest/keys.lua \
         "http://127.0.0.1:$PORT/" -- p3-key- "$P3_KEYS" >"$out" 2>&1
+    cpu1=$(cpu_ticks "$PID")
     if [[ $stopper == nginx ]]; then stop_nginx "$PID"; else stop_server p3 "$PID"; fi
-    local rps p99 req non2xx serr tmo
+    local rps p99 req non2xx serr tmo cpu
     rps=$(field "$out" rps) p99=$(field "$out" p99_us) req=$(field "$out" requests)
     non2xx=$(field "$out" non2xx) serr=$(field "$out" socket_errors) tmo=$(field "$out" timeouts)
     if [[ -z $rps ]]; then
@@ -487,7 +491,35 @@ p3_run() {
     p3_p99[$cfg]+=" $p99"
     p3_denied[$cfg]+=" $(awk -v d="$non2xx" -v r="$req" 'BEGIN { printf "%.1f", r ? 100 * d / r : 0 }')"
     p3_errors[$cfg]=$((${p3_errors[$cfg]:-0} + serr + tmo))
-    say "phase 3, round $round: $cfg: $rps req/s, p99 $p99 µs, $non2xx of $req non-2xx, $serr socket errors, $tmo over wrk's timeout"
+    cpu=$(awk -v t="$((cpu1 - cpu0))" -v hz="$(getconf CLK_TCK)" -v r="$req" 'BEGIN { printf "%.2f", r ? t * 1e6 / hz / r : 0 }')
+    p3_cpu[$cfg]+=" $cpu"
+    p3_at[$cfg|$round|rps]=$rps
+    p3_at[$cfg|$round|cpu]=$cpu
+    say "phase 3, round $round: $cfg: $rps req/s, p99 $p99 µs, $non2xx of $req non-2xx, $serr socket errors, $tmo over wrk's timeout; server CPU $cpu µs per request"
+}
+
+# cpu_ticks PID: user + system CPU time of PID and its children (workers),
+# in clock ticks, all their threads included
+cpu_ticks() {
+    local p sum=0 f
+    for p in "$1" $(pgrep -P "$1"); do
+        # the fields after "pid (comm) ": utime and stime are the 12th and 13th
+        f=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }')
+        sum=$((sum + ${f:-0}))
+    done
+    echo "$sum"
+}
+
+# ratio A B WHAT: the median over the rounds of A's WHAT (rps, cpu) divided
+# by B's in the same round (both ran within a minute of each other, so a
+# change of load on the machine between rounds cancels out)
+ratio() {
+    local a=$1 b=$2 what=$3 r list=
+    for ((r = 1; r <= ROUNDS; r++)); do
+        [[ -n ${p3_at[$a|$r|$what]:-} && -n ${p3_at[$b|$r|$what]:-} ]] || continue
+        list+=" $(awk -v x="${p3_at[$a|$r|$what]}" -v y="${p3_at[$b|$r|$what]}" 'BEGIN { if (y > 0) printf "%.4f", x / y }')"
+    done
+    median <<<"$list"
 }
 
 phase3() {
@@ -497,31 +529,31 @@ phase3() {
             p3_run "${p3_configs[$(((i + round - 1) % n))]}" "$round"
         done
     done
-    local cfg med p99 label off_med nginx_med vs_off vs_nginx server
+    local cfg med p99 label vs_off vs_nginx server cpu cpu_vs_off
     for cfg in "${p3_configs[@]}"; do
         p3_med[$cfg]=$(median <<<"${p3_rps[$cfg]:-}")
+        p3_cpu_med[$cfg]=$(median <<<"${p3_cpu[$cfg]:-}")
     done
     for cfg in "${p3_configs[@]}"; do
         server=${cfg% *}
         med=${p3_med[$cfg]}
-        [[ -n $med ]] || { p3_rows+=("| $cfg | — | — | — | — | — | — |"); continue; }
+        [[ -n $med ]] || { p3_rows+=("| $cfg | — | — | — | — | — | — | — | — | — |"); continue; }
         p99=$(median <<<"${p3_p99[$cfg]}")
+        cpu=$(awk -v c="${p3_cpu_med[$cfg]}" 'BEGIN { printf "%.2f", c }')
         if [[ $cfg == *on ]]; then
             label="$server, limit on ($P3_RATE_ON/s per key)"
-            off_med=${p3_med[$server off]}
-            vs_off=$(awk -v a="$med" -v b="$off_med" 'BEGIN { if (b > 0) printf "%.2fx (%+.1f%%)", a / b, 100 * (a - b) / b; else print "—" }')
-            nginx_med=${p3_med[nginx on]}
+            vs_off=$(awk -v r="$(ratio "$cfg" "$server off" rps)" 'BEGIN { if (r != "") printf "%.2fx", r; else print "—" }')
+            cpu_vs_off=$(awk -v r="$(ratio "$cfg" "$server off" cpu)" 'BEGIN { if (r != "") printf "%+.1f%%", 100 * (r - 1); else print "—" }')
         else
             label="$server, limit off (never denies)"
-            vs_off="1"
-            nginx_med=${p3_med[nginx off]}
+            vs_off="1" cpu_vs_off="0"
         fi
         if [[ $server == nginx ]]; then
             vs_nginx=1
         else
-            vs_nginx=$(awk -v a="$med" -v b="$nginx_med" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "—" }')
+            vs_nginx=$(awk -v r="$(ratio "$cfg" "nginx ${cfg##* }" rps)" 'BEGIN { if (r != "") printf "%.2fx", r; else print "—" }')
         fi
-        p3_rows+=("| $label | **$(commas "$med")** | $(read -r lo hi < <(minmax <<<"${p3_rps[$cfg]}"); echo "$(commas "$lo")–$(commas "$hi")") | $(ms "$p99") | $(median <<<"${p3_denied[$cfg]}")% | $vs_off | $vs_nginx | ${p3_errors[$cfg]:-0} |")
+        p3_rows+=("| $label | **$(commas "$med")** | $(read -r lo hi < <(minmax <<<"${p3_rps[$cfg]}"); echo "$(commas "$lo")–$(commas "$hi")") | $(ms "$p99") | $(awk -v d="$(median <<<"${p3_denied[$cfg]}")" 'BEGIN { printf "%.1f", d }')% | $cpu | $vs_off | $cpu_vs_off | $vs_nginx | ${p3_errors[$cfg]:-0} |")
     done
 }
 
@@ -637,10 +669,14 @@ threads, backend=memory; nginx: \`worker_processes $WORKERS\`, \`limit_req\` on 
 keyed by \`\$http_x_api_key\`, burst = rate, nodelay, serving a 2-byte
 static file). "on": $P3_RATE_ON/s per key, burst $P3_RATE_ON; "off": 10^9/s
 (nginx: burst 10^6, so no millisecond is ever denied). Median of $ROUNDS
-interleaved rounds (order rotated each round); "denied": the share of 429s.
+interleaved rounds (order rotated each round); the ratios are medians of the
+ratios within each round; "denied": the share of 429s;
+"server CPU": user + system time of the server's processes and threads
+during the run, per request answered (disturbed far less than req/s by
+whatever else runs on the machine).
 
-| server, limit | req/s (median) | min–max | p99 ms (median) | denied | vs. limit off | vs. nginx (same limit) | socket errors + timeouts |
-| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+| server, limit | req/s (median) | min–max | p99 ms (median) | denied | server CPU µs per request (median) | req/s vs. limit off | CPU per request vs. limit off | req/s vs. nginx (same limit) | socket errors + timeouts |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 $(printf '%s\n' "${p3_rows[@]}")
 EOF
     phase 4 && cat <<EOF
@@ -661,17 +697,17 @@ targets=
 if phase 3; then
     targets=$(
         for server in prefork_server http_server; do
-            on=${p3_med[$server on]:-} off=${p3_med[$server off]:-}
-            [[ -n $on && -n $off ]] || continue
-            awk -v s="$server" -v a="$on" -v b="$off" 'BEGIN {
-                r = a / b
-                printf "- %s, limiting on: %.2fx the req/s of limiting off (target: limiting costs under 5%%, i.e. above 0.95x): %s\n", s, r, (r > 0.95 ? "**met**" : "**not met**") }'
+            r=$(ratio "$server on" "$server off" rps) c=$(ratio "$server on" "$server off" cpu)
+            [[ -n $r ]] || continue
+            awk -v s="$server" -v r="$r" -v c="$c" 'BEGIN {
+                printf "- %s, limiting on: %.2fx the req/s of limiting off (target: limiting costs under 5%%, i.e. at least 0.95x): %s", s, r, (r >= 0.95 ? "**met**" : "**not met**")
+                if (c != "") printf "; server CPU per request %+.1f%% (%s)", 100 * (c - 1), (c <= 1.05 ? "at most 5% more" : "more than 5% more")
+                printf "\n" }'
         done
         for l in on off; do
-            a=${p3_med[prefork_server $l]:-} b=${p3_med[nginx $l]:-}
-            [[ -n $a && -n $b ]] || continue
-            awk -v l="$l" -v a="$a" -v b="$b" 'BEGIN {
-                r = a / b
+            r=$(ratio "prefork_server $l" "nginx $l" rps)
+            [[ -n $r ]] || continue
+            awk -v l="$l" -v r="$r" 'BEGIN {
                 printf "- prefork_server, limiting %s: %.2fx nginx'"'"'s req/s (target: at least 0.7x): %s\n", l, r, (r >= 0.7 ? "**met**" : "**not met**") }'
         done
     )
