@@ -175,6 +175,7 @@ def fresh_source_ip():
 
 
 TCP_STATE_ESTABLISHED = 1
+TCP_STATE_CLOSE_WAIT = 8
 
 
 def tcp_state(sock):
@@ -289,17 +290,13 @@ class Conn:
             self.buf += data
             return
 
-    def read_response(self, deadline, head=False):
-        """The next response (head=True: to a HEAD request, no body)."""
-        while b"\r\n\r\n" not in self.buf:
-            try:
-                self._fill(deadline)
-            except Closed:
-                if self.buf:
-                    raise Closed(f"closed inside a response head: {self.buf[:80]!r}")
-                raise
-        head_bytes, _, rest = self.buf.partition(b"\r\n\r\n")
-        lines = head_bytes.decode("latin-1").split("\r\n")
+    def _parse(self, head):
+        """A complete response at the start of buf, removed from it; None
+        while incomplete (buf is left as it is)."""
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        lines = self.buf[:end].decode("latin-1").split("\r\n")
         m = re.match(r"^(HTTP/\d\.\d) (\d{3}) ?(.*)$", lines[0])
         if not m:
             raise ValueError(f"bad status line {lines[0]!r}")
@@ -308,22 +305,38 @@ class Conn:
             name, _, value = line.partition(":")
             headers.append((name.strip().lower(), value.strip()))
         resp = Response(m.group(1), int(m.group(2)), m.group(3), headers, b"")
-        self.buf = rest
+        start = end + 4
         if head or resp.status in (204, 304) or 100 <= resp.status < 200:
-            return resp
-        length = resp.int_header("Content-Length")
-        if length is None:  # a body delimited by the close
-            try:
-                while True:
-                    self._fill(deadline)
-            except Closed:
-                pass
-            resp.body, self.buf = self.buf, b""
-            return resp
-        while len(self.buf) < length:
-            self._fill(deadline)
-        resp.body, self.buf = self.buf[:length], self.buf[length:]
+            length = 0
+        else:
+            length = resp.int_header("Content-Length")
+            if length is None:  # a body delimited by the close
+                if not self.eof:
+                    return None
+                length = len(self.buf) - start
+        if len(self.buf) < start + length:
+            return None
+        resp.body = self.buf[start:start + length]
+        self.buf = self.buf[start + length:]
         return resp
+
+    def read_response(self, deadline, head=False):
+        """The next response (head=True: to a HEAD request, no body). Closed
+        when the connection ends first, Timeout at the deadline (what came so
+        far stays in buf: calling again with a later deadline goes on)."""
+        while True:
+            resp = self._parse(head)
+            if resp is not None:
+                return resp
+            try:
+                self._fill(deadline)
+            except Closed:
+                resp = self._parse(head)  # a body delimited by the close
+                if resp is not None:
+                    return resp
+                if self.buf:
+                    raise Closed(f"closed inside a response: {self.buf[:80]!r}")
+                raise
 
     def wait_closed(self, deadline):
         """Waits for EOF or a reset, dropping whatever arrives. Returns the
@@ -586,16 +599,23 @@ def case_drip_after(cfg, rep):
             conn = Conn.open(cfg)
             conn.send(request(key=fresh_key("drip-after"), extra=["Connection: close"]))
             clients.append({"conn": conn, "resp": None, "err": None, "t": None, "closed": None})
-        for c in clients:  # all requests are out: now read the answers
-            try:
-                c["resp"] = c["conn"].read_response(now() + cfg.header_timeout + cfg.margin)
-            except (Closed, Timeout, ValueError) as e:
-                c["err"] = f"{type(e).__name__}: {e}"
-            c["t"] = now()
-        deadline = now() + drain + cfg.margin + 1
-        while now() < deadline and any(c["closed"] is None and c["resp"] for c in clients):
+        # One loop for all: read the responses still to come, drip to the
+        # clients that have theirs, note when the server closes each.
+        answer_by = now() + cfg.header_timeout + cfg.margin
+        deadline = answer_by + drain + cfg.margin + 1
+        while now() < deadline:
             for c in clients:
-                if c["closed"] is not None or not c["resp"]:
+                if c["err"] or c["closed"] is not None:
+                    continue
+                if c["resp"] is None:
+                    try:
+                        c["resp"] = c["conn"].read_response(min(now() + 0.01, answer_by))
+                        c["t"] = now()
+                    except Timeout:
+                        if now() >= answer_by:
+                            c["err"] = "no answer"
+                    except (Closed, ValueError) as e:
+                        c["err"] = f"{type(e).__name__}: {e}"
                     continue
                 s = c["conn"].sock
                 try:
@@ -603,11 +623,13 @@ def case_drip_after(cfg, rep):
                 except BlockingIOError:
                     pass
                 except OSError:
-                    c["closed"] = now()  # the server closed: our byte drew a reset
+                    c["closed"] = now()  # the server closed: a byte before drew a reset
                     continue
                 state = tcp_state(s)
-                if state is not None and state not in (TCP_STATE_ESTABLISHED, 8):  # 8: CLOSE_WAIT
-                    c["closed"] = now()
+                if state is not None and state not in (TCP_STATE_ESTABLISHED, TCP_STATE_CLOSE_WAIT):
+                    c["closed"] = now()  # reset by the server (CLOSE_WAIT: it only shut down writing)
+            if all(c["err"] or c["closed"] is not None for c in clients):
+                break
             time.sleep(pace)  # the client's own pace, not a wait for the server
     for i, c in enumerate(clients):
         what = f"drip after response {i + 1}/{n}"
