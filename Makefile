@@ -27,10 +27,11 @@ CFLAGS  ?= -O2 -g
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 RUST_SRC := $(shell find src -name '*.rs') Cargo.toml build.rs
 
-# Every c-examples/*.c is an example program, but for http.c: the HTTP side
-# they share (http.h), linked into each of them.
-EXAMPLE_HTTP := c-examples/http.c c-examples/http.h
-EXAMPLES := $(patsubst c-examples/%.c,build/%,$(filter-out c-examples/http.c,$(wildcard c-examples/*.c)))
+# Every c-examples/*.c is an example program; c-examples/http/ is the HTTP
+# side they share (an epoll event loop, see http/http.h), linked into each.
+EXAMPLE_HTTP     := $(wildcard c-examples/http/*.c)
+EXAMPLE_HTTP_DEP := $(EXAMPLE_HTTP) $(wildcard c-examples/http/*.h)
+EXAMPLES := $(patsubst c-examples/%.c,build/%,$(wildcard c-examples/*.c))
 C_TESTS  := $(patsubst tests/c/%.c,build/tests/%,$(wildcard tests/c/test_*.c))
 
 .PHONY: all lib examples test test-rust test-lint test-install test-c test-examples test-shm test-redis \
@@ -61,10 +62,16 @@ header:
 # ---- examples -------------------------------------------------------------
 examples: $(EXAMPLES)
 
-build/%: c-examples/%.c $(EXAMPLE_HTTP) include/ratelimit.h $(LIB_SO)
+build/%: c-examples/%.c $(EXAMPLE_HTTP_DEP) include/ratelimit.h $(LIB_SO)
 	@mkdir -p build
-	$(CC) $(CSTD) $(CFLAGS) -Iinclude -o $@ $< c-examples/http.c -Ltarget/release -lratelimit \
+	$(CC) $(CSTD) $(CFLAGS) -Iinclude -o $@ $< $(EXAMPLE_HTTP) -Ltarget/release -lratelimit \
 	    -Wl,-rpath,'$$ORIGIN/../target/release' -lpthread
+
+# The same under ASan/UBSan, which the example tests run.
+build/san/%: c-examples/%.c $(EXAMPLE_HTTP_DEP) include/ratelimit.h $(LIB_SO)
+	@mkdir -p build/san
+	$(CC) $(CSTD) $(CFLAGS) $(SAN) -Iinclude -o $@ $< $(EXAMPLE_HTTP) -Ltarget/release -lratelimit \
+	    -Wl,-rpath,'$$ORIGIN/../../target/release' -lpthread
 
 # ---- tests ----------------------------------------------------------------
 test: test-lint test-rust test-c test-examples test-shm test-redis test-install
@@ -129,7 +136,14 @@ build/tests/header_c89: tests/c/header_c89.c include/ratelimit.h
 	$(CC) -std=c89 -Wall -Wextra -Werror -pedantic -Iinclude -fsyntax-only $<
 	@touch $@
 
-test-examples: examples
+# The example servers' request reader on its own (under ASan/UBSan), then
+# the servers driven over sockets.
+build/tests/test_http_request: tests/examples/test_http_request.c c-examples/http/request.c c-examples/http/request.h
+	@mkdir -p build/tests
+	$(CC) $(CSTD) $(CFLAGS) $(SAN) -Ic-examples/http -o $@ $< c-examples/http/request.c
+
+test-examples: examples build/tests/test_http_request
+	build/tests/test_http_request
 	scripts/test_examples.sh
 
 # ---- shm backend tests ---------------------------------------------------
@@ -138,11 +152,6 @@ test-examples: examples
 # the region's insides (among them the storm of SIGKILLed workers, too slow
 # for test-rust), and the pre-fork server under ASan/UBSan, driven with curl.
 SHM_TEST_CONFIG := backend=shm name=/rl-test-{n}
-
-build/san/prefork_server: c-examples/prefork_server.c $(EXAMPLE_HTTP) include/ratelimit.h $(LIB_SO)
-	@mkdir -p build/san
-	$(CC) $(CSTD) $(CFLAGS) $(SAN) -Iinclude -o $@ $< c-examples/http.c -Ltarget/release -lratelimit \
-	    -Wl,-rpath,'$$ORIGIN/../../target/release' -lpthread
 
 test-shm: lib $(C_TESTS) build/san/prefork_server
 	@set -e; for t in $(C_TESTS); do \

@@ -2,53 +2,50 @@
  * prefork_server.c — a pre-forking HTTP server (nginx-style) whose workers
  * share their rate limits through libratelimit's shm backend.
  *
- *   build/prefork_server --port P --workers N --config "CONFIG" [--bind ADDR]
+ *   build/prefork_server --config "CONFIG" --workers N --port P [--bind ADDR]
  *
  * CONFIG must say backend=shm and name=/some-name, e.g.
  *   --config "rate=100/minute backend=shm name=/api-limits"
  *
  * The master creates (or opens) the shared region with rl_create(), binds the
- * listening socket, and forks N workers. Each worker inherits both: it accepts
- * connections on the shared socket and checks requests against the inherited
- * rl_limiter handle, whose MAP_SHARED region and process-shared locks make one
- * set of limits for all workers. (A worker could equally rl_create() the same
- * config itself: it would open the region by name.) Requests are answered as
- * by http_server.c, with the same http_serve_connection() (http.c):
- *
- *   GET /        200 "ok", or 429 with a JSON body once the caller's quota
- *                is spent; both carry the rl_format_headers() lines
- *   other paths  404          other methods on /  405          malformed  400
- *
- * keyed by "key:<X-API-Key>" when that header is present, else "ip:<client IP>".
+ * listening sockets, and forks N workers, as nginx does. Each worker inherits
+ * both and runs one event loop (http/loop.c) that accepts from the shared
+ * sockets and checks requests against the inherited rl_limiter handle, whose
+ * MAP_SHARED region and process-shared locks make one set of limits for all
+ * workers. (A worker could equally rl_create() the same config itself: it
+ * would open the region by name.) What requests get, the other options
+ * (--listen, timeouts, --max-connections) and how slow clients are handled:
+ * http/http.h.
  *
  * A worker that dies (a crash, the OOM killer, kill -9) is replaced at once;
  * if it died holding a lock inside the region, the library repairs it. The
  * limits are not reset: they live in the region, not in the workers.
  *
  * Shutdown: SIGINT/SIGTERM make the master send SIGTERM to every worker; each
- * finishes the request in hand and exits; the master waits for them (at most
- * STOP_WAIT_SEC, then SIGKILL), destroys its handle and, if it created the
- * region, removes it with rl_shm_unlink(), then exits 0. A region that existed
- * before the master started is left in place.
+ * stops accepting, finishes the responses it is writing (at most
+ * HTTP_STOP_GRACE_MS), closes its connections and exits; the master waits for
+ * them (SIGKILL after STOP_WAIT_MS), destroys its handle and, if it created
+ * the region, removes it with rl_shm_unlink(), then exits 0. A region that
+ * existed before the master started is left in place.
  *
  * Exit status: 0 after a signal, 2 for bad arguments or a bad config, 1 when
  * the socket or the workers cannot be set up.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
 
 #include <ratelimit.h>
 
-#include "http.h"
+#include "http/http.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -56,7 +53,7 @@
 #include <unistd.h>
 
 #define MAX_WORKERS 256
-#define STOP_WAIT_SEC 10      /* how long stopping workers may take */
+#define STOP_WAIT_MS 2000 /* then stopping workers are killed */
 
 /* ---- logging of limiter errors (per worker): the first one in full ------- */
 
@@ -74,50 +71,44 @@ static void log_check_error(void)
 
 /* ---- workers ------------------------------------------------------------ */
 
-static volatile sig_atomic_t worker_stop;
-
-static void on_worker_signal(int sig)
+/* A worker's life: one event loop over the shared listening sockets until
+ * SIGTERM/SIGINT. Those signals stay blocked (the master blocked them before
+ * fork()) and arrive through a signalfd, which the loop watches as its stop
+ * descriptor: no handler, no race between a signal and epoll_wait(). */
+static void worker_main(rl_limiter *limiter, const struct http_cli *cli, const int *listen_fds)
 {
-    (void)sig;
-    worker_stop = 1;
-}
+    struct http_loop_options options;
+    sigset_t stop_signals, chld;
+    int i, stop_fd;
 
-/* A worker's life: accept and serve until SIGTERM/SIGINT. */
-static void worker_main(rl_limiter *limiter, int listen_fd)
-{
-    struct sigaction sa;
-    sigset_t none;
-    struct pollfd pfd;
-
-    /* Stop signals set a flag (no SA_RESTART: poll() returns EINTR). They
-     * were blocked by the master before fork(); unblock them only now. */
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_worker_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sa.sa_handler = SIG_DFL;
-    sigaction(SIGCHLD, &sa, NULL);
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-
-    pfd.fd = listen_fd;
-    pfd.events = POLLIN;
-    while (!worker_stop) {
-        int fd;
-        if (poll(&pfd, 1, -1) < 0)
-            continue; /* EINTR: look at worker_stop again */
-        if (!(pfd.revents & POLLIN))
-            continue;
-        fd = http_accept(listen_fd);
-        if (fd < 0)
-            continue; /* another worker took it (EAGAIN), or the client left */
-        http_serve_connection(fd, limiter, log_check_error);
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_UNBLOCK, &chld, NULL);
+    stop_fd = signalfd(-1, &stop_signals, SFD_CLOEXEC);
+    if (stop_fd < 0) {
+        fprintf(stderr, "prefork_server[%ld]: signalfd: %s\n", (long)getpid(), strerror(errno));
+        exit(1);
     }
+
+    options.limiter = limiter;
+    options.on_check_error = log_check_error;
+    options.listen_fds = listen_fds;
+    options.listen_count = cli->listen_count;
+    options.stop_fd = stop_fd;
+    options.header_timeout_ms = cli->header_timeout_s * 1000;
+    options.keepalive_timeout_ms = cli->keepalive_timeout_s * 1000;
+    options.max_connections = cli->max_connections;
+    i = http_serve("prefork_server", &options);
+
     /* The handle is the master's: the child only drops its copy of the
      * mapping (rl_destroy never removes the region). */
     rl_destroy(limiter);
-    close(listen_fd);
+    for (i = 0; i < cli->listen_count; i++)
+        close(listen_fds[i]);
+    close(stop_fd);
     exit(0);
 }
 
@@ -127,7 +118,6 @@ static int usage(const char *msg)
 {
     fprintf(stderr,
             "prefork_server: %s\n"
-            "usage: prefork_server --port P --workers N --config \"CONFIG\" [--bind ADDR]\n"
             "  e.g. prefork_server --port 8080 --workers 4 \\\n"
             "         --config \"rate=100/minute backend=shm name=/api-limits\"\n",
             msg);
@@ -155,14 +145,14 @@ static void config_name(const char *config, char *out, size_t size)
     }
 }
 
-static pid_t spawn_worker(rl_limiter *limiter, int listen_fd)
+static pid_t spawn_worker(rl_limiter *limiter, const struct http_cli *cli, const int *listen_fds)
 {
     pid_t pid;
     fflush(stdout);
     fflush(stderr);
     pid = fork();
     if (pid == 0)
-        worker_main(limiter, listen_fd);
+        worker_main(limiter, cli, listen_fds);
     return pid;
 }
 
@@ -175,46 +165,72 @@ static void sleep_ms(long ms)
     }
 }
 
+static long long monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sends SIGTERM to every worker and waits for them; SIGKILL for any still
+ * there after STOP_WAIT_MS (each needs at most HTTP_STOP_GRACE_MS). */
+static void stop_workers(pid_t *pids, long workers)
+{
+    long long deadline = monotonic_ms() + STOP_WAIT_MS;
+    long i, left = 0;
+    for (i = 0; i < workers; i++) {
+        if (pids[i] > 0) {
+            kill(pids[i], SIGTERM);
+            left++;
+        }
+    }
+    while (left > 0) {
+        pid_t dead = waitpid(-1, NULL, WNOHANG);
+        if (dead > 0) {
+            left--;
+            continue;
+        }
+        if (dead < 0 && errno == ECHILD)
+            break;
+        if (monotonic_ms() > deadline) {
+            for (i = 0; i < workers; i++)
+                if (pids[i] > 0)
+                    kill(pids[i], SIGKILL);
+            while (waitpid(-1, NULL, 0) > 0 || errno == EINTR) {
+            }
+            break;
+        }
+        sleep_ms(5);
+    }
+}
+
 int main(int argc, char **argv)
 {
-    const char *config = NULL, *bind_addr = "127.0.0.1";
-    long port = -1, workers = -1, bound_port = 0;
+    struct http_cli cli;
+    int listen_fds[HTTP_MAX_LISTEN];
+    long ports[HTTP_MAX_LISTEN];
     pid_t pids[MAX_WORKERS];
     char name[256];
     rl_limiter *limiter;
     sigset_t signals;
     rl_stats stats;
-    int i, rc, fd, listen_fd, created, sig = 0, running = 0;
+    long i, running = 0;
+    int fd, created, sig = 0;
 
-    for (i = 1; i < argc; i++) {
-        const char *opt = argv[i];
-        if (i + 1 >= argc)
-            return usage("missing value after the last option");
-        if (strcmp(opt, "--port") == 0) {
-            if (http_parse_number(argv[++i], 0, 65535, &port) < 0)
-                return usage("--port wants a number from 0 to 65535");
-        } else if (strcmp(opt, "--workers") == 0) {
-            if (http_parse_number(argv[++i], 1, MAX_WORKERS, &workers) < 0)
-                return usage("--workers wants a number from 1 to 256");
-        } else if (strcmp(opt, "--config") == 0) {
-            config = argv[++i];
-        } else if (strcmp(opt, "--bind") == 0) {
-            bind_addr = argv[++i];
-        } else {
-            return usage("unknown option");
-        }
-    }
-    if (port < 0 || workers < 0 || config == NULL)
-        return usage("--port, --workers and --config are required");
-    if (strstr(config, "backend=shm") == NULL)
+    if (http_cli_parse("prefork_server", argc, argv, "--workers", &cli) < 0)
+        return 2;
+    if (cli.count < 0)
+        return usage("--workers is required");
+    if (strstr(cli.config, "backend=shm") == NULL)
         return usage("--config must say backend=shm (and name=/something): workers share limits "
                      "only through a shared-memory region");
-    config_name(config, name, sizeof name);
+    http_fit_fd_limit(&cli, 1); /* every worker is a process of its own */
+    config_name(cli.config, name, sizeof name);
     for (i = 0; i < MAX_WORKERS; i++)
         pids[i] = 0;
 
     /* The master handles stop signals and dead workers synchronously, with
-     * sigwait(); workers inherit the mask and unblock what they need. */
+     * sigwait(); workers inherit the mask (see worker_main). */
     sigemptyset(&signals);
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGTERM);
@@ -227,22 +243,20 @@ int main(int argc, char **argv)
     if (fd >= 0)
         close(fd);
 
-    rc = rl_create(config, &limiter);
-    if (rc != RL_OK) {
-        fprintf(stderr, "prefork_server: bad config: %s (%s)\n", rl_last_error(), rl_strerror(rc));
+    if (rl_create(cli.config, &limiter) != RL_OK) {
+        fprintf(stderr, "prefork_server: bad config: %s\n", rl_last_error());
         return 2;
     }
 
-    listen_fd = http_listen("prefork_server", bind_addr, port, &bound_port);
-    if (listen_fd < 0) {
+    if (http_listen_all("prefork_server", &cli, listen_fds, ports) < 0) {
         rl_destroy(limiter);
         if (created)
             rl_shm_unlink(name);
         return 1;
     }
 
-    for (i = 0; i < workers; i++) {
-        pids[i] = spawn_worker(limiter, listen_fd);
+    for (i = 0; i < cli.count; i++) {
+        pids[i] = spawn_worker(limiter, &cli, listen_fds);
         if (pids[i] < 0) {
             perror("prefork_server: fork");
             break;
@@ -250,8 +264,8 @@ int main(int argc, char **argv)
         running++;
     }
 
-    if (running == workers) {
-        http_print_listening(bind_addr, bound_port);
+    if (running == cli.count) {
+        http_print_listening(&cli, ports);
         for (;;) {
             pid_t dead;
             int status;
@@ -261,7 +275,7 @@ int main(int argc, char **argv)
                 break;
             /* Replace every worker that died. */
             while ((dead = waitpid(-1, &status, WNOHANG)) > 0) {
-                for (i = 0; i < workers; i++) {
+                for (i = 0; i < cli.count; i++) {
                     if (pids[i] != dead)
                         continue;
                     if (WIFSIGNALED(status))
@@ -271,7 +285,7 @@ int main(int argc, char **argv)
                         fprintf(stderr, "prefork_server: worker %ld exited with %d; restarting it\n",
                                 (long)dead, WEXITSTATUS(status));
                     sleep_ms(10); /* a worker that dies at once must not make a fork storm */
-                    pids[i] = spawn_worker(limiter, listen_fd);
+                    pids[i] = spawn_worker(limiter, &cli, listen_fds);
                     if (pids[i] < 0)
                         perror("prefork_server: fork"); /* one worker fewer */
                 }
@@ -279,43 +293,17 @@ int main(int argc, char **argv)
         }
     }
 
-    /* Stop: every worker finishes the request in hand and exits. */
-    for (i = 0; i < workers; i++)
-        if (pids[i] > 0)
-            kill(pids[i], SIGTERM);
-    {
-        time_t deadline = time(NULL) + STOP_WAIT_SEC;
-        int left = 0;
-        for (i = 0; i < workers; i++)
-            left += pids[i] > 0;
-        while (left > 0) {
-            pid_t dead = waitpid(-1, NULL, WNOHANG);
-            if (dead > 0) {
-                left--;
-                continue;
-            }
-            if (dead < 0 && errno == ECHILD)
-                break;
-            if (time(NULL) > deadline) {
-                for (i = 0; i < workers; i++)
-                    if (pids[i] > 0)
-                        kill(pids[i], SIGKILL);
-                while (waitpid(-1, NULL, 0) > 0 || errno == EINTR) {
-                }
-                break;
-            }
-            sleep_ms(10);
-        }
-    }
-    close(listen_fd);
+    stop_workers(pids, cli.count);
+    for (i = 0; i < cli.listen_count; i++)
+        close(listen_fds[i]);
 
     if (rl_stats_get(limiter, &stats) == RL_OK)
         fprintf(stderr,
-                "prefork_server: stopped by signal %d: %" PRIu64 " allowed, %" PRIu64
-                " limited, %" PRIu64 " keys\n",
+                "prefork_server: stopped by signal %d: %" PRIu64 " allowed, %" PRIu64 " limited, %" PRIu64
+                " keys\n",
                 sig, stats.allowed, stats.limited, stats.keys);
     rl_destroy(limiter);
     if (created && rl_shm_unlink(name) != RL_OK)
         fprintf(stderr, "prefork_server: removing %s: %s\n", name, rl_last_error());
-    return running == workers ? 0 : 1;
+    return running == cli.count ? 0 : 1;
 }
