@@ -137,14 +137,16 @@ build/tests/header_c89: tests/c/header_c89.c include/ratelimit.h
 	@touch $@
 
 # The example servers' request reader on its own (under ASan/UBSan), then
-# the servers driven over sockets.
+# http_server's ASan/UBSan build driven over sockets: with curl, then with
+# hostile clients (scripts/hostile_clients.py, Python 3). prefork_server's
+# turn is in test-shm.
 build/tests/test_http_request: tests/examples/test_http_request.c c-examples/http/request.c c-examples/http/request.h
 	@mkdir -p build/tests
 	$(CC) $(CSTD) $(CFLAGS) $(SAN) -Ic-examples/http -o $@ $< c-examples/http/request.c
 
-test-examples: examples build/tests/test_http_request
+test-examples: examples build/tests/test_http_request build/san/http_server
 	build/tests/test_http_request
-	scripts/test_examples.sh
+	HTTP_SERVER=build/san/http_server scripts/test_examples.sh
 
 # ---- shm backend tests ---------------------------------------------------
 # The whole C suite again on backend=shm (each limiter in its own region; the
