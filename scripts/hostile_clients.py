@@ -441,9 +441,15 @@ class Probes:
                    f"{cfg.probe_within} s (slowest {slowest:.3f} s)")
 
 
-def in_window(cfg, seconds, timeout):
-    """Whether an event "after about timeout s" came in time (see --early/--margin)."""
-    return timeout - cfg.early <= seconds <= timeout + cfg.margin
+def in_window(cfg, timeout, end, start, start_late=None):
+    """Whether an event due timeout s after a start came at end, about then
+    (see --early and --margin). The server's clock started between start
+    (taken before the action that starts it) and start_late (taken after;
+    default start): the lower bound counts from the first, the upper from
+    the second, so that a client held up by a loaded machine between the
+    two does not see an event early."""
+    late = start if start_late is None else start_late
+    return end - start >= timeout - cfg.early and end - late <= timeout + cfg.margin
 
 
 def window_text(cfg, timeout):
@@ -518,14 +524,14 @@ def case_slowloris(cfg, rep):
         took = end - d["start"]
         if d["answer"] is not None:
             status = d["data"][:12]
-            ok = status.startswith(b"HTTP/1.1 408") and in_window(cfg, took, h)
+            ok = status.startswith(b"HTTP/1.1 408") and in_window(cfg, h, end, d["start"])
             rep.check(ok, f"{what}: 408 after {took:.2f} s, within {window_text(cfg, h)}",
                       f"got {d['data'][:40]!r}")
             rep.check(b"\r\nconnection: close\r\n" in d["data"].lower(),
                       f"{what}: the 408 says Connection: close")
             rep.check(d["closed"] is not None, f"{what}: the server closes after the 408")
         else:
-            rep.check(in_window(cfg, took, h),
+            rep.check(in_window(cfg, h, end, d["start"]),
                       f"{what}: closed without an answer after {took:.2f} s, within {window_text(cfg, h)}")
 
 
@@ -541,7 +547,9 @@ def case_idle(cfg, rep):
         connect_errors = []
         for _ in range(n):
             try:
-                conns.append({"sock": connect(cfg), "start": now(), "closed": None, "data": b""})
+                before = now()
+                conns.append({"sock": connect(cfg), "before": before, "start": now(), "closed": None,
+                              "data": b""})
             except OSError as e:
                 connect_errors.append(str(e))
         rep.check(not connect_errors, f"idle flood: {n} connections opened",
@@ -568,8 +576,8 @@ def case_idle(cfg, rep):
                 active -= 1
         sel.close()
     open_ = [c for c in conns if c["closed"] is None]
-    early = [c["closed"] - c["start"] for c in conns if c["closed"] is not None
-             and c["closed"] - c["start"] < h - cfg.early]
+    early = [c["closed"] - c["before"] for c in conns if c["closed"] is not None
+             and c["closed"] - c["before"] < h - cfg.early]
     late = [c["closed"] - c["start"] for c in conns if c["closed"] is not None
             and c["closed"] - c["start"] > h + cfg.margin]
     talked = [c["data"][:40] for c in conns if c["data"]]
@@ -642,7 +650,7 @@ def case_drip_after(cfg, rep):
         rep.check(took is not None and took <= drain + cfg.margin,
                   f"{what}: the server cut the dripping client off within {drain + cfg.margin:g} s "
                   f"of its response" + (f" ({took:.2f} s)" if took is not None else ""),
-                  "still open")
+                  "still open" if took is None else "too late")
         c["conn"].close()
 
     # A client that floods after its Connection: close response is cut off
@@ -998,14 +1006,14 @@ def case_keepalive(cfg, rep):
     rep.check(closed is None and r1.status == 200,
               f"keep-alive: the connection is still open after {pause:g} s idle (timeout {k} s)")
     if closed is None:
+        t_send = now()
         conn.send(request(key=key))
         r2 = conn.read_response(now() + cfg.header_timeout + cfg.margin)
-        rep.check(r2.status == 200 and r2.remaining == (r1.remaining or 0) - 1,
-                  "keep-alive: a second request after the pause is served on it", repr(r2))
+        rep.check(r2.status == 200, "keep-alive: a second request after the pause is served on it", repr(r2))
         t0 = now()
         closed = conn.wait_closed(t0 + k + cfg.margin + 1)
         took = None if closed is None else closed - t0
-        rep.check(took is not None and in_window(cfg, took, k),
+        rep.check(took is not None and in_window(cfg, k, closed, t_send, t0),
                   f"keep-alive: closed after idling about the keep-alive timeout, within {window_text(cfg, k)}"
                   + (f" ({took:.2f} s)" if took is not None else ""), "still open")
     conn.close()
@@ -1029,7 +1037,7 @@ def case_keepalive(cfg, rep):
         except (Closed, ValueError) as e:
             err = e
     took = now() - t0
-    rep.check(resp is not None and resp.status == 408 and in_window(cfg, took, h),
+    rep.check(resp is not None and resp.status == 408 and in_window(cfg, h, t0 + took, t0),
               f"keep-alive: a second request dripped on the connection gets 408 after {took:.2f} s, "
               f"within {window_text(cfg, h)} of its first byte",
               f"got {resp!r}, {err!r}")
@@ -1130,17 +1138,19 @@ def case_cap(cfg, rep):
     # at the header timeout), then is served.
     time.sleep(0.5)  # let the server see the closes above (no deadline depends on it)
     busy = []
+    t_before = now()
     for i in range(cap):
         conn = Conn.open(cfg)
         conn.send(b"GET / HTTP/1.1\r\nHost: t\r\n")  # begun, never finished
         busy.append(conn)
     t0 = now()
     try:
-        resp, took, conn = exchange(cfg, request(key=fresh_key("cap-wait")), timeout=h + cfg.margin)
+        resp, _, conn = exchange(cfg, request(key=fresh_key("cap-wait")), timeout=h + cfg.margin)
         conn.close()
         status = resp.status
     except (OSError, Closed, Timeout, ValueError) as e:
-        status, took = f"{type(e).__name__}: {e}", now() - t0
+        status = f"{type(e).__name__}: {e}"
+    took = now() - t0
     evicted = []  # closed without their 408
     for i, b in enumerate(busy):
         try:
@@ -1150,7 +1160,7 @@ def case_cap(cfg, rep):
         except (Timeout, ValueError):
             pass
         b.close()
-    rep.check(status == 200 and in_window(cfg, took, h),
+    rep.check(status == 200 and in_window(cfg, h, t0 + took, t_before, t0),
               f"cap: with {cap} connections in mid-request, a new one is served only when they time out "
               f"({took:.2f} s, within {window_text(cfg, h)})", f"got {status} after {took:.2f} s")
     rep.check(not evicted, "cap: no connection in mid-request is evicted (closed without its 408)",

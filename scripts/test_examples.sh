@@ -168,6 +168,7 @@ hostile --suite
 check "the holding client opened its connections" hold_start 10
 stop_timed "$hostile_pid" TERM
 hold_stop
+echo "http_server (4 threads) stopped in $STOP_SECS s with hostile clients attached"
 check "SIGTERM with hostile clients attached: http_server exits within 1 s (took $STOP_SECS s)" \
     less_than "$STOP_SECS" 1.0
 check "SIGTERM with hostile clients attached: exit 0 (got $STOP_RC)" test "$STOP_RC" -eq 0
