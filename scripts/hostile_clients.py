@@ -27,12 +27,14 @@ Cases (--suite runs the first seven, those that need no special server):
     unread       a client pipelining --unread requests and never reading is cut
                  off after ~--header-timeout
     cap          for a server started with --max-connections --cap and one
-                 thread/worker: 2 x --cap idle connections, the oldest evicted
+                 thread/worker: 2 x --cap idle connections, the oldest
+                 evicted; then --cap in mid-request, none evicted, a new
+                 one waiting for their 408s
     ipv6         for --host ::1: served, and keyed by the client's IPv6 address
-    hold         not a test: opens silent, dripping and idle keep-alive
-                 connections, prints "holding ..." and keeps them (reopening
-                 those the server closes) until SIGTERM or --hold-seconds;
-                 the caller stops the server meanwhile
+    hold         not a test: opens silent, dripping, idle keep-alive and
+                 not-reading connections, prints "holding ..." and keeps
+                 them (reopening those the server closes) until SIGTERM or
+                 --hold-seconds; the caller stops the server meanwhile
 
 All cases except hold run probes where it matters: a fresh connection sending
 a complete GET / with its own X-API-Key, which must be answered 200 within
@@ -1197,25 +1199,34 @@ def case_ipv6(cfg, rep):
 
 
 def case_hold(cfg, rep):
-    """Holds --hold silent, --hold slowloris and --hold idle keep-alive
-    connections (reopening those the server closes, so that they are there
-    whatever the timeouts) until SIGTERM/SIGINT or --hold-seconds. Prints
-    "holding N connections" once all are open. Asserts nothing."""
+    """Holds --hold silent, --hold slowloris, --hold idle keep-alive and
+    --hold unread (pipelined GET /metrics, responses never read: the server
+    has output it cannot write) connections, reopening those the server
+    closes so that they are there whatever the timeouts, until SIGTERM/SIGINT
+    or --hold-seconds. Prints "holding N connections" once all are open.
+    Asserts nothing."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
+    unread = request("/metrics") * 5000
+
     def open_one(kind):
-        conn = Conn.open(cfg)
+        conn = Conn.open(cfg, rcvbuf=4096 if kind == "unread" else None)
         if kind == "keepalive":
             conn.send(request(key=fresh_key("hold")))
             conn.read_response(now() + cfg.header_timeout + cfg.margin)
+        elif kind == "unread":
+            try:
+                conn.send(unread, now() + 0.5)
+            except Timeout:
+                pass  # the server stopped reading: what we want
         return {"kind": kind, "conn": conn, "pos": 0}
 
-    kinds = ["silent", "slowloris", "keepalive"]
+    kinds = ["silent", "slowloris", "keepalive", "unread"]
     held = [open_one(kind) for kind in kinds for _ in range(cfg.hold)]
     print(f"holding {len(held)} connections ({cfg.hold} silent, {cfg.hold} slowloris, "
-          f"{cfg.hold} idle keep-alive)", flush=True)
+          f"{cfg.hold} idle keep-alive, {cfg.hold} not reading)", flush=True)
     head = request(key="hold", extra=["X-Padding: " + "a" * 4000])
     end = now() + cfg.hold_seconds
     while not stop.is_set() and now() < end:
@@ -1227,7 +1238,9 @@ def case_hold(cfg, rep):
                 if h["kind"] == "slowloris":
                     s.send(head[h["pos"]:h["pos"] + 1])
                     h["pos"] = (h["pos"] + 1) % len(head)
-                if s.recv(4096) == b"":
+                if h["kind"] != "unread" and s.recv(4096) == b"":
+                    raise ConnectionResetError
+                if h["kind"] == "unread" and tcp_state(s) not in (None, TCP_STATE_ESTABLISHED):
                     raise ConnectionResetError
             except BlockingIOError:
                 pass

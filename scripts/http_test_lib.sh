@@ -39,9 +39,10 @@
 #                                 each "ok:" line as a pass and each "FAIL:" as
 #                                 a failure (shown on stderr), a crash as one
 #   hold_start N                  hostile_clients.py --case hold --hold N in the
-#                                 background: N silent, N slowloris and N idle
-#                                 keep-alive connections, kept (and reopened)
-#                                 until hold_stop; waits until they are open
+#                                 background: N silent, N slowloris, N idle
+#                                 keep-alive and N not reading connections,
+#                                 kept (and reopened) until hold_stop; waits
+#                                 until they are open
 #   hold_stop                     stops it
 #   ipv6_loopback                 whether ::1 can be bound here
 # Requests (to 127.0.0.1:$PORT):

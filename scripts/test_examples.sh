@@ -162,9 +162,9 @@ start_server hostile "$HTTP_SERVER" --config "rate=10/minute" --threads 4 \
 hostile_pid=$PID
 hostile --suite
 
-# SIGTERM with silent, slowloris and idle keep-alive clients attached: out
-# within 1 s, exit 0, the summary line and nothing else on stderr (a
-# sanitizer's report would be there)
+# SIGTERM with silent, slowloris, idle keep-alive and not reading clients
+# attached: out within 1 s, exit 0, the summary line and nothing else on
+# stderr (a sanitizer's report would be there)
 check "the holding client opened its connections" hold_start 10
 stop_timed "$hostile_pid" TERM
 hold_stop

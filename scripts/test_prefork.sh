@@ -146,8 +146,9 @@ hostile_pid=$PID
 check "4 workers are running for the hostile clients" wait_workers "$hostile_pid" 4
 hostile --suite
 
-# SIGTERM with silent, slowloris and idle keep-alive clients attached: the
-# master and every worker out within 1 s, exit 0, the region removed
+# SIGTERM with silent, slowloris, idle keep-alive and not reading clients
+# attached: the master and every worker out within 1 s, exit 0, the region
+# removed
 check "the holding client opened its connections" hold_start 10
 stop_timed "$hostile_pid" TERM
 hold_stop
