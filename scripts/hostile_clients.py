@@ -21,7 +21,8 @@ Cases (--suite runs the first seven, those that need no special server):
     slowloris    --conns connections dripping a request head one byte every
                  0.5 s get 408 (or are closed) after ~--header-timeout
     idle         --idle connections that send nothing are closed after
-                 ~--header-timeout
+                 ~--header-timeout (with --evictions: by then; for a server
+                 with room for fewer, which evicts the oldest)
     drip-after   clients that keep dripping after a Connection: close response
                  are cut off within ~2 s
     unread       a client pipelining --unread requests and never reading is cut
@@ -585,10 +586,16 @@ def case_idle(cfg, rep):
     talked = [c["data"][:40] for c in conns if c["data"]]
     times = [c["closed"] - c["start"] for c in conns if c["closed"] is not None]
     span = f"{min(times):.2f}-{max(times):.2f} s" if times else "none closed"
-    rep.check(not open_ and not early and not late,
-              f"idle flood: all {len(conns)} idle connections closed within {window_text(cfg, h)} "
-              f"of connecting ({span})",
-              f"{len(open_)} still open, {len(early)} closed too early, {len(late)} too late")
+    if cfg.evictions:  # the server has room for fewer: the oldest are evicted early
+        rep.check(not open_ and not late,
+                  f"idle flood: all {len(conns)} idle connections closed (evicted or timed out) by "
+                  f"{h + cfg.margin:g} s after connecting ({span})",
+                  f"{len(open_)} still open, {len(late)} too late")
+    else:
+        rep.check(not open_ and not early and not late,
+                  f"idle flood: all {len(conns)} idle connections closed within {window_text(cfg, h)} "
+                  f"of connecting ({span})",
+                  f"{len(open_)} still open, {len(early)} closed too early, {len(late)} too late")
     rep.check(not talked, "idle flood: closed silently (no byte sent to a client that sent none)",
               f"{len(talked)} got data, e.g. {talked[:1]}")
     for c in conns:
@@ -722,6 +729,8 @@ def parsing_requests():
         ("two spaces in the request line", b"GET  / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         ("a trailing space in the request line", b"GET / HTTP/1.1 \r\nHost: t\r\n\r\n", 400),
         ("a relative target", b"GET x HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("an absolute-form target (http://t/: not /target)", b"GET http://t/ HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("an asterisk target (OPTIONS *)", b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         ("a malformed version HTTP/1.x", b"GET / HTTP/1.x\r\nHost: t\r\n\r\n", 400),
         ("a lower-case http/1.1", b"GET / http/1.1\r\nHost: t\r\n\r\n", 400),
         ("HTTP/2.0", r(version="HTTP/2.0", key=k("v2")), 505),
@@ -885,6 +894,19 @@ def http_head(cfg, rep, limit):
     rep.check(isinstance(get, Response) and get.status == 200 and get.body == b"ok" and get.remaining == limit - 2,
               "http: HEAD / has no body and is charged (the GET after it is answered next, remaining - 1)",
               repr(get))
+    # a 429 to HEAD: the 429's headers, its JSON body's length, no body
+    conn = Conn.open(cfg)
+    conn.send(b"".join(request(key=key) for _ in range(limit - 2)) + request(method="HEAD", key=key)
+              + request(key=key))
+    for _ in range(limit - 2):
+        conn.read_response(answer_deadline(cfg))
+    head = conn.read_response(answer_deadline(cfg), head=True)
+    get = conn.read_response(answer_deadline(cfg))
+    conn.close()
+    rep.check(head.status == 429 and head.header("Content-Length") == str(len(get.body))
+              and head.header("Retry-After") is not None and get.status == 429,
+              "http: HEAD / on a spent key is 429 with Retry-After and the JSON body's Content-Length, no body",
+              f"{head!r} then {get!r}")
 
 
 def http_methods_paths(cfg, rep, limit):
@@ -897,12 +919,18 @@ def http_methods_paths(cfg, rep, limit):
               "http: DELETE /metrics is 405 with Allow: GET, HEAD", repr(resp))
     resp = one(cfg, request("/other", key=fresh_key("other")))
     rep.check(resp.status == 404, "http: GET /other is 404", repr(resp))
+    resp = one(cfg, request("/other", method="POST", key=fresh_key("other"), extra=["Content-Length: 0"]))
+    rep.check(resp.status == 404, "http: POST /other is 404 (other paths: 404 whatever the method)", repr(resp))
     resp = one(cfg, request("/?a=b", key=fresh_key("query")))
     rep.check(resp.status == 200, "http: GET /?a=b is / (the query string ignored)", repr(resp))
 
 
 def http_body(cfg, rep, limit):
     """A request with a body is answered, then the connection is closed."""
+    resp, _, conn = exchange(cfg, request(key=fresh_key("body"), extra=["Content-Length: 0"]))
+    rep.check(resp.status == 200 and not resp.header("Connection") and conn.wait_closed(now() + 0.5) is None,
+              "http: Content-Length: 0 is no body: 200, the connection stays open", repr(resp))
+    conn.close()
     for what, extra, body in [("Content-Length: 5", ["Content-Length: 5"], b"hello"),
                               ("Transfer-Encoding: chunked", ["Transfer-Encoding: chunked"],
                                b"5\r\nhello\r\n0\r\n\r\n")]:
@@ -1292,6 +1320,8 @@ def main():
     p.add_argument("--probe-within", type=float, default=1.0, help="probes must be answered within (1 s)")
     p.add_argument("--conns", type=int, default=8, help="slowloris/drip-after connections (8)")
     p.add_argument("--idle", type=int, default=500, help="idle flood connections (500)")
+    p.add_argument("--evictions", action="store_true",
+                   help="idle: the server has room for fewer connections, so early closes are evictions")
     p.add_argument("--unread", type=int, default=20000, help="requests pipelined by the unread case (20000)")
     p.add_argument("--cap", type=int, default=20, help="the server's --max-connections for the cap case (20)")
     p.add_argument("--hold", type=int, default=10, help="connections of each kind the hold mode keeps (10)")

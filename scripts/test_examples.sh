@@ -161,6 +161,9 @@ start_server hostile "$HTTP_SERVER" --config "rate=10/minute" --threads 4 \
     --header-timeout "$header_timeout" --keepalive-timeout "$keepalive_timeout"
 hostile_pid=$PID
 hostile --suite
+"$HTTP_SERVER" --port "$PORT" --config "rate=5/s" >/dev/null 2>&1
+rc=$?
+check "a port already in use exits 1 (got $rc)" test "$rc" -eq 1
 
 # SIGTERM with silent, slowloris, idle keep-alive and not reading clients
 # attached: out within 1 s, exit 0, the summary line and nothing else on
@@ -199,6 +202,24 @@ check "SIGINT stops http_server within 1 s (took $STOP_SECS s)" less_than "$STOP
 check "SIGINT: exit 0 (got $STOP_RC)" test "$STOP_RC" -eq 0
 check "the capped server wrote nothing unexpected to stderr" \
     test "$(grep -vc '^http_server: stopped by signal' "$tmp/cap.err")" -eq 0
+
+# RLIMIT_NOFILE: a soft limit under the hard one is raised to it; under a
+# hard limit of 64 the connection cap is lowered to fit, so a flood of 200
+# idle connections evicts the oldest and probes are still answered.
+header_timeout=2
+launch_server 1 lowsoft bash -c 'ulimit -Sn 64 && exec "$@"' lowsoft "$HTTP_SERVER" --port 0 \
+    --config "rate=10/minute" --header-timeout "$header_timeout"
+soft_raised() { awk '/^Max open files/ { exit !($4 == $5) }' "/proc/$1/limits"; }
+check "a soft RLIMIT_NOFILE of 64 is raised to the hard limit" soft_raised "$PID"
+stop_server "$PID" TERM
+launch_server 1 lowhard bash -c 'ulimit -n 64 && exec "$@"' lowhard "$HTTP_SERVER" --port 0 \
+    --config "rate=10/minute" --header-timeout "$header_timeout"
+lowhard_pid=$PID
+hostile --case idle --idle 200 --evictions
+stop_server "$lowhard_pid" TERM
+check "under a hard RLIMIT_NOFILE of 64: exit 0 after SIGTERM (got $STOP_RC)" test "$STOP_RC" -eq 0
+check "under a hard RLIMIT_NOFILE of 64: nothing unexpected on stderr" \
+    test "$(grep -vc '^http_server: stopped by signal' "$tmp/lowhard.err")" -eq 0
 
 # ---- prefork_server -----------------------------------------------------------
 # The pre-forked server shares a backend=shm region: scripts/test_prefork.sh
