@@ -1163,16 +1163,42 @@ def case_cap(cfg, rep):
     for c in conns:
         c["conn"].close()
 
-    # At the cap with no idle connection (every one has begun a request):
-    # nothing is evicted; a new connection waits until one ends (their 408s
-    # at the header timeout), then is served.
-    time.sleep(0.5)  # let the server see the closes above (no deadline depends on it)
+    # At the cap with no idle connection, nothing is evicted: a new
+    # connection waits until one ends (their 408s at the header timeout),
+    # then is served. Busy twice over: every connection in the middle of its
+    # first request head; then every one in the middle of its second, after
+    # a first answered on it.
+    first = b"GET / HTTP/1.1\r\nHost: t\r\n"  # begun, never finished
+
+    def mid_first(conn):
+        conn.send(first)
+
+    def mid_second(conn):
+        conn.send(request(key=fresh_key("cap-busy")))
+        conn.read_response(now() + h)
+        conn.send(first)
+
+    for what, prepare in [("in mid-request", mid_first), ("in mid-request after a first request", mid_second)]:
+        time.sleep(0.5)  # let the server see the closes before (no deadline depends on it)
+        cap_busy(cfg, rep, f"{cap} connections {what}", prepare)
+
+
+def cap_busy(cfg, rep, what, prepare):
+    """cfg.cap connections made busy by prepare(conn), then a new one: served
+    only once they time out, and none of them evicted (closed without 408)."""
+    h = cfg.header_timeout
     busy = []
     t_before = now()
-    for i in range(cap):
-        conn = Conn.open(cfg)
-        conn.send(b"GET / HTTP/1.1\r\nHost: t\r\n")  # begun, never finished
-        busy.append(conn)
+    try:
+        for _ in range(cfg.cap):
+            conn = Conn.open(cfg)
+            busy.append(conn)
+            prepare(conn)
+    except (OSError, Closed, Timeout, ValueError) as e:
+        rep.fail(f"cap: {what}: could not set them up: {type(e).__name__}: {e}")
+        for b in busy:
+            b.close()
+        return
     t0 = now()
     try:
         resp, _, conn = exchange(cfg, request(key=fresh_key("cap-wait")), timeout=h + cfg.margin)
@@ -1191,9 +1217,9 @@ def case_cap(cfg, rep):
             pass
         b.close()
     rep.check(status == 200 and in_window(cfg, h, t0 + took, t_before, t0),
-              f"cap: with {cap} connections in mid-request, a new one is served only when they time out "
+              f"cap: with {what}, a new one is served once they time out "
               f"({took:.2f} s, within {window_text(cfg, h)})", f"got {status} after {took:.2f} s")
-    rep.check(not evicted, "cap: no connection in mid-request is evicted (closed without its 408)",
+    rep.check(not evicted, f"cap: none of the {what} is evicted (closed without its 408)",
               f"evicted {evicted}")
 
 
@@ -1241,9 +1267,8 @@ def case_hold(cfg, rep):
 
     def open_one(kind):
         conn = Conn.open(cfg, rcvbuf=4096 if kind == "unread" else None)
-        if kind == "keepalive":
+        if kind == "keepalive":  # its response is read (and dropped) below: then it idles
             conn.send(request(key=fresh_key("hold")))
-            conn.read_response(now() + cfg.header_timeout + cfg.margin)
         elif kind == "unread":
             try:
                 conn.send(unread, now() + 0.5)
@@ -1252,7 +1277,7 @@ def case_hold(cfg, rep):
         return {"kind": kind, "conn": conn, "pos": 0}
 
     kinds = ["silent", "slowloris", "keepalive", "unread"]
-    held = [open_one(kind) for kind in kinds for _ in range(cfg.hold)]
+    held = [open_one(kind) for kind in kinds for _ in range(cfg.hold)]  # connect()s: the kernel accepts them
     print(f"holding {len(held)} connections ({cfg.hold} silent, {cfg.hold} slowloris, "
           f"{cfg.hold} idle keep-alive, {cfg.hold} not reading)", flush=True)
     head = request(key="hold", extra=["X-Padding: " + "a" * 4000])
