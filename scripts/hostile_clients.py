@@ -543,20 +543,23 @@ def case_slowloris(cfg, rep):
 
 def case_idle(cfg, rep):
     """--idle connections send nothing: probes are answered meanwhile, and the
-    server closes each one silently after about the header timeout."""
+    server closes each one silently after about the header timeout. (The
+    probes start once the flood is open: a probe is then the newest
+    connection, which a server short of room must not evict, whereas one
+    caught between its connect and its send, mid-flood, is fair game.)"""
     n, h = cfg.idle, cfg.header_timeout
     conns = []
+    connect_errors = []
+    for _ in range(n):
+        try:
+            before = now()
+            conns.append({"sock": connect(cfg), "before": before, "start": now(), "closed": None,
+                          "data": b""})
+        except OSError as e:
+            connect_errors.append(str(e))
+    rep.check(not connect_errors, f"idle flood: {n} connections opened",
+              f"{len(connect_errors)} failed, e.g. {connect_errors[:1]}")
     with Probes(cfg, rep, f"{n} idle connections") as _:
-        connect_errors = []
-        for _ in range(n):
-            try:
-                before = now()
-                conns.append({"sock": connect(cfg), "before": before, "start": now(), "closed": None,
-                              "data": b""})
-            except OSError as e:
-                connect_errors.append(str(e))
-        rep.check(not connect_errors, f"idle flood: {n} connections opened",
-                  f"{len(connect_errors)} failed, e.g. {connect_errors[:1]}")
         sel = selectors.DefaultSelector()
         for c in conns:
             sel.register(c["sock"], selectors.EVENT_READ, c)
