@@ -5,6 +5,7 @@
 
 #include "http.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,13 @@ static int parse_number(const char *s, long min, long max, long *out)
     return 0;
 }
 
+/* Whether addr is an IPv4 or IPv6 literal. */
+static int is_ip(const char *addr)
+{
+    unsigned char buf[16];
+    return inet_pton(AF_INET, addr, buf) == 1 || inet_pton(AF_INET6, addr, buf) == 1;
+}
+
 /* "ADDR:PORT" or "[ADDR6]:PORT": the address (brackets dropped) into addr. */
 static int parse_listen(const char *s, char *addr, long *port)
 {
@@ -57,6 +65,8 @@ static int parse_listen(const char *s, char *addr, long *port)
         return -1;
     memcpy(addr, s, len);
     addr[len] = '\0';
+    if (!is_ip(addr))
+        return -1;
     return parse_number(colon + 1, 0, 65535, port);
 }
 
@@ -84,13 +94,15 @@ int http_cli_parse(const char *prog, int argc, char **argv, const char *count_op
             if (parse_number(val, 0, 65535, &port) < 0)
                 return usage(prog, count_option, "--port wants a number from 0 to 65535");
         } else if (strcmp(opt, "--bind") == 0) {
+            if (!is_ip(val))
+                return usage(prog, count_option, "--bind wants an IPv4 or IPv6 address");
             bind_addr = val;
         } else if (strcmp(opt, "--listen") == 0) {
             int k = cli->listen_count;
             if (k == HTTP_MAX_LISTEN - 1) /* one kept for --port */
                 return usage(prog, count_option, "too many --listen options");
             if (parse_listen(val, addrs[k], &cli->listen_port[k]) < 0)
-                return usage(prog, count_option, "--listen wants ADDR:PORT or [ADDR]:PORT");
+                return usage(prog, count_option, "--listen wants IPv4:PORT or [IPv6]:PORT");
             cli->listen_addr[k] = addrs[k];
             cli->listen_count++;
         } else if (strcmp(opt, count_option) == 0) {
