@@ -141,7 +141,8 @@ check "a missing --config exits 2 (got $rc)" test "$rc" -eq 2
 "$HTTP_SERVER" --port 70000 --config "rate=5/s" >/dev/null 2>&1
 rc=$?
 check "a bad --port exits 2 (got $rc)" test "$rc" -eq 2
-for bad in "--header-timeout 0" "--keepalive-timeout 0" "--header-timeout 1.5" "--listen 127.0.0.1"; do
+for bad in "--header-timeout 0" "--keepalive-timeout 0" "--header-timeout 1.5" "--max-connections 0" \
+    "--listen 127.0.0.1" "--listen localhost:0" "--bind localhost"; do
     # shellcheck disable=SC2086 # $bad is an option and its value
     "$HTTP_SERVER" --port 0 --config "rate=5/s" $bad >"$tmp/bad.out" 2>/dev/null
     rc=$?

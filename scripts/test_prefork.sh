@@ -201,6 +201,14 @@ check "a missing --workers exits 2 (got $rc)" test "$rc" -eq 2
 "$PREFORK_SERVER" --port 0 --workers 0 --config "rate=5/s backend=shm name=/x" >/dev/null 2>&1
 rc=$?
 check "--workers 0 exits 2 (got $rc)" test "$rc" -eq 2
+for bad in "--header-timeout 0" "--keepalive-timeout x" "--listen localhost:0"; do
+    # shellcheck disable=SC2086 # $bad is an option and its value
+    "$PREFORK_SERVER" --port 0 --workers 1 --config "rate=5/s backend=shm name=$other_region" $bad \
+        >"$tmp/bad.out" 2>/dev/null
+    rc=$?
+    check "$bad exits 2 (got $rc)" test "$rc" -eq 2
+    check "$bad prints no listening line, leaves no region" test ! -s "$tmp/bad.out" -a ! -e "/dev/shm$other_region"
+done
 
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
