@@ -45,8 +45,14 @@ wait_workers() {
 no_region() { [[ ! -e /dev/shm$1 ]]; }
 region_mode_is() { [[ $(stat -c %a "/dev/shm$1" 2>/dev/null) == "$2" ]]; }
 # only_expected_stderr FILE: nothing but the stop summary and restart notes
+# (what else there is goes to stderr, e.g. a sanitizer's report)
 only_expected_stderr() {
-    ! grep -v -e '^prefork_server: stopped by signal' -e '^prefork_server: worker [0-9]* killed by signal 9; restarting it$' "$1" | grep -q .
+    local other
+    other=$(grep -v -e '^prefork_server: stopped by signal' \
+        -e '^prefork_server: worker [0-9]* killed by signal 9; restarting it$' "$1")
+    [[ -z $other ]] && return 0
+    head -n 20 <<<"$other" >&2
+    return 1
 }
 
 # ---- limits shared by 4 workers ---------------------------------------------
