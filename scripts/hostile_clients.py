@@ -468,7 +468,7 @@ def case_slowloris(cfg, rep):
     probes keep being answered."""
     n, pace = cfg.conns, 0.5
     drippers = []
-    with Probes(cfg, rep, "slowloris") as _:
+    with Probes(cfg, rep, "slowloris"):
         for i in range(n):
             head = request(key=fresh_key("slowloris"), extra=["X-Padding: " + "a" * 2000])
             s = connect(cfg)
@@ -559,7 +559,7 @@ def case_idle(cfg, rep):
             connect_errors.append(str(e))
     rep.check(not connect_errors, f"idle flood: {n} connections opened",
               f"{len(connect_errors)} failed, e.g. {connect_errors[:1]}")
-    with Probes(cfg, rep, f"{n} idle connections") as _:
+    with Probes(cfg, rep, f"{n} idle connections"):
         sel = selectors.DefaultSelector()
         for c in conns:
             sel.register(c["sock"], selectors.EVENT_READ, c)
@@ -614,7 +614,7 @@ def case_drip_after(cfg, rep):
     about 2 s (its drain time) while probes are answered."""
     n, pace, drain = cfg.conns, 0.2, 2.0
     clients = []
-    with Probes(cfg, rep, "dripping after a response") as _:
+    with Probes(cfg, rep, "dripping after a response"):
         for i in range(n):
             conn = Conn.open(cfg)
             conn.send(request(key=fresh_key("drip-after"), extra=["Connection: close"]))
@@ -1090,7 +1090,7 @@ def case_unread(cfg, rep):
     t0 = now()
     cut = None  # when the kernel saw the server close (TCP_INFO)
     observable = tcp_state(s) is not None
-    with Probes(cfg, rep, f"a client not reading {n} pipelined responses") as _:
+    with Probes(cfg, rep, f"a client not reading {n} pipelined responses"):
         view = memoryview(data)
         deadline = t0 + h + cfg.margin
         while now() < deadline and cut is None:
