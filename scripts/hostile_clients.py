@@ -537,6 +537,34 @@ def case_slowloris(cfg, rep):
             rep.check(in_window(cfg, h, end, d["start"]),
                       f"{what}: closed without an answer after {took:.2f} s, within {window_text(cfg, h)}")
 
+    # A new connection's first head has the header timeout from the connect,
+    # not from its first byte: a client silent until just before it, then
+    # dripping, is cut off at about h after connecting (timed from the first
+    # byte it would hold on until about 2h).
+    wait = h - 0.25
+    cut_by = (h + wait + h) / 2  # halfway between the two readings
+    before = now()
+    conn = Conn.open(cfg)
+    t0 = now()
+    head = request(key=fresh_key("late-drip"), extra=["X-Padding: " + "a" * 2000])
+    pos, resp, err = 0, None, None
+    closed = conn.wait_closed(t0 + wait)  # silent until then
+    while closed is None and resp is None and err is None and now() < t0 + h + cfg.margin:
+        try:
+            conn.send(head[pos:pos + 1])
+            pos += 1
+            resp = conn.read_response(min(now() + pace, t0 + h + cfg.margin))
+        except Timeout:
+            pass
+        except (Closed, ValueError) as e:
+            err = e
+    end = closed if closed is not None else now()
+    conn.close()
+    rep.check(resp is not None and resp.status == 408 and end - before >= h - cfg.early and end - t0 < cut_by,
+              f"slowloris: a connection silent for {wait:g} s, then dripping, gets 408 at about {h} s after "
+              f"connecting ({end - t0:.2f} s; before {cut_by:g} s)",
+              f"got {resp!r}, {err!r}" + (" (silent close)" if closed is not None else ""))
+
 
 # ---- case: idle flood ---------------------------------------------------------------------
 
