@@ -156,6 +156,7 @@ done
 # drippers, 500 idle connections, clients dripping after a response or never
 # reading, malformed heads, keep-alive and pipelining (see its docstring).
 
+hostile_started=$SECONDS
 header_timeout=2
 keepalive_timeout=2
 start_server hostile "$HTTP_SERVER" --config "rate=10/minute" --threads 4 \
@@ -221,6 +222,8 @@ stop_server "$lowhard_pid" TERM
 check "under a hard RLIMIT_NOFILE of 64: exit 0 after SIGTERM (got $STOP_RC)" test "$STOP_RC" -eq 0
 check "under a hard RLIMIT_NOFILE of 64: nothing unexpected on stderr" \
     test "$(grep -vc '^http_server: stopped by signal' "$tmp/lowhard.err")" -eq 0
+
+echo "hostile clients: $((SECONDS - hostile_started)) s"
 
 # ---- prefork_server -----------------------------------------------------------
 # The pre-forked server shares a backend=shm region: scripts/test_prefork.sh

@@ -144,6 +144,7 @@ check "and removes its region" no_region "$other_region"
 # the cases waiting for them stay quick (see its docstring). /metrics counts
 # are region-wide: the suite's counting checks run with nothing else going on.
 
+hostile_started=$SECONDS
 header_timeout=2
 keepalive_timeout=2
 start_server hostile "$PREFORK_SERVER" --workers 4 --config "rate=10/minute backend=shm name=$hostile_region" \
@@ -191,6 +192,8 @@ check "SIGINT stops the master and its worker within 1 s (took $STOP_SECS s)" le
 check "SIGINT: no worker left (left: ${STOP_LEFT:-none})" test -z "$STOP_LEFT"
 check "SIGINT: exit 0 (got $STOP_RC)" test "$STOP_RC" -eq 0
 check "the capped server wrote nothing unexpected to stderr" only_expected_stderr "$tmp/cap.err"
+
+echo "hostile clients: $((SECONDS - hostile_started)) s"
 
 # ---- bad arguments ---------------------------------------------------------------
 
