@@ -1231,6 +1231,11 @@ def cap_busy(cfg, rep, what, prepare):
             b.close()
         return
     t0 = now()
+    if t0 - t_before > h / 2:  # the first of them could time out before the cap is full
+        rep.fail(f"cap: {what}: setting them up took {t0 - t_before:.2f} s (want < {h / 2:g} s)")
+        for b in busy:
+            b.close()
+        return
     try:
         resp, _, conn = exchange(cfg, request(key=fresh_key("cap-wait")), timeout=h + cfg.margin)
         conn.close()
