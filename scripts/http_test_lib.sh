@@ -175,15 +175,23 @@ stop_timed() {
         return
     fi
     # the master is gone: its children must be too (reparented, they would
-    # not be waited for)
+    # not be waited for; a zombie waiting for init to reap it is gone)
     STOP_LEFT=
     for p in $children; do
-        kill -0 "$p" 2>/dev/null && STOP_LEFT+="$p "
+        running "$p" && STOP_LEFT+="$p "
     done
     STOP_SECS=$(elapsed_since "$start")
     for p in $STOP_LEFT; do kill -KILL "$p" 2>/dev/null; done
     wait "$pid"
     STOP_RC=$?
+}
+
+# running PID: PID exists and is not a zombie
+running() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) } # the state follows the command name in parentheses
+    [[ ${stat%% *} != Z ]]
 }
 
 # elapsed_since EPOCHREALTIME: seconds since then, e.g. 0.213
