@@ -754,13 +754,14 @@ def parsing_requests():
         ("an empty Content-Length", r(key=k("p"), extra=["Content-Length:"]), 400),
         ("conflicting Content-Length headers", r(key=k("p"), extra=["Content-Length: 1", "Content-Length: 2"]), 400),
         ("Content-Length: 1, 2", r(key=k("p"), extra=["Content-Length: 1, 2"]), 400),
+        ("Content-Length with Transfer-Encoding (request smuggling)",
+         r(key=k("p"), method="POST", extra=["Content-Length: 1", "Transfer-Encoding: chunked"]), 400),
         ("request line garbage", b"garbage\r\nHost: t\r\n\r\n", 400),
         ("binary garbage", bytes(range(1, 32)) + b"\r\n\r\n", 400),
         ("a request line without version", b"GET /\r\nHost: t\r\n\r\n", 400),
         ("two spaces in the request line", b"GET  / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         ("a trailing space in the request line", b"GET / HTTP/1.1 \r\nHost: t\r\n\r\n", 400),
         ("a relative target", b"GET x HTTP/1.1\r\nHost: t\r\n\r\n", 400),
-        ("an absolute-form target (http://t/: not /target)", b"GET http://t/ HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         ("an asterisk target (OPTIONS *)", b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         ("a malformed version HTTP/1.x", b"GET / HTTP/1.x\r\nHost: t\r\n\r\n", 400),
         ("a lower-case http/1.1", b"GET / http/1.1\r\nHost: t\r\n\r\n", 400),
@@ -772,6 +773,8 @@ def parsing_requests():
         ("HTTP/1.0 without Host", r(version="HTTP/1.0", host=None, key=k("v10")), 200),
         ("a HTAB inside a header value", r(key=k("tab") + "\tx"), 200),
         ("a head just under 8 KiB", r(key=k("under"), extra=["X-Big: " + "a" * 7900]), 200),
+        ("an absolute-form target (RFC 9112 3.2.2: a server MUST accept it)",
+         b"GET http://t/ HTTP/1.1\r\nHost: t\r\nX-API-Key: " + k("abs").encode() + b"\r\n\r\n", 200),
     ]
 
 
@@ -1194,11 +1197,11 @@ def case_cap(cfg, rep):
     for c in conns:
         c["conn"].close()
 
-    # At the cap with no idle connection, nothing is evicted: a new
-    # connection waits until one ends (their 408s at the header timeout),
-    # then is served. Busy twice over: every connection in the middle of its
-    # first request head; then every one in the middle of its second, after
-    # a first answered on it.
+    # At the cap, a connection still on its first request head gives way to
+    # a new one (a client too slow to finish its first head cannot hold a
+    # slot), the oldest first. Connections that finished a request and are
+    # in the middle of the next are not evicted: a new connection waits until
+    # one ends (their 408s at the header timeout), then is served.
     first = b"GET / HTTP/1.1\r\nHost: t\r\n"  # begun, never finished
 
     def mid_first(conn):
@@ -1209,9 +1212,41 @@ def case_cap(cfg, rep):
         conn.read_response(now() + h)
         conn.send(first)
 
-    for what, prepare in [("in mid-request", mid_first), ("in mid-request after a first request", mid_second)]:
-        time.sleep(0.5)  # let the server see the closes before (no deadline depends on it)
-        cap_busy(cfg, rep, f"{cap} connections {what}", prepare)
+    time.sleep(0.5)  # let the server see the closes before (no deadline depends on it)
+    cap_slow_first(cfg, rep, f"{cap} connections in the middle of their first request", mid_first)
+    time.sleep(0.5)
+    cap_busy(cfg, rep, f"{cap} connections in mid-request after a first request", mid_second)
+
+
+def cap_slow_first(cfg, rep, what, prepare):
+    """cfg.cap connections made slow by prepare(conn), then a new one: served
+    at once, the oldest slow one closed (without a 408) to make room."""
+    h = cfg.header_timeout
+    slow = []
+    try:
+        for _ in range(cfg.cap):
+            conn = Conn.open(cfg)
+            slow.append(conn)
+            prepare(conn)
+    except (OSError, Closed, Timeout, ValueError) as e:
+        rep.fail(f"cap: {what}: could not set them up: {type(e).__name__}: {e}")
+        for c in slow:
+            c.close()
+        return
+    time.sleep(0.2)  # the server has read their bytes: they are slow, not silent
+    try:
+        resp, took, conn = exchange(cfg, request(key=fresh_key("cap-slow")), timeout=h + cfg.margin)
+        conn.close()
+        status = resp.status
+    except (OSError, Closed, Timeout, ValueError) as e:
+        status, took = f"{type(e).__name__}: {e}", h + cfg.margin
+    rep.check(status == 200 and took < cfg.probe_within,
+              f"cap: with {what}, a new one is served at once (within {cfg.probe_within:g} s)",
+              f"got {status} after {took:.2f} s")
+    closed = slow[0].wait_closed(now() + 1.0)
+    rep.check(closed is not None, f"cap: with {what}, the oldest of them made room (closed)")
+    for c in slow:
+        c.close()
 
 
 def cap_busy(cfg, rep, what, prepare):
