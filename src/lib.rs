@@ -17,3 +17,4 @@ pub mod keyhash;
 pub mod limiter;
 pub mod store;
 pub mod table;
+pub mod top;

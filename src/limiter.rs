@@ -7,6 +7,7 @@ use crate::algorithm::{Rate, NEVER};
 use crate::config::{Backend, Config, OnError, NANOS_PER_MS};
 use crate::error::Error;
 use crate::store::{Answer, MemoryStore, RedisStore, ShmStore, Store, StoreStats};
+use crate::top::{TopEntry, Which};
 
 /// One decision, in milliseconds, as the C API reports it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -84,10 +85,11 @@ impl Limiter {
     pub fn new(config: &Config) -> Result<Limiter, Error> {
         let rates = rates_in_ns(config);
         let store = match config.backend {
-            Backend::Memory => Home::Memory(MemoryStore::new(rates.clone(), config.capacity)?),
+            Backend::Memory => Home::Memory(MemoryStore::new(rates.clone(), config.capacity, config.top)?),
             Backend::Shm => Home::Shm(ShmStore::open(
                 rates.clone(),
                 config.capacity,
+                config.top,
                 config.name.as_deref().unwrap_or_default(),
                 config.mode,
                 config.timeout_ms,
@@ -154,6 +156,11 @@ impl Limiter {
 
     pub fn sweep(&self) -> Result<u64, Error> {
         self.store.get().sweep()
+    }
+
+    /// The keys ranked by `which` (see `rl_top`), at most `max`.
+    pub fn top(&self, which: Which, max: usize) -> Result<Vec<TopEntry>, Error> {
+        self.store.get().top(which, max)
     }
 
     pub fn stats(&self) -> Result<Stats, Error> {

@@ -182,11 +182,12 @@ use crate::algorithm::{Rate, STATE_WORDS};
 use crate::config::MAX_RATES;
 use crate::keyhash::Seed;
 use crate::table::{Geometry, ShardStats};
+use crate::top::Top;
 
 /// "rlshm", two zeros, then 1: a libratelimit region.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"rlshm\0\0\x01");
 /// Bumped whenever anything in this file changes meaning or place.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// The value of `Header::ready` once the region is initialised.
 pub const READY: u32 = 1;
 /// Most words a slot can have: the fingerprint and every rate's state.
@@ -221,7 +222,11 @@ pub struct Header {
 
     pub dirty: AtomicU64,
     pub recoveries: AtomicU64,
-    _pad_dirty: [u64; 6],
+    /// Counters per heavy-hitter sketch (`top=`), 0 for none.
+    pub top: u64,
+    /// Where the stripes' sketches start.
+    pub top_offset: u64,
+    _pad_dirty: [u64; 4],
 
     pub recount_lock: AtomicU64,
     _pad_lock: [u64; 7],
@@ -262,6 +267,8 @@ const _: () = {
     assert!(offset_of!(Header, total_keys) == 128);
     assert!(offset_of!(Header, dirty) == 192);
     assert!(offset_of!(Header, recoveries) == 200);
+    assert!(offset_of!(Header, top) == 208);
+    assert!(offset_of!(Header, top_offset) == 216);
     assert!(offset_of!(Header, recount_lock) == 256);
     assert!(offset_of!(Header, config_text) == 320);
     assert!(HEADER_BYTES == 576);
@@ -280,6 +287,10 @@ pub struct Layout {
     pub owners_offset: usize,
     pub stripes_offset: usize,
     pub slots_offset: usize,
+    /// The heavy-hitter sketches (None for `top=0`) and where they start:
+    /// `top.shard_words()` words per stripe, in stripe order.
+    pub top: Option<Top>,
+    pub top_offset: usize,
     pub region_bytes: usize,
     /// The configuration in words, whole (what must match between
     /// processes); the header keeps its first `CONFIG_TEXT_BYTES - 1` bytes.
@@ -288,19 +299,23 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new(rates: &[Rate], capacity: u64) -> Option<Layout> {
+    pub fn new(rates: &[Rate], capacity: u64, top: usize) -> Option<Layout> {
         let state_words = rates.iter().map(Rate::words).sum();
         let geometry = Geometry::new(capacity, state_words);
         let owners_offset = HEADER_BYTES;
         let stripes_offset = owners_offset + MAX_OWNERS * 8;
         let slots_offset = stripes_offset + geometry.shards * STRIPE_BYTES;
         let table_bytes = geometry.shards.checked_mul(geometry.shard_words())?.checked_mul(8)?;
-        let region_bytes = slots_offset.checked_add(table_bytes)?;
+        let top_offset = slots_offset.checked_add(table_bytes)?;
+        let top_entries = top;
+        let top = Top::new(top);
+        let top_bytes = geometry.shards * top.map_or(0, |t| t.shard_words()) * 8;
+        let region_bytes = top_offset.checked_add(top_bytes)?;
         // Region sizes are off_t for ftruncate.
         if region_bytes > i64::MAX as usize {
             return None;
         }
-        let config_text = describe(rates, capacity);
+        let config_text = describe(rates, capacity, top_entries);
         // Over the whole text, with a fixed key, so every process computes the
         // same hash. 63 bits (the fingerprint's low bit is always set) are
         // plenty: a collision needs a hostile configuration writer, who could
@@ -312,6 +327,8 @@ impl Layout {
             owners_offset,
             stripes_offset,
             slots_offset,
+            top,
+            top_offset,
             region_bytes,
             config_text,
             config_hash,
@@ -325,8 +342,8 @@ impl Layout {
 }
 
 /// The configuration as the region records it, e.g.
-/// `rate=100/60000ms algorithm=token_bucket capacity=1000`.
-fn describe(rates: &[Rate], capacity: u64) -> String {
+/// `rate=100/60000ms algorithm=token_bucket capacity=1000 top=32`.
+fn describe(rates: &[Rate], capacity: u64, top: usize) -> String {
     let list: Vec<String> = rates
         .iter()
         .map(|r| {
@@ -341,5 +358,5 @@ fn describe(rates: &[Rate], capacity: u64) -> String {
         })
         .collect();
     let algorithm = rates.first().map_or("?", |r| r.algorithm.name());
-    format!("rate={} algorithm={algorithm} capacity={capacity}", list.join(","))
+    format!("rate={} algorithm={algorithm} capacity={capacity} top={top}", list.join(","))
 }

@@ -36,7 +36,7 @@ impl Drop for Name {
 
 fn open(config: &str, name: &Name) -> ShmStore {
     let c = Config::parse(&format!("{config} backend=shm name={}", name.0)).unwrap();
-    ShmStore::open(rates_in_ns(&c), c.capacity, &name.0, c.mode, c.timeout_ms).unwrap()
+    ShmStore::open(rates_in_ns(&c), c.capacity, c.top, &name.0, c.mode, c.timeout_ms).unwrap()
 }
 
 /// Runs `body` in a child process; returns its pid. The child exits with
@@ -152,7 +152,7 @@ fn a_process_that_dies_holding_a_lock_is_repaired() {
 
     let child = spawn(|| {
         let mut guard = s.lock(place.shard, &Budget::new()).unwrap();
-        let (shard, journal) = guard.shard();
+        let (shard, journal, _) = guard.shard();
         let i = shard.find(place, fp).expect("k is stored");
         let stride = s.layout.geometry.stride;
         journal.begin(i, &shard.words[i * stride..(i + 1) * stride]);
@@ -999,7 +999,8 @@ fn a_corrupted_region_never_crashes_or_hangs() {
                             // A new handle on a damaged region: refused or working.
                             let c = Config::parse(&format!("{config_a} backend=shm name={}", name_a.0)).unwrap();
                             opens.fetch_add(1, Ordering::Relaxed);
-                            if let Ok(fresh) = ShmStore::open(rates_in_ns(&c), c.capacity, &name_a.0, c.mode, T) {
+                            if let Ok(fresh) = ShmStore::open(rates_in_ns(&c), c.capacity, c.top, &name_a.0, c.mode, T)
+                            {
                                 fresh.check(key.as_bytes(), 1)?;
                             }
                             return Ok(());
