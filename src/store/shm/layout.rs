@@ -17,6 +17,13 @@
 //! slots_offset       shards * shard_words * 8
 //!                                          the key table (table.rs): per shard,
 //!                                          sets * 8 slots of `stride` u64 words
+//! top_offset         shards * top_words * 8
+//!   (= end of slots)                       per shard, its two heavy-hitter
+//!                                          sketches for rl_top (top/): Limited
+//!                                          then Active, each 1 + 12 * top
+//!                                          words (top/sketch.rs), the pair
+//!                                          rounded up to whole cache lines;
+//!                                          nothing when top=0
 //! ```
 //!
 //! The header (all integers native-endian; the region never leaves the host):
@@ -28,7 +35,7 @@
 //!                             store) once everything else is written
 //!  16  region_bytes     u64   size of the whole object
 //!  24  config_hash      u64   SipHash, fixed key, of the whole configuration text
-//!                             (rates, algorithm, capacity), however long
+//!                             (rates, algorithm, capacity, top), however long
 //!  32  seed             2*u64 the keyed-hash seed (keyhash.rs), random per region
 //!  48  epoch_offset_ns  u64   CLOCK_REALTIME - CLOCK_MONOTONIC at creation: every
 //!                             process's clock is CLOCK_MONOTONIC + this, so all
@@ -39,6 +46,8 @@
 //! 128  total_keys       u64   keys stored in the table (own cache line)
 //! 192  dirty            u64   1 after a repair, until total_keys is recounted
 //! 200  recoveries       u64   locks taken over from dead processes, ever
+//! 208  top              u64   counters per sketch (`top=`), 0 for none
+//! 216  top_offset       u64   where the sketches start
 //! 256  recount_lock     u64   a lock (lock.rs) serialising recounts (own line)
 //! 320  config_text      [u8; 256] its first 255 bytes, for error messages
 //! ```
@@ -67,7 +76,10 @@
 //!
 //! plus a fixed 33 KiB (header and owner slots) and 320 bytes per shard (at
 //! most 64 shards: 20 KiB), e.g. 3.2 MB for the default capacity of 100 000
-//! keys. (nginx's limit_req keeps 128 bytes per state.)
+//! keys. (nginx's limit_req keeps 128 bytes per state.) The rl_top sketches
+//! add `2 * (1 + 12 * top) * 8` bytes per shard, rounded up to 64: 6 KiB
+//! per shard for the default top=32, 388 KiB for 64 shards (a capacity of
+//! 16 384 or more), 6 KiB for 1 shard (a capacity under 512).
 //!
 //! ## Locks: striped robust locks, not per-slot atomics
 //!
@@ -150,6 +162,29 @@
 //! 6. The repair itself only writes the stripe's own words, and is
 //!    idempotent: an heir that dies while repairing leaves its own (dead)
 //!    owner word in the lock, and the next heir repairs again.
+//! 7. **The heavy-hitter sketches** (top/sketch.rs) of a stripe are written
+//!    under its lock, after the check's slot is done, and need no undo
+//!    record and no repair: every state between two of their stores is a
+//!    valid sketch. Adding to a listed key's count is one aligned 8-byte
+//!    store. A new entry is written as a slot is filled: the sketch's
+//!    `floor` (the largest count ever evicted) is raised to the victim's
+//!    count first, then the victim's fingerprint is zeroed, then count,
+//!    error, length and key bytes are written, the fingerprint last. So a
+//!    kill leaves at worst one entry empty (its other words junk, never
+//!    read: rl_top lists only entries with a fingerprint, and the key bytes
+//!    of a listed entry are always its own), with the floor already covering
+//!    the key it evicted; an entry that later takes an empty place starts
+//!    from the floor, never from 0, so every listed `count` stays at or above
+//!    its key's true count, and `count - error` at or below it. What a kill
+//!    can lose is the dead check's own occurrence (nobody got its answer; as
+//!    for allowed/limited, it may or may not be counted): so a key's count
+//!    may lack at most one unit per kill that hit a record of that key. The
+//!    heir's table repair (step 3) never touches the sketches. Reads clamp
+//!    what a damaged region could hold: a key length above 64 is read as 64,
+//!    an error above the count as the count; counts only saturate.
+//!    `torn_records_keep_the_bounds` (sketch.rs), the storm and
+//!    `a_process_killed_mid_sketch_record_leaves_sane_bounds` (tests.rs)
+//!    check it.
 //!
 //! ## A damaged region
 //!
@@ -162,7 +197,8 @@
 //! and never read again); the values read from the region that pick a place
 //! are checked before use (a lock word's owner slot, owner.rs; the undo
 //! record's slot index, journal.rs; the reclaim cursor, taken modulo the
-//! shard's slots, table.rs); counters are only counted on (saturating, and a
+//! shard's slots, table.rs; a sketch entry's key length, clamped to 64,
+//! top/sketch.rs); counters are only counted on (saturating, and a
 //! stripe counter past 2^62, or a key count above the stripe's slots, is
 //! mended when the stripe is next taken, mod.rs); a lock word that names no
 //! live owner is taken over and its stripe repaired, and one that names a

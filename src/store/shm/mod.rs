@@ -17,7 +17,9 @@
 //! gets an owner word of its own, owner.rs); a handle opened by name in each
 //! worker works just as well. A check takes one stripe lock,
 //! touches at most the key's two 8-way sets (plus a bounded reclaim pass when
-//! the table is full), and allocates nothing.
+//! the table is full), and allocates nothing. With `top=N` each stripe also
+//! holds its keys' heavy-hitter sketches (top/), updated under the same
+//! lock: `rl_top` on any handle covers the whole region.
 //!
 //! Every wait for a lock is bounded by `timeout_ms`, and a stripe held past
 //! it makes this process fail fast on it for a while (`wait.rs`).
