@@ -126,8 +126,11 @@ impl Top {
 pub struct LocalTop {
     top: Top,
     seed: Seed,
-    parts: Box<[CachePadded<Mutex<Box<[u64]>>>]>,
+    parts: Box<[Part]>,
 }
+
+/// One part of a `LocalTop`: both sketches of the keys hashed to it.
+type Part = CachePadded<Mutex<Box<[u64]>>>;
 
 const LOCAL_PARTS: usize = 16;
 
