@@ -470,6 +470,8 @@ pub extern "C" fn rl_stats_get(lim: *mut rl_limiter, out: *mut rl_stats) -> c_in
 /// and a worker killed in the middle of an update leaves them within their
 /// bounds).
 ///
+/// Counts are history: rl_reset() of a key does not clear them.
+///
 /// `cap == 0` writes nothing and returns 0 (`out` may then be NULL): to get
 /// every tracked key, pass `cap` = N. Returns RL_ERR_NULL for a NULL `lim`
 /// or a NULL `out` with `cap > 0`, RL_ERR_INVALID for a `which` other than

@@ -334,13 +334,37 @@ static void test_region_wide(void)
     CHECK_EQ(rl_shm_unlink(name), RL_OK);
 }
 
+/* top= is part of a region's configuration (the sketches live in it): a
+ * region made with another top is refused, naming both. */
+static void test_region_top_must_match(void)
+{
+    rl_limiter *lim = NULL, *other = NULL;
+    snprintf(name, sizeof name, "/rl-ctest-%ld-topcfg", (long)getpid());
+    (void)rl_shm_unlink(name);
+    snprintf(config, sizeof config, "rate=5/s backend=shm name=%s", name);
+    if (!CHECK_EQ(rl_create(config, &lim), RL_OK))
+        return;
+    snprintf(config, sizeof config, "rate=5/s top=8 backend=shm name=%s", name);
+    CHECK_EQ(rl_create(config, &other), RL_ERR_INCOMPATIBLE);
+    CHECK(other == NULL);
+    CHECK_CONTAINS(rl_last_error(), "top=32");
+    CHECK_CONTAINS(rl_last_error(), "top=8");
+    snprintf(config, sizeof config, "rate=5/s top=32 backend=shm name=%s", name);
+    CHECK_EQ(rl_create(config, &other), RL_OK); /* the default, spelled out */
+    rl_destroy(other);
+    rl_destroy(lim);
+    CHECK_EQ(rl_shm_unlink(name), RL_OK);
+}
+
 int main(void)
 {
     test_limited_and_active();
     test_long_keys();
     test_top_config();
     test_bad_arguments();
-    if (!is_redis())
+    if (!is_redis()) {
         test_region_wide();
+        test_region_top_must_match();
+    }
     return CHECK_SUMMARY();
 }
