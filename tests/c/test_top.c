@@ -91,8 +91,8 @@ static void test_limited_and_active(void)
     CHECK_EQ(rl_stats_get(lim, &s), RL_OK);
     CHECK_EQ(s.limited, 9);
 
-    /* All checks: sampled on memory and shm (one in 32 of a shard, weight
-     * 32), exact on redis. 3200 checks of one key rank it first, within a
+    /* All checks: sampled on memory and shm (one in 64 of a shard, weight
+     * 64), exact on redis. 3200 checks of one key rank it first, within a
      * sample's step of the truth. */
     for (i = 0; i < 3200; i++) {
         rl_decision d;
