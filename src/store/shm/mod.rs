@@ -136,7 +136,8 @@ impl<'a> Locked<'a> {
         let (top, top_words) = self.store.top_ptr(self.index);
         // SAFETY: this thread holds the stripe's lock (the guard exists only
         // between lock and unlock), and every process reads or writes a
-        // stripe's words, stats and journal only while holding that lock, so
+        // stripe's words, stats, journal and sketches only while holding
+        // that lock, so
         // nothing else touches them until the guard drops; borrowing `self`
         // mutably keeps this process from making a second view meanwhile.
         // The four are disjoint, inside the mapping (its size was checked
