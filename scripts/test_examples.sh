@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# test_examples.sh — end-to-end tests of the example servers with curl
-# (run by `make test-examples`). Prints "N passed, 0 failed" and exits 0, or
+# test_examples.sh — end-to-end tests of build/http_server with curl, then
+# with hostile clients (scripts/hostile_clients.py: slowloris, idle floods,
+# malformed heads, pipelining, unread responses, the connection cap, IPv6, a
+# stop within 1 s with all of them attached). Run by `make test-examples`,
+# against the ASan/UBSan build. Prints "N passed, 0 failed" and exits 0, or
 # names each failed assertion and exits 1.
 #
 # Environment: HTTP_SERVER (default build/http_server, e.g. a sanitizer
@@ -90,14 +93,17 @@ get query '/?a=b' -H 'X-API-Key: erin'
 check "GET /?query is /" status_is query 200
 get post / -X POST -H 'X-API-Key: erin'
 check "POST / is 405" status_is post 405
+check "405 has Allow: GET, HEAD" header_is post Allow 'GET, HEAD'
+# (with a Host header: an HTTP/1.1 request without one is a 400 of its own)
 check "garbage is 400" test "$(raw_request 'garbage\r\n\r\n')" = 400
-check "a request line without version is 400" test "$(raw_request 'GET /\r\n\r\n')" = 400
-check "a relative path is 400" test "$(raw_request 'GET x HTTP/1.1\r\n\r\n')" = 400
-check "two spaces in the request line is 400" test "$(raw_request 'GET  / HTTP/1.1\r\n\r\n')" = 400
-check "HTTP/2.0 in the request line is 505" test "$(raw_request 'GET / HTTP/2.0\r\n\r\n')" = 505
+check "a request line without version is 400" test "$(raw_request 'GET /\r\nHost: t\r\n\r\n')" = 400
+check "a relative path is 400" test "$(raw_request 'GET x HTTP/1.1\r\nHost: t\r\n\r\n')" = 400
+check "two spaces in the request line is 400" test "$(raw_request 'GET  / HTTP/1.1\r\nHost: t\r\n\r\n')" = 400
+check "HTTP/1.1 without Host is 400" test "$(raw_request 'GET / HTTP/1.1\r\nX-API-Key: frank\r\n\r\n')" = 400
+check "HTTP/2.0 in the request line is 505" test "$(raw_request 'GET / HTTP/2.0\r\nHost: t\r\n\r\n')" = 505
 big=$(head -c 9000 /dev/zero | tr '\0' a)
 check "a request head over 8 KiB is 431" \
-    test "$(raw_request "GET / HTTP/1.1\r\nX-Big: $big\r\n\r\n")" = 431
+    test "$(raw_request "GET / HTTP/1.1\r\nHost: t\r\nX-Big: $big\r\n\r\n")" = 431
 check "HTTP/1.0 is served" test "$(raw_request 'GET / HTTP/1.0\r\nX-API-Key: frank\r\n\r\n')" = 200
 # a client that connects and leaves must not disturb the server
 (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null
@@ -135,6 +141,89 @@ check "a missing --config exits 2 (got $rc)" test "$rc" -eq 2
 "$HTTP_SERVER" --port 70000 --config "rate=5/s" >/dev/null 2>&1
 rc=$?
 check "a bad --port exits 2 (got $rc)" test "$rc" -eq 2
+for bad in "--header-timeout 0" "--keepalive-timeout 0" "--header-timeout 1.5" "--max-connections 0" \
+    "--listen 127.0.0.1" "--listen localhost:0" "--bind localhost"; do
+    # shellcheck disable=SC2086 # $bad is an option and its value
+    "$HTTP_SERVER" --port 0 --config "rate=5/s" $bad >"$tmp/bad.out" 2>/dev/null
+    rc=$?
+    check "$bad exits 2 (got $rc)" test "$rc" -eq 2
+    check "$bad prints no listening line" test ! -s "$tmp/bad.out"
+done
+
+# ---- http_server: hostile clients -----------------------------------------------
+# scripts/hostile_clients.py against a server with short timeouts, so that
+# the cases waiting for them stay quick: its 4 threads against slowloris
+# drippers, 500 idle connections, clients dripping after a response or never
+# reading, malformed heads, keep-alive and pipelining (see its docstring).
+
+hostile_started=$SECONDS
+header_timeout=2
+keepalive_timeout=2
+start_server hostile "$HTTP_SERVER" --config "rate=10/minute" --threads 4 \
+    --header-timeout "$header_timeout" --keepalive-timeout "$keepalive_timeout"
+hostile_pid=$PID
+hostile --suite
+"$HTTP_SERVER" --port "$PORT" --config "rate=5/s" >/dev/null 2>&1
+rc=$?
+check "a port already in use exits 1 (got $rc)" test "$rc" -eq 1
+
+# SIGTERM with silent, slowloris, idle keep-alive and not reading clients
+# attached: out within 1 s, exit 0, the summary line and nothing else on
+# stderr (a sanitizer's report would be there)
+check "the holding client opened its connections" hold_start 10
+stop_timed "$hostile_pid" TERM
+hold_stop
+echo "http_server (4 threads) stopped in $STOP_SECS s with hostile clients attached"
+check "SIGTERM with hostile clients attached: http_server exits within 1 s (took $STOP_SECS s)" \
+    less_than "$STOP_SECS" 1.0
+check "SIGTERM with hostile clients attached: exit 0 (got $STOP_RC)" test "$STOP_RC" -eq 0
+check "the stop summary is on stderr" grep -q '^http_server: stopped by signal 15: ' "$tmp/hostile.err"
+check "hostile clients: nothing unexpected on stderr" \
+    test "$(grep -vc '^http_server: stopped by signal' "$tmp/hostile.err")" -eq 0
+
+# The connection cap: one thread with room for 20 connections, 40 idle ones
+# (the header timeout long enough that evictions are told apart from it);
+# and, when this machine has ::1, a second listening socket there.
+listen=(--listen 127.0.0.1:0)
+ipv6_loopback && listen+=(--listen '[::1]:0')
+header_timeout=5
+start_server_listen cap "$HTTP_SERVER" --config "rate=10/minute" "${listen[@]}" --threads 1 \
+    --max-connections 20 --header-timeout "$header_timeout"
+cap_pid=$PID
+hostile --case cap --cap 20
+if [[ ${#listen[@]} -eq 4 ]]; then
+    check "--listen 127.0.0.1:0 --listen [::1]:0: two listening lines, in that order" \
+        test "$(sed -n '1s/:[0-9]*$//p;2s/:[0-9]*$//p' "$tmp/cap.out" | tr '\n' ' ')" = \
+        "listening on 127.0.0.1 listening on [::1] "
+    hostile --host ::1 --port "$PORT6" --case ipv6
+else
+    echo "note: ::1 cannot be bound here; skipping the IPv6 case"
+fi
+stop_timed "$cap_pid" INT
+check "SIGINT stops http_server within 1 s (took $STOP_SECS s)" less_than "$STOP_SECS" 1.0
+check "SIGINT: exit 0 (got $STOP_RC)" test "$STOP_RC" -eq 0
+check "the capped server wrote nothing unexpected to stderr" \
+    test "$(grep -vc '^http_server: stopped by signal' "$tmp/cap.err")" -eq 0
+
+# RLIMIT_NOFILE: a soft limit under the hard one is raised to it; under a
+# hard limit of 64 the connection cap is lowered to fit, so a flood of 200
+# idle connections evicts the oldest and probes are still answered.
+header_timeout=2
+launch_server 1 lowsoft bash -c 'ulimit -Sn 64 && exec "$@"' lowsoft "$HTTP_SERVER" --port 0 \
+    --config "rate=10/minute" --header-timeout "$header_timeout"
+soft_raised() { awk '/^Max open files/ { exit !($4 == $5) }' "/proc/$1/limits"; }
+check "a soft RLIMIT_NOFILE of 64 is raised to the hard limit" soft_raised "$PID"
+stop_server "$PID" TERM
+launch_server 1 lowhard bash -c 'ulimit -n 64 && exec "$@"' lowhard "$HTTP_SERVER" --port 0 \
+    --config "rate=10/minute" --header-timeout "$header_timeout"
+lowhard_pid=$PID
+hostile --case idle --idle 200 --evictions
+stop_server "$lowhard_pid" TERM
+check "under a hard RLIMIT_NOFILE of 64: exit 0 after SIGTERM (got $STOP_RC)" test "$STOP_RC" -eq 0
+check "under a hard RLIMIT_NOFILE of 64: nothing unexpected on stderr" \
+    test "$(grep -vc '^http_server: stopped by signal' "$tmp/lowhard.err")" -eq 0
+
+echo "hostile clients: $((SECONDS - hostile_started)) s"
 
 # ---- prefork_server -----------------------------------------------------------
 # The pre-forked server shares a backend=shm region: scripts/test_prefork.sh

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # test_prefork.sh — end-to-end tests of build/prefork_server with curl (run by
 # `make test-shm`): limits shared by all workers, a killed worker restarted
-# with the limits intact, clean stop with the region removed. Prints
+# with the limits intact, clean stop with the region removed; then hostile
+# clients (scripts/hostile_clients.py: slowloris, idle floods, malformed
+# heads, pipelining, unread responses, the connection cap, IPv6, master and
+# workers out within 1 s of SIGTERM with all of them attached). Prints
 # "N passed, 0 failed" and exits 0, or names each failed assertion and exits 1.
 #
 # Environment: PREFORK_SERVER (default build/prefork_server, e.g. a sanitizer build).
@@ -12,6 +15,8 @@ PREFORK_SERVER=${PREFORK_SERVER:-build/prefork_server}
 
 region=/rl-test-prefork-$$
 other_region=/rl-test-prefork-other-$$
+hostile_region=/rl-test-prefork-hostile-$$
+cap_region=/rl-test-prefork-cap-$$
 
 # shellcheck source=scripts/http_test_lib.sh
 . scripts/http_test_lib.sh
@@ -19,7 +24,7 @@ server_wait=20 # the workers of a sanitizer build start and stop slowly
 request_timeout=30
 cleanup() {
     http_test_cleanup
-    rm -f "/dev/shm$region" "/dev/shm$other_region"
+    rm -f "/dev/shm$region" "/dev/shm$other_region" "/dev/shm$hostile_region" "/dev/shm$cap_region"
 }
 trap cleanup EXIT
 command -v pgrep >/dev/null 2>&1 || die "pgrep is needed: install the 'procps' package"
@@ -40,8 +45,14 @@ wait_workers() {
 no_region() { [[ ! -e /dev/shm$1 ]]; }
 region_mode_is() { [[ $(stat -c %a "/dev/shm$1" 2>/dev/null) == "$2" ]]; }
 # only_expected_stderr FILE: nothing but the stop summary and restart notes
+# (what else there is goes to stderr, e.g. a sanitizer's report)
 only_expected_stderr() {
-    ! grep -v -e '^prefork_server: stopped by signal' -e '^prefork_server: worker [0-9]* killed by signal 9; restarting it$' "$1" | grep -q .
+    local other
+    other=$(grep -v -e '^prefork_server: stopped by signal' \
+        -e '^prefork_server: worker [0-9]* killed by signal 9; restarting it$' "$1")
+    [[ -z $other ]] && return 0
+    head -n 20 <<<"$other" >&2
+    return 1
 }
 
 # ---- limits shared by 4 workers ---------------------------------------------
@@ -128,6 +139,62 @@ stop_server "$int_pid" INT
 check "SIGINT stops the master with exit 0 (got $STOP_RC)" test "$STOP_RC" -eq 0
 check "and removes its region" no_region "$other_region"
 
+# ---- hostile clients --------------------------------------------------------------
+# scripts/hostile_clients.py against 4 workers with short timeouts, so that
+# the cases waiting for them stay quick (see its docstring). /metrics counts
+# are region-wide: the suite's counting checks run with nothing else going on.
+
+hostile_started=$SECONDS
+header_timeout=2
+keepalive_timeout=2
+start_server hostile "$PREFORK_SERVER" --workers 4 --config "rate=10/minute backend=shm name=$hostile_region" \
+    --header-timeout "$header_timeout" --keepalive-timeout "$keepalive_timeout"
+hostile_pid=$PID
+check "4 workers are running for the hostile clients" wait_workers "$hostile_pid" 4
+hostile --suite
+
+# SIGTERM with silent, slowloris, idle keep-alive and not reading clients
+# attached: the master and every worker out within 1 s, exit 0, the region
+# removed
+check "the holding client opened its connections" hold_start 10
+stop_timed "$hostile_pid" TERM
+hold_stop
+echo "prefork_server (4 workers) stopped in $STOP_SECS s with hostile clients attached"
+check "SIGTERM with hostile clients attached: the master and its workers exit within 1 s (took $STOP_SECS s)" \
+    less_than "$STOP_SECS" 1.0
+check "SIGTERM with hostile clients attached: no worker left when the master exits (left: ${STOP_LEFT:-none})" \
+    test -z "$STOP_LEFT"
+check "SIGTERM with hostile clients attached: exit 0 (got $STOP_RC)" test "$STOP_RC" -eq 0
+check "the master removed its region" no_region "$hostile_region"
+check "hostile clients: nothing unexpected on stderr" only_expected_stderr "$tmp/hostile.err"
+
+# The connection cap: one worker with room for 20 connections, 40 idle ones
+# (the header timeout long enough that evictions are told apart from it);
+# and, when this machine has ::1, a second listening socket there.
+listen=(--listen 127.0.0.1:0)
+ipv6_loopback && listen+=(--listen '[::1]:0')
+header_timeout=5
+start_server_listen cap "$PREFORK_SERVER" --workers 1 --config "rate=10/minute backend=shm name=$cap_region" \
+    "${listen[@]}" --max-connections 20 --header-timeout "$header_timeout"
+cap_pid=$PID
+check "1 worker is running for the cap" wait_workers "$cap_pid" 1
+hostile --case cap --cap 20
+if [[ ${#listen[@]} -eq 4 ]]; then
+    check "--listen 127.0.0.1:0 --listen [::1]:0: two listening lines, in that order" \
+        test "$(sed -n '1s/:[0-9]*$//p;2s/:[0-9]*$//p' "$tmp/cap.out" | tr '\n' ' ')" = \
+        "listening on 127.0.0.1 listening on [::1] "
+    hostile --host ::1 --port "$PORT6" --case ipv6
+else
+    echo "note: ::1 cannot be bound here; skipping the IPv6 case"
+fi
+stop_timed "$cap_pid" INT
+check "SIGINT stops the master and its worker within 1 s (took $STOP_SECS s)" less_than "$STOP_SECS" 1.0
+check "SIGINT: no worker left (left: ${STOP_LEFT:-none})" test -z "$STOP_LEFT"
+check "SIGINT: exit 0 (got $STOP_RC)" test "$STOP_RC" -eq 0
+check "the capped server wrote nothing unexpected to stderr" only_expected_stderr "$tmp/cap.err"
+
+echo "hostile clients: $((SECONDS - hostile_started)) s"
+
 # ---- bad arguments ---------------------------------------------------------------
 
 "$PREFORK_SERVER" --port 0 --workers 2 --config "rate=5/s" >"$tmp/bad.out" 2>"$tmp/bad.err"
@@ -143,6 +210,14 @@ check "a missing --workers exits 2 (got $rc)" test "$rc" -eq 2
 "$PREFORK_SERVER" --port 0 --workers 0 --config "rate=5/s backend=shm name=/x" >/dev/null 2>&1
 rc=$?
 check "--workers 0 exits 2 (got $rc)" test "$rc" -eq 2
+for bad in "--header-timeout 0" "--keepalive-timeout x" "--listen localhost:0"; do
+    # shellcheck disable=SC2086 # $bad is an option and its value
+    "$PREFORK_SERVER" --port 0 --workers 1 --config "rate=5/s backend=shm name=$other_region" $bad \
+        >"$tmp/bad.out" 2>/dev/null
+    rc=$?
+    check "$bad exits 2 (got $rc)" test "$rc" -eq 2
+    check "$bad prints no listening line, leaves no region" test ! -s "$tmp/bad.out" -a ! -e "/dev/shm$other_region"
+done
 
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

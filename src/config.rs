@@ -12,6 +12,7 @@
 use std::fmt;
 
 use crate::error::{quoted, redact};
+use crate::top::{DEFAULT_TOP, MAX_TOP};
 
 /// Nanoseconds in one millisecond.
 pub(crate) const NANOS_PER_MS: u64 = 1_000_000;
@@ -97,11 +98,13 @@ pub struct Config {
     pub timeout_ms: u64,
     pub on_error: OnError,
     pub mode: u32,
+    /// Counters per heavy-hitter sketch for `rl_top` (`top=`); 0: tracking off.
+    pub top: usize,
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Config { rates, algorithm, backend, capacity, name, url, prefix, timeout_ms, on_error, mode } = self;
+        let Config { rates, algorithm, backend, capacity, name, url, prefix, timeout_ms, on_error, mode, top } = self;
         f.debug_struct("Config")
             .field("rates", rates)
             .field("algorithm", algorithm)
@@ -113,6 +116,7 @@ impl fmt::Debug for Config {
             .field("timeout_ms", timeout_ms)
             .field("on_error", on_error)
             .field("mode", &format_args!("{mode:#o}"))
+            .field("top", top)
             .finish()
     }
 }
@@ -142,8 +146,20 @@ fn printable_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= 32 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-const KEYS: [&str; 11] =
-    ["rate", "algorithm", "burst", "backend", "capacity", "name", "url", "prefix", "timeout_ms", "on_error", "mode"];
+const KEYS: [&str; 12] = [
+    "rate",
+    "algorithm",
+    "burst",
+    "backend",
+    "capacity",
+    "name",
+    "url",
+    "prefix",
+    "timeout_ms",
+    "on_error",
+    "mode",
+    "top",
+];
 
 impl Config {
     /// Parses a configuration string such as `rate=100/minute,1000/hour backend=memory`.
@@ -256,6 +272,15 @@ impl Config {
             Some(v) => parse_mode(v)?,
         };
 
+        // `top=0` is allowed: it turns tracking off.
+        let top = match get("top") {
+            None => DEFAULT_TOP,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n <= MAX_TOP && v.bytes().all(|b| b.is_ascii_digit()) => n,
+                _ => return err(format!("bad value in {}: expected a whole number from 0 to {MAX_TOP}", kv("top", v))),
+            },
+        };
+
         let name = get("name").map(str::to_owned);
         if let Some(n) = &name {
             validate_shm_name(n)?;
@@ -294,7 +319,7 @@ impl Config {
             _ => {}
         }
 
-        Ok(Config { rates, algorithm, backend, capacity, name, url, prefix, timeout_ms, on_error, mode })
+        Ok(Config { rates, algorithm, backend, capacity, name, url, prefix, timeout_ms, on_error, mode, top })
     }
 }
 
@@ -432,6 +457,12 @@ mod tests {
         assert_eq!(c.mode, 0o600);
         assert_eq!(c.prefix, "rl:");
         assert_eq!(c.timeout_ms, DEFAULT_TIMEOUT_MS);
+        assert_eq!(c.top, DEFAULT_TOP);
+        for (text, top) in
+            [("rate=1/s top=0", 0), ("rate=1/s top=1024", 1024), ("rate=1/s top=7 backend=shm name=/x", 7)]
+        {
+            assert_eq!(Config::parse(text).unwrap().top, top, "{text}");
+        }
         let c = Config::parse("rate=1/s backend=shm name=/x mode=0640 capacity=9").unwrap();
         assert_eq!((c.backend, c.mode, c.capacity, c.timeout_ms), (Backend::Shm, 0o640, 9, DEFAULT_SHM_TIMEOUT_MS));
         let c = Config::parse("rate=1/s backend=shm name=/x timeout_ms=250").unwrap();
@@ -611,6 +642,10 @@ mod tests {
             ("rate=1/s backend=memory timeout_ms=5", "key \"timeout_ms\" applies only"),
             ("rate=1/s backend=shm name=/x timeout_ms=0", "\"timeout_ms=0\": must be at least 1"),
             ("rate=1/s backend=shm name=/x timeout_ms=60001", "above the maximum 60000"),
+            ("rate=1/s top=1025", "bad value in \"top=1025\": expected a whole number from 0 to 1024"),
+            ("rate=1/s top=-1", "bad value in \"top=-1\""),
+            ("rate=1/s top=+3", "bad value in \"top=+3\""),
+            ("rate=1/s top=8 top=9", "key \"top\" given twice"),
         ];
         for (text, want) in table {
             match Config::parse(text) {

@@ -17,3 +17,6 @@ pub mod keyhash;
 pub mod limiter;
 pub mod store;
 pub mod table;
+// Nothing in the heavy-hitter sketches is part of the C API (rl_top is in ffi/):
+/// cbindgen:ignore
+pub mod top;

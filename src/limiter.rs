@@ -7,6 +7,7 @@ use crate::algorithm::{Rate, NEVER};
 use crate::config::{Backend, Config, OnError, NANOS_PER_MS};
 use crate::error::Error;
 use crate::store::{Answer, MemoryStore, RedisStore, ShmStore, Store, StoreStats};
+use crate::top::{TopEntry, Which};
 
 /// One decision, in milliseconds, as the C API reports it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -84,10 +85,11 @@ impl Limiter {
     pub fn new(config: &Config) -> Result<Limiter, Error> {
         let rates = rates_in_ns(config);
         let store = match config.backend {
-            Backend::Memory => Home::Memory(MemoryStore::new(rates.clone(), config.capacity)?),
+            Backend::Memory => Home::Memory(MemoryStore::new(rates.clone(), config.capacity, config.top)?),
             Backend::Shm => Home::Shm(ShmStore::open(
                 rates.clone(),
                 config.capacity,
+                config.top,
                 config.name.as_deref().unwrap_or_default(),
                 config.mode,
                 config.timeout_ms,
@@ -156,6 +158,11 @@ impl Limiter {
         self.store.get().sweep()
     }
 
+    /// The keys ranked by `which` (see `rl_top`), at most `max`.
+    pub fn top(&self, which: Which, max: usize) -> Result<Vec<TopEntry>, Error> {
+        self.store.get().top(which, max)
+    }
+
     pub fn stats(&self) -> Result<Stats, Error> {
         let StoreStats { allowed, limited, keys, evictions } = self.store.get().stats()?;
         Ok(Stats {
@@ -218,6 +225,45 @@ mod tests {
             // Windows are aligned to the epoch; a 1000-day one will not turn over mid-test.
             assert_eq!(admitted.load(Ordering::Relaxed), 700, "{algo}");
         }
+    }
+
+    /// Threads hammering their own denied keys while another reads the
+    /// ranking: every read is sorted and within bounds, and at the end each
+    /// key's count is exact (a handful of keys: nothing evicted).
+    #[test]
+    fn top_under_threads_is_exact_for_few_keys() {
+        let lim = Arc::new(Limiter::from_config_str("rate=1/hour capacity=100").unwrap());
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (lim, done) = (lim.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !done.load(Ordering::Relaxed) || reads == 0 {
+                    let top = lim.top(Which::Limited, 64).unwrap();
+                    assert!(top.len() <= 4 && top.windows(2).all(|p| p[0].count >= p[1].count));
+                    assert!(top.iter().all(|e| e.error == 0 && e.count <= 2000));
+                    reads += 1;
+                }
+            })
+        };
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let lim = lim.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..=500 * (t + 1) {
+                        lim.check(format!("t{t}").as_bytes(), 1).unwrap();
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        done.store(true, Ordering::Relaxed);
+        reader.join().unwrap();
+        let top = lim.top(Which::Limited, 64).unwrap();
+        let got: Vec<_> = top.iter().map(|e| (e.key[..e.key_len as usize].to_vec(), e.count, e.error)).collect();
+        let want: Vec<_> = (0..4u64).rev().map(|t| (format!("t{t}").into_bytes(), 500 * (t + 1), 0)).collect();
+        assert_eq!(got, want);
+        assert_eq!(lim.stats().unwrap().limited, 5000);
     }
 
     #[test]

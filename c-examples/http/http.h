@@ -31,7 +31,10 @@
  * a response the client does not read is dropped after the same time; an
  * idle keep-alive connection is closed after the keep-alive timeout. Heads
  * are scanned byte by byte as they arrive: a NUL, a bare LF or CR is a 400 at
- * once; a head over 8 KiB a 431. Every error closes the connection.
+ * once; a head over 8 KiB a 431. Every error closes the connection. At
+ * max_connections, a new connection evicts the oldest one that is idle or
+ * still on its first request head; when every connection is in the middle
+ * of a later request, the loop stops accepting until one ends.
  *
  * Needs Linux (epoll, accept4, signalfd) and POSIX.1-2008: a file including
  * this defines _GNU_SOURCE or _POSIX_C_SOURCE 200809L first.

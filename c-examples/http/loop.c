@@ -24,9 +24,12 @@
  * stops being read, so a client cannot make the server buffer without end).
  *
  * Capacity. At max_connections, a new connection evicts the oldest FRESH or
- * IDLE one (nginx's reusable connections): a flood of silent connections
- * cannot lock out clients that talk. If none can go, the loop stops
- * accepting until one closes; other loops (threads, workers) accept instead.
+ * IDLE one, as nginx reuses its idle connections: a flood of silent
+ * connections cannot lock out clients that talk, nor can clients too slow to
+ * finish their first request head. If none can go (every connection has
+ * finished a request and is in the middle of another), the loop stops
+ * accepting until one closes: new connections wait in the backlog, or are
+ * taken by other loops (threads, workers).
  *
  * Closing. Closing a socket that has unread input sends RST, which can
  * destroy a response the client has not read yet. So a connection that
@@ -128,6 +131,8 @@ static long long monotonic_ms(void)
 
 /* ---- phases and their lists ------------------------------------------------- */
 
+static void set_accepting(struct loop *l, int on);
+
 static void unlink_conn(struct loop *l, struct conn *c)
 {
     struct list *list;
@@ -162,6 +167,8 @@ static void enter(struct loop *l, struct conn *c, enum phase p)
     else
         list->head = c;
     list->tail = c;
+    if (p == IDLE && !l->accepting && !l->stopping && l->accept_resume_ms == 0)
+        set_accepting(l, 1); /* paused for want of room: c may now make some */
 }
 
 /* Makes epoll watch c for events (EPOLLIN or EPOLLOUT). */
@@ -222,20 +229,15 @@ static void free_dead(struct loop *l)
     }
 }
 
-/* Closes the connection that has waited longest without a request in
- * progress (FRESH or IDLE) to make room. Returns 0 when there is none. */
-static int evict_one(struct loop *l)
+/* The connection that has waited longest without a request in progress
+ * beyond its first (FRESH or IDLE): the one to close when room is needed.
+ * NULL when every connection is busy. */
+static struct conn *eviction_candidate(const struct loop *l)
 {
     struct conn *fresh = l->phases[FRESH].head, *idle = l->phases[IDLE].head;
-    struct conn *victim;
-    if (!fresh && !idle)
-        return 0;
     if (fresh && idle)
-        victim = fresh->deadline_ms - l->timeout_ms[FRESH] <= idle->deadline_ms - l->timeout_ms[IDLE] ? fresh : idle;
-    else
-        victim = fresh ? fresh : idle;
-    close_conn(l, victim);
-    return 1;
+        return fresh->deadline_ms - l->timeout_ms[FRESH] <= idle->deadline_ms - l->timeout_ms[IDLE] ? fresh : idle;
+    return fresh ? fresh : idle;
 }
 
 static void set_peer_key(struct conn *c, const struct sockaddr_storage *ss)
@@ -258,9 +260,15 @@ static void accept_ready(struct loop *l, int listen_fd)
         socklen_t ss_len = sizeof ss;
         struct epoll_event ev;
         struct conn *c;
-        int one = 1;
-        int fd = accept4(listen_fd, (struct sockaddr *)&ss, &ss_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int one = 1, fd;
 
+        if (l->count >= l->opt->max_connections && !eviction_candidate(l)) {
+            /* Every connection is busy: leave new ones in the backlog (or
+             * to other loops) until one of ours ends. */
+            pause_accepting(l, 0);
+            return;
+        }
+        fd = accept4(listen_fd, (struct sockaddr *)&ss, &ss_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 if (!l->said_out_of_fds) {
@@ -275,11 +283,8 @@ static void accept_ready(struct loop *l, int listen_fd)
                 continue;
             return; /* EAGAIN: none left (or another loop took it) */
         }
-        if (l->count >= l->opt->max_connections && !evict_one(l)) {
-            close(fd); /* every connection is busy: this one cannot be served */
-            pause_accepting(l, 0);
-            return;
-        }
+        if (l->count >= l->opt->max_connections)
+            close_conn(l, eviction_candidate(l)); /* there is one: checked above */
         c = malloc(sizeof *c);
         if (!c) {
             close(fd);

@@ -1,5 +1,5 @@
 //! `rl_create` with `backend=shm` on a region file of arbitrary bytes, then a
-//! few checks, resets, stats and sweeps on it: whatever the file holds, the
+//! few checks, resets, stats, rl_top and sweeps on it: whatever the file holds, the
 //! library answers with a status (an error, or decisions that may be odd for
 //! the keys whose slots are garbage) and never crashes, hangs, or touches
 //! memory outside the mapping.
@@ -146,6 +146,16 @@ fuzz_target!(|data: &[u8]| {
         let mut s = rl_stats::default();
         let rc = rl_stats_get(lim, &mut s);
         assert!([RL_OK, RL_ERR_BACKEND].contains(&rc), "rl_stats_get = {rc}: {}", last_error());
+        // The heavy-hitter sketches live in the region too: whatever their
+        // words hold, rl_top lists sane entries or fails with a status.
+        for which in [RL_TOP_LIMITED, RL_TOP_ACTIVE] {
+            let mut top = [rl_top_entry { key: [0; 64], key_len: 0, truncated: 0, count: 0, error: 0 }; 8];
+            let n = rl_top(lim, which, top.as_mut_ptr(), top.len());
+            assert!((0..=8).contains(&n) || n == i64::from(RL_ERR_BACKEND), "rl_top = {n}: {}", last_error());
+            for e in &top[..n.max(0) as usize] {
+                assert!(e.key_len <= 64 && e.truncated <= 1 && e.error <= e.count, "{e:?}");
+            }
+        }
         let swept = rl_sweep(lim);
         assert!(swept >= 0 || swept == i64::from(RL_ERR_BACKEND), "rl_sweep = {swept}: {}", last_error());
         let rc = rl_reset(lim, KEYS[0].as_ptr().cast(), KEYS[0].len());

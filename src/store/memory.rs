@@ -4,6 +4,10 @@
 //! `parking_lot::Mutex` on its own cache line, so threads working on different
 //! keys rarely meet. Everything is allocated when the limiter is created; a
 //! check allocates nothing.
+//!
+//! With `top=N` each shard also holds the two heavy-hitter sketches of its
+//! keys (top/), updated under the shard's lock after each check: `rl_top`
+//! covers this handle.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,10 +20,13 @@ use crate::clock::Clock;
 use crate::error::Error;
 use crate::keyhash::Seed;
 use crate::table::{Geometry, Shard, ShardStats};
+use crate::top::{Top, TopEntry, Which};
 
 struct ShardData {
     words: Box<[u64]>,
     stats: ShardStats,
+    /// The shard's heavy-hitter sketches (empty when `top=0`).
+    top: Box<[u64]>,
 }
 
 pub struct MemoryStore {
@@ -32,11 +39,15 @@ pub struct MemoryStore {
     /// Which shard the next cross-shard reclaim pass starts at.
     reclaim_turn: AtomicU64,
     shards: Box<[CachePadded<Mutex<ShardData>>]>,
+    /// None: `top=0`, nothing tracked.
+    top: Option<Top>,
 }
 
 impl MemoryStore {
-    /// A table for `capacity` keys whose checks run at nanosecond ticks.
-    pub fn new(rates: Vec<Rate>, capacity: u64) -> Result<MemoryStore, Error> {
+    /// A table for `capacity` keys whose checks run at nanosecond ticks,
+    /// tracking `top` heavy hitters per sketch (0: none).
+    pub fn new(rates: Vec<Rate>, capacity: u64, top: usize) -> Result<MemoryStore, Error> {
+        let top = Top::new(top);
         let state_words = rates.iter().map(Rate::words).sum();
         let geometry = Geometry::new(capacity, state_words);
         let seed = Seed::random().map_err(|e| Error::Io(format!("reading /dev/urandom for the hash seed: {e}")))?;
@@ -57,6 +68,7 @@ impl MemoryStore {
             shards.push(CachePadded::new(Mutex::new(ShardData {
                 words: words.into_boxed_slice(),
                 stats: ShardStats::default(),
+                top: vec![0; top.map_or(0, |t| t.shard_words())].into_boxed_slice(),
             })));
         }
         Ok(MemoryStore {
@@ -68,6 +80,7 @@ impl MemoryStore {
             total_keys: CachePadded::new(AtomicU64::new(0)),
             reclaim_turn: AtomicU64::new(0),
             shards: shards.into_boxed_slice(),
+            top,
         })
     }
 
@@ -101,13 +114,12 @@ impl MemoryStore {
 
     /// The table's view of one locked shard.
     fn view<'a>(&'a self, data: &'a mut ShardData) -> Shard<'a> {
-        Shard {
-            words: &mut data.words,
-            stats: &mut data.stats,
-            total_keys: &self.total_keys,
-            capacity: self.capacity,
-            geometry: self.geometry,
-        }
+        self.view_of(&mut data.words, &mut data.stats)
+    }
+
+    /// The table's view of a locked shard's words and stats.
+    fn view_of<'a>(&'a self, words: &'a mut [u64], stats: &'a mut ShardStats) -> Shard<'a> {
+        Shard { words, stats, total_keys: &self.total_keys, capacity: self.capacity, geometry: self.geometry }
     }
 }
 
@@ -117,9 +129,21 @@ impl Store for MemoryStore {
         let fp = self.seed.fingerprint(key);
         let place = self.geometry.place(fp);
         let now = self.clock.now();
-        let verdict = self.with_shard(place.shard, |s| {
-            s.check(&self.rates, place, fp, now, cost, &mut |pass| self.on_other_shards(place.shard, pass), |_, _| {})
-        });
+        let mut data = self.shards[place.shard].lock();
+        let data = &mut *data;
+        let verdict = self.view_of(&mut data.words, &mut data.stats).check(
+            &self.rates,
+            place,
+            fp,
+            now,
+            cost,
+            &mut |pass| self.on_other_shards(place.shard, pass),
+            |_, _| {},
+        );
+        if let Some(top) = &self.top {
+            let active = Top::sample(data.stats.allowed.wrapping_add(data.stats.limited));
+            top.record(&mut data.top, fp, key, verdict.outcome.allowed, active);
+        }
         Ok(Answer { verdict, tick_ns: 1 })
     }
 
@@ -133,6 +157,15 @@ impl Store for MemoryStore {
     fn sweep(&self) -> Result<u64, Error> {
         let now = self.clock.now();
         Ok((0..self.shards.len()).map(|i| self.with_shard(i, |s| s.sweep(&self.rates, now))).sum())
+    }
+
+    fn top(&self, which: Which, max: usize) -> Result<Vec<TopEntry>, Error> {
+        let Some(top) = &self.top else { return Ok(Vec::new()) };
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            top.read(&shard.lock().top, which, &mut all);
+        }
+        Ok(top.finish(all, max))
     }
 
     fn stats(&self) -> Result<StoreStats, Error> {
@@ -180,7 +213,7 @@ mod tests {
     fn keys_never_exceed_capacity_under_concurrent_inserts() {
         const THREADS: u64 = 6;
         for capacity in [1u64, 7, 100, 600, 2100] {
-            let store = MemoryStore::new(forever(), capacity).unwrap();
+            let store = MemoryStore::new(forever(), capacity, 32).unwrap();
             let per_thread = (capacity * 5).max(2000);
             let done = AtomicBool::new(false);
             let worst = AtomicU64::new(0);

@@ -15,6 +15,7 @@ pub use shm::{shm_unlink, ShmStore};
 
 use crate::algorithm::Verdict;
 use crate::error::Error;
+use crate::top::{TopEntry, Which};
 
 /// Counters a backend keeps about itself.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -44,6 +45,9 @@ pub trait Store: Send + Sync {
     /// Drops expired entries; returns how many.
     fn sweep(&self) -> Result<u64, Error>;
     fn stats(&self) -> Result<StoreStats, Error>;
+    /// The keys ranked by `which`, highest count first, at most `max` (and
+    /// at most `top=`); empty when tracking is off.
+    fn top(&self, which: Which, max: usize) -> Result<Vec<TopEntry>, Error>;
     /// Checks denied locally, without asking the backend (the Redis
     /// backend's over-limit cache); 0 for backends that have none.
     fn local_denials(&self) -> u64 {

@@ -40,7 +40,9 @@
 //! say cheaply how many of its keys are ours) and `evictions` is 0 (Redis
 //! expires keys by TTL; under `maxmemory` with an evicting policy it may drop
 //! live keys without telling anyone). `local_denials` counts the checks the
-//! over-limit cache answered.
+//! over-limit cache answered. `rl_top` too covers this handle's checks
+//! (every decided check, local denials included, in a `LocalTop`), not the
+//! fleet's: the fleet's heavy hitters are the sum of every host's lists.
 
 mod breaker;
 mod denials;
@@ -61,6 +63,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{quoted, scrub, Error};
 use crate::keyhash::Seed;
+use crate::top::{LocalTop, TopEntry, Which, DEFAULT_TOP};
 use breaker::{Admit, Breaker};
 pub use breaker::{COOL_DOWN_MS, THRESHOLD};
 use denials::Denials;
@@ -139,6 +142,8 @@ pub struct RedisStore {
     clock: Clock,
     allowed: AtomicU64,
     limited: AtomicU64,
+    /// This handle's heavy hitters (`top=`; None for 0).
+    top: Option<LocalTop>,
 }
 
 impl RedisStore {
@@ -147,7 +152,9 @@ impl RedisStore {
     pub fn new(config: &Config) -> Result<RedisStore, Error> {
         let rates = rates::rates_in_us(config).map_err(Error::Config)?;
         let url = config.url.as_deref().ok_or_else(|| Error::Config("backend=redis needs \"url=\"".into()))?;
-        RedisStore::with_rates(rates, url, &config.prefix, config.timeout_ms)
+        let mut store = RedisStore::with_rates(rates, url, &config.prefix, config.timeout_ms)?;
+        store.top = LocalTop::new(config.top)?;
+        Ok(store)
     }
 
     /// A store for `rates` given in microsecond ticks (tests and benchmarks
@@ -197,6 +204,7 @@ impl RedisStore {
             clock: Clock::new(),
             allowed: AtomicU64::new(0),
             limited: AtomicU64::new(0),
+            top: LocalTop::new(DEFAULT_TOP)?,
         })
     }
 
@@ -292,6 +300,9 @@ impl Store for RedisStore {
         if let Some(fp) = fp {
             if let Some(verdict) = self.denials.lookup(fp, cost, now) {
                 self.limited.fetch_add(1, Ordering::Relaxed);
+                if let Some(top) = &self.top {
+                    top.record(key, false);
+                }
                 return Ok(Answer { verdict, tick_ns: TICK_NS });
             }
         }
@@ -303,6 +314,9 @@ impl Store for RedisStore {
             if let Some(fp) = fp {
                 self.denials.remember(fp, cost, now, verdict);
             }
+        }
+        if let Some(top) = &self.top {
+            top.record(key, verdict.outcome.allowed);
         }
         Ok(Answer { verdict, tick_ns: TICK_NS })
     }
@@ -329,6 +343,11 @@ impl Store for RedisStore {
             keys: 0,
             evictions: 0,
         })
+    }
+
+    /// This handle's checks only (every check recorded, none sampled).
+    fn top(&self, which: Which, max: usize) -> Result<Vec<TopEntry>, Error> {
+        Ok(self.top.as_ref().map(|t| t.get(which, max)).unwrap_or_default())
     }
 
     fn local_denials(&self) -> u64 {

@@ -17,6 +17,13 @@
 //! slots_offset       shards * shard_words * 8
 //!                                          the key table (table.rs): per shard,
 //!                                          sets * 8 slots of `stride` u64 words
+//! top_offset         shards * top_words * 8
+//!   (= end of slots)                       per shard, its two heavy-hitter
+//!                                          sketches for rl_top (top/): Limited
+//!                                          then Active, each 1 + 12 * top
+//!                                          words (top/sketch.rs), the pair
+//!                                          rounded up to whole cache lines;
+//!                                          nothing when top=0
 //! ```
 //!
 //! The header (all integers native-endian; the region never leaves the host):
@@ -28,7 +35,7 @@
 //!                             store) once everything else is written
 //!  16  region_bytes     u64   size of the whole object
 //!  24  config_hash      u64   SipHash, fixed key, of the whole configuration text
-//!                             (rates, algorithm, capacity), however long
+//!                             (rates, algorithm, capacity, top), however long
 //!  32  seed             2*u64 the keyed-hash seed (keyhash.rs), random per region
 //!  48  epoch_offset_ns  u64   CLOCK_REALTIME - CLOCK_MONOTONIC at creation: every
 //!                             process's clock is CLOCK_MONOTONIC + this, so all
@@ -39,6 +46,8 @@
 //! 128  total_keys       u64   keys stored in the table (own cache line)
 //! 192  dirty            u64   1 after a repair, until total_keys is recounted
 //! 200  recoveries       u64   locks taken over from dead processes, ever
+//! 208  top              u64   counters per sketch (`top=`), 0 for none
+//! 216  top_offset       u64   where the sketches start
 //! 256  recount_lock     u64   a lock (lock.rs) serialising recounts (own line)
 //! 320  config_text      [u8; 256] its first 255 bytes, for error messages
 //! ```
@@ -67,7 +76,10 @@
 //!
 //! plus a fixed 33 KiB (header and owner slots) and 320 bytes per shard (at
 //! most 64 shards: 20 KiB), e.g. 3.2 MB for the default capacity of 100 000
-//! keys. (nginx's limit_req keeps 128 bytes per state.)
+//! keys. (nginx's limit_req keeps 128 bytes per state.) The rl_top sketches
+//! add `2 * (1 + 12 * top) * 8` bytes per shard, rounded up to 64: 6 KiB
+//! per shard for the default top=32, 388 KiB for 64 shards (a capacity of
+//! 16 384 or more), 6 KiB for 1 shard (a capacity under 512).
 //!
 //! ## Locks: striped robust locks, not per-slot atomics
 //!
@@ -150,6 +162,29 @@
 //! 6. The repair itself only writes the stripe's own words, and is
 //!    idempotent: an heir that dies while repairing leaves its own (dead)
 //!    owner word in the lock, and the next heir repairs again.
+//! 7. **The heavy-hitter sketches** (top/sketch.rs) of a stripe are written
+//!    under its lock, after the check's slot is done, and need no undo
+//!    record and no repair: every state between two of their stores is a
+//!    valid sketch. Adding to a listed key's count is one aligned 8-byte
+//!    store. A new entry is written as a slot is filled: the sketch's
+//!    `floor` (the largest count ever evicted) is raised to the victim's
+//!    count first, then the victim's fingerprint is zeroed, then count,
+//!    error, length and key bytes are written, the fingerprint last. So a
+//!    kill leaves at worst one entry empty (its other words junk, never
+//!    read: rl_top lists only entries with a fingerprint, and the key bytes
+//!    of a listed entry are always its own), with the floor already covering
+//!    the key it evicted; an entry that later takes an empty place starts
+//!    from the floor, never from 0, so every listed `count` stays at or above
+//!    its key's true count, and `count - error` at or below it. What a kill
+//!    can lose is the dead check's own occurrence (nobody got its answer; as
+//!    for allowed/limited, it may or may not be counted): so a key's count
+//!    may lack at most one unit per kill that hit a record of that key. The
+//!    heir's table repair (step 3) never touches the sketches. Reads clamp
+//!    what a damaged region could hold: a key length above 64 is read as 64,
+//!    an error above the count as the count; counts only saturate.
+//!    `torn_records_keep_the_bounds` (sketch.rs), the storm and
+//!    `a_process_killed_mid_sketch_record_leaves_sane_bounds` (tests.rs)
+//!    check it.
 //!
 //! ## A damaged region
 //!
@@ -162,7 +197,8 @@
 //! and never read again); the values read from the region that pick a place
 //! are checked before use (a lock word's owner slot, owner.rs; the undo
 //! record's slot index, journal.rs; the reclaim cursor, taken modulo the
-//! shard's slots, table.rs); counters are only counted on (saturating, and a
+//! shard's slots, table.rs; a sketch entry's key length, clamped to 64,
+//! top/sketch.rs); counters are only counted on (saturating, and a
 //! stripe counter past 2^62, or a key count above the stripe's slots, is
 //! mended when the stripe is next taken, mod.rs); a lock word that names no
 //! live owner is taken over and its stripe repaired, and one that names a
@@ -182,11 +218,12 @@ use crate::algorithm::{Rate, STATE_WORDS};
 use crate::config::MAX_RATES;
 use crate::keyhash::Seed;
 use crate::table::{Geometry, ShardStats};
+use crate::top::Top;
 
 /// "rlshm", two zeros, then 1: a libratelimit region.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"rlshm\0\0\x01");
 /// Bumped whenever anything in this file changes meaning or place.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// The value of `Header::ready` once the region is initialised.
 pub const READY: u32 = 1;
 /// Most words a slot can have: the fingerprint and every rate's state.
@@ -221,7 +258,11 @@ pub struct Header {
 
     pub dirty: AtomicU64,
     pub recoveries: AtomicU64,
-    _pad_dirty: [u64; 6],
+    /// Counters per heavy-hitter sketch (`top=`), 0 for none.
+    pub top: u64,
+    /// Where the stripes' sketches start.
+    pub top_offset: u64,
+    _pad_dirty: [u64; 4],
 
     pub recount_lock: AtomicU64,
     _pad_lock: [u64; 7],
@@ -262,6 +303,8 @@ const _: () = {
     assert!(offset_of!(Header, total_keys) == 128);
     assert!(offset_of!(Header, dirty) == 192);
     assert!(offset_of!(Header, recoveries) == 200);
+    assert!(offset_of!(Header, top) == 208);
+    assert!(offset_of!(Header, top_offset) == 216);
     assert!(offset_of!(Header, recount_lock) == 256);
     assert!(offset_of!(Header, config_text) == 320);
     assert!(HEADER_BYTES == 576);
@@ -280,6 +323,10 @@ pub struct Layout {
     pub owners_offset: usize,
     pub stripes_offset: usize,
     pub slots_offset: usize,
+    /// The heavy-hitter sketches (None for `top=0`) and where they start:
+    /// `top.shard_words()` words per stripe, in stripe order.
+    pub top: Option<Top>,
+    pub top_offset: usize,
     pub region_bytes: usize,
     /// The configuration in words, whole (what must match between
     /// processes); the header keeps its first `CONFIG_TEXT_BYTES - 1` bytes.
@@ -288,19 +335,23 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new(rates: &[Rate], capacity: u64) -> Option<Layout> {
+    pub fn new(rates: &[Rate], capacity: u64, top: usize) -> Option<Layout> {
         let state_words = rates.iter().map(Rate::words).sum();
         let geometry = Geometry::new(capacity, state_words);
         let owners_offset = HEADER_BYTES;
         let stripes_offset = owners_offset + MAX_OWNERS * 8;
         let slots_offset = stripes_offset + geometry.shards * STRIPE_BYTES;
         let table_bytes = geometry.shards.checked_mul(geometry.shard_words())?.checked_mul(8)?;
-        let region_bytes = slots_offset.checked_add(table_bytes)?;
+        let top_offset = slots_offset.checked_add(table_bytes)?;
+        let top_entries = top;
+        let top = Top::new(top);
+        let top_bytes = geometry.shards * top.map_or(0, |t| t.shard_words()) * 8;
+        let region_bytes = top_offset.checked_add(top_bytes)?;
         // Region sizes are off_t for ftruncate.
         if region_bytes > i64::MAX as usize {
             return None;
         }
-        let config_text = describe(rates, capacity);
+        let config_text = describe(rates, capacity, top_entries);
         // Over the whole text, with a fixed key, so every process computes the
         // same hash. 63 bits (the fingerprint's low bit is always set) are
         // plenty: a collision needs a hostile configuration writer, who could
@@ -312,6 +363,8 @@ impl Layout {
             owners_offset,
             stripes_offset,
             slots_offset,
+            top,
+            top_offset,
             region_bytes,
             config_text,
             config_hash,
@@ -325,8 +378,8 @@ impl Layout {
 }
 
 /// The configuration as the region records it, e.g.
-/// `rate=100/60000ms algorithm=token_bucket capacity=1000`.
-fn describe(rates: &[Rate], capacity: u64) -> String {
+/// `rate=100/60000ms algorithm=token_bucket capacity=1000 top=32`.
+fn describe(rates: &[Rate], capacity: u64, top: usize) -> String {
     let list: Vec<String> = rates
         .iter()
         .map(|r| {
@@ -341,5 +394,5 @@ fn describe(rates: &[Rate], capacity: u64) -> String {
         })
         .collect();
     let algorithm = rates.first().map_or("?", |r| r.algorithm.name());
-    format!("rate={} algorithm={algorithm} capacity={capacity}", list.join(","))
+    format!("rate={} algorithm={algorithm} capacity={capacity} top={top}", list.join(","))
 }

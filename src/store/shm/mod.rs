@@ -17,7 +17,9 @@
 //! gets an owner word of its own, owner.rs); a handle opened by name in each
 //! worker works just as well. A check takes one stripe lock,
 //! touches at most the key's two 8-way sets (plus a bounded reclaim pass when
-//! the table is full), and allocates nothing.
+//! the table is full), and allocates nothing. With `top=N` each stripe also
+//! holds its keys' heavy-hitter sketches (top/), updated under the same
+//! lock: `rl_top` on any handle covers the whole region.
 //!
 //! Every wait for a lock is bounded by `timeout_ms`, and a stripe held past
 //! it makes this process fail fast on it for a while (`wait.rs`).
@@ -48,6 +50,7 @@ use crate::algorithm::Rate;
 use crate::error::Error;
 use crate::keyhash::Seed;
 use crate::table::{Shard, ShardStats};
+use crate::top::{Top, TopEntry, Which};
 
 #[cfg(test)]
 thread_local! {
@@ -110,33 +113,51 @@ impl Drop for RecountLocked<'_> {
     }
 }
 
+/// A locked stripe's memory: its slots, stats, undo log and heavy-hitter
+/// sketches (empty with `top=0`).
+struct Parts<'p> {
+    words: &'p mut [u64],
+    stats: &'p mut ShardStats,
+    journal: &'p mut Journal,
+    top: &'p mut [u64],
+}
+
 impl<'a> Locked<'a> {
     /// The stripe's words, stats and undo log.
     fn parts(&mut self) -> (&mut [u64], &mut ShardStats, &mut Journal) {
+        let p = self.all_parts();
+        (p.words, p.stats, p.journal)
+    }
+
+    /// Everything of the stripe.
+    fn all_parts(&mut self) -> Parts<'_> {
         let s = self.store.stripe(self.index);
         let words = self.store.words_ptr(self.index);
+        let (top, top_words) = self.store.top_ptr(self.index);
         // SAFETY: this thread holds the stripe's lock (the guard exists only
         // between lock and unlock), and every process reads or writes a
-        // stripe's words, stats and journal only while holding that lock, so
+        // stripe's words, stats, journal and sketches only while holding
+        // that lock, so
         // nothing else touches them until the guard drops; borrowing `self`
         // mutably keeps this process from making a second view meanwhile.
-        // The three are disjoint, inside the mapping (its size was checked
+        // The four are disjoint, inside the mapping (its size was checked
         // against the layout), aligned (64-byte offsets), and the mapping
         // outlives `self.store`.
         unsafe {
-            (
-                std::slice::from_raw_parts_mut(words, self.store.layout.geometry.shard_words()),
-                &mut *addr_of_mut!((*s).stats),
-                &mut *addr_of_mut!((*s).journal),
-            )
+            Parts {
+                words: std::slice::from_raw_parts_mut(words, self.store.layout.geometry.shard_words()),
+                stats: &mut *addr_of_mut!((*s).stats),
+                journal: &mut *addr_of_mut!((*s).journal),
+                top: std::slice::from_raw_parts_mut(top, top_words),
+            }
         }
     }
 
-    /// The stripe as table.rs works on it, and its undo log.
-    fn shard(&mut self) -> (Shard<'_>, &mut Journal) {
+    /// The stripe as table.rs works on it, its undo log and its sketches.
+    fn shard(&mut self) -> (Shard<'_>, &mut Journal, &mut [u64]) {
         let store: &'a ShmStore = self.store;
         let slots = store.layout.geometry.sets * crate::table::WAYS;
-        let (words, stats, journal) = self.parts();
+        let Parts { words, stats, journal, top } = self.all_parts();
         if (stats.allowed | stats.limited | stats.evictions) >= DAMAGED_COUNT || stats.keys > slots as u64 {
             store.mend_counters(words, stats);
         }
@@ -147,7 +168,7 @@ impl<'a> Locked<'a> {
             capacity: store.layout.capacity,
             geometry: store.layout.geometry,
         };
-        (shard, journal)
+        (shard, journal, top)
     }
 
     /// The previous holder died holding the lock (`taken_over`), or this
@@ -185,8 +206,15 @@ impl ShmStore {
     /// Opens the region `name` for these rates and capacity, creating it
     /// (with permissions `mode`) if it does not exist. Operations wait at most
     /// `timeout_ms` for locks held by other processes.
-    pub fn open(rates: Vec<Rate>, capacity: u64, name: &str, mode: u32, timeout_ms: u64) -> Result<ShmStore, Error> {
-        let layout = Layout::new(&rates, capacity)
+    pub fn open(
+        rates: Vec<Rate>,
+        capacity: u64,
+        top: usize,
+        name: &str,
+        mode: u32,
+        timeout_ms: u64,
+    ) -> Result<ShmStore, Error> {
+        let layout = Layout::new(&rates, capacity, top)
             .ok_or_else(|| Error::Invalid(format!("capacity={capacity}: the shm region would be too large")))?;
         let seed = Seed::random().map_err(|e| Error::Io(format!("reading /dev/urandom for the hash seed: {e}")))?;
         let init = Init { seed: seed.0, epoch_offset_ns: SharedClock::epoch_offset_now() };
@@ -258,6 +286,15 @@ impl ShmStore {
     /// Whether the owner word found in a lock belongs to a live handle.
     fn alive(&self, word: u64) -> bool {
         self.owner.alive(word, self.generations())
+    }
+
+    /// Stripe `i`'s heavy-hitter sketches: where, and how many words (0 with `top=0`).
+    fn top_ptr(&self, i: usize) -> (*mut u64, usize) {
+        assert!(i < self.layout.geometry.shards);
+        let words = self.layout.top.map_or(0, |t| t.shard_words());
+        // SAFETY: stripe `i`'s sketches lie inside the mapping (checked
+        // layout; for `top=0`, an empty range at its end).
+        (unsafe { self.region.base().add(self.layout.top_offset + i * words * 8).cast() }, words)
     }
 
     fn words_ptr(&self, i: usize) -> *mut u64 {
@@ -358,7 +395,7 @@ impl ShmStore {
                 continue;
             }
             let Ok(Some(mut guard)) = self.try_lock(i) else { continue };
-            let (mut shard, _) = guard.shard();
+            let (mut shard, ..) = guard.shard();
             if let Some(r) = f(&mut shard) {
                 return Some(r);
             }
@@ -441,7 +478,7 @@ impl Store for ShmStore {
         let journaled = self.layout.geometry.stride > 2;
         let verdict = {
             let mut guard = self.lock(place.shard, &budget)?;
-            let (mut shard, journal) = guard.shard();
+            let (mut shard, journal, top_words) = guard.shard();
             let verdict = shard.check(
                 &self.rates,
                 place,
@@ -460,6 +497,11 @@ impl Store for ShmStore {
                 panic!("injected: a panic inside a check's critical section");
             }
             journal.end();
+            // Its own crash argument (top/sketch.rs): needs no undo record.
+            if let Some(top) = &self.layout.top {
+                let active = Top::sample(shard.stats.allowed.wrapping_add(shard.stats.limited));
+                top.record(top_words, fp, key, verdict.outcome.allowed, active);
+            }
             verdict
         };
         self.heal(&budget, false);
@@ -498,6 +540,19 @@ impl Store for ShmStore {
             None => Ok(swept),
             Some(e) => Err(e),
         }
+    }
+
+    /// Region-wide: every stripe's sketches, each copied under its lock
+    /// (one budget for the whole call, as for `stats`).
+    fn top(&self, which: Which, max: usize) -> Result<Vec<TopEntry>, Error> {
+        let Some(top) = &self.layout.top else { return Ok(Vec::new()) };
+        let budget = Budget::new();
+        let mut all = Vec::new();
+        for i in 0..self.layout.geometry.shards {
+            let mut guard = self.lock(i, &budget)?;
+            top.read(guard.all_parts().top, which, &mut all);
+        }
+        Ok(top.finish(all, max))
     }
 
     fn stats(&self) -> Result<StoreStats, Error> {

@@ -221,6 +221,8 @@ fn initialise(region: &Region, layout: &Layout, init: &Init) {
         addr_of_mut!((*h).stripe_bytes).write(STRIPE_BYTES as u64);
         addr_of_mut!((*h).slots_offset).write(layout.slots_offset as u64);
         addr_of_mut!((*h).shard_words).write(g.shard_words() as u64);
+        addr_of_mut!((*h).top).write(layout.top.map_or(0, |t| t.entries() as u64));
+        addr_of_mut!((*h).top_offset).write(layout.top_offset as u64);
         let mut text = [0u8; CONFIG_TEXT_BYTES];
         let shown = shown_text(&layout.config_text);
         text[..shown.len()].copy_from_slice(shown);
@@ -339,6 +341,8 @@ fn check(region: &Region, size: usize, name: &str, layout: &Layout) -> Result<()
                 addr_of!((*h).stripe_bytes).read(),
                 addr_of!((*h).slots_offset).read(),
                 addr_of!((*h).shard_words).read(),
+                addr_of!((*h).top).read(),
+                addr_of!((*h).top_offset).read(),
             ],
         )
     };
@@ -356,7 +360,7 @@ fn check(region: &Region, size: usize, name: &str, layout: &Layout) -> Result<()
         }
         return Err(Error::Incompatible(format!(
             "shm region \"{name}\" holds limits for \"{theirs}\", not \"{}\"{past}: every process sharing a \
-             region must configure the same rate, algorithm and capacity; use another name= or {}",
+             region must configure the same rate, algorithm, capacity and top; use another name= or {}",
             layout.config_text,
             remove_hint(name)
         )));
@@ -373,6 +377,8 @@ fn check(region: &Region, size: usize, name: &str, layout: &Layout) -> Result<()
         STRIPE_BYTES as u64,
         layout.slots_offset as u64,
         g.shard_words() as u64,
+        layout.top.map_or(0, |t| t.entries() as u64),
+        layout.top_offset as u64,
     ];
     if fields != ours || size != layout.region_bytes {
         return Err(Error::Incompatible(format!(
@@ -393,7 +399,7 @@ mod tests {
 
     fn layout(config: &str) -> Layout {
         let c = Config::parse(config).unwrap();
-        Layout::new(&rates_in_ns(&c), c.capacity).unwrap()
+        Layout::new(&rates_in_ns(&c), c.capacity, c.top).unwrap()
     }
 
     /// Eight rates of long numbers, the last period `last` ms: the canonical

@@ -15,6 +15,7 @@ use super::wait::COOL_DOWN;
 use super::*;
 use crate::config::Config;
 use crate::limiter::rates_in_ns;
+use crate::top::Which;
 
 /// A region name unique to this test, removed when dropped.
 struct Name(String);
@@ -36,7 +37,7 @@ impl Drop for Name {
 
 fn open(config: &str, name: &Name) -> ShmStore {
     let c = Config::parse(&format!("{config} backend=shm name={}", name.0)).unwrap();
-    ShmStore::open(rates_in_ns(&c), c.capacity, &name.0, c.mode, c.timeout_ms).unwrap()
+    ShmStore::open(rates_in_ns(&c), c.capacity, c.top, &name.0, c.mode, c.timeout_ms).unwrap()
 }
 
 /// Runs `body` in a child process; returns its pid. The child exits with
@@ -152,7 +153,7 @@ fn a_process_that_dies_holding_a_lock_is_repaired() {
 
     let child = spawn(|| {
         let mut guard = s.lock(place.shard, &Budget::new()).unwrap();
-        let (shard, journal) = guard.shard();
+        let (shard, journal, _) = guard.shard();
         let i = shard.find(place, fp).expect("k is stored");
         let stride = s.layout.geometry.stride;
         journal.begin(i, &shard.words[i * stride..(i + 1) * stride]);
@@ -186,6 +187,49 @@ fn a_process_that_dies_holding_a_lock_is_repaired() {
     assert!(v.outcome.allowed && v.outcome.remaining == 0);
     assert!(!s.check(b"k", 1).unwrap().verdict.outcome.allowed);
     assert_eq!(s.stats().unwrap().keys, 2);
+    assert_consistent(&s, false);
+}
+
+/// A process dies holding a stripe lock in the middle of a sketch record
+/// that evicts an entry (top/sketch.rs: floor raised, the victim's
+/// fingerprint zeroed, its count half rewritten). The next holder lists
+/// neither the victim nor the junk count, and the victim's key, denied again,
+/// comes back with a count that still bounds its true one.
+#[test]
+fn a_process_killed_mid_sketch_record_leaves_sane_bounds() {
+    let name = Name::new("torn-sketch");
+    let config = "rate=1/1000d capacity=100 top=2";
+    let s = open(config, &name);
+    assert_eq!(s.layout.geometry.shards, 1);
+    for (key, checks) in [(&b"a"[..], 6), (b"b", 3)] {
+        for _ in 0..checks {
+            s.check(key, 1).unwrap();
+        }
+    }
+    let listed = |s: &ShmStore| -> Vec<(Vec<u8>, u64, u64)> {
+        let entries = s.top(Which::Limited, 10).unwrap();
+        entries.iter().map(|e| (e.key[..e.key_len as usize].to_vec(), e.count, e.error)).collect()
+    };
+    assert_eq!(listed(&s), [(b"a".to_vec(), 5, 0), (b"b".to_vec(), 2, 0)]);
+    let child = spawn(|| {
+        let mut guard = s.lock(0, &Budget::new()).unwrap();
+        let (_, _, top) = guard.shard();
+        // A denial of a new key "c" evicting b (the smallest count), torn.
+        let n = 2;
+        let (fps, counts) = (1..1 + n, 1 + n..1 + 2 * n);
+        let victim = (0..n).find(|&i| top[counts.start + i] == 2).expect("b's entry");
+        top[0] = top[0].max(top[counts.start + victim]);
+        top[fps.start + victim] = 0;
+        top[counts.start + victim] = 999;
+        // SAFETY: dies holding the lock, as a SIGKILL would leave it.
+        unsafe { libc::_exit(0) }
+    });
+    assert_eq!(wait(child), 0);
+    assert_eq!(listed(&s), [(b"a".to_vec(), 5, 0)], "the torn entry is not listed");
+    assert_eq!(recoveries(&s), 1);
+    assert!(!s.check(b"b", 1).unwrap().verdict.outcome.allowed);
+    // b's third denial: from the floor (2), so 3 with an error of 2.
+    assert_eq!(listed(&s), [(b"a".to_vec(), 5, 0), (b"b".to_vec(), 3, 2)]);
     assert_consistent(&s, false);
 }
 
@@ -528,6 +572,9 @@ impl Drop for SharedCounters {
 const WORKERS: usize = 4;
 const KILLS: usize = 1000;
 const QUOTA: u64 = 100;
+/// Storm counters: denials of "quota" seen by workers, then of each offender.
+const DENIED: usize = 16;
+const OFFENDERS: u64 = 50;
 
 /// Workers hammer two regions (one inherited handle each) on many keys with
 /// checks, resets and sweeps, and are SIGKILLed at random moments, hundreds
@@ -550,7 +597,7 @@ fn storm_of_killed_workers() {
     let admitted = counters.get(0);
 
     let worker = |w: usize, seed: u64| {
-        let (a, b, progress) = (&a, &b, counters.get(1 + w));
+        let (a, b, progress, counters) = (&a, &b, counters.get(1 + w), &counters);
         move || -> i32 {
             let mut x = seed | 1;
             let mut key = *b"key-0000";
@@ -573,6 +620,17 @@ fn storm_of_killed_workers() {
                     5..=40 => {
                         if b.check(b"quota", 1).unwrap().verdict.outcome.allowed {
                             admitted.fetch_add(1, Ordering::SeqCst);
+                        } else {
+                            counters.get(DENIED).fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    41..=90 => {
+                        // 50 offenders for b's 32 sketch counters: new
+                        // entries replace old ones all the time, kills
+                        // land in the middle of them.
+                        let o = (r >> 40) % OFFENDERS;
+                        if !b.check(format!("offender-{o:02}").as_bytes(), 1).unwrap().verdict.outcome.allowed {
+                            counters.get(DENIED + 1 + o as usize).fetch_add(1, Ordering::SeqCst);
                         }
                     }
                     _ => {
@@ -637,6 +695,55 @@ fn storm_of_killed_workers() {
     );
     assert!(counted <= consumed && consumed <= QUOTA, "admitted {counted}, consumed {consumed}, quota {QUOTA}");
     assert!(recoveries(&a) + recoveries(&b) > 0, "some kill hit a held lock");
+    assert_top_sane_after_storm(&a, &b, &counters);
+}
+
+/// The heavy-hitter sketches after the storm: every entry is a key that was
+/// recorded, whole (its bytes are its own), no count below what the workers
+/// saw denied (a killed worker may have missed seeing a denial the region
+/// counted, never the other way round), `count - error` not above it by more
+/// than the kills, and the heaviest key listed.
+fn assert_top_sane_after_storm(a: &ShmStore, b: &ShmStore, counters: &SharedCounters) {
+    let limited = b.top(Which::Limited, 1000).unwrap();
+    assert!(!limited.is_empty() && limited.len() <= 32, "{} entries", limited.len());
+    assert!(limited.windows(2).all(|p| p[0].count >= p[1].count), "highest first");
+    let seen = |o: usize| counters.get(DENIED + o).load(Ordering::SeqCst);
+    let mut listed_quota = false;
+    for e in &limited {
+        let key = &e.key[..e.key_len as usize];
+        assert!(e.key_len <= 64 && !e.truncated && e.error <= e.count, "{e:?}");
+        assert_eq!(e.fp, b.seed.fingerprint(key), "an entry whose key bytes are another key's: {key:?}");
+        let truth = if key == b"quota" {
+            listed_quota = true;
+            seen(0)
+        } else {
+            let o: usize = std::str::from_utf8(key).unwrap().strip_prefix("offender-").unwrap().parse().unwrap();
+            seen(1 + o)
+        };
+        assert!(
+            truth <= e.count,
+            "{:?}: count {} below the {truth} denials seen",
+            String::from_utf8_lossy(key),
+            e.count
+        );
+        assert!(e.count - e.error <= truth + KILLS as u64, "{e:?} vs {truth}");
+    }
+    assert!(listed_quota, "the most denied key is listed");
+    let active = a.top(Which::Active, 1000).unwrap();
+    assert!(!active.is_empty() && active.len() <= 32);
+    for e in &active {
+        let key = &e.key[..e.key_len as usize];
+        assert!(key.starts_with(b"key-") && key.len() == 8 && e.error <= e.count, "{e:?}");
+        assert_eq!(e.fp, a.seed.fingerprint(key), "a torn entry: {key:?}");
+    }
+    eprintln!(
+        "storm: top limited {:?}",
+        limited
+            .iter()
+            .take(4)
+            .map(|e| (String::from_utf8_lossy(&e.key[..e.key_len as usize]).into_owned(), e.count, e.error))
+            .collect::<Vec<_>>()
+    );
 }
 
 /// Owner words (owner.rs): a forked child gets its own, which is alive while
@@ -995,11 +1102,19 @@ fn a_corrupted_region_never_crashes_or_hangs() {
                             return Ok(());
                         }
                         1 => drop(s.stats()?),
+                        13 | 14 => {
+                            // Damaged sketches: odd entries, never a crash.
+                            let which = if r & 2 == 0 { Which::Limited } else { Which::Active };
+                            for e in s.top(which, 64)? {
+                                assert!(e.key_len <= 64 && e.error <= e.count);
+                            }
+                        }
                         2 => {
                             // A new handle on a damaged region: refused or working.
                             let c = Config::parse(&format!("{config_a} backend=shm name={}", name_a.0)).unwrap();
                             opens.fetch_add(1, Ordering::Relaxed);
-                            if let Ok(fresh) = ShmStore::open(rates_in_ns(&c), c.capacity, &name_a.0, c.mode, T) {
+                            if let Ok(fresh) = ShmStore::open(rates_in_ns(&c), c.capacity, c.top, &name_a.0, c.mode, T)
+                            {
                                 fresh.check(key.as_bytes(), 1)?;
                             }
                             return Ok(());
