@@ -136,8 +136,8 @@ int main(int argc, char **argv)
     if (rl_stats_get(limiter, &stats) == RL_OK)
         fprintf(stderr,
                 "http_server: stopped by signal %d: %" PRIu64 " allowed, %" PRIu64 " limited, %" PRIu64
-                " errors\n",
-                sig, stats.allowed, stats.limited, stats.errors);
+                " errors, %" PRIu64 " keys\n",
+                sig, stats.allowed, stats.limited, stats.errors, stats.keys);
     rl_destroy(limiter);
     return sig != 0 ? 0 : 1;
 }

@@ -300,8 +300,8 @@ int main(int argc, char **argv)
     if (rl_stats_get(limiter, &stats) == RL_OK)
         fprintf(stderr,
                 "prefork_server: stopped by signal %d: %" PRIu64 " allowed, %" PRIu64 " limited, %" PRIu64
-                " keys\n",
-                sig, stats.allowed, stats.limited, stats.keys);
+                " errors, %" PRIu64 " keys\n",
+                sig, stats.allowed, stats.limited, stats.errors, stats.keys);
     rl_destroy(limiter);
     if (created && rl_shm_unlink(name) != RL_OK)
         fprintf(stderr, "prefork_server: removing %s: %s\n", name, rl_last_error());

@@ -29,7 +29,13 @@
  * finish their first request head. If none can go (every connection has
  * finished a request and is in the middle of another), the loop stops
  * accepting until one closes: new connections wait in the backlog, or are
- * taken by other loops (threads, workers).
+ * taken by other loops (threads, workers). Before a FRESH or IDLE candidate
+ * is closed, its socket is peeked: one with a request waiting is served, not
+ * evicted. The limit of the scheme: a flood larger than max_connections that
+ * reconnects as fast as it is evicted leaves each new connection only about
+ * max_connections accepts to get its request in; a client whose request
+ * arrives later than that is closed unanswered. The cure is a cap well above
+ * the flood, which the 4096 default is for such floods on loopback.
  *
  * Closing. Closing a socket that has unread input sends RST, which can
  * destroy a response the client has not read yet. So a connection that
@@ -69,6 +75,7 @@
 #define LINGER_MAX_BYTES 65536
 #define ACCEPT_BATCH 32        /* connections taken per wake-up: leave some to other loops */
 #define ACCEPT_PAUSE_MS 100    /* out of descriptors or memory: try again after this */
+#define ROOM_TRIES 8           /* connections found unread, and served, before one is evicted */
 #define MAX_EVENTS 256
 
 /* What an epoll event points at. */
@@ -132,6 +139,7 @@ static long long monotonic_ms(void)
 /* ---- phases and their lists ------------------------------------------------- */
 
 static void set_accepting(struct loop *l, int on);
+static void readable(struct loop *l, struct conn *c);
 
 static void unlink_conn(struct loop *l, struct conn *c)
 {
@@ -240,6 +248,37 @@ static struct conn *eviction_candidate(const struct loop *l)
     return fresh ? fresh : idle;
 }
 
+/* Makes room for one more connection by closing the oldest FRESH or IDLE
+ * one (eviction_candidate). A candidate whose client has sent bytes we have
+ * not read yet is not idle, only unread: it is served instead, and the next
+ * candidate tried, at most ROOM_TRIES times; then the oldest goes anyway.
+ * (A flood of connections reconnecting as fast as they are evicted would
+ * otherwise evict a client whose request is already in the socket.)
+ * Returns 0 when no connection can be closed. */
+static int make_room(struct loop *l)
+{
+    int tries;
+    for (tries = 0; tries < ROOM_TRIES; tries++) {
+        struct conn *c = eviction_candidate(l);
+        char byte;
+        if (l->count < l->opt->max_connections)
+            return 1; /* serving one closed it */
+        if (!c)
+            return 0;
+        if (recv(c->w.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) <= 0) {
+            close_conn(l, c); /* nothing waiting (or the client left) */
+            return 1;
+        }
+        readable(l, c);
+    }
+    if (l->count < l->opt->max_connections)
+        return 1;
+    if (!eviction_candidate(l))
+        return 0;
+    close_conn(l, eviction_candidate(l));
+    return 1;
+}
+
 static void set_peer_key(struct conn *c, const struct sockaddr_storage *ss)
 {
     char ip[INET6_ADDRSTRLEN] = "unknown";
@@ -283,8 +322,11 @@ static void accept_ready(struct loop *l, int listen_fd)
                 continue;
             return; /* EAGAIN: none left (or another loop took it) */
         }
-        if (l->count >= l->opt->max_connections)
-            close_conn(l, eviction_candidate(l)); /* there is one: checked above */
+        if (l->count >= l->opt->max_connections && !make_room(l)) {
+            close(fd); /* every connection turned out busy */
+            pause_accepting(l, 0);
+            return;
+        }
         c = malloc(sizeof *c);
         if (!c) {
             close(fd);
