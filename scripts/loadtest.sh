@@ -194,8 +194,8 @@ stop_server() {
     ms=$((($(date +%s%N) - t0) / 1000000))
     [[ $rc == 0 ]] || warn "$name exited with status $rc after SIGTERM"
     ((ms <= 1500)) || warn "$name took $ms ms to stop after SIGTERM"
-    if grep -v -e '^[a-z_]*: stopped by signal' "$tmp/$name.err" | grep -q .; then
-        warn "$name wrote to stderr: $(grep -v -e '^[a-z_]*: stopped by signal' "$tmp/$name.err" | head -n 3 | tr '\n' ' ')"
+    if grep -v -e '^[a-z_]*: stopped by signal' -e '^[a-z_]*: limited: "' "$tmp/$name.err" | grep -q .; then
+        warn "$name wrote to stderr: $(grep -v -e '^[a-z_]*: stopped by signal' -e '^[a-z_]*: limited: "' "$tmp/$name.err" | head -n 3 | tr '\n' ' ')"
     fi
 }
 

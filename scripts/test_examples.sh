@@ -110,10 +110,26 @@ check "HTTP/1.0 is served" test "$(raw_request 'GET / HTTP/1.0\r\nX-API-Key: fra
 get after / -H 'X-API-Key: gina'
 check "still serving after a silent client" status_is after 200
 
+# A key that becomes limited is logged once, however many denials follow:
+# 50 denials on one keep-alive connection (so on one event loop).
+curl -s -o /dev/null --max-time "$request_timeout" $(printf ' http://127.0.0.1:%s/' "$PORT"{,,,,,}{,,,,,,,,}) \
+    -H 'X-API-Key: hank' -H 'Host: t'
+# and a key with a backslash and non-ASCII bytes is logged in the label encoding
+get odd / -H $'X-API-Key: o\\d\xffd'
+for i in 1 2 3 4 5; do get "odd$i" / -H $'X-API-Key: o\\d\xffd'; done
+
 stop_server "$http_pid" TERM
 check "SIGTERM stops http_server with exit 0 (got $STOP_RC)" test "$STOP_RC" -eq 0
 check "http_server wrote nothing unexpected to stderr" \
-    test "$(grep -vc '^http_server: stopped by signal' "$tmp/http.err")" -eq 0
+    test "$(grep -v -e '^http_server: stopped by signal' -e '^http_server: limited: "' "$tmp/http.err" | grep -c .)" -eq 0
+check "the log has one line for alice, limited once" \
+    test "$(grep -c '^http_server: limited: "key:alice" (rate 0: 5 per 60000 ms; retry after [0-9]* ms)$' "$tmp/http.err")" -eq 1
+check "the log has one line for hank, denied 49 times on one connection" \
+    test "$(grep -c '^http_server: limited: "key:hank" ' "$tmp/http.err")" -eq 1
+check "the log writes a key's backslash and non-ASCII bytes in the label encoding" \
+    grep -q '^http_server: limited: "key:o\\\\d\\xffd" ' "$tmp/http.err"
+check "the log names no key that was never limited" \
+    test "$(grep -c -e 'limited: "key:bob"' -e 'limited: "key:gina"' "$tmp/http.err")" -eq 0
 
 # ---- http_server: concurrency -------------------------------------------------
 
@@ -179,7 +195,7 @@ check "SIGTERM with hostile clients attached: http_server exits within 1 s (took
 check "SIGTERM with hostile clients attached: exit 0 (got $STOP_RC)" test "$STOP_RC" -eq 0
 check "the stop summary is on stderr" grep -q '^http_server: stopped by signal 15: ' "$tmp/hostile.err"
 check "hostile clients: nothing unexpected on stderr" \
-    test "$(grep -vc '^http_server: stopped by signal' "$tmp/hostile.err")" -eq 0
+    test "$(grep -v -e '^http_server: stopped by signal' -e '^http_server: limited: "' "$tmp/hostile.err" | grep -c .)" -eq 0
 
 # The connection cap: one thread with room for 20 connections, 40 idle ones
 # (the header timeout long enough that evictions are told apart from it);
@@ -203,7 +219,7 @@ stop_timed "$cap_pid" INT
 check "SIGINT stops http_server within 1 s (took $STOP_SECS s)" less_than "$STOP_SECS" 1.0
 check "SIGINT: exit 0 (got $STOP_RC)" test "$STOP_RC" -eq 0
 check "the capped server wrote nothing unexpected to stderr" \
-    test "$(grep -vc '^http_server: stopped by signal' "$tmp/cap.err")" -eq 0
+    test "$(grep -v -e '^http_server: stopped by signal' -e '^http_server: limited: "' "$tmp/cap.err" | grep -c .)" -eq 0
 
 # RLIMIT_NOFILE: a soft limit under the hard one is raised to it; under a
 # hard limit of 64 the connection cap is lowered to fit, so a flood of 200
@@ -221,7 +237,7 @@ hostile --case idle --idle 200 --evictions
 stop_server "$lowhard_pid" TERM
 check "under a hard RLIMIT_NOFILE of 64: exit 0 after SIGTERM (got $STOP_RC)" test "$STOP_RC" -eq 0
 check "under a hard RLIMIT_NOFILE of 64: nothing unexpected on stderr" \
-    test "$(grep -vc '^http_server: stopped by signal' "$tmp/lowhard.err")" -eq 0
+    test "$(grep -v -e '^http_server: stopped by signal' -e '^http_server: limited: "' "$tmp/lowhard.err" | grep -c .)" -eq 0
 
 echo "hostile clients: $((SECONDS - hostile_started)) s"
 

@@ -48,7 +48,7 @@ region_mode_is() { [[ $(stat -c %a "/dev/shm$1" 2>/dev/null) == "$2" ]]; }
 # (what else there is goes to stderr, e.g. a sanitizer's report)
 only_expected_stderr() {
     local other
-    other=$(grep -v -e '^prefork_server: stopped by signal' \
+    other=$(grep -v -e '^prefork_server: stopped by signal' -e '^prefork_server: limited: "' \
         -e '^prefork_server: worker [0-9]* killed by signal 9; restarting it$' "$1")
     [[ -z $other ]] && return 0
     head -n 20 <<<"$other" >&2

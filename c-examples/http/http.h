@@ -22,6 +22,7 @@
  * The caller's key is "key:<X-API-Key>" when that header is present and not
  * empty, else "ip:<client IP>": two namespaces, so that a client cannot spend
  * someone else's IP quota by sending it as an API key.
+ * A key that becomes limited is logged once on stderr (limited_log.h).
  *
  * The connection (loop.c, request.c): HTTP/1.1 keep-alive and pipelining
  * (each request charged on its own), "Connection: close" honoured, HTTP/1.0

@@ -114,6 +114,7 @@ struct loop {
     const char *prog;
     const struct http_loop_options *opt;
     struct http_site site;
+    struct limited_log limited_log;
     int epfd;
     struct watch listen[HTTP_MAX_LISTEN];
     struct watch stop;
@@ -414,7 +415,7 @@ static enum progress answer_requests(struct loop *l, struct conn *c)
         }
         c->closing = !req.keep_alive || l->stopping;
         c->out_len +=
-            http_site_answer(&l->site, &req, c->peer_key, c->peer_key_len, c->closing, c->out + c->out_len);
+            http_site_answer(&l->site, &req, c->peer_key, c->peer_key_len, c->closing, l->now_ms, c->out + c->out_len);
         c->served++;
         answered(l, c);
         c->in_start += c->scan.head_len;
@@ -641,6 +642,8 @@ int http_serve(const char *prog, const struct http_loop_options *opt)
     l.opt = opt;
     l.site.limiter = opt->limiter;
     l.site.on_check_error = opt->on_check_error;
+    limited_log_init(&l.limited_log, prog);
+    l.site.limited_log = &l.limited_log;
     l.timeout_ms[FRESH] = opt->header_timeout_ms;
     l.timeout_ms[IDLE] = opt->keepalive_timeout_ms;
     l.timeout_ms[HEAD] = opt->header_timeout_ms;

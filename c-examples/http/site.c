@@ -59,7 +59,7 @@ size_t http_site_error(int status, char *out)
 
 /* GET / : one rl_check of cost 1 against the caller's key. */
 static size_t answer_home(const struct http_site *site, const struct http_request *req, const char *peer_key,
-                          size_t peer_key_len, int closing, int head_only, char *out)
+                          size_t peer_key_len, int closing, int head_only, long long now_ms, char *out)
 {
     char key[4 + HTTP_MAX_HEAD];
     char headers[512];
@@ -80,6 +80,8 @@ static size_t answer_home(const struct http_site *site, const struct http_reques
 
     if (rl_check(site->limiter, key, key_len, 1, &d) != RL_OK && site->on_check_error)
         site->on_check_error(); /* d is filled all the same: obey it */
+    if (site->limited_log)
+        limited_log_note(site->limited_log, key, key_len, &d, now_ms);
 
     n = rl_format_headers(&d, 0, headers, sizeof headers);
     if (n < 0 || (size_t)n >= sizeof headers)
@@ -133,7 +135,7 @@ static int path_is(const struct http_request *req, const char *p)
 }
 
 size_t http_site_answer(const struct http_site *site, const struct http_request *req, const char *peer_key,
-                        size_t peer_key_len, int closing, char *out)
+                        size_t peer_key_len, int closing, long long now_ms, char *out)
 {
     int head_only = method_is(req, "HEAD");
     int readable = head_only || method_is(req, "GET");
@@ -146,5 +148,5 @@ size_t http_site_answer(const struct http_site *site, const struct http_request 
                        "method not allowed\n", 0);
     if (path_is(req, "/metrics"))
         return answer_metrics(site, req, closing, head_only, out);
-    return answer_home(site, req, peer_key, peer_key_len, closing, head_only, out);
+    return answer_home(site, req, peer_key, peer_key_len, closing, head_only, now_ms, out);
 }
