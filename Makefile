@@ -34,7 +34,7 @@ EXAMPLE_HTTP_DEP := $(EXAMPLE_HTTP) $(wildcard c-examples/http/*.h)
 EXAMPLES := $(patsubst c-examples/%.c,build/%,$(wildcard c-examples/*.c))
 C_TESTS  := $(patsubst tests/c/%.c,build/tests/%,$(wildcard tests/c/test_*.c))
 
-.PHONY: all lib examples test test-rust test-lint test-install test-c test-examples test-shm test-redis \
+.PHONY: all lib examples test test-rust test-lint test-install test-c test-metrics test-examples test-shm test-redis \
         test-loadtest miri demo bench loadtest header install uninstall native-libs clean fuzz
 
 all: lib
@@ -74,7 +74,7 @@ build/san/%: c-examples/%.c $(EXAMPLE_HTTP_DEP) include/ratelimit.h $(LIB_SO)
 	    -Wl,-rpath,'$$ORIGIN/../../target/release' -lpthread
 
 # ---- tests ----------------------------------------------------------------
-test: test-lint test-rust test-c test-examples test-shm test-redis test-install test-loadtest
+test: test-lint test-rust test-c test-metrics test-examples test-shm test-redis test-install test-loadtest
 
 # The Rust suite twice: in a debug build, where integer overflow panics, and
 # in the release build the C programs use.
@@ -107,10 +107,11 @@ test-install: lib
 # (~3 min) and every dependency for Miri (~7 min); the tests themselves take
 # ~3.5 min of CPU. Isolation is off for the random seed (/dev/urandom).
 # Skipped: the tests of many thousand iterations (they run natively in test-rust).
-MIRI_TESTS := algorithm:: table:: keyhash:: headers:: config:: top::
+MIRI_TESTS := algorithm:: table:: keyhash:: headers:: config:: top:: keytext:: metrics::
 MIRI_SKIP  := never_admits_more_than_the_quota arbitrary_input_is_refused_cleanly \
               fills_to_capacity_without_evicting_then_bounds_keys hot_key_survives_a_flood \
-              bounds_hold_against_exact_counts torn_records_keep_the_bounds shards_merged_list_every_heavy_key
+              bounds_hold_against_exact_counts torn_records_keep_the_bounds shards_merged_list_every_heavy_key \
+              round_trip_of_every_byte_string decode_accepts_only_encodings
 miri:
 	@rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
 	@$(CARGO) +nightly miri --version >/dev/null 2>&1 || rustup component add miri rust-src --toolchain nightly
@@ -136,6 +137,22 @@ build/tests/header_c89: tests/c/header_c89.c include/ratelimit.h
 	@mkdir -p build/tests
 	$(CC) -std=c89 -Wall -Wextra -Werror -pedantic -Iinclude -fsyntax-only $<
 	@touch $@
+
+# rl_metrics read by a Prometheus parser we did not write: Python's
+# prometheus_client (pinned), in a virtual environment of its own
+# (build/venv, made by scripts/make_venv.sh; never the system Python's
+# packages), fed hostile keys through ctypes (scripts/metrics_parse.py), on
+# memory, then on shm. test-redis runs it on redis too.
+PROMETHEUS_CLIENT := prometheus-client==0.26.0
+VENV       := build/venv
+VENV_STAMP := .installed-$(PROMETHEUS_CLIENT)
+
+$(VENV)/$(VENV_STAMP): scripts/make_venv.sh
+	scripts/make_venv.sh $(VENV) $(VENV_STAMP) '$(PROMETHEUS_CLIENT)'
+
+test-metrics: lib $(VENV)/$(VENV_STAMP)
+	$(VENV)/bin/python scripts/metrics_parse.py
+	RL_TEST_BACKEND_CONFIG='backend=shm name=/rl-test-{n}' $(VENV)/bin/python scripts/metrics_parse.py
 
 # The example servers' request reader on its own (under ASan/UBSan), then
 # http_server's ASan/UBSan build driven over sockets: with curl, then with
@@ -170,7 +187,7 @@ test-shm: lib $(C_TESTS) build/san/prefork_server
 # Starts throwaway redis-servers (a plain one, one with a password, a 3-node
 # cluster) on free loopback ports, runs the C tests with backend=redis and the
 # Rust suites tests/redis_*.rs against them, and stops them (scripts/with_redis.sh).
-test-redis: lib $(C_TESTS)
+test-redis: lib $(C_TESTS) $(VENV)/$(VENV_STAMP)
 	scripts/with_redis.sh scripts/redis_tests.sh
 
 # ---- fuzzing ---------------------------------------------------------------

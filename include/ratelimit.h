@@ -34,6 +34,12 @@ extern "C" {
 #define RL_TOP_ACTIVE 2
 
 /*
+ rl_metrics() flag: add the most denied keys as samples
+ `ratelimit_top_limited{key="..."}` (their rl_top(RL_TOP_LIMITED) counts).
+ */
+#define RL_METRICS_TOP_KEYS 1
+
+/*
  rl_format_headers() flag: `X-RateLimit-Limit`, `X-RateLimit-Remaining`,
  `X-RateLimit-Reset` (delta seconds, rounded up).
  */
@@ -399,6 +405,74 @@ int rl_stats_get(struct rl_limiter *lim, struct rl_stats *out);
  tools and metrics, not for every request.
  */
 int64_t rl_top(struct rl_limiter *lim, uint32_t which, struct rl_top_entry *out, size_t cap);
+
+/*
+ Writes the limiter's counters into `buf` as Prometheus metrics (the text
+ exposition format 0.0.4, the body of a `GET /metrics` answer served with
+ `Content-Type: text/plain; version=0.0.4`), NUL-terminated.
+
+ Every metric comes with `# HELP` and `# TYPE` lines:
+
+ | metric | type | value |
+ |--------|------|-------|
+ | `ratelimit_checks_total{decision="allowed"}` | counter | rl_stats `allowed` |
+ | `ratelimit_checks_total{decision="limited"}` | counter | rl_stats `limited` |
+ | `ratelimit_errors_total` | counter | rl_stats `errors` |
+ | `ratelimit_keys` | gauge | rl_stats `keys` (0 with backend=redis, which cannot tell) |
+ | `ratelimit_capacity` | gauge | `capacity=` (memory and shm only) |
+ | `ratelimit_evictions_total` | counter | rl_stats `evictions` |
+ | `ratelimit_local_denials_total` | counter | rl_stats `local_denials` (redis only) |
+ | `ratelimit_top_limited{key="..."}` | gauge | with RL_METRICS_TOP_KEYS: each rl_top(RL_TOP_LIMITED) entry's `count`, highest first |
+
+ The counts cover what rl_stats_get() and rl_top() cover: with
+ backend=shm the whole region (every process sharing it) except `errors`,
+ which counts this handle's failed checks; with memory and redis this handle.
+
+ `labels` is NULL (or "") for none, or `name="value"[,name="value"...]`,
+ put first in every sample, e.g. `zone="api",instance="a"` gives
+ `ratelimit_keys{zone="api",instance="a"} 12`. It is checked strictly:
+ label names match `[a-zA-Z_][a-zA-Z0-9_]*`, do not start with `__`, are
+ not given twice and are neither `decision` nor `key` (ours); values are
+ double-quoted UTF-8 without control characters, with the escapes `\\`,
+ `\"` and `\n` only; pairs are separated by one comma, without spaces,
+ and nothing follows the last. Anything else is RL_ERR_INVALID and
+ rl_last_error() names the problem.
+
+ Keys become `key` label values by one unambiguous encoding (the one
+ `rlctl` prints and reads): printable ASCII other than `\` as is, `\` as
+ the two characters `\\`, every other byte (newline, control, non-ASCII)
+ as the four characters `\xHH` (lower-case hex); that text is then
+ escaped as the format requires (each `\` doubled, `"` as `\"`). So the
+ byte 0xff appears in the exposition as `\\xff`, a backslash as `\\\\`
+ and a quote as `\"`: no key can end its label or inject a sample, and a
+ parser's label value, decoded, gives back the key's first 64 bytes (what
+ rl_top() keeps). Long keys that share their first 64 bytes are one
+ sample with the sum of their counts.
+
+ `flags` is 0 or RL_METRICS_TOP_KEYS; other bits are RL_ERR_INVALID.
+
+ snprintf semantics, like rl_format_headers(): returns the length the text
+ needs (without the NUL) and writes at most `buf_len` bytes, always
+ NUL-terminated when `buf_len > 0`; if the result is `>= buf_len` the
+ output is truncated and not usable. `buf` may be NULL when `buf_len` is
+ 0, to learn the length. The counts move between two calls, so the length
+ learnt is a hint: allocate more (say twice as much) and call again while
+ the result is `>= buf_len`. Without RL_METRICS_TOP_KEYS the text is well
+ under 2 KiB plus 7 times the length of `labels`; each top key adds at
+ most 400 bytes plus `labels`.
+
+ Errors (negative): RL_ERR_NULL for a NULL `lim` or a NULL `buf` with
+ `buf_len > 0`; RL_ERR_INVALID for bad `labels` or `flags`; with
+ backend=shm RL_ERR_BACKEND if a lock is held past `timeout_ms` by a
+ stopped process. On an error a non-NULL `buf` with `buf_len > 0` holds
+ the empty string. Allocates a little (the top keys' list); meant for a
+ scrape every few seconds, not for every request.
+ */
+int64_t rl_metrics(struct rl_limiter *lim,
+                   const char *labels,
+                   uint32_t flags,
+                   char *buf,
+                   size_t buf_len);
 
 /*
  Writes the HTTP header lines for decision `d` into `buf`: each line

@@ -3,7 +3,9 @@
 # scripts/with_redis.sh (`make test-redis` does). Runs:
 #   1. every C test program in build/tests with
 #      RL_TEST_BACKEND_CONFIG='backend=redis url=$RL_TEST_REDIS_URL prefix=rl-test-{n}:'
-#   2. the Rust integration tests tests/redis_*.rs (release build)
+#   2. scripts/metrics_parse.py (rl_metrics through a Prometheus parser) in
+#      build/venv, the virtual environment `make test-redis` makes, likewise
+#   3. the Rust integration tests tests/redis_*.rs (release build)
 # and ends with one line "redis: N passed, N failed" summing every check.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +35,17 @@ for src in tests/c/test_*.c; do
     cat "$log"
     count "$log"
 done
+echo "== scripts/metrics_parse.py (backend=redis)"
+if [ -x build/venv/bin/python ]; then
+    if build/venv/bin/python scripts/metrics_parse.py >"$log" 2>&1; then :; else
+        grep -q ' failed' "$log" || failed=$((failed + 1))
+    fi
+    cat "$log"
+    count "$log"
+else
+    echo "missing build/venv (make test-redis makes it)"
+    failed=$((failed + 1))
+fi
 unset RL_TEST_BACKEND_CONFIG
 
 # A debug build (overflow checks on), the one test-rust has built already.

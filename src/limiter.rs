@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::algorithm::{Rate, NEVER};
 use crate::config::{Backend, Config, OnError, NANOS_PER_MS};
 use crate::error::Error;
+use crate::metrics::Snapshot;
 use crate::store::{Answer, MemoryStore, RedisStore, ShmStore, Store, StoreStats};
 use crate::top::{TopEntry, Which};
 
@@ -62,6 +63,8 @@ pub struct Limiter {
     on_error: OnError,
     store: Home,
     errors: AtomicU64,
+    /// Most keys tracked (memory, shm); None for redis, which has no bound.
+    capacity: Option<u64>,
 }
 
 /// Rates in nanosecond ticks, as the memory and shm backends run them.
@@ -96,7 +99,8 @@ impl Limiter {
             )?),
             Backend::Redis => Home::Redis(Box::new(RedisStore::new(config)?)),
         };
-        Ok(Limiter { rates, on_error: config.on_error, store, errors: AtomicU64::new(0) })
+        let capacity = (config.backend != Backend::Redis).then_some(config.capacity);
+        Ok(Limiter { rates, on_error: config.on_error, store, errors: AtomicU64::new(0), capacity })
     }
 
     /// Parses `text` and builds the limiter it describes.
@@ -172,6 +176,27 @@ impl Limiter {
             keys,
             evictions,
             local_denials: self.store.get().local_denials(),
+        })
+    }
+
+    /// What `rl_metrics` reports: the counters, the capacity (memory, shm),
+    /// the over-limit cache's denials (redis) and, if `top_keys`, the most
+    /// denied keys (every tracked one).
+    pub fn metrics(&self, top_keys: bool) -> Result<Snapshot, Error> {
+        let s = self.stats()?;
+        let top_limited = match top_keys {
+            true => Some(self.top(Which::Limited, crate::top::MAX_TOP)?),
+            false => None,
+        };
+        Ok(Snapshot {
+            allowed: s.allowed,
+            limited: s.limited,
+            errors: s.errors,
+            keys: s.keys,
+            evictions: s.evictions,
+            capacity: self.capacity,
+            local_denials: matches!(self.store, Home::Redis(_)).then_some(s.local_denials),
+            top_limited,
         })
     }
 }

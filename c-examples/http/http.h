@@ -15,8 +15,8 @@
  *   GET|HEAD /         charged cost 1 to the caller's key: 200 "ok", or 429
  *                      with {"error":"rate_limited","retry_after_ms":N} once
  *                      its quota is spent; both carry rl_format_headers()
- *   GET|HEAD /metrics  the limiter's counts (rl_stats_get) in Prometheus text
- *                      format; never charged
+ *   GET|HEAD /metrics  the limiter's counts (rl_metrics) in Prometheus text
+ *                      format 0.0.4; never charged
  *   other methods      405 (Allow: GET, HEAD)      other paths   404
  *
  * The caller's key is "key:<X-API-Key>" when that header is present and not

@@ -108,3 +108,44 @@ fn host_panic_hook_in_a_fresh_process() {
     assert_eq!(saw().len(), 2, "{:?}", saw());
     rl_destroy(lim);
 }
+
+/// rl_metrics fills a buffer of every size like snprintf: the first
+/// `buf_len - 1` bytes of the whole text and a NUL, nothing past `buf_len`,
+/// and the whole length as the result.
+#[test]
+fn metrics_have_snprintf_semantics() {
+    let lim = create(c"rate=1/hour capacity=10");
+    let mut d = sentinel();
+    for key in [&b"a"[..], b"a", b"b\"\n"] {
+        rl_check(lim, key.as_ptr().cast(), key.len(), 1, &mut d);
+    }
+    let labels = c"zone=\"z\"";
+    let need = rl_metrics(lim, labels.as_ptr(), RL_METRICS_TOP_KEYS, ptr::null_mut(), 0);
+    assert!(need > 0, "{}", last_error());
+    let need = need as usize;
+    let mut whole = vec![0x23u8; need + 1];
+    assert_eq!(rl_metrics(lim, labels.as_ptr(), RL_METRICS_TOP_KEYS, whole.as_mut_ptr().cast(), need + 1), need as i64);
+    assert_eq!(whole[need], 0);
+    let text = String::from_utf8(whole[..need].to_vec()).unwrap();
+    assert!(text.contains("ratelimit_checks_total{zone=\"z\",decision=\"limited\"} 1\n"), "{text}");
+    assert!(text.contains("ratelimit_top_limited{zone=\"z\",key=\"a\"} 1\n"), "{text}");
+    assert!(text.contains("ratelimit_capacity{zone=\"z\"} 10\n"), "{text}");
+    for cap in 1..need + 3 {
+        let mut buf = vec![0x23u8; cap + 8];
+        assert_eq!(rl_metrics(lim, labels.as_ptr(), RL_METRICS_TOP_KEYS, buf.as_mut_ptr().cast(), cap), need as i64);
+        let kept = (cap - 1).min(need);
+        assert_eq!(&buf[..kept], &whole[..kept], "cap {cap}");
+        assert_eq!(buf[kept], 0, "cap {cap}");
+        assert!(buf[cap..].iter().all(|&b| b == 0x23), "cap {cap}: wrote past buf_len");
+    }
+    // Errors leave the empty string.
+    let mut buf = [0x23u8; 16];
+    assert_eq!(rl_metrics(lim, c"a=b".as_ptr(), 0, buf.as_mut_ptr().cast(), 16), RL_ERR_INVALID as i64);
+    assert!(last_error().contains("labels"), "{}", last_error());
+    assert_eq!(buf[0], 0);
+    assert_eq!(rl_metrics(lim, ptr::null(), 2, buf.as_mut_ptr().cast(), 16), RL_ERR_INVALID as i64);
+    assert!(last_error().contains("flags"), "{}", last_error());
+    assert_eq!(rl_metrics(lim, ptr::null(), 0, ptr::null_mut(), 16), RL_ERR_NULL as i64);
+    assert_eq!(rl_metrics(ptr::null_mut(), ptr::null(), 0, buf.as_mut_ptr().cast(), 16), RL_ERR_NULL as i64);
+    rl_destroy(lim);
+}
