@@ -10,9 +10,11 @@
 //!
 //! ```text
 //! offset             size                  what
-//! 0                  HEADER_BYTES (576)    Header: identity, geometry, shared counters
+//! 0                  HEADER_BYTES (384)    Header: identity, geometry, shared counters
+//! config_text_offset config_text_len,      the configuration text (below), whole;
+//!   (= 384)            rounded up to 64    zeros after it
 //! owners_offset      MAX_OWNERS * 8        the generation of each owner slot (owner.rs)
-//!   (= 576)          (32 KiB)
+//!   (= 384 + ...)    (32 KiB)
 //! stripes_offset     shards * 320          one Stripe per shard: its lock, stats, undo log
 //! slots_offset       shards * shard_words * 8
 //!                                          the key table (table.rs): per shard,
@@ -40,8 +42,19 @@
 //! 192  dirty            u64   1 after a repair, until total_keys is recounted
 //! 200  recoveries       u64   locks taken over from dead processes, ever
 //! 256  recount_lock     u64   a lock (lock.rs) serialising recounts (own line)
-//! 320  config_text      [u8; 256] its first 255 bytes, for error messages
+//! 320  config_text_offset u64 where the configuration text is (HEADER_BYTES)
+//! 328  config_text_len  u64   its length in bytes, at most CONFIG_TEXT_MAX
 //! ```
+//!
+//! The configuration text is the region's identity in canonical form
+//! (`config::identity_text`, ASCII), e.g. `rate=100/min algorithm=token_bucket
+//! burst=100 capacity=100000`: what `config_hash` hashes, what an opener with
+//! another configuration is shown, and what `backend=shm name=...` without
+//! `rate=` (an attach) parses to learn the limits. Like the rest of the
+//! header, the creator writes it before `ready` and nobody writes it again.
+//! An opener reads it only after seeing `ready`, and only once its offset and
+//! length are checked against the object's size and `region_bytes`, so a
+//! damaged header cannot make it read outside the mapping.
 //!
 //! A stripe (one per shard, 320 bytes, starting on a cache line):
 //!
@@ -65,7 +78,7 @@
 //! | one fixed-window rate    | 24 bytes | 48 bytes            |
 //! | one sliding-window rate  | 32 bytes | 64 bytes            |
 //!
-//! plus a fixed 33 KiB (header and owner slots) and 320 bytes per shard (at
+//! plus a fixed 33 KiB (header, configuration text and owner slots) and 320 bytes per shard (at
 //! most 64 shards: 20 KiB), e.g. 3.2 MB for the default capacity of 100 000
 //! keys. (nginx's limit_req keeps 128 bytes per state.)
 //!
@@ -179,20 +192,21 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use super::owner::MAX_OWNERS;
 use crate::algorithm::{Rate, STATE_WORDS};
-use crate::config::MAX_RATES;
+use crate::config::{identity_text, Algorithm, RateSpec, MAX_RATES};
 use crate::keyhash::Seed;
 use crate::table::{Geometry, ShardStats};
 
 /// "rlshm", two zeros, then 1: a libratelimit region.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"rlshm\0\0\x01");
 /// Bumped whenever anything in this file changes meaning or place.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// The value of `Header::ready` once the region is initialised.
 pub const READY: u32 = 1;
 /// Most words a slot can have: the fingerprint and every rate's state.
 pub const MAX_STRIDE: usize = 1 + MAX_RATES * STATE_WORDS;
-/// Room for the configuration text in the header.
-pub const CONFIG_TEXT_BYTES: usize = 256;
+/// Longest configuration text a region may hold. Canonical texts stay under
+/// 512 bytes (8 rates of 20-digit limits); the rest is room for new keys.
+pub const CONFIG_TEXT_MAX: usize = 4096;
 
 /// The region header (see the module docs for the byte offsets).
 #[repr(C, align(64))]
@@ -226,7 +240,8 @@ pub struct Header {
     pub recount_lock: AtomicU64,
     _pad_lock: [u64; 7],
 
-    pub config_text: [u8; CONFIG_TEXT_BYTES],
+    pub config_text_offset: u64,
+    pub config_text_len: u64,
 }
 
 /// A stripe's undo log: the old words of the one slot being rewritten.
@@ -263,12 +278,14 @@ const _: () = {
     assert!(offset_of!(Header, dirty) == 192);
     assert!(offset_of!(Header, recoveries) == 200);
     assert!(offset_of!(Header, recount_lock) == 256);
-    assert!(offset_of!(Header, config_text) == 320);
-    assert!(HEADER_BYTES == 576);
+    assert!(offset_of!(Header, config_text_offset) == 320);
+    assert!(offset_of!(Header, config_text_len) == 328);
+    assert!(HEADER_BYTES == 384);
     assert!(offset_of!(Stripe, stats) == 64);
     assert!(offset_of!(Stripe, journal) == 104);
     assert!(STRIPE_BYTES == 320);
-    // Stripes start on a cache line after the owner slots.
+    // Stripes start on a cache line after the owner slots (the text area is
+    // a whole number of cache lines).
     assert!((HEADER_BYTES + MAX_OWNERS * 8) % 64 == 0);
 };
 
@@ -277,12 +294,13 @@ const _: () = {
 pub struct Layout {
     pub geometry: Geometry,
     pub capacity: u64,
+    pub config_text_offset: usize,
     pub owners_offset: usize,
     pub stripes_offset: usize,
     pub slots_offset: usize,
     pub region_bytes: usize,
-    /// The configuration in words, whole (what must match between
-    /// processes); the header keeps its first `CONFIG_TEXT_BYTES - 1` bytes.
+    /// The configuration in words, whole: what must match between
+    /// processes, kept at `config_text_offset`.
     pub config_text: String,
     pub config_hash: u64,
 }
@@ -291,7 +309,12 @@ impl Layout {
     pub fn new(rates: &[Rate], capacity: u64) -> Option<Layout> {
         let state_words = rates.iter().map(Rate::words).sum();
         let geometry = Geometry::new(capacity, state_words);
-        let owners_offset = HEADER_BYTES;
+        let config_text = describe(rates, capacity);
+        if config_text.len() > CONFIG_TEXT_MAX {
+            return None;
+        }
+        let config_text_offset = HEADER_BYTES;
+        let owners_offset = config_text_offset + config_text.len().next_multiple_of(64);
         let stripes_offset = owners_offset + MAX_OWNERS * 8;
         let slots_offset = stripes_offset + geometry.shards * STRIPE_BYTES;
         let table_bytes = geometry.shards.checked_mul(geometry.shard_words())?.checked_mul(8)?;
@@ -300,7 +323,6 @@ impl Layout {
         if region_bytes > i64::MAX as usize {
             return None;
         }
-        let config_text = describe(rates, capacity);
         // Over the whole text, with a fixed key, so every process computes the
         // same hash. 63 bits (the fingerprint's low bit is always set) are
         // plenty: a collision needs a hostile configuration writer, who could
@@ -309,6 +331,7 @@ impl Layout {
         Some(Layout {
             geometry,
             capacity,
+            config_text_offset,
             owners_offset,
             stripes_offset,
             slots_offset,
@@ -324,22 +347,11 @@ impl Layout {
     }
 }
 
-/// The configuration as the region records it, e.g.
-/// `rate=100/60000ms algorithm=token_bucket capacity=1000`.
+/// The configuration as the region records it (`config::identity_text`), e.g.
+/// `rate=100/min algorithm=token_bucket burst=100 capacity=1000`.
 fn describe(rates: &[Rate], capacity: u64) -> String {
-    let list: Vec<String> = rates
-        .iter()
-        .map(|r| {
-            let mut s = format!("{}/{}ms", r.limit, r.period / 1_000_000);
-            if r.period % 1_000_000 != 0 {
-                s = format!("{}/{}ns", r.limit, r.period);
-            }
-            if r.burst != r.limit {
-                s += &format!(" burst={}", r.burst);
-            }
-            s
-        })
-        .collect();
-    let algorithm = rates.first().map_or("?", |r| r.algorithm.name());
-    format!("rate={} algorithm={algorithm} capacity={capacity}", list.join(","))
+    let specs: Vec<RateSpec> =
+        rates.iter().map(|r| RateSpec { limit: r.limit, period_ns: r.period, burst: r.burst }).collect();
+    let algorithm = rates.first().map_or(Algorithm::TokenBucket, |r| r.algorithm);
+    identity_text(&specs, algorithm, capacity, true)
 }

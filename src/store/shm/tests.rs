@@ -134,6 +134,64 @@ fn layout_and_bytes_per_key() {
     assert!(matches!(shm_unlink(c"no-slash"), Err(Error::Invalid(_))));
 }
 
+/// An attach (no configuration of its own) shares the creator's region and
+/// learns its limits from it; with no region by that name it fails at once.
+#[test]
+fn an_attach_uses_the_stored_configuration() {
+    let name = Name::new("attach");
+    match ShmStore::attach(&name.0, 1000) {
+        Err(Error::Io(m)) => assert!(m.contains(&format!("no shm region \"{}\"", name.0)), "{m}"),
+        r => panic!("attached to nothing: {:?}", r.map(|_| ())),
+    }
+    let created = open("rate=3/hour,100/d algorithm=fixed_window capacity=50", &name);
+    let (attached, config) = ShmStore::attach(&name.0, 1000).expect("attached");
+    assert_eq!(
+        config.describe(),
+        "rate=3/h,100/d algorithm=fixed_window capacity=50 backend=memory on_error=allow dry_run=off"
+    );
+    assert_eq!(config.mode, 0o600);
+    assert_eq!(attached.layout, created.layout);
+    assert!(created.check(b"k", 2).unwrap().verdict.outcome.allowed);
+    let o = attached.check(b"k", 0).unwrap().verdict.outcome;
+    assert_eq!((o.allowed, o.remaining), (true, 1));
+    assert!(!attached.check(b"k", 2).unwrap().verdict.outcome.allowed);
+}
+
+/// Attaching while the creator is still setting the region up (the object
+/// empty, then sized but not ready) waits for it (the READY protocol), then
+/// gets the creator's configuration, never a half-written one.
+#[test]
+fn an_attach_waits_for_a_creator_still_initialising() {
+    let name = Name::new("attach-ready");
+    let pause = Duration::from_millis(300);
+    let creator = {
+        let name = name.0.clone();
+        std::thread::spawn(move || {
+            region::CREATE_PAUSE.set(pause);
+            let c = Config::parse(&format!("rate=7/min capacity=64 backend=shm name={name}")).unwrap();
+            ShmStore::open(rates_in_ns(&c), c.capacity, &name, c.mode, c.timeout_ms).unwrap()
+        })
+    };
+    let path = format!("/dev/shm/{}", &name.0[1..]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::path::Path::new(&path).exists() {
+        assert!(Instant::now() < deadline, "the creator never created {path}");
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let started = Instant::now();
+    let (attached, config) = ShmStore::attach(&name.0, 1000).expect("attached");
+    let waited = started.elapsed();
+    let created = creator.join().unwrap();
+    assert!(waited >= pause, "attached after {waited:?}, before the creator was done");
+    assert_eq!(
+        config.describe(),
+        "rate=7/min algorithm=token_bucket burst=7 capacity=64 backend=memory on_error=allow dry_run=off"
+    );
+    assert_eq!(attached.layout, created.layout);
+    assert!(created.check(b"k", 7).unwrap().verdict.outcome.allowed);
+    assert!(!attached.check(b"k", 1).unwrap().verdict.outcome.allowed);
+}
+
 /// A process dies holding a stripe lock in the middle of rewriting a stored
 /// key's state (undo record open, state half garbage) after bumping the key
 /// counts for a key it never wrote. The next process to lock the stripe rolls
