@@ -172,7 +172,9 @@
 //! the region can make a process read or write outside its mapping, panic,
 //! or wait past `timeout_ms`: every position comes from the process's own
 //! configuration (the header's geometry is compared with it once, at open,
-//! and never read again); the values read from the region that pick a place
+//! and never read again; an attach takes its configuration from the stored
+//! text, read within bounds, and keeps it only if the text is exactly the
+//! canonical one, its hash matches and the whole geometry follows from it); the values read from the region that pick a place
 //! are checked before use (a lock word's owner slot, owner.rs; the undo
 //! record's slot index, journal.rs; the reclaim cursor, taken modulo the
 //! shard's slots, table.rs); counters are only counted on (saturating, and a
@@ -184,8 +186,9 @@
 //! library to this.
 //!
 //! A process that dies while *creating* the region leaves `ready` at 0: others
-//! wait at most `READY_WAIT` and then fail with RL_ERR_IO, naming the region
-//! to remove.
+//! (openers and attaches alike) wait at most `READY_WAIT` and then fail with
+//! RL_ERR_IO, naming the region to remove; none has read its configuration
+//! text, which is written before `ready` like the rest.
 
 use std::mem::{offset_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};

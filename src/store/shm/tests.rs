@@ -157,6 +157,38 @@ fn an_attach_uses_the_stored_configuration() {
     assert!(!attached.check(b"k", 2).unwrap().verdict.outcome.allowed);
 }
 
+/// An attach trusts the stored text only as far as the whole region agrees
+/// with it: a text rewritten behind the library's back (another limit, a
+/// non-canonical spelling, another backend, garbage) is refused, never used.
+#[test]
+fn an_attach_refuses_a_rewritten_configuration_text() {
+    let name = Name::new("attach-forged");
+    let original = "rate=5/s algorithm=token_bucket burst=5 capacity=100";
+    for (forged, why) in [
+        ("rate=6/s algorithm=token_bucket burst=5 capacity=100", "holds limits for \"rate=6/s"),
+        ("rate=5/1s algorithm=token_bucket burst=5 capacity=10", "holds limits for \"rate=5/1s"),
+        ("rate=5/s backend=redis url=redis://h:1 on_error=deny", "is not a region's limits"),
+        ("rate=5/s algorithm=token_bucket burst=5 capacity=0x1", "cannot use"),
+        ("\u{7f}ate=5/s algorithm=token_bucket burst=5 capacity=100", "not printable ASCII"),
+    ] {
+        assert_eq!(forged.len(), original.len(), "{forged}");
+        let created = open("rate=5/s capacity=100", &name);
+        assert_eq!(created.layout.config_text, original);
+        // SAFETY: the text area lies inside the mapping (the layout was
+        // checked); nothing else uses the region while the test writes it.
+        unsafe {
+            let at = created.region.base().add(created.layout.config_text_offset);
+            std::ptr::copy_nonoverlapping(forged.as_ptr(), at, forged.len());
+        }
+        match ShmStore::attach(&name.0, 1000) {
+            Err(Error::Incompatible(m)) => assert!(m.contains(why) && m.contains(&name.0), "{forged}: {m}"),
+            r => panic!("{forged}: {:?}", r.map(|(_, c)| c)),
+        }
+        drop(created);
+        shm_unlink(&CString::new(name.0.as_str()).unwrap()).unwrap();
+    }
+}
+
 /// Attaching while the creator is still setting the region up (the object
 /// empty, then sized but not ready) waits for it (the READY protocol), then
 /// gets the creator's configuration, never a half-written one.
