@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use crate::error::{quoted, redact, MASK};
+use crate::error::{is_invisible, quoted, redact, MASK};
 
 /// Nanoseconds in one millisecond.
 pub(crate) const NANOS_PER_MS: u64 = 1_000_000;
@@ -193,10 +193,14 @@ impl Config {
                 return err(format!("empty value in {}", quoted(token)));
             }
             // Values are printed back by rl_describe() (and by tools such as
-            // rlctl): no escape sequence or other control character may ride
-            // along. (No valid value needs one.)
-            if value.chars().any(char::is_control) {
-                return err(format!("bad value in {}: control characters are not allowed", quoted(token)));
+            // rlctl): no escape sequence, other control character, or
+            // character that prints as something else (zero-width,
+            // direction override) may ride along. No valid value needs one.
+            if value.chars().any(is_invisible) {
+                return err(format!(
+                    "bad value in {}: control characters (and invisible or direction-changing ones) are not allowed",
+                    quoted(token)
+                ));
             }
             seen[slot] = Some(value);
         }
@@ -789,7 +793,13 @@ mod tests {
 
     #[test]
     fn control_characters_in_values_are_refused() {
-        for text in ["rate=1/s backend=redis url=redis://h:1 prefix=a\x1b[2Jb", "rate=1/s\x0b", "rate=1/s\0"] {
+        for text in [
+            "rate=1/s backend=redis url=redis://h:1 prefix=a\x1b[2Jb",
+            "rate=1/s\x0b",
+            "rate=1/s\0",
+            "rate=1/s backend=redis url=redis://h:1 prefix=\u{202e}gnp.",
+            "rate=1/s backend=redis url=redis://h:1 prefix=a\u{85}b",
+        ] {
             let e = Config::parse(text).unwrap_err().0;
             assert!(e.contains("control characters") && !e.contains('\x1b'), "{text:?}: {e}");
         }

@@ -198,7 +198,8 @@ impl From<Stats> for rl_stats {
 /// | `dry_run`    | `on`, `off`                                      | `off`              |
 ///
 /// (*) except to attach to an existing shm region (below). Values hold no
-/// control characters (RL_ERR_CONFIG).
+/// control characters, nor invisible or direction-changing ones (zero-width
+/// spaces, bidi overrides): RL_ERR_CONFIG.
 ///
 /// - `rate`: LIMIT is a whole number >= 1; PERIOD is `[N]UNIT` with N >= 1
 ///   (default 1) and UNIT one of `ms`, `s` `sec` `second`, `m` `min`
