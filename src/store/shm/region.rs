@@ -29,6 +29,10 @@ use super::layout::{Header, Layout, CONFIG_TEXT_MAX, HEADER_BYTES, LAYOUT_VERSIO
 use super::owner::MAX_OWNERS;
 use crate::error::Error;
 
+/// Most bytes of another region's configuration text a message shows (a
+/// canonical text is shorter; only a damaged one is cut).
+const SHOWN_TEXT_MAX: usize = 512;
+
 /// Longest an opener waits for the creator to finish initialising.
 pub const READY_WAIT: Duration = Duration::from_secs(2);
 
@@ -441,6 +445,10 @@ fn check(region: &Region, size: usize, name: &str, layout: &Layout) -> Result<()
     let text = stored_text(region, size);
     if hash != layout.config_hash || text.as_deref() != Ok(layout.config_text.as_str()) {
         let theirs = match &text {
+            // Only a damaged header pairs our text with another hash.
+            Ok(t) if *t == layout.config_text => "has a configuration hash that does not match its text".to_owned(),
+            // Canonical texts are far shorter; a damaged one is cut.
+            Ok(t) if t.len() > SHOWN_TEXT_MAX => format!("holds limits for \"{}...\"", &t[..SHOWN_TEXT_MAX]),
             Ok(t) => format!("holds limits for \"{t}\""),
             Err(why) => why.clone(),
         };
@@ -584,5 +592,36 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A damaged header: its text with another hash, or a long text that is
+    /// no configuration. Refused with a message that says so, of bounded length.
+    #[test]
+    fn a_damaged_hash_or_a_long_text_is_refused_briefly() {
+        let a = layout("rate=5/s capacity=100");
+        let (name, c) = region_name("hash");
+        let init = Init { seed: [1, 2], epoch_offset_ns: 0 };
+        let (region, _fd) = create_or_open(&name, 0o600, &a, &init).expect("created");
+        let h = region.header();
+        // SAFETY: a header field inside the mapping; this test is the only user.
+        unsafe { addr_of_mut!((*h).config_hash).write(a.config_hash ^ 2) };
+        match create_or_open(&name, 0o600, &a, &init).map(drop) {
+            Err(Error::Incompatible(m)) => assert!(m.contains("hash that does not match its text"), "{m}"),
+            r => panic!("{r:?}"),
+        }
+        // SAFETY: inside the mapping (the owner slots follow the text area,
+        // and no handle owns one yet); this test is the only user.
+        unsafe {
+            std::ptr::write_bytes(region.base().add(HEADER_BYTES), b'x', CONFIG_TEXT_MAX);
+            addr_of_mut!((*h).config_text_len).write(CONFIG_TEXT_MAX as u64);
+        }
+        match create_or_open(&name, 0o600, &a, &init).map(drop) {
+            Err(Error::Incompatible(m)) => {
+                assert!(m.contains(&format!("holds limits for \"{}...\"", "x".repeat(SHOWN_TEXT_MAX))), "{m}");
+                assert!(m.len() < SHOWN_TEXT_MAX + 600, "{} bytes: {m}", m.len());
+            }
+            r => panic!("{r:?}"),
+        }
+        unlink(&c).unwrap();
     }
 }
