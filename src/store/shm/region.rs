@@ -443,10 +443,16 @@ fn check(region: &Region, size: usize, name: &str, layout: &Layout) -> Result<()
         )
     };
     let text = stored_text(region, size);
+    if hash != layout.config_hash && text.as_deref() == Ok(layout.config_text.as_str()) {
+        // Only a damaged header (or one rewritten by hand) pairs a text with another hash.
+        return Err(Error::Incompatible(format!(
+            "shm region \"{name}\" has a configuration hash that does not match its text \"{}\": it was damaged; {}",
+            layout.config_text,
+            remove_hint(name)
+        )));
+    }
     if hash != layout.config_hash || text.as_deref() != Ok(layout.config_text.as_str()) {
         let theirs = match &text {
-            // Only a damaged header pairs our text with another hash.
-            Ok(t) if *t == layout.config_text => "has a configuration hash that does not match its text".to_owned(),
             // Canonical texts are far shorter; a damaged one is cut.
             Ok(t) if t.len() > SHOWN_TEXT_MAX => format!("holds limits for \"{}...\"", &t[..SHOWN_TEXT_MAX]),
             Ok(t) => format!("holds limits for \"{t}\""),

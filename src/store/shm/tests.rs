@@ -165,7 +165,7 @@ fn an_attach_refuses_a_rewritten_configuration_text() {
     let name = Name::new("attach-forged");
     let original = "rate=5/s algorithm=token_bucket burst=5 capacity=100";
     for (forged, why) in [
-        ("rate=6/s algorithm=token_bucket burst=5 capacity=100", "holds limits for \"rate=6/s"),
+        ("rate=6/s algorithm=token_bucket burst=5 capacity=100", "does not match its text \"rate=6/s"),
         ("rate=5/1s algorithm=token_bucket burst=5 capacity=10", "holds limits for \"rate=5/1s"),
         ("rate=5/s backend=redis url=redis://h:1 on_error=deny", "is not a region's limits"),
         ("rate=5/s algorithm=token_bucket burst=5 capacity=0x1", "cannot use"),
