@@ -1239,7 +1239,7 @@ fn a_corrupted_region_never_crashes_or_hangs() {
     // The areas of a region, with how often each is hit.
     let areas = |s: &ShmStore| {
         let l = &s.layout;
-        (s.region.base() as usize, l.region_bytes, l.geometry.shards, l.stripes_offset, l.slots_offset)
+        (s.region.base() as usize, l.region_bytes, l.geometry.shards, l.owners_offset, l.stripes_offset, l.slots_offset)
     };
     let regions = [areas(&a), areas(&b)];
     // This process's owner words: a lock damaged into one of them is held by
@@ -1249,12 +1249,12 @@ fn a_corrupted_region_never_crashes_or_hangs() {
     for round in 0..ROUNDS {
         std::thread::sleep(Duration::from_millis(40));
         for _ in 0..16 {
-            let (base, len, shards, stripes, slots) = regions[round % 2];
+            let (base, len, shards, owners, stripes, slots) = regions[round % 2];
             let mut pick = |n: usize| (next(&mut seed) % n as u64) as usize;
             let stripe = stripes + pick(shards) * STRIPE_BYTES;
             let at = match pick(12) {
                 0 => pick(HEADER_BYTES / 8) * 8,
-                1 => HEADER_BYTES + pick(MAX_OWNERS) * 8,
+                1 => owners + pick(MAX_OWNERS) * 8,
                 2 | 3 => stripe,                                                     // its lock word
                 4 | 5 => stripe + std::mem::offset_of!(Stripe, stats) + pick(5) * 8, // counters, cursor
                 6 | 7 => stripe + std::mem::offset_of!(Stripe, journal) + pick(2 + layout::MAX_STRIDE) * 8,
