@@ -435,3 +435,39 @@ fn describe(rates: &[Rate], capacity: u64, top: usize) -> String {
     let algorithm = rates.first().map_or(Algorithm::TokenBucket, |r| r.algorithm);
     identity_text(&specs, algorithm, capacity, true, top)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::limiter::rates_in_ns;
+
+    fn layout(config: &str) -> Layout {
+        let c = Config::parse(config).unwrap();
+        Layout::new(&rates_in_ns(&c), c.capacity, c.top).unwrap()
+    }
+
+    /// The table in the module docs, for the default configuration and for
+    /// tracking turned off: the text area, owners, stripes, slots, sketches.
+    #[test]
+    fn the_documented_layout() {
+        let l = layout("rate=100/minute");
+        assert_eq!(l.config_text, "rate=100/min algorithm=token_bucket burst=100 capacity=100000 top=32");
+        assert_eq!(l.config_text_offset, 384);
+        assert_eq!(l.owners_offset, 384 + 128);
+        assert_eq!(l.stripes_offset, l.owners_offset + 32 * 1024);
+        assert_eq!(l.geometry.shards, 64);
+        assert_eq!(l.slots_offset, l.stripes_offset + 64 * 320);
+        assert_eq!(l.top_offset, l.slots_offset + 64 * l.geometry.shard_words() * 8);
+        // Two sketches of 1 + 12 * 32 words, rounded up to 64 bytes: 6208 bytes per shard.
+        assert_eq!(l.top.map(|t| t.shard_words() * 8), Some(6208));
+        assert_eq!(l.region_bytes, l.top_offset + 64 * 6208);
+        assert!(l.stripes_offset % 64 == 0 && l.slots_offset % 64 == 0 && l.top_offset % 64 == 0);
+
+        let off = layout("rate=100/minute top=0");
+        assert!(off.config_text.ends_with(" capacity=100000 top=0"), "{}", off.config_text);
+        assert_eq!((off.top, off.region_bytes), (None, off.top_offset));
+        assert_ne!(off.config_hash, l.config_hash);
+        assert_ne!(layout("rate=100/minute top=33").config_hash, l.config_hash);
+    }
+}
