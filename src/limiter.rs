@@ -343,6 +343,13 @@ mod tests {
             let (d, r) = (dry.stats().unwrap(), real.stats().unwrap());
             assert_eq!(d, r, "{algorithm}");
             assert_eq!((d.allowed, d.limited), (4, 4), "{algorithm}");
+            // rl_top counts a would-be denial as a denial.
+            let ranked = |lim: &Limiter| -> Vec<_> {
+                let top = lim.top(Which::Limited, 8).unwrap();
+                top.iter().map(|e| (e.key[..e.key_len as usize].to_vec(), e.count, e.error)).collect()
+            };
+            assert_eq!(ranked(&dry), vec![(b"k".to_vec(), 4, 0)], "{algorithm}");
+            assert_eq!(ranked(&dry), ranked(&real), "{algorithm}");
         }
         // A backend error with on_error=deny: allowed, marked as a would-be 429.
         let lim = Limiter::from_config_str("rate=1/s on_error=deny dry_run=on").unwrap();
