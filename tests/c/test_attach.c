@@ -58,7 +58,7 @@ static void test_attach_shares_the_region(void)
     char want[1024];
 
     make_name("share");
-    if (!CHECK_EQ(create_fmt("rate=2/hour,50/d algorithm=sliding_window capacity=100 mode=0640 "
+    if (!CHECK_EQ(create_fmt("rate=2/hour,50/d algorithm=sliding_window capacity=100 mode=0640 top=7 "
                              "backend=shm name=%s", &creator), RL_OK))
         return;
     CHECK_EQ(rl_check(creator, "k", 1, 1, &d), RL_OK);
@@ -70,10 +70,10 @@ static void test_attach_shares_the_region(void)
         CHECK_EQ(d.limit, 2);
         CHECK_EQ(d.remaining, 1);
         CHECK_EQ(d.window_ms, 3600000);
-        /* described with the region's limits and its object's mode: the
-         * same text as the creator's */
+        /* described with the region's limits, its top and its object's
+         * mode: the same text as the creator's */
         snprintf(want, sizeof want,
-                 "rate=2/h,50/d algorithm=sliding_window capacity=100 backend=shm name=%s mode=0640 "
+                 "rate=2/h,50/d algorithm=sliding_window capacity=100 top=7 backend=shm name=%s mode=0640 "
                  "timeout_ms=1000 on_error=allow dry_run=off", name);
         CHECK_STR(described(attached), want);
         CHECK_STR(described(creator), want);
@@ -119,6 +119,8 @@ static void test_bad_combinations(void)
     expect_config_error("backend=shm name=%s burst=5", "\"burst=5\" needs \"rate=\"");
     expect_config_error("backend=shm name=%s capacity=100", "\"capacity=100\" needs \"rate=\"");
     expect_config_error("backend=shm name=%s mode=0660", "\"mode=0660\" needs \"rate=\"");
+    expect_config_error("backend=shm name=%s top=7", "\"top=7\" needs \"rate=\"");
+    expect_config_error("backend=shm name=%s top=0", "\"top=0\" needs \"rate=\"");
     expect_config_error("backend=shm name=%s url=redis://h:1", "url");
     expect_config_error("backend=shm name=%s prefix=x", "prefix");
     expect_config_error("backend=shm name=%s dry_run=yes", "dry_run=yes");

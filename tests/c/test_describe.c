@@ -94,6 +94,8 @@ static void test_round_trip(void)
         "rate=7/250ms algorithm=fixed_window dry_run=on",
         "rate=3/60000ms burst=9 dry_run=off",
         "rate=0000000000000000000004/2d,9/24h",
+        "rate=4/s top=0",
+        "rate=4/s top=1024 dry_run=on",
     };
     size_t i;
     for (i = 0; i < sizeof configs / sizeof configs[0]; i++) {
@@ -128,6 +130,7 @@ static void test_round_trip(void)
         if (lim) {
             const char *t = described(lim);
             CHECK(strncmp(t, "rate=100/min,5000/d algorithm=token_bucket ", 43) == 0);
+            CHECK_CONTAINS(t, " top=32 backend="); /* top right after capacity, on every backend */
             CHECK_CONTAINS(t, " on_error=deny dry_run=on");
             rl_destroy(lim);
         }
