@@ -78,7 +78,7 @@ static void test_modes(void)
     CHECK_EQ(rl_shm_unlink(name), RL_OK);
 }
 
-/* Another rate, algorithm, burst or capacity is RL_ERR_INCOMPATIBLE. */
+/* Another rate, algorithm, burst or capacity is RL_ERR_INCOMPATIBLE (another top: test_top.c). */
 static void test_incompatible_configs(void)
 {
     const char *others[] = {

@@ -8,9 +8,11 @@
 //! position below is computed by each process from its own configuration and
 //! checked against the values the creator wrote in the header.
 //!
-//! Layout version 5 (`LAYOUT_VERSION`): the configuration text area of
-//! version 4's attach-by-name and the rl_top sketches of version 4's `top=`,
-//! together.
+//! This is layout version 5 (`LAYOUT_VERSION`): the whole configuration
+//! text (for attaching by name) and the rl_top sketches, together. Two
+//! development builds each used version 4 for one of them; neither opens a
+//! version 5 region (nor this library theirs): RL_ERR_INCOMPATIBLE, naming
+//! both versions.
 //!
 //! ```text
 //! offset             size                  what
