@@ -208,6 +208,7 @@ demo: lib examples
 
 bench: lib
 	scripts/bench.sh
+	bench/top.sh
 
 # The example servers under HTTP load (scripts/loadtest.sh, driven by wrk and
 # bench/loadtest/*.lua, on loopback ports): exact per-key counts under a burst
