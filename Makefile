@@ -28,7 +28,9 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 RUST_SRC := $(shell find src -name '*.rs') Cargo.toml build.rs
 
 # Every c-examples/*.c is an example program; c-examples/http/ is the HTTP
-# side they share (an epoll event loop, see http/http.h), linked into each.
+# side the servers share (an epoll event loop, see http/http.h), linked into
+# each. c-examples/rlctl.c, the operator's tool, is a program of its own
+# (no HTTP): its explicit rules below take precedence over the pattern.
 EXAMPLE_HTTP     := $(wildcard c-examples/http/*.c)
 EXAMPLE_HTTP_DEP := $(EXAMPLE_HTTP) $(wildcard c-examples/http/*.h)
 EXAMPLES := $(patsubst c-examples/%.c,build/%,$(wildcard c-examples/*.c))
@@ -72,6 +74,17 @@ build/san/%: c-examples/%.c $(EXAMPLE_HTTP_DEP) include/ratelimit.h $(LIB_SO)
 	@mkdir -p build/san
 	$(CC) $(CSTD) $(CFLAGS) $(SAN) -Iinclude -o $@ $< $(EXAMPLE_HTTP) -Ltarget/release -lratelimit \
 	    -Wl,-rpath,'$$ORIGIN/../../target/release' -lpthread
+
+# rlctl: the public API only, no HTTP code.
+build/rlctl: c-examples/rlctl.c include/ratelimit.h $(LIB_SO)
+	@mkdir -p build
+	$(CC) $(CSTD) $(CFLAGS) -Iinclude -o $@ $< -Ltarget/release -lratelimit \
+	    -Wl,-rpath,'$$ORIGIN/../target/release'
+
+build/san/rlctl: c-examples/rlctl.c include/ratelimit.h $(LIB_SO)
+	@mkdir -p build/san
+	$(CC) $(CSTD) $(CFLAGS) $(SAN) -Iinclude -o $@ $< -Ltarget/release -lratelimit \
+	    -Wl,-rpath,'$$ORIGIN/../../target/release'
 
 # ---- tests ----------------------------------------------------------------
 test: test-lint test-rust test-c test-metrics test-examples test-shm test-redis test-install test-loadtest
