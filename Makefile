@@ -183,10 +183,11 @@ test-examples: examples build/tests/test_http_request build/san/http_server
 # The whole C suite again on backend=shm (each limiter in its own region; the
 # regions a test program leaves are removed after it), the shm tests that need
 # the region's insides (among them the storm of SIGKILLed workers, too slow
-# for test-rust), and the pre-fork server under ASan/UBSan, driven with curl.
+# for test-rust), and the pre-fork server under ASan/UBSan, driven with curl,
+# then looked into by rlctl (scripts/test_rlctl.sh), both under ASan/UBSan.
 SHM_TEST_CONFIG := backend=shm name=/rl-test-{n}
 
-test-shm: lib $(C_TESTS) build/san/prefork_server
+test-shm: lib $(C_TESTS) build/san/prefork_server build/san/rlctl
 	@set -e; for t in $(C_TESTS); do \
 	    echo "== $$t (backend=shm)"; \
 	    RL_TEST_BACKEND_CONFIG='$(SHM_TEST_CONFIG)' $$t & pid=$$!; \
@@ -195,6 +196,7 @@ test-shm: lib $(C_TESTS) build/san/prefork_server
 	done
 	$(CARGO) test --locked --release --lib store::shm -- --include-ignored
 	PREFORK_SERVER=build/san/prefork_server scripts/test_prefork.sh
+	PREFORK_SERVER=build/san/prefork_server RLCTL=build/san/rlctl scripts/test_rlctl.sh
 
 # ---- redis backend tests -------------------------------------------------
 # Starts throwaway redis-servers (a plain one, one with a password, a 3-node
