@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use crate::error::{quoted, redact};
+use crate::error::{is_invisible, quoted, redact, MASK};
 use crate::top::{DEFAULT_TOP, MAX_TOP};
 
 /// Nanoseconds in one millisecond.
@@ -86,6 +86,11 @@ pub struct RateSpec {
 
 /// A parsed, validated configuration. Its `Debug` masks the credentials of
 /// `url`.
+///
+/// `rates` is empty only for an *attach*: `backend=shm name=...` without
+/// `rate=`, which opens an existing region with the rates, algorithm and
+/// capacity stored in it (then `algorithm`, `capacity` and `mode` hold their
+/// defaults until the region says otherwise; see [`Config::attaches`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     pub rates: Vec<RateSpec>,
@@ -99,12 +104,17 @@ pub struct Config {
     pub on_error: OnError,
     pub mode: u32,
     /// Counters per heavy-hitter sketch for `rl_top` (`top=`); 0: tracking off.
+    /// Part of an shm region's identity; per handle for memory and redis.
     pub top: usize,
+    /// `dry_run=on`: decisions are computed and recorded as usual, but every
+    /// one is reported allowed (per handle, never part of a region).
+    pub dry_run: bool,
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Config { rates, algorithm, backend, capacity, name, url, prefix, timeout_ms, on_error, mode, top } = self;
+        let Config { rates, algorithm, backend, capacity, name, url, prefix, timeout_ms, on_error, mode, top, dry_run } =
+            self;
         f.debug_struct("Config")
             .field("rates", rates)
             .field("algorithm", algorithm)
@@ -117,6 +127,7 @@ impl fmt::Debug for Config {
             .field("on_error", on_error)
             .field("mode", &format_args!("{mode:#o}"))
             .field("top", top)
+            .field("dry_run", dry_run)
             .finish()
     }
 }
@@ -146,7 +157,7 @@ fn printable_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= 32 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-const KEYS: [&str; 12] = [
+const KEYS: [&str; 13] = [
     "rate",
     "algorithm",
     "burst",
@@ -159,7 +170,12 @@ const KEYS: [&str; 12] = [
     "on_error",
     "mode",
     "top",
+    "dry_run",
 ];
+
+/// The keys that an attach (`backend=shm name=...` without `rate=`) takes
+/// from the region instead, or that only matter when creating one (`mode`).
+const REGION_KEYS: [&str; 5] = ["algorithm", "burst", "capacity", "top", "mode"];
 
 impl Config {
     /// Parses a configuration string such as `rate=100/minute,1000/hour backend=memory`.
@@ -182,14 +198,53 @@ impl Config {
             if value.is_empty() {
                 return err(format!("empty value in {}", quoted(token)));
             }
+            // Values are printed back by rl_describe() (and by tools such as
+            // rlctl): no escape sequence, other control character, or
+            // character that prints as something else (zero-width,
+            // direction override) may ride along. No valid value needs one.
+            if value.chars().any(is_invisible) {
+                return err(format!(
+                    "bad value in {}: control characters (and invisible or direction-changing ones) are not allowed",
+                    quoted(token)
+                ));
+            }
             seen[slot] = Some(value);
         }
         let get = |k: &str| seen[KEYS.iter().position(|x| *x == k).unwrap()];
 
-        let Some(rate_text) = get("rate") else {
-            return err("missing required key \"rate\" (e.g. rate=100/minute)".into());
+        let backend = match get("backend") {
+            None | Some("memory") => Backend::Memory,
+            Some("shm") => Backend::Shm,
+            Some("redis") => Backend::Redis,
+            Some(v) => return err(format!("bad value in {}: expected memory, shm or redis", kv("backend", v))),
         };
-        let mut rates = parse_rates(rate_text)?;
+
+        // Without rate=, backend=shm attaches to an existing region and takes
+        // its limits from it: keys that would restate them are refused rather
+        // than ignored (or silently contradicted by the region).
+        let rate_text = get("rate");
+        if rate_text.is_none() && backend == Backend::Shm {
+            if let Some(key) = REGION_KEYS.into_iter().find(|k| get(k).is_some()) {
+                return err(format!(
+                    "{} needs \"rate=\": without rate=, backend=shm name=... attaches to an existing region and \
+                     takes its rate, algorithm, burst, capacity and top from it (and creates nothing, so mode= does not \
+                     apply)",
+                    kv(key, get(key).unwrap_or_default())
+                ));
+            }
+        }
+        let mut rates = match rate_text {
+            Some(t) => parse_rates(t)?,
+            None if backend == Backend::Shm => Vec::new(),
+            None => {
+                return err(
+                    "missing required key \"rate\" (e.g. rate=100/minute; only backend=shm name=... may omit it, \
+                     to attach to an existing region)"
+                        .into(),
+                )
+            }
+        };
+        let rate_text = rate_text.unwrap_or_default();
 
         let algorithm = match get("algorithm") {
             None | Some("token_bucket") => Algorithm::TokenBucket,
@@ -230,13 +285,6 @@ impl Config {
                 ));
             }
         }
-
-        let backend = match get("backend") {
-            None | Some("memory") => Backend::Memory,
-            Some("shm") => Backend::Shm,
-            Some("redis") => Backend::Redis,
-            Some(v) => return err(format!("bad value in {}: expected memory, shm or redis", kv("backend", v))),
-        };
 
         let capacity = match get("capacity") {
             None => DEFAULT_CAPACITY,
@@ -281,11 +329,20 @@ impl Config {
             },
         };
 
+        let dry_run = match get("dry_run") {
+            None | Some("off") => false,
+            Some("on") => true,
+            Some(v) => return err(format!("bad value in {}: expected on or off", kv("dry_run", v))),
+        };
+
         let name = get("name").map(str::to_owned);
         if let Some(n) = &name {
             validate_shm_name(n)?;
         }
         let url = get("url").map(str::to_owned);
+        if let Some(u) = &url {
+            refuse_masked_password(u)?;
+        }
         let prefix = get("prefix").unwrap_or("rl:").to_owned();
 
         // Keys that belong to one backend only are refused elsewhere, so that a
@@ -319,8 +376,131 @@ impl Config {
             _ => {}
         }
 
-        Ok(Config { rates, algorithm, backend, capacity, name, url, prefix, timeout_ms, on_error, mode, top })
+        Ok(Config { rates, algorithm, backend, capacity, name, url, prefix, timeout_ms, on_error, mode, top, dry_run })
     }
+
+    /// Whether this is an attach: `backend=shm name=...` without `rate=`.
+    pub fn attaches(&self) -> bool {
+        self.rates.is_empty()
+    }
+
+    /// The canonical configuration string: every key that applies to the
+    /// backend, defaults included, in a fixed order (`rate algorithm burst
+    /// capacity top backend name mode url prefix timeout_ms on_error
+    /// dry_run`),
+    /// rates in the largest unit that divides their period exactly
+    /// (`100/min`, `5/10s`, `7/250ms`), `mode` as four octal digits. Parsing
+    /// it gives back an equal `Config`, except that a password in `url` is
+    /// written as `***` (see [`redact`]), which [`Config::parse`] refuses.
+    /// An attach prints no `rate`, `algorithm`, `burst`, `capacity`, `top` or
+    /// `mode` (a limiter that attached describes the region's, see
+    /// `Limiter::describe`).
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        if !self.attaches() {
+            out = identity_text(&self.rates, self.algorithm, self.capacity, self.backend != Backend::Redis, self.top);
+            out.push(' ');
+        }
+        let backend = match self.backend {
+            Backend::Memory => "memory",
+            Backend::Shm => "shm",
+            Backend::Redis => "redis",
+        };
+        out += &format!("backend={backend}");
+        if let Some(name) = &self.name {
+            out += &format!(" name={name}");
+        }
+        if self.backend == Backend::Shm && !self.attaches() {
+            out += &format!(" mode={:04o}", self.mode);
+        }
+        if let Some(url) = &self.url {
+            out += &format!(" url={}", masked_url(url));
+        }
+        if self.backend == Backend::Redis {
+            out += &format!(" prefix={}", self.prefix);
+        }
+        if self.backend != Backend::Memory {
+            out += &format!(" timeout_ms={}", self.timeout_ms);
+        }
+        let on_error = match self.on_error {
+            OnError::Allow => "allow",
+            OnError::Deny => "deny",
+        };
+        out += &format!(" on_error={on_error} dry_run={}", if self.dry_run { "on" } else { "off" });
+        out
+    }
+}
+
+/// The limits of a configuration in canonical form, as [`Config::describe`]
+/// starts and as an shm region records them (its identity: every process
+/// sharing a region must agree on exactly this text):
+/// `rate=LIST algorithm=NAME [burst=N] [capacity=N] top=N`, `burst` for a
+/// token bucket with a single rate, `capacity` when `with_capacity`. `top`
+/// is always there: an shm region's sketches are part of its layout; for
+/// memory and redis it is the handle's own, described all the same.
+pub fn identity_text(
+    rates: &[RateSpec],
+    algorithm: Algorithm,
+    capacity: u64,
+    with_capacity: bool,
+    top: usize,
+) -> String {
+    let list: Vec<String> = rates.iter().map(rate_spec_text).collect();
+    let mut out = format!("rate={} algorithm={}", list.join(","), algorithm.name());
+    if let [only] = rates {
+        if algorithm == Algorithm::TokenBucket {
+            out += &format!(" burst={}", only.burst);
+        }
+    }
+    if with_capacity {
+        out += &format!(" capacity={capacity}");
+    }
+    out += &format!(" top={top}");
+    out
+}
+
+/// `LIMIT/PERIOD` with the period in the largest unit that divides it
+/// exactly, the count left out when it is 1: `100/min`, `5/10s`, `1/ms`.
+/// (Periods are whole milliseconds: the grammar has no smaller unit.)
+fn rate_spec_text(r: &RateSpec) -> String {
+    const UNITS: [(u64, &str); 5] = [
+        (86_400_000 * NANOS_PER_MS, "d"),
+        (3_600_000 * NANOS_PER_MS, "h"),
+        (60_000 * NANOS_PER_MS, "min"),
+        (1_000 * NANOS_PER_MS, "s"),
+        (NANOS_PER_MS, "ms"),
+    ];
+    let (unit_ns, unit) = UNITS.into_iter().find(|(ns, _)| r.period_ns % ns == 0).unwrap_or(UNITS[4]);
+    match r.period_ns / unit_ns {
+        1 => format!("{}/{unit}", r.limit),
+        n => format!("{}/{n}{unit}", r.limit),
+    }
+}
+
+/// `url` with its password masked ([`redact`]), unless there is none to
+/// mask (`redis://u:@h`: masking nothing would turn it into a mask).
+fn masked_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let shown = redact(url);
+    // `redact` replaces the secret by MASK: an empty secret makes it longer by exactly MASK.
+    if shown.len() == url.len() + MASK.len() {
+        return std::borrow::Cow::Borrowed(url);
+    }
+    shown
+}
+
+/// rl_describe() writes a `url=` password as `***`; a url whose password is
+/// exactly that mask is such an output fed back, and would fail to
+/// authenticate at the first check (where `on_error=allow` would hide it):
+/// refused here instead. A real password `***` can be percent-encoded.
+fn refuse_masked_password(url: &str) -> Result<(), ConfigError> {
+    if url.contains('@') && redact(url) == url {
+        return err(format!(
+            "bad value in {}: the password is \"{MASK}\", the mask rl_describe() prints in place of a password; \
+             write the real one (a password that really is {MASK} is written %2A%2A%2A)",
+            kv("url", url)
+        ));
+    }
+    Ok(())
 }
 
 /// `LIMIT/PERIOD[,LIMIT/PERIOD...]`.
@@ -595,6 +775,230 @@ mod tests {
         assert!(e.contains("\"backend=me\\x1b[2Jm\\x07ory\"") && !e.contains('\x1b'), "{e}");
         let e = Config::parse("rate=1/s b\x00\"x=1").unwrap_err().0;
         assert!(e.contains("unknown key in \"b\\x00\\\"x=1\"") && !e.contains('\0'), "{e}");
+    }
+
+    #[test]
+    fn dry_run() {
+        assert!(!Config::parse("rate=1/s").unwrap().dry_run);
+        assert!(!Config::parse("rate=1/s dry_run=off").unwrap().dry_run);
+        assert!(Config::parse("rate=1/s dry_run=on").unwrap().dry_run);
+        for backend in ["backend=shm name=/x", "backend=redis url=redis://h:1"] {
+            assert!(Config::parse(&format!("rate=1/s dry_run=on {backend}")).unwrap().dry_run, "{backend}");
+        }
+        for v in ["yes", "1", "true", "ON"] {
+            let e = Config::parse(&format!("rate=1/s dry_run={v}")).unwrap_err().0;
+            assert!(e.contains(&format!("\"dry_run={v}\"")) && e.contains("on or off"), "{e}");
+        }
+    }
+
+    /// `backend=shm name=...` without `rate=` attaches; the keys that would
+    /// restate the region's limits are refused, naming the token.
+    #[test]
+    fn attach() {
+        let c = Config::parse("backend=shm name=/x").unwrap();
+        assert!(c.attaches() && c.rates.is_empty());
+        assert_eq!((c.backend, c.name.as_deref(), c.timeout_ms), (Backend::Shm, Some("/x"), DEFAULT_SHM_TIMEOUT_MS));
+        let c = Config::parse("name=/x timeout_ms=5 on_error=deny dry_run=on backend=shm").unwrap();
+        assert!(c.attaches());
+        assert_eq!((c.timeout_ms, c.on_error, c.dry_run), (5, OnError::Deny, true));
+        assert!(!Config::parse("rate=1/s backend=shm name=/x").unwrap().attaches());
+        for (text, want) in [
+            ("backend=shm name=/x algorithm=fixed_window", "\"algorithm=fixed_window\" needs \"rate=\""),
+            ("backend=shm name=/x burst=5", "\"burst=5\" needs \"rate=\""),
+            ("backend=shm name=/x capacity=5", "\"capacity=5\" needs \"rate=\""),
+            ("backend=shm name=/x mode=0600", "\"mode=0600\" needs \"rate=\""),
+            ("backend=shm name=/x top=8", "\"top=8\" needs \"rate=\""),
+            ("backend=shm name=/x top=0", "\"top=0\" needs \"rate=\""),
+            ("backend=shm name=/x algorithm=bogus", "\"algorithm=bogus\" needs \"rate=\""),
+            ("backend=shm", "needs \"name=\""),
+            ("backend=shm name=x", "bad value in \"name=x\""),
+            ("backend=shm name=/x url=redis://h:1", "key \"url\" applies only to backend=redis"),
+            ("backend=shm name=/x prefix=p:", "key \"prefix\" applies only to backend=redis"),
+            ("backend=shm name=/x dry_run=maybe", "\"dry_run=maybe\""),
+            ("name=/x", "missing required key \"rate\""),
+            ("backend=memory name=/x", "missing required key \"rate\""),
+            ("backend=redis url=redis://h:1", "missing required key \"rate\""),
+        ] {
+            match Config::parse(text) {
+                Ok(c) => panic!("{text:?} was accepted: {c:?}"),
+                Err(e) => assert!(e.0.contains(want), "{text:?}: message {:?} lacks {want:?}", e.0),
+            }
+        }
+    }
+
+    #[test]
+    fn control_characters_in_values_are_refused() {
+        for text in [
+            "rate=1/s backend=redis url=redis://h:1 prefix=a\x1b[2Jb",
+            "rate=1/s\x0b",
+            "rate=1/s\0",
+            "rate=1/s backend=redis url=redis://h:1 prefix=\u{202e}gnp.",
+            "rate=1/s backend=redis url=redis://h:1 prefix=a\u{85}b",
+        ] {
+            let e = Config::parse(text).unwrap_err().0;
+            assert!(e.contains("control characters") && !e.contains('\x1b'), "{text:?}: {e}");
+        }
+        // Whitespace separates tokens, wherever it is.
+        assert!(Config::parse("\r\nrate=1/s\x0cdry_run=on\n").unwrap().dry_run);
+    }
+
+    #[test]
+    fn canonical_descriptions() {
+        for (text, want) in [
+            ("rate=100/minute", "rate=100/min algorithm=token_bucket burst=100 capacity=100000 top=32 backend=memory on_error=allow dry_run=off"),
+            (
+                "rate=5/10s,1000/hour algorithm=sliding_window capacity=7 on_error=deny dry_run=on top=0",
+                "rate=5/10s,1000/h algorithm=sliding_window capacity=7 top=0 backend=memory on_error=deny dry_run=on",
+            ),
+            ("rate=0007/250ms burst=9 top=0010", "rate=7/250ms algorithm=token_bucket burst=9 capacity=100000 top=10 backend=memory on_error=allow dry_run=off"),
+            ("rate=1/60000ms,2/24h,3/2d,4/1000ms", "rate=1/min,2/d,3/2d,4/s algorithm=token_bucket capacity=100000 top=32 backend=memory on_error=allow dry_run=off"),
+            (
+                "rate=1/s algorithm=fixed_window backend=shm name=/api mode=0640 top=1024",
+                "rate=1/s algorithm=fixed_window capacity=100000 top=1024 backend=shm name=/api mode=0640 timeout_ms=1000 on_error=allow dry_run=off",
+            ),
+            ("backend=shm name=/api timeout_ms=5", "backend=shm name=/api timeout_ms=5 on_error=allow dry_run=off"),
+            (
+                "rate=1/s backend=redis url=redis://alice:s3cret@h:1/2 prefix=\"p\"=:",
+                "rate=1/s algorithm=token_bucket burst=1 top=32 backend=redis url=redis://alice:***@h:1/2 prefix=\"p\"=: timeout_ms=50 on_error=allow dry_run=off",
+            ),
+        ] {
+            assert_eq!(Config::parse(text).unwrap().describe(), want, "{text}");
+        }
+    }
+
+    /// rl_describe()'s mask, fed back, is refused: it is not the password.
+    #[test]
+    fn a_masked_password_is_refused() {
+        for url in ["redis://u:***@h:1", "redis://:***@h:1", "redis://***@h:1", "redis+cluster://u:***@a:1,b:2"] {
+            let e = Config::parse(&format!("rate=1/s backend=redis url={url}")).unwrap_err().0;
+            assert!(e.contains("the mask rl_describe() prints") && e.contains("%2A%2A%2A"), "{url}: {e}");
+        }
+        for url in ["redis://u:%2A%2A%2A@h:1", "redis://u:****@h:1", "redis://u@h:1", "redis://h:1"] {
+            let ok = Config::parse(&format!("rate=1/s backend=redis url={url}"));
+            assert!(ok.is_ok(), "{url}: {ok:?}");
+        }
+    }
+
+    /// parse → describe → parse gives an equal configuration, for many
+    /// generated ones (every key, every backend, every unit spelling, in any
+    /// order, with any whitespace), and describe is a fixed point.
+    #[test]
+    fn describe_round_trips() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        const UNITS: [&str; 11] = ["ms", "s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day"];
+        const PREFIXES: [&str; 5] = ["rl:", "a=b", "\"q\"", "\u{e9}t\u{e9}:", "x{y}"];
+        let (mut accepted, mut masked) = (0, 0);
+        for _ in 0..20_000 {
+            let mut tokens: Vec<String> = Vec::new();
+            let backend = next(3);
+            let attach = backend == 1 && next(4) == 0;
+            let n_rates = 1 + next(3) as usize + if next(8) == 0 { 5 } else { 0 };
+            if !attach {
+                let rates: Vec<String> = (0..n_rates)
+                    .map(|_| {
+                        let limit = match next(4) {
+                            0 => 1 + next(10),
+                            1 => 1 + next(1 << 20),
+                            2 => 1 + next(1 << 40),
+                            _ => 1 + next(1000),
+                        };
+                        let zeros = if next(10) == 0 { "000" } else { "" };
+                        let count = match next(3) {
+                            0 => String::new(),
+                            _ => (1 + next(90)).to_string(),
+                        };
+                        format!("{zeros}{limit}/{count}{}", UNITS[next(UNITS.len() as u64) as usize])
+                    })
+                    .collect();
+                tokens.push(format!("rate={}", rates.join(",")));
+                if next(2) == 0 {
+                    tokens.push(format!(
+                        "algorithm={}",
+                        ["token_bucket", "fixed_window", "sliding_window"][next(3) as usize]
+                    ));
+                }
+                if next(3) == 0 {
+                    tokens.push(format!("burst={}", 1 + next(5000)));
+                }
+                if backend != 2 && next(2) == 0 {
+                    tokens.push(format!("capacity={}", 1 + next(1 << 20)));
+                }
+                if next(2) == 0 {
+                    let top = [0, 1, 32, 1024, next(1025), next(1025)][next(6) as usize];
+                    let zeros = if next(10) == 0 { "00" } else { "" };
+                    tokens.push(format!("top={zeros}{top}"));
+                }
+            }
+            match backend {
+                0 => {
+                    if next(3) == 0 {
+                        tokens.push("backend=memory".into());
+                    }
+                }
+                1 => {
+                    tokens.push("backend=shm".into());
+                    tokens.push(format!("name=/r{}", next(100)));
+                    if !attach && next(3) == 0 {
+                        tokens.push(format!("mode={}", ["0600", "0660", "0640", "0400", "0644"][next(5) as usize]));
+                    }
+                }
+                _ => {
+                    tokens.push("backend=redis".into());
+                    let creds = ["", "", "u:Zq7xPW@", ":Zq7xPW@", "Zq7xPW@", "u:@"][next(6) as usize];
+                    let url = match next(3) {
+                        0 => format!("redis://{creds}h:{}", 1 + next(65535)),
+                        1 => format!("redis://{creds}[::1]:6379/{}", next(16)),
+                        _ => format!("redis+cluster://{creds}a:1,b:2"),
+                    };
+                    tokens.push(format!("url={url}"));
+                    if next(2) == 0 {
+                        tokens.push(format!("prefix={}", PREFIXES[next(PREFIXES.len() as u64) as usize]));
+                    }
+                }
+            }
+            if backend != 0 && next(2) == 0 {
+                tokens.push(format!("timeout_ms={}", 1 + next(60_000)));
+            }
+            if next(2) == 0 {
+                tokens.push(format!("on_error={}", ["allow", "deny"][next(2) as usize]));
+            }
+            if next(2) == 0 {
+                tokens.push(format!("dry_run={}", ["on", "off"][next(2) as usize]));
+            }
+            for i in (1..tokens.len()).rev() {
+                tokens.swap(i, next(i as u64 + 1) as usize);
+            }
+            let mut text = String::new();
+            for t in &tokens {
+                text.push_str(t);
+                text.push_str([" ", "\t", "\n  ", "\r\n"][next(4) as usize]);
+            }
+            let Ok(c) = Config::parse(&text) else { continue };
+            accepted += 1;
+            let d = c.describe();
+            assert!(!d.contains("Zq7x") && !d.chars().any(|c| c.is_whitespace() && c != ' '), "{text:?} -> {d:?}");
+            match Config::parse(&d) {
+                Ok(again) => {
+                    assert_eq!(again, c, "{text:?} -> {d:?}");
+                    assert_eq!(again.describe(), d, "{text:?}");
+                }
+                Err(e) => {
+                    // Only a password, masked, keeps the text from parsing.
+                    assert!(c.url.as_deref().is_some_and(|u| u.contains("Zq7x")), "{text:?} -> {d:?}: {e}");
+                    assert!(e.0.contains("the mask rl_describe() prints"), "{text:?}: {e}");
+                    let restored = d.replacen(MASK, "Zq7xPW", 1);
+                    assert_eq!(Config::parse(&restored).as_ref(), Ok(&c), "{restored:?}");
+                    masked += 1;
+                }
+            }
+        }
+        assert!(accepted > 5000 && masked > 500, "{accepted} configurations accepted, {masked} with a password");
     }
 
     #[test]

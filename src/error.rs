@@ -82,7 +82,7 @@ pub fn quoted(text: &str) -> String {
 
 /// C1 controls, zero-width and bidirectional-override characters: text that
 /// would print as something other than what it is.
-fn is_invisible(c: char) -> bool {
+pub(crate) fn is_invisible(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }

@@ -61,10 +61,16 @@ impl Home {
 pub struct Limiter {
     rates: Vec<Rate>,
     on_error: OnError,
+    /// `dry_run=on`: every decision is reported allowed (see `check`).
+    dry_run: bool,
     store: Home,
     errors: AtomicU64,
     /// Most keys tracked (memory, shm); None for redis, which has no bound.
     capacity: Option<u64>,
+    /// The configuration in full (an attach's as read from its region).
+    config: Config,
+    /// `config.describe()`, made once: rl_describe() neither allocates nor fails.
+    description: String,
 }
 
 /// Rates in nanosecond ticks, as the memory and shm backends run them.
@@ -86,21 +92,59 @@ fn ceil_ms(ticks: u64, tick_ns: u64) -> u64 {
 
 impl Limiter {
     pub fn new(config: &Config) -> Result<Limiter, Error> {
-        let rates = rates_in_ns(config);
-        let store = match config.backend {
-            Backend::Memory => Home::Memory(MemoryStore::new(rates.clone(), config.capacity, config.top)?),
-            Backend::Shm => Home::Shm(ShmStore::open(
-                rates.clone(),
-                config.capacity,
-                config.top,
-                config.name.as_deref().unwrap_or_default(),
-                config.mode,
-                config.timeout_ms,
-            )?),
-            Backend::Redis => Home::Redis(Box::new(RedisStore::new(config)?)),
+        let name = config.name.as_deref().unwrap_or_default();
+        let (store, config) = match config.backend {
+            Backend::Memory => {
+                (Home::Memory(MemoryStore::new(rates_in_ns(config), config.capacity, config.top)?), config.clone())
+            }
+            // Attach: the limits (and the sketches' size) are the region's,
+            // the rest this handle's own.
+            Backend::Shm if config.attaches() => {
+                let (store, region) = ShmStore::attach(name, config.timeout_ms)?;
+                let config = Config {
+                    rates: region.rates,
+                    algorithm: region.algorithm,
+                    capacity: region.capacity,
+                    top: region.top,
+                    mode: region.mode,
+                    ..config.clone()
+                };
+                (Home::Shm(store), config)
+            }
+            Backend::Shm => (
+                Home::Shm(ShmStore::open(
+                    rates_in_ns(config),
+                    config.capacity,
+                    config.top,
+                    name,
+                    config.mode,
+                    config.timeout_ms,
+                )?),
+                config.clone(),
+            ),
+            Backend::Redis => (Home::Redis(Box::new(RedisStore::new(config)?)), config.clone()),
         };
-        let capacity = (config.backend != Backend::Redis).then_some(config.capacity);
-        Ok(Limiter { rates, on_error: config.on_error, store, errors: AtomicU64::new(0), capacity })
+        Ok(Limiter {
+            rates: rates_in_ns(&config),
+            on_error: config.on_error,
+            dry_run: config.dry_run,
+            store,
+            errors: AtomicU64::new(0),
+            capacity: (config.backend != Backend::Redis).then_some(config.capacity),
+            description: config.describe(),
+            config,
+        })
+    }
+
+    /// The configuration, in full: for an attach, with the limits read from
+    /// its region and the mode of its object.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The canonical configuration string (`Config::describe`).
+    pub fn describe(&self) -> &str {
+        &self.description
     }
 
     /// Parses `text` and builds the limiter it describes.
@@ -122,22 +166,29 @@ impl Limiter {
         }
     }
 
-    /// The decision a caller gets when the backend failed: `on_error` decides.
+    /// The decision a caller gets when the backend failed: `on_error`
+    /// decides, and a dry run reports its denial as allowed (with its
+    /// `retry_after_ms`, the mark of a would-be 429).
     pub fn error_decision(&self) -> Decision {
         let rate = &self.rates[0];
-        let allowed = self.on_error == OnError::Allow;
+        let deny = self.on_error == OnError::Deny;
         Decision {
-            allowed,
+            allowed: !deny || self.dry_run,
             rate_index: 0,
             limit: rate.quota(),
             remaining: 0,
             reset_ms: 0,
-            retry_after_ms: if allowed { 0 } else { ERROR_RETRY_MS },
+            retry_after_ms: if deny { ERROR_RETRY_MS } else { 0 },
             window_ms: rate.period / NANOS_PER_MS,
         }
     }
 
     /// Takes `cost` units for `key`. On error the decision to obey comes with it.
+    ///
+    /// A dry run decides and records exactly as an enforcing limiter does
+    /// (the backend never knows: a denial consumed nothing and counted in
+    /// `limited`), then reports the decision allowed, keeping its other
+    /// fields, `retry_after_ms` included.
     #[inline]
     pub fn check(&self, key: &[u8], cost: u64) -> Result<Decision, (Error, Decision)> {
         let answer = match &self.store {
@@ -146,7 +197,11 @@ impl Limiter {
             Home::Redis(s) => s.check(key, cost),
         };
         match answer {
-            Ok(answer) => Ok(self.decision(answer)),
+            Ok(answer) => {
+                let mut d = self.decision(answer);
+                d.allowed |= self.dry_run;
+                Ok(d)
+            }
             Err(e) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 Err((e, self.error_decision()))
@@ -289,6 +344,60 @@ mod tests {
         let want: Vec<_> = (0..4u64).rev().map(|t| (format!("t{t}").into_bytes(), 500 * (t + 1), 0)).collect();
         assert_eq!(got, want);
         assert_eq!(lim.stats().unwrap().limited, 5000);
+    }
+
+    /// A dry run decides and counts exactly as enforcing does; only
+    /// `allowed` differs, and `retry_after_ms` marks the would-be denials.
+    #[test]
+    fn a_dry_run_decides_and_counts_as_enforcing_does() {
+        for algorithm in ["token_bucket", "fixed_window", "sliding_window"] {
+            let config = format!("rate=3/hour,5/day algorithm={algorithm}");
+            let dry = Limiter::from_config_str(&format!("{config} dry_run=on")).unwrap();
+            let real = Limiter::from_config_str(&config).unwrap();
+            for (i, cost) in [1, 1, 2, 1, 0, 9, 1, 1].into_iter().enumerate() {
+                let (d, r) = (dry.check(b"k", cost).unwrap(), real.check(b"k", cost).unwrap());
+                assert!(d.allowed, "{algorithm}, check {i}");
+                assert_eq!(d.retry_after_ms > 0, !r.allowed, "{algorithm}, check {i}: {d:?} {r:?}");
+                // The times count from each check's own clock reading: a
+                // preempted thread may read it a few ms apart.
+                let same = Decision { allowed: r.allowed, reset_ms: r.reset_ms, retry_after_ms: r.retry_after_ms, ..d };
+                assert_eq!(same, r, "{algorithm}, check {i}");
+                assert!(d.reset_ms.abs_diff(r.reset_ms) <= 50, "{algorithm}, check {i}: {d:?} {r:?}");
+                assert!(d.retry_after_ms.abs_diff(r.retry_after_ms) <= 50, "{algorithm}, check {i}: {d:?} {r:?}");
+            }
+            let (d, r) = (dry.stats().unwrap(), real.stats().unwrap());
+            assert_eq!(d, r, "{algorithm}");
+            assert_eq!((d.allowed, d.limited), (4, 4), "{algorithm}");
+            // rl_top counts a would-be denial as a denial.
+            let ranked = |lim: &Limiter| -> Vec<_> {
+                let top = lim.top(Which::Limited, 8).unwrap();
+                top.iter().map(|e| (e.key[..e.key_len as usize].to_vec(), e.count, e.error)).collect()
+            };
+            assert_eq!(ranked(&dry), vec![(b"k".to_vec(), 4, 0)], "{algorithm}");
+            assert_eq!(ranked(&dry), ranked(&real), "{algorithm}");
+        }
+        // A backend error with on_error=deny: allowed, marked as a would-be 429.
+        let lim = Limiter::from_config_str("rate=1/s on_error=deny dry_run=on").unwrap();
+        let d = lim.error_decision();
+        assert_eq!((d.allowed, d.retry_after_ms), (true, ERROR_RETRY_MS));
+        let lim = Limiter::from_config_str("rate=1/s dry_run=on").unwrap();
+        assert_eq!((lim.error_decision().allowed, lim.error_decision().retry_after_ms), (true, 0));
+    }
+
+    /// A limiter made from its own description describes itself the same way.
+    #[test]
+    fn a_description_makes_an_equivalent_limiter() {
+        for text in [
+            "rate=100/minute",
+            "rate=5/10s,1000/hour algorithm=sliding_window capacity=7 on_error=deny dry_run=on top=0",
+            "rate=9/min top=1024",
+            "rate=1/s backend=redis url=redis://h:1/2 prefix=x: timeout_ms=9",
+        ] {
+            let lim = Limiter::from_config_str(text).unwrap();
+            let again = Limiter::from_config_str(lim.describe()).unwrap();
+            assert_eq!(again.describe(), lim.describe(), "{text}");
+            assert_eq!(again.config(), lim.config(), "{text}");
+        }
     }
 
     #[test]

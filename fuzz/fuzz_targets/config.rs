@@ -1,18 +1,21 @@
-//! The configuration parser on arbitrary text: it never panics, and every
+//! The configuration parser on arbitrary text: it never panics, every
 //! configuration it accepts can be turned into rates (the limits that
-//! `Rate::new` asserts are the parser's to enforce).
+//! `Rate::new` asserts are the parser's to enforce), and its canonical
+//! description (rl_describe) parses back to the same configuration.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ratelimit::config::{Algorithm, Config};
+use ratelimit::config::{Algorithm, Backend, Config};
 use ratelimit::limiter::rates_in_ns;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     match Config::parse(text) {
         Ok(config) => {
-            assert!(!config.rates.is_empty(), "accepted {text:?} without a rate");
+            // Only an attach (backend=shm name=... without rate=) has no rate.
+            assert!(!config.rates.is_empty() || config.attaches(), "accepted {text:?} without a rate");
+            assert!(!config.attaches() || config.backend == Backend::Shm, "{text:?}");
             let rates = rates_in_ns(&config);
             for (spec, rate) in config.rates.iter().zip(&rates) {
                 assert!(spec.limit > 0 && spec.period_ns > 0 && spec.burst > 0, "{text:?}: {spec:?}");
@@ -22,7 +25,17 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             // Parsing is a pure function of the text.
-            assert_eq!(Config::parse(text), Ok(config));
+            assert_eq!(Config::parse(text).as_ref(), Ok(&config));
+            // The description is canonical: it parses back to the same
+            // configuration, unless a password had to be masked.
+            let described = config.describe();
+            match Config::parse(&described) {
+                Ok(again) => {
+                    assert_eq!(again, config, "{text:?} -> {described:?}");
+                    assert_eq!(again.describe(), described, "{text:?}");
+                }
+                Err(e) => assert!(e.0.contains("the mask rl_describe() prints"), "{text:?} -> {described:?}: {e}"),
+            }
         }
         Err(e) => assert!(!e.0.is_empty(), "{text:?} refused without a message"),
     }

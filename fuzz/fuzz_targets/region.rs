@@ -1,5 +1,6 @@
 //! `rl_create` with `backend=shm` on a region file of arbitrary bytes, then a
-//! few checks, resets, stats, rl_top and sweeps on it: whatever the file holds, the
+//! few checks, resets, stats, rl_top and sweeps on it, then the same file
+//! attached by name (no rate=): whatever the file holds, the
 //! library answers with a status (an error, or decisions that may be odd for
 //! the keys whose slots are garbage) and never crashes, hangs, or touches
 //! memory outside the mapping.
@@ -163,6 +164,29 @@ fuzz_target!(|data: &[u8]| {
         fuzz_set_now(NOW + 3_600_000_000_000);
         check(lim, KEYS[1], 1);
         check(lim, KEYS[0], 0);
+        rl_destroy(lim);
+    }
+    // The same file attached by name (no rate=): the configuration text in
+    // it is used only if it is exactly the canonical one of the region it is
+    // in (its hash and whole geometry agree), so an attach that succeeds has
+    // the harness's configuration, top= included.
+    let attach = std::ffi::CString::new(format!("backend=shm name={} timeout_ms=1", *NAME)).unwrap();
+    let mut lim = std::ptr::null_mut();
+    let rc = rl_create(attach.as_ptr(), &mut lim);
+    assert!(
+        [RL_OK, RL_ERR_IO, RL_ERR_INCOMPATIBLE].contains(&rc),
+        "attaching: rl_create = {rc} on a region of arbitrary bytes: {}",
+        last_error()
+    );
+    assert_eq!(rc == RL_OK, !lim.is_null());
+    if rc == RL_OK {
+        let mut text = [0u8; 512];
+        let n = rl_describe(lim, text.as_mut_ptr().cast(), text.len());
+        assert!(n > 0 && (n as usize) < text.len(), "rl_describe = {n}: {}", last_error());
+        let text = std::str::from_utf8(&text[..n as usize]).expect("ASCII");
+        let want = "rate=5/s,100/min algorithm=token_bucket capacity=16 top=32 backend=shm ";
+        assert!(text.starts_with(want), "attached with {text:?}");
+        check(lim, KEYS[2], 1);
         rl_destroy(lim);
     }
     unlink();

@@ -41,7 +41,8 @@ pub struct rl_limiter {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct rl_decision {
-    /// 1: serve the request; 0: answer 429.
+    /// 1: serve the request; 0: answer 429. Always 1 with `dry_run=on`, where
+    /// `retry_after_ms > 0` marks a check that would have been denied.
     pub allowed: u32,
     /// Which configured rate decided (0-based, in config order).
     pub rate_index: u32,
@@ -52,7 +53,9 @@ pub struct rl_decision {
     /// Milliseconds until that rate is back to its full quota (rounded up).
     pub reset_ms: u64,
     /// 0 when allowed; else milliseconds until the same cost can pass (rounded
-    /// up), or UINT64_MAX if it never can (the cost is above the quota).
+    /// up), or UINT64_MAX if it never can (the cost is above the quota). With
+    /// `dry_run=on` it is that of the real decision: nonzero (with
+    /// `allowed == 1`) for a check that would have been denied.
     pub retry_after_ms: u64,
     /// That rate's period in milliseconds.
     pub window_ms: u64,
@@ -127,7 +130,8 @@ pub const RL_HEADERS_LEGACY: u32 = 1;
 /// draft-ietf-httpapi-ratelimit-headers-10, policy name "default".
 pub const RL_HEADERS_IETF: u32 = 2;
 /// rl_format_headers() flag: `Retry-After` in whole seconds (rounded up), only
-/// when the decision is a denial that can pass later.
+/// when the decision is a denial (`allowed == 0`) that can pass later: never
+/// for a dry run's would-be denial, which is served.
 pub const RL_HEADERS_RETRY_AFTER: u32 = 4;
 
 /// The library's version as numbers, the same as rl_version() returns at run
@@ -215,7 +219,7 @@ impl From<Stats> for rl_stats {
 ///
 /// | key          | values                                           | default            |
 /// |--------------|--------------------------------------------------|--------------------|
-/// | `rate`       | `LIMIT/PERIOD[,LIMIT/PERIOD...]`: 1 to 8 rates   | required           |
+/// | `rate`       | `LIMIT/PERIOD[,LIMIT/PERIOD...]`: 1 to 8 rates   | required (*)       |
 /// | `algorithm`  | `token_bucket`, `fixed_window`, `sliding_window` | `token_bucket`     |
 /// | `burst`      | 1 or more (token_bucket with a single rate)      | LIMIT              |
 /// | `backend`    | `memory`, `shm`, `redis`                         | `memory`           |
@@ -227,12 +231,17 @@ impl From<Stats> for rl_stats {
 /// | `url`        | `redis://...`, `redis+cluster://...` (redis)     | required (redis)   |
 /// | `prefix`     | key prefix, no whitespace (redis)                | `rl:`              |
 /// | `top`        | 0 to 1024 keys per rl_top() ranking; 0 = off     | 32                 |
+/// | `dry_run`    | `on`, `off`                                      | `off`              |
+///
+/// (*) except to attach to an existing shm region (below). Values hold no
+/// control characters, nor invisible or direction-changing ones (zero-width
+/// spaces, bidi overrides): RL_ERR_CONFIG.
 ///
 /// - `rate`: LIMIT is a whole number >= 1; PERIOD is `[N]UNIT` with N >= 1
 ///   (default 1) and UNIT one of `ms`, `s` `sec` `second`, `m` `min`
 ///   `minute`, `h` `hour`, `d` `day`; at most 1000 days. E.g. `100/minute`,
 ///   `5/10s`, `10/s,1000/hour`. A check takes its cost from every rate or
-///   from none.
+///   from none. Required, except to attach to a shm region (below).
 /// - `algorithm=token_bucket` (GCRA): a fresh key may spend `burst` units at
 ///   once; units come back evenly, one every PERIOD/LIMIT (rounded up to the
 ///   nanosecond); a bucket may take at most 2000 days to refill.
@@ -253,8 +262,9 @@ impl From<Stats> for rl_stats {
 ///   redis: longest a check waits on the network.
 /// - `name` (shm): one leading '/', no other '/', 2 to 200 printable ASCII
 ///   characters. Processes that open the same name share one region; one
-///   opened with another `rate`, `algorithm`, `burst` or `capacity` is
-///   RL_ERR_INCOMPATIBLE.
+///   opened with another `rate`, `algorithm`, `burst`, `capacity` or `top`
+///   is RL_ERR_INCOMPATIBLE; `timeout_ms`, `on_error` and `dry_run` are each
+///   handle's own and may differ.
 /// - `mode` (shm): permissions of a newly created region, octal with a
 ///   leading 0. A mode that lets others write (o+w, e.g. `0666`) is
 ///   RL_ERR_CONFIG: any local user could rewrite the limits.
@@ -262,7 +272,8 @@ impl From<Stats> for rl_stats {
 ///   and db 0 by default) or `redis+cluster://[[user]:password@]host:port[,host:port...]`
 ///   for Redis Cluster; user and password may be percent-encoded; hosts are
 ///   names, IPv4 or bracketed IPv6 addresses. No TLS, Unix sockets or query
-///   options. Credentials are never echoed in error messages. rl_create()
+///   options. Credentials are never echoed in error messages (nor by
+///   rl_describe(), which writes the password as `***`). rl_create()
 ///   does not connect: an unreachable server is not an error until a check.
 ///   LIMIT and `burst` are at most 2^50 with this backend, and a token bucket
 ///   at most one unit per microsecond.
@@ -273,6 +284,28 @@ impl From<Stats> for rl_stats {
 ///   at the defaults) and a few ns per denied check; `top=0` turns it off
 ///   and costs nothing. With backend=shm it is part of the region's
 ///   configuration (the counts live in the region), like `capacity`.
+/// - `dry_run=on`: every check is decided and recorded as when enforcing
+///   (a would-be denial consumes nothing and counts in `limited`), but
+///   reported allowed: `allowed == 1 && retry_after_ms > 0` marks a would-be
+///   429 (see rl_check()). Per handle: never part of an shm region's
+///   configuration, so workers may switch a live region between dry run and
+///   enforcing (by recreating their handles) and keep its state.
+///
+/// **Attach** (`backend=shm name=/x` without `rate=`): opens the existing
+/// region `/x` with the limits stored in it (its `rate`, `algorithm`, `burst`,
+/// `capacity` and `top`); creates nothing. Besides `backend` and `name` it
+/// takes only the keys that are each handle's own: `timeout_ms`, `on_error`
+/// and `dry_run`. `algorithm`, `burst`, `capacity`, `top` (which would
+/// restate the region's configuration) and `mode` (which only applies to
+/// creating one) are RL_ERR_CONFIG, naming the token. No region by that
+/// name is RL_ERR_IO (naming it); an object that is not a region of this
+/// library's layout version is RL_ERR_INCOMPATIBLE; a region still being
+/// created is waited for (at most 2 s), as when opening one with `rate=`.
+///
+/// rl_create() also builds, once, the configuration's canonical form that
+/// rl_describe() returns: every key that applies to the backend, defaults
+/// included, in the order `rate algorithm burst capacity top backend name
+/// mode url prefix timeout_ms on_error dry_run` (passwords as `***`).
 ///
 /// With `backend=shm` the handle keeps one descriptor of the region open
 /// (close-on-exec) until rl_destroy(): it identifies this handle's process to
@@ -330,6 +363,13 @@ pub extern "C" fn rl_destroy(lim: *mut rl_limiter) {
 ///   `allowed = 0` and `retry_after_ms = 1000` for deny;
 /// - an internal error (RL_ERR_PANIC: a bug in the library, caught) gives
 ///   the same decision as a backend error.
+///
+/// With `dry_run=on` the check is decided and recorded exactly as when
+/// enforcing (a would-be denial consumes nothing and counts in `limited`),
+/// but `*out` says `allowed = 1`, its other fields those of the real
+/// decision: `retry_after_ms > 0` marks a would-be 429. So does a backend
+/// error with `on_error=deny` (`allowed = 1`, `retry_after_ms = 1000`).
+/// Argument errors still deny: they are the caller's bug, not a decision.
 ///
 /// In these error decisions `limit` and `window_ms` are those of the first
 /// configured rate (0 when `lim` is NULL), `rate_index`, `remaining` and
@@ -652,6 +692,12 @@ pub extern "C" fn rl_metrics(
 /// (or a NULL `buf` with `buf_len > 0`) and RL_ERR_INVALID for unknown flags;
 /// on an error a non-NULL `buf` with `buf_len > 0` holds the empty string.
 /// The text is never longer than 511 bytes.
+///
+/// A dry-run decision (`dry_run=on`: `allowed == 1` and `retry_after_ms > 0`,
+/// a would-be 429) is formatted as what it is, an allowed request: its
+/// `X-RateLimit-*`/`RateLimit` lines show the real `remaining` (often 0) and
+/// reset, but it gets no `Retry-After`, which is written only for a decision
+/// with `allowed == 0` (a client would wait on a limit nobody enforces).
 #[no_mangle]
 pub extern "C" fn rl_format_headers(d: *const rl_decision, flags: u32, buf: *mut c_char, buf_len: usize) -> i64 {
     ffi_boundary! {
@@ -675,17 +721,78 @@ pub extern "C" fn rl_format_headers(d: *const rl_decision, flags: u32, buf: *mut
             retry_after: flags & RL_HEADERS_RETRY_AFTER != 0,
         };
         let text = headers::format(&Decision::from(d), groups);
-        let bytes = text.as_bytes();
-        if buf_len > 0 {
-            let n = bytes.len().min(buf_len - 1);
-            // SAFETY: `buf` is non-NULL and the caller promises `buf_len`
-            // writable bytes; we write `n + 1 <= buf_len` of them.
-            unsafe {
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), n);
-                *buf.add(n) = 0;
-            }
+        // SAFETY: `buf` is non-NULL when `buf_len > 0` (checked above), and
+        // the caller promises `buf_len` writable bytes there.
+        unsafe { write_c_string(text.as_bytes(), buf, buf_len) }
+    }
+}
+
+/// snprintf's contract, for the functions that write text into a caller's
+/// buffer: copies as much of `text` as fits in `buf_len - 1` bytes, then a
+/// NUL (nothing at all when `buf_len` is 0), and returns `text`'s whole
+/// length.
+///
+/// # Safety
+/// When `buf_len > 0`, `buf` must point to `buf_len` writable bytes.
+unsafe fn write_c_string(text: &[u8], buf: *mut c_char, buf_len: usize) -> i64 {
+    if buf_len > 0 {
+        let n = text.len().min(buf_len - 1);
+        // SAFETY: `buf` has `buf_len` writable bytes (the caller's promise);
+        // we write `n + 1 <= buf_len` of them, from a slice that is ours.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), n);
+            *buf.add(n) = 0;
         }
-        bytes.len() as i64
+    }
+    // A text is far shorter than i64::MAX bytes (it is in memory).
+    text.len() as i64
+}
+
+/// Writes the limiter's configuration, in canonical form, into `buf`, with
+/// the snprintf semantics of rl_format_headers(): returns the length the
+/// text needs (without the NUL), writes at most `buf_len` bytes, always
+/// NUL-terminated when `buf_len > 0`; if the result is `>= buf_len` the
+/// text is cut and not usable. `buf` may be NULL when `buf_len` is 0, to
+/// learn the length. Returns RL_ERR_NULL for a NULL `lim` (or a NULL `buf`
+/// with `buf_len > 0`); on an error a non-NULL `buf` with `buf_len > 0`
+/// holds the empty string. Never fails otherwise, and allocates nothing.
+///
+/// The text is one line of `key=value` tokens separated by single spaces:
+/// every key that applies to the limiter's backend, defaults included, in
+/// the order `rate algorithm burst capacity top backend name mode url prefix
+/// timeout_ms on_error dry_run`. Rates are written in the largest unit that
+/// divides their period (`rate=100/min,5000/d`, `rate=5/10s`, `rate=7/250ms`),
+/// `burst` only for a token bucket with a single rate, `mode` as four octal
+/// digits. E.g. for `"rate=100/minute"`:
+/// `rate=100/min algorithm=token_bucket burst=100 capacity=100000 top=32
+/// backend=memory on_error=allow dry_run=off` (one line). Passing it to
+/// rl_create() gives an equivalent limiter (with backend=shm, the same
+/// region; one opened by attach, without `rate=`, is described with the
+/// region's `rate`, `algorithm`, `burst`, `capacity` and `top`, and its
+/// object's permissions as `mode`).
+///
+/// **Passwords are never written.** A `url=` password is written `***`
+/// (`url=redis://alice:***@host:6379`), so the text is safe to print and
+/// log (rlctl's `show` prints it). Such a text cannot recreate the limiter
+/// as it is: rl_create() refuses a url whose password is exactly `***`
+/// (RL_ERR_CONFIG, rather than a limiter that fails to authenticate at every
+/// check) until the real password is put back in its place.
+#[no_mangle]
+pub extern "C" fn rl_describe(lim: *mut rl_limiter, buf: *mut c_char, buf_len: usize) -> i64 {
+    ffi_boundary! {
+        if !buf.is_null() && buf_len > 0 {
+            // SAFETY: non-NULL, and the caller promises `buf_len >= 1`
+            // writable bytes. The empty string until the text is written.
+            unsafe { *buf = 0 };
+        }
+        let lim = try_ref!(lim);
+        if buf.is_null() && buf_len > 0 {
+            boundary::set_last_error("argument \"buf\" is NULL but \"buf_len\" is not 0");
+            return RL_ERR_NULL as i64;
+        }
+        // SAFETY: `buf` is non-NULL when `buf_len > 0` (checked above), and
+        // the caller promises `buf_len` writable bytes there.
+        unsafe { write_c_string(lim.inner.describe().as_bytes(), buf, buf_len) }
     }
 }
 

@@ -356,6 +356,38 @@ static void test_region_top_must_match(void)
     CHECK_EQ(rl_shm_unlink(name), RL_OK);
 }
 
+/* A handle that attaches by name (no rate=) takes top from the region, and
+ * ranks what the region's other handles counted; top= itself needs rate=. */
+static void test_attach_takes_top_from_the_region(void)
+{
+    rl_limiter *lim = NULL, *attached = NULL;
+    rl_top_entry e[CAP];
+    char text[1024];
+    rl_decision d;
+    int i;
+    snprintf(name, sizeof name, "/rl-ctest-%ld-topattach", (long)getpid());
+    (void)rl_shm_unlink(name);
+    snprintf(config, sizeof config, "rate=1/hour top=3 backend=shm name=%s", name);
+    if (!CHECK_EQ(rl_create(config, &lim), RL_OK))
+        return;
+    for (i = 0; i < 5; i++)
+        CHECK_EQ(rl_check(lim, "hot", 3, 1, &d), RL_OK);
+    snprintf(config, sizeof config, "backend=shm name=%s top=3", name);
+    CHECK_EQ(rl_create(config, &attached), RL_ERR_CONFIG);
+    CHECK_CONTAINS(rl_last_error(), "\"top=3\" needs \"rate=\"");
+    snprintf(config, sizeof config, "backend=shm name=%s", name);
+    if (CHECK_EQ(rl_create(config, &attached), RL_OK)) {
+        CHECK(rl_describe(attached, text, sizeof text) > 0);
+        CHECK_CONTAINS(text, " capacity=100000 top=3 backend=shm ");
+        CHECK_EQ(rl_top(attached, RL_TOP_LIMITED, e, CAP), 1);
+        CHECK(key_is(&e[0], "hot"));
+        CHECK_EQ(e[0].count, 4);
+        rl_destroy(attached);
+    }
+    rl_destroy(lim);
+    CHECK_EQ(rl_shm_unlink(name), RL_OK);
+}
+
 int main(void)
 {
     test_limited_and_active();
@@ -365,6 +397,7 @@ int main(void)
     if (!is_redis()) {
         test_region_wide();
         test_region_top_must_match();
+        test_attach_takes_top_from_the_region();
     }
     return CHECK_SUMMARY();
 }

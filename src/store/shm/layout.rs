@@ -8,14 +8,24 @@
 //! position below is computed by each process from its own configuration and
 //! checked against the values the creator wrote in the header.
 //!
+//! This is layout version 5 (`LAYOUT_VERSION`): the whole configuration
+//! text (for attaching by name) and the rl_top sketches, together. Two
+//! development builds each used version 4 for one of them; neither opens a
+//! version 5 region (nor this library theirs): RL_ERR_INCOMPATIBLE, naming
+//! both versions.
+//!
 //! ```text
 //! offset             size                  what
-//! 0                  HEADER_BYTES (576)    Header: identity, geometry, shared counters
+//! 0                  HEADER_BYTES (384)    Header: identity, geometry, shared counters
+//! config_text_offset config_text_len,      the configuration text (below), whole;
+//!   (= 384)            rounded up to 64    zeros after it (64 bytes for the
+//!                      (at most 4096)      shortest texts, 128 for most)
 //! owners_offset      MAX_OWNERS * 8        the generation of each owner slot (owner.rs)
-//!   (= 576)          (32 KiB)
+//!   (= 384 + text)   (32 KiB)
 //! stripes_offset     shards * 320          one Stripe per shard: its lock, stats, undo log
+//!   (= owners + 32 KiB)
 //! slots_offset       shards * shard_words * 8
-//!                                          the key table (table.rs): per shard,
+//!   (= stripes + shards * 320)             the key table (table.rs): per shard,
 //!                                          sets * 8 slots of `stride` u64 words
 //! top_offset         shards * top_words * 8
 //!   (= end of slots)                       per shard, its two heavy-hitter
@@ -24,6 +34,7 @@
 //!                                          words (top/sketch.rs), the pair
 //!                                          rounded up to whole cache lines;
 //!                                          nothing when top=0
+//! region_bytes       (= top_offset + the sketches' bytes): the object's size
 //! ```
 //!
 //! The header (all integers native-endian; the region never leaves the host):
@@ -48,9 +59,32 @@
 //! 200  recoveries       u64   locks taken over from dead processes, ever
 //! 208  top              u64   counters per sketch (`top=`), 0 for none
 //! 216  top_offset       u64   where the sketches start
+//! 224  (pad to 256)
 //! 256  recount_lock     u64   a lock (lock.rs) serialising recounts (own line)
-//! 320  config_text      [u8; 256] its first 255 bytes, for error messages
+//! 320  config_text_offset u64 where the configuration text is (HEADER_BYTES)
+//! 328  config_text_len  u64   its length in bytes, at most CONFIG_TEXT_MAX
+//! 336  (pad to 384 = HEADER_BYTES)
 //! ```
+//!
+//! Everything from `region_bytes` to `shard_words`, `top`, `top_offset`,
+//! `config_text_offset` and `config_text_len` is compared, at open, with
+//! what the opener computes from its configuration (region.rs, `check`).
+//!
+//! The configuration text is the region's identity in canonical form
+//! (`config::identity_text`, ASCII: `rate algorithm [burst] capacity top`,
+//! the order `Config::describe` starts with), e.g. `rate=100/min
+//! algorithm=token_bucket burst=100 capacity=100000 top=32`: what
+//! `config_hash` hashes, what an opener with another configuration is shown,
+//! and what `backend=shm name=...` without `rate=` (an attach) parses to
+//! learn the limits and the sketches' size. `top` is in it because the
+//! sketches are part of the layout: regions with another `top` have another
+//! size and place for them. (`Config::describe` goes on with `backend name
+//! mode url prefix timeout_ms on_error dry_run`, none of which is a region's:
+//! `mode` is the object's, the rest each handle's own.) Like the rest of the
+//! header, the creator writes it before `ready` and nobody writes it again.
+//! An opener reads it only after seeing `ready`, and only once its offset and
+//! length are checked against the object's size and `region_bytes`, so a
+//! damaged header cannot make it read outside the mapping.
 //!
 //! A stripe (one per shard, 320 bytes, starting on a cache line):
 //!
@@ -74,7 +108,7 @@
 //! | one fixed-window rate    | 24 bytes | 48 bytes            |
 //! | one sliding-window rate  | 32 bytes | 64 bytes            |
 //!
-//! plus a fixed 33 KiB (header and owner slots) and 320 bytes per shard (at
+//! plus a fixed 33 KiB (header, configuration text and owner slots) and 320 bytes per shard (at
 //! most 64 shards: 20 KiB), e.g. 3.2 MB for the default capacity of 100 000
 //! keys. (nginx's limit_req keeps 128 bytes per state.) The rl_top sketches
 //! add `2 * (1 + 12 * top) * 8` bytes per shard, rounded up to 64: 6 KiB
@@ -185,6 +219,12 @@
 //!    `torn_records_keep_the_bounds` (sketch.rs), the storm and
 //!    `a_process_killed_mid_sketch_record_leaves_sane_bounds` (tests.rs)
 //!    check it.
+//! 8. **The configuration text** (and the header's identity and geometry)
+//!    is written only by the creator, before `ready`, and never again: no
+//!    check, reset, sweep or repair writes it, so a kill after creation
+//!    cannot tear it and there is nothing to repair. A creator killed
+//!    before `ready` is the case of the last paragraph below; a text damaged
+//!    by a stray writer is the next section's case (refused, never used).
 //!
 //! ## A damaged region
 //!
@@ -194,7 +234,9 @@
 //! the region can make a process read or write outside its mapping, panic,
 //! or wait past `timeout_ms`: every position comes from the process's own
 //! configuration (the header's geometry is compared with it once, at open,
-//! and never read again); the values read from the region that pick a place
+//! and never read again; an attach takes its configuration from the stored
+//! text, read within bounds, and keeps it only if the text is exactly the
+//! canonical one, its hash matches and the whole geometry follows from it); the values read from the region that pick a place
 //! are checked before use (a lock word's owner slot, owner.rs; the undo
 //! record's slot index, journal.rs; the reclaim cursor, taken modulo the
 //! shard's slots, table.rs; a sketch entry's key length, clamped to 64,
@@ -207,15 +249,16 @@
 //! library to this.
 //!
 //! A process that dies while *creating* the region leaves `ready` at 0: others
-//! wait at most `READY_WAIT` and then fail with RL_ERR_IO, naming the region
-//! to remove.
+//! (openers and attaches alike) wait at most `READY_WAIT` and then fail with
+//! RL_ERR_IO, naming the region to remove; none has read its configuration
+//! text, which is written before `ready` like the rest.
 
 use std::mem::{offset_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use super::owner::MAX_OWNERS;
 use crate::algorithm::{Rate, STATE_WORDS};
-use crate::config::MAX_RATES;
+use crate::config::{identity_text, Algorithm, RateSpec, MAX_RATES};
 use crate::keyhash::Seed;
 use crate::table::{Geometry, ShardStats};
 use crate::top::Top;
@@ -223,13 +266,14 @@ use crate::top::Top;
 /// "rlshm", two zeros, then 1: a libratelimit region.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"rlshm\0\0\x01");
 /// Bumped whenever anything in this file changes meaning or place.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// The value of `Header::ready` once the region is initialised.
 pub const READY: u32 = 1;
 /// Most words a slot can have: the fingerprint and every rate's state.
 pub const MAX_STRIDE: usize = 1 + MAX_RATES * STATE_WORDS;
-/// Room for the configuration text in the header.
-pub const CONFIG_TEXT_BYTES: usize = 256;
+/// Longest configuration text a region may hold. Canonical texts stay under
+/// 512 bytes (8 rates of 20-digit limits); the rest is room for new keys.
+pub const CONFIG_TEXT_MAX: usize = 4096;
 
 /// The region header (see the module docs for the byte offsets).
 #[repr(C, align(64))]
@@ -267,7 +311,8 @@ pub struct Header {
     pub recount_lock: AtomicU64,
     _pad_lock: [u64; 7],
 
-    pub config_text: [u8; CONFIG_TEXT_BYTES],
+    pub config_text_offset: u64,
+    pub config_text_len: u64,
 }
 
 /// A stripe's undo log: the old words of the one slot being rewritten.
@@ -306,12 +351,14 @@ const _: () = {
     assert!(offset_of!(Header, top) == 208);
     assert!(offset_of!(Header, top_offset) == 216);
     assert!(offset_of!(Header, recount_lock) == 256);
-    assert!(offset_of!(Header, config_text) == 320);
-    assert!(HEADER_BYTES == 576);
+    assert!(offset_of!(Header, config_text_offset) == 320);
+    assert!(offset_of!(Header, config_text_len) == 328);
+    assert!(HEADER_BYTES == 384);
     assert!(offset_of!(Stripe, stats) == 64);
     assert!(offset_of!(Stripe, journal) == 104);
     assert!(STRIPE_BYTES == 320);
-    // Stripes start on a cache line after the owner slots.
+    // Stripes start on a cache line after the owner slots (the text area is
+    // a whole number of cache lines).
     assert!((HEADER_BYTES + MAX_OWNERS * 8) % 64 == 0);
 };
 
@@ -320,6 +367,7 @@ const _: () = {
 pub struct Layout {
     pub geometry: Geometry,
     pub capacity: u64,
+    pub config_text_offset: usize,
     pub owners_offset: usize,
     pub stripes_offset: usize,
     pub slots_offset: usize,
@@ -328,8 +376,8 @@ pub struct Layout {
     pub top: Option<Top>,
     pub top_offset: usize,
     pub region_bytes: usize,
-    /// The configuration in words, whole (what must match between
-    /// processes); the header keeps its first `CONFIG_TEXT_BYTES - 1` bytes.
+    /// The configuration in words, whole: what must match between
+    /// processes, kept at `config_text_offset`.
     pub config_text: String,
     pub config_hash: u64,
 }
@@ -338,12 +386,16 @@ impl Layout {
     pub fn new(rates: &[Rate], capacity: u64, top: usize) -> Option<Layout> {
         let state_words = rates.iter().map(Rate::words).sum();
         let geometry = Geometry::new(capacity, state_words);
-        let owners_offset = HEADER_BYTES;
+        let config_text = describe(rates, capacity, top);
+        if config_text.len() > CONFIG_TEXT_MAX {
+            return None;
+        }
+        let config_text_offset = HEADER_BYTES;
+        let owners_offset = config_text_offset + config_text.len().next_multiple_of(64);
         let stripes_offset = owners_offset + MAX_OWNERS * 8;
         let slots_offset = stripes_offset + geometry.shards * STRIPE_BYTES;
         let table_bytes = geometry.shards.checked_mul(geometry.shard_words())?.checked_mul(8)?;
         let top_offset = slots_offset.checked_add(table_bytes)?;
-        let top_entries = top;
         let top = Top::new(top);
         let top_bytes = geometry.shards * top.map_or(0, |t| t.shard_words()) * 8;
         let region_bytes = top_offset.checked_add(top_bytes)?;
@@ -351,7 +403,6 @@ impl Layout {
         if region_bytes > i64::MAX as usize {
             return None;
         }
-        let config_text = describe(rates, capacity, top_entries);
         // Over the whole text, with a fixed key, so every process computes the
         // same hash. 63 bits (the fingerprint's low bit is always set) are
         // plenty: a collision needs a hostile configuration writer, who could
@@ -360,6 +411,7 @@ impl Layout {
         Some(Layout {
             geometry,
             capacity,
+            config_text_offset,
             owners_offset,
             stripes_offset,
             slots_offset,
@@ -377,22 +429,47 @@ impl Layout {
     }
 }
 
-/// The configuration as the region records it, e.g.
-/// `rate=100/60000ms algorithm=token_bucket capacity=1000 top=32`.
+/// The configuration as the region records it (`config::identity_text`), e.g.
+/// `rate=100/min algorithm=token_bucket burst=100 capacity=1000 top=32`.
 fn describe(rates: &[Rate], capacity: u64, top: usize) -> String {
-    let list: Vec<String> = rates
-        .iter()
-        .map(|r| {
-            let mut s = format!("{}/{}ms", r.limit, r.period / 1_000_000);
-            if r.period % 1_000_000 != 0 {
-                s = format!("{}/{}ns", r.limit, r.period);
-            }
-            if r.burst != r.limit {
-                s += &format!(" burst={}", r.burst);
-            }
-            s
-        })
-        .collect();
-    let algorithm = rates.first().map_or("?", |r| r.algorithm.name());
-    format!("rate={} algorithm={algorithm} capacity={capacity} top={top}", list.join(","))
+    let specs: Vec<RateSpec> =
+        rates.iter().map(|r| RateSpec { limit: r.limit, period_ns: r.period, burst: r.burst }).collect();
+    let algorithm = rates.first().map_or(Algorithm::TokenBucket, |r| r.algorithm);
+    identity_text(&specs, algorithm, capacity, true, top)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::limiter::rates_in_ns;
+
+    fn layout(config: &str) -> Layout {
+        let c = Config::parse(config).unwrap();
+        Layout::new(&rates_in_ns(&c), c.capacity, c.top).unwrap()
+    }
+
+    /// The table in the module docs, for the default configuration and for
+    /// tracking turned off: the text area, owners, stripes, slots, sketches.
+    #[test]
+    fn the_documented_layout() {
+        let l = layout("rate=100/minute");
+        assert_eq!(l.config_text, "rate=100/min algorithm=token_bucket burst=100 capacity=100000 top=32");
+        assert_eq!(l.config_text_offset, 384);
+        assert_eq!(l.owners_offset, 384 + 128);
+        assert_eq!(l.stripes_offset, l.owners_offset + 32 * 1024);
+        assert_eq!(l.geometry.shards, 64);
+        assert_eq!(l.slots_offset, l.stripes_offset + 64 * 320);
+        assert_eq!(l.top_offset, l.slots_offset + 64 * l.geometry.shard_words() * 8);
+        // Two sketches of 1 + 12 * 32 words, rounded up to 64 bytes: 6208 bytes per shard.
+        assert_eq!(l.top.map(|t| t.shard_words() * 8), Some(6208));
+        assert_eq!(l.region_bytes, l.top_offset + 64 * 6208);
+        assert!(l.stripes_offset % 64 == 0 && l.slots_offset % 64 == 0 && l.top_offset % 64 == 0);
+
+        let off = layout("rate=100/minute top=0");
+        assert!(off.config_text.ends_with(" capacity=100000 top=0"), "{}", off.config_text);
+        assert_eq!((off.top, off.region_bytes), (None, off.top_offset));
+        assert_ne!(off.config_hash, l.config_hash);
+        assert_ne!(layout("rate=100/minute top=33").config_hash, l.config_hash);
+    }
 }

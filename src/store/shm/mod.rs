@@ -47,6 +47,7 @@ use self::region::{Init, Region};
 use self::wait::{Budget, Patience};
 use super::{Answer, Store, StoreStats};
 use crate::algorithm::Rate;
+use crate::config::{Backend, Config};
 use crate::error::Error;
 use crate::keyhash::Seed;
 use crate::table::{Shard, ShardStats};
@@ -195,6 +196,11 @@ impl<'a> Locked<'a> {
 /// counting on cannot overflow.
 const DAMAGED_COUNT: u64 = 1 << 62;
 
+/// A configuration's rates in nanosecond ticks (as `limiter::rates_in_ns`).
+fn rates_of(config: &Config) -> Vec<Rate> {
+    config.rates.iter().map(|r| Rate::new(config.algorithm, r.limit, r.period_ns, r.burst)).collect()
+}
+
 /// The owner-slot generations of a checked region (owner.rs).
 fn generations<'a>(region: &'a Region, layout: &Layout) -> &'a [AtomicU64] {
     // SAFETY: the owner slots lie inside the checked mapping, 8-byte aligned,
@@ -219,6 +225,48 @@ impl ShmStore {
         let seed = Seed::random().map_err(|e| Error::Io(format!("reading /dev/urandom for the hash seed: {e}")))?;
         let init = Init { seed: seed.0, epoch_offset_ns: SharedClock::epoch_offset_now() };
         let (region, fd) = region::create_or_open(name, mode, &layout, &init)?;
+        ShmStore::with_region(region, fd, layout, rates, name, timeout_ms)
+    }
+
+    /// Opens the existing region `name` with the configuration stored in it
+    /// (an attach: `backend=shm name=...` without `rate=`). Returns the store
+    /// and that configuration: its rates, algorithm, capacity and top, and in
+    /// `mode` the object's permission bits (the other fields are defaults).
+    pub fn attach(name: &str, timeout_ms: u64) -> Result<(ShmStore, Config), Error> {
+        let mut stored = None;
+        let (region, fd, layout, mode) = region::attach(name, |text| {
+            // The text is the canonical one the creator wrote (layout.rs); one
+            // that does not parse into limits, or whose layout is not the
+            // region's, is refused (by the check that follows, for the latter).
+            let unreadable = |why: String| {
+                Error::Incompatible(format!(
+                    "shm region \"{name}\" holds a configuration this library cannot use ({why}); remove it with \
+                     rl_shm_unlink(\"{name}\") if no process uses it"
+                ))
+            };
+            let config = Config::parse(text).map_err(|e| unreadable(e.0))?;
+            if config.attaches() || config.backend != Backend::Memory {
+                return Err(unreadable(format!("\"{text}\" is not a region's limits")));
+            }
+            let layout = Layout::new(&rates_of(&config), config.capacity, config.top)
+                .ok_or_else(|| unreadable(format!("\"{text}\" makes no region")))?;
+            stored = Some(config);
+            Ok(layout)
+        })?;
+        let config = Config { mode, ..stored.expect("set when attach succeeds") };
+        let store = ShmStore::with_region(region, fd, layout, rates_of(&config), name, timeout_ms)?;
+        Ok((store, config))
+    }
+
+    /// The store over a checked, ready region.
+    fn with_region(
+        region: Region,
+        fd: std::os::fd::OwnedFd,
+        layout: Layout,
+        rates: Vec<Rate>,
+        name: &str,
+        timeout_ms: u64,
+    ) -> Result<ShmStore, Error> {
         let h = region.header();
         // SAFETY: the region is ready and checked; the creator wrote these
         // fields before `ready` and never writes them again.

@@ -9,6 +9,11 @@
 //! before trusting a byte: size, magic, layout version, configuration,
 //! geometry. Nothing in a region is ever used as a pointer.
 //!
+//! An attach (`attach`: no configuration of its own) opens only an existing
+//! object, waits for it the same way, reads the configuration text stored in
+//! it (bounds checked), has the caller turn it into a layout, and then checks
+//! the region against that layout exactly as any opener does.
+//!
 //! Dropping a `Region` unmaps it; it never unlinks the object (see
 //! `rl_shm_unlink`): the others may still be using it. The descriptor the
 //! region was mapped from is handed to the caller, who opens the region's
@@ -20,12 +25,24 @@ use std::ptr::{addr_of, addr_of_mut, NonNull};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::layout::{Header, Layout, CONFIG_TEXT_BYTES, HEADER_BYTES, LAYOUT_VERSION, MAGIC, READY, STRIPE_BYTES};
+use super::layout::{Header, Layout, CONFIG_TEXT_MAX, HEADER_BYTES, LAYOUT_VERSION, MAGIC, READY, STRIPE_BYTES};
 use super::owner::MAX_OWNERS;
 use crate::error::Error;
 
+/// Most bytes of another region's configuration text a message shows (a
+/// canonical text is shorter; only a damaged one is cut).
+const SHOWN_TEXT_MAX: usize = 512;
+
 /// Longest an opener waits for the creator to finish initialising.
 pub const READY_WAIT: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: how long a region creation on this thread pauses, twice: with
+    /// the object still empty (before `ftruncate`), and sized and mapped but
+    /// not yet initialised (before the header is written).
+    pub static CREATE_PAUSE: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
 
 /// A mapping of a whole region.
 pub struct Region {
@@ -163,6 +180,8 @@ fn create(fd: Fd, c: &CStr, name: &str, mode: u32, layout: &Layout, init: &Init)
         if unsafe { libc::fchmod(fd.0, mode as libc::mode_t) } != 0 {
             return Err(format!("setting mode {mode:o}: {}", errno()));
         }
+        #[cfg(test)]
+        std::thread::sleep(CREATE_PAUSE.get());
         // SAFETY: a plain call on a descriptor we own (len fits off_t: Layout checked).
         if unsafe { libc::ftruncate(fd.0, len as libc::off_t) } != 0 {
             return Err(format!("sizing it to {len} bytes: {}", errno()));
@@ -184,6 +203,8 @@ fn create(fd: Fd, c: &CStr, name: &str, mode: u32, layout: &Layout, init: &Init)
             ));
         }
         let region = map(&fd, len).map_err(|e| format!("mapping {len} bytes: {e}"))?;
+        #[cfg(test)]
+        std::thread::sleep(CREATE_PAUSE.get());
         initialise(&region, layout, init);
         Ok(region)
     })();
@@ -223,20 +244,15 @@ fn initialise(region: &Region, layout: &Layout, init: &Init) {
         addr_of_mut!((*h).shard_words).write(g.shard_words() as u64);
         addr_of_mut!((*h).top).write(layout.top.map_or(0, |t| t.entries() as u64));
         addr_of_mut!((*h).top_offset).write(layout.top_offset as u64);
-        let mut text = [0u8; CONFIG_TEXT_BYTES];
-        let shown = shown_text(&layout.config_text);
-        text[..shown.len()].copy_from_slice(shown);
-        addr_of_mut!((*h).config_text).write(text);
+        let text = layout.config_text.as_bytes();
+        addr_of_mut!((*h).config_text_offset).write(layout.config_text_offset as u64);
+        addr_of_mut!((*h).config_text_len).write(text.len() as u64);
+        // The text area lies between the header and the owner slots (layout.rs).
+        std::ptr::copy_nonoverlapping(text.as_ptr(), region.base().add(layout.config_text_offset), text.len());
         (*h).version.store(LAYOUT_VERSION, Ordering::Relaxed);
         (*h).magic.store(MAGIC, Ordering::Release);
         (*h).ready.store(READY, Ordering::Release);
     }
-}
-
-/// The part of a configuration text a header keeps (ASCII: any cut is a
-/// character boundary).
-fn shown_text(text: &str) -> &[u8] {
-    &text.as_bytes()[..text.len().min(CONFIG_TEXT_BYTES - 1)]
 }
 
 fn remove_hint(name: &str) -> String {
@@ -256,11 +272,20 @@ fn object_size(fd: &Fd, name: &str) -> Result<usize, Error> {
 
 /// Waits for an existing region to be ready, then checks it against `layout`.
 fn open_existing(fd: Fd, name: &str, layout: &Layout, deadline: Instant) -> Result<(Region, OwnedFd), Error> {
+    let (region, size) = wait_ready(&fd, name, deadline)?;
+    check(&region, size, name, layout)?;
+    Ok((region, fd.into_owned()))
+}
+
+/// Maps an existing object once it is a ready region of this layout
+/// version (waiting for its creator until `deadline`); returns the mapping
+/// and the object's size.
+fn wait_ready(fd: &Fd, name: &str, deadline: Instant) -> Result<(Region, usize), Error> {
     let pause = || std::thread::sleep(Duration::from_millis(1));
     // Its size: 0 for a moment while its creator is between shm_open and
     // ftruncate; a creator sizes it once, in one call.
     let size = loop {
-        let size = object_size(&fd, name)?;
+        let size = object_size(fd, name)?;
         if size > 0 {
             break size;
         }
@@ -279,7 +304,7 @@ fn open_existing(fd: Fd, name: &str, layout: &Layout, deadline: Instant) -> Resu
             remove_hint(name)
         )));
     }
-    let region = map(&fd, size).map_err(|e| Error::Io(format!("mapping shm region \"{name}\" ({size} bytes): {e}")))?;
+    let region = map(fd, size).map_err(|e| Error::Io(format!("mapping shm region \"{name}\" ({size} bytes): {e}")))?;
     let h = region.header();
     loop {
         // SAFETY: the header is inside the mapping (size >= HEADER_BYTES) and
@@ -305,7 +330,7 @@ fn open_existing(fd: Fd, name: &str, layout: &Layout, deadline: Instant) -> Resu
             )));
         }
         if magic == MAGIC && ready == READY {
-            break;
+            return Ok((region, size));
         }
         if Instant::now() > deadline {
             return Err(Error::Io(format!(
@@ -316,8 +341,82 @@ fn open_existing(fd: Fd, name: &str, layout: &Layout, deadline: Instant) -> Resu
         }
         pause();
     }
-    check(&region, size, name, layout)?;
-    Ok((region, fd.into_owned()))
+}
+
+/// Opens the existing region `name` without knowing its configuration:
+/// `layout_for` makes the layout from the configuration text stored in the
+/// region (or refuses it), and the region is then checked against that
+/// layout like any other. Returns the mapping, the descriptor and the
+/// permission bits of the object. No region by that name is RL_ERR_IO.
+pub fn attach(
+    name: &str,
+    layout_for: impl FnOnce(&str) -> Result<Layout, Error>,
+) -> Result<(Region, OwnedFd, Layout, u32), Error> {
+    let c = c_name(name)?;
+    // SAFETY: `c` is a NUL-terminated string.
+    let fd = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
+    if fd < 0 {
+        let e = errno();
+        if e.raw_os_error() == Some(libc::ENOENT) {
+            return Err(Error::Io(format!(
+                "no shm region \"{name}\" to attach to ({e}): without rate=, backend=shm name=... opens an \
+                 existing region and uses the configuration stored in it; create it first (with rate=), or check \
+                 the name"
+            )));
+        }
+        return Err(Error::Io(format!("opening shm region \"{name}\": {e}")));
+    }
+    let fd = Fd(fd);
+    let (region, size) = wait_ready(&fd, name, Instant::now() + READY_WAIT)?;
+    let text = stored_text(&region, size).map_err(|why| {
+        Error::Incompatible(format!("shm region \"{name}\" {why}: it was damaged; {}", remove_hint(name)))
+    })?;
+    let layout = layout_for(&text)?;
+    check(&region, size, name, &layout)?;
+    let mode = object_mode(&fd, name)?;
+    Ok((region, fd.into_owned(), layout, mode))
+}
+
+/// The permission bits of an open object.
+fn object_mode(fd: &Fd, name: &str) -> Result<u32, Error> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills `st` on success.
+    if unsafe { libc::fstat(fd.0, st.as_mut_ptr()) } != 0 {
+        return Err(Error::Io(format!("fstat of shm region \"{name}\": {}", errno())));
+    }
+    // SAFETY: fstat succeeded.
+    Ok(unsafe { st.assume_init() }.st_mode & 0o777)
+}
+
+/// The configuration text of a ready region of `size` bytes, or why it
+/// cannot be one: its offset and length are checked against the object's
+/// size and the header's `region_bytes` before a byte is read, and it must
+/// be printable ASCII, as every text the library writes is.
+fn stored_text(region: &Region, size: usize) -> Result<String, String> {
+    let h = region.header();
+    // SAFETY: the header is inside the mapping; `ready` was seen set with an
+    // acquire load, so the creator's writes (never written again) are
+    // visible. Plain integer reads: any bit pattern is a value.
+    let (offset, len, region_bytes) = unsafe {
+        (
+            addr_of!((*h).config_text_offset).read(),
+            addr_of!((*h).config_text_len).read(),
+            addr_of!((*h).region_bytes).read(),
+        )
+    };
+    let end = offset.saturating_add(len);
+    if offset < HEADER_BYTES as u64 || len > CONFIG_TEXT_MAX as u64 || end > size as u64 || end > region_bytes {
+        return Err(format!("has its configuration text out of bounds ({len} bytes at offset {offset} of {size})"));
+    }
+    let mut bytes = vec![0u8; len as usize];
+    // SAFETY: `offset + len <= size` (checked above, no overflow): the bytes
+    // lie inside the mapping; they are plain bytes, and `bytes` is a buffer
+    // of its own of exactly `len` bytes.
+    unsafe { std::ptr::copy_nonoverlapping(region.base().add(offset as usize), bytes.as_mut_ptr(), bytes.len()) };
+    if !bytes.iter().all(|&b| b.is_ascii_graphic() || b == b' ') {
+        return Err("has a configuration text that is not printable ASCII".into());
+    }
+    Ok(String::from_utf8(bytes).expect("checked: ASCII"))
 }
 
 /// Checks a ready region's header against what this process computed.
@@ -326,10 +425,9 @@ fn check(region: &Region, size: usize, name: &str, layout: &Layout) -> Result<()
     // SAFETY: the header is inside the mapping; `ready` was seen set with an
     // acquire load, so the creator's writes of these fields (never written
     // again) are visible. Plain integer reads: any bit pattern is a value.
-    let (hash, text, fields) = unsafe {
+    let (hash, fields) = unsafe {
         (
             addr_of!((*h).config_hash).read(),
-            addr_of!((*h).config_text).read(),
             [
                 addr_of!((*h).region_bytes).read(),
                 addr_of!((*h).capacity).read(),
@@ -343,24 +441,31 @@ fn check(region: &Region, size: usize, name: &str, layout: &Layout) -> Result<()
                 addr_of!((*h).shard_words).read(),
                 addr_of!((*h).top).read(),
                 addr_of!((*h).top_offset).read(),
+                addr_of!((*h).config_text_offset).read(),
+                addr_of!((*h).config_text_len).read(),
             ],
         )
     };
-    if hash != layout.config_hash {
-        let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
-        let mut theirs: String =
-            text[..end].iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' }).collect();
-        let mut past = "";
-        if end == CONFIG_TEXT_BYTES - 1 {
-            // The region keeps only the start of a long configuration.
-            theirs += "...";
-            if text[..end] == *shown_text(&layout.config_text) {
-                past = " (they differ past the first 255 characters)";
-            }
-        }
+    let text = stored_text(region, size);
+    if hash != layout.config_hash && text.as_deref() == Ok(layout.config_text.as_str()) {
+        // Only a damaged header (or one rewritten by hand) pairs a text with another hash.
         return Err(Error::Incompatible(format!(
-            "shm region \"{name}\" holds limits for \"{theirs}\", not \"{}\"{past}: every process sharing a \
-             region must configure the same rate, algorithm, capacity and top; use another name= or {}",
+            "shm region \"{name}\" has a configuration hash that does not match its text \"{}\": it was damaged; {}",
+            layout.config_text,
+            remove_hint(name)
+        )));
+    }
+    if hash != layout.config_hash || text.as_deref() != Ok(layout.config_text.as_str()) {
+        let theirs = match &text {
+            // Canonical texts are far shorter; a damaged one is cut.
+            Ok(t) if t.len() > SHOWN_TEXT_MAX => format!("holds limits for \"{}...\"", &t[..SHOWN_TEXT_MAX]),
+            Ok(t) => format!("holds limits for \"{t}\""),
+            Err(why) => why.clone(),
+        };
+        return Err(Error::Incompatible(format!(
+            "shm region \"{name}\" {theirs}, not \"{}\": every process sharing a region must configure the same \
+             rate, algorithm, burst, capacity and top (or attach with backend=shm name={name} and no rate=); use \
+             another name= or {}",
             layout.config_text,
             remove_hint(name)
         )));
@@ -379,6 +484,8 @@ fn check(region: &Region, size: usize, name: &str, layout: &Layout) -> Result<()
         g.shard_words() as u64,
         layout.top.map_or(0, |t| t.entries() as u64),
         layout.top_offset as u64,
+        layout.config_text_offset as u64,
+        layout.config_text.len() as u64,
     ];
     if fields != ours || size != layout.region_bytes {
         return Err(Error::Incompatible(format!(
@@ -403,38 +510,134 @@ mod tests {
     }
 
     /// Eight rates of long numbers, the last period `last` ms: the canonical
-    /// texts of two of them differ only after their first 255 bytes.
+    /// texts of two of them differ only at their end, past the first 255
+    /// bytes (all that a region used to keep of it).
     fn long_config(last: u64) -> String {
-        let rate = "100000000000000000/86400000000ms,";
+        let rate = "100000000000000000/86399999997ms,";
         format!("rate={}100000000000000000/{last}ms capacity=1000", rate.repeat(7))
     }
 
+    fn region_name(tag: &str) -> (String, CString) {
+        // SAFETY: getpid has no preconditions.
+        let name = format!("/rl-rust-region-{}-{tag}", unsafe { libc::getpid() });
+        let c = CString::new(name.as_str()).unwrap();
+        let _ = unlink(&c);
+        (name, c)
+    }
+
     #[test]
-    fn configurations_that_differ_past_the_stored_text_are_incompatible() {
+    fn configurations_that_differ_anywhere_are_incompatible() {
         let (a, b) = (layout(&long_config(86_399_999_999)), layout(&long_config(86_399_999_998)));
-        let shown = CONFIG_TEXT_BYTES - 1;
-        assert!(a.config_text.len() > shown && a.config_text.as_bytes()[..shown] == b.config_text.as_bytes()[..shown]);
+        assert!(a.config_text.len() > 300 && a.config_text.len() == b.config_text.len());
+        assert!(
+            a.config_text.ends_with("86399999999ms algorithm=token_bucket capacity=1000 top=32"),
+            "{}",
+            a.config_text
+        );
         assert_ne!(a.config_hash, b.config_hash);
         assert_eq!(a.geometry, b.geometry);
 
-        // SAFETY: getpid has no preconditions.
-        let name = format!("/rl-rust-region-{}-long", unsafe { libc::getpid() });
-        let c = CString::new(name.as_str()).unwrap();
-        let _ = unlink(&c);
+        let (name, c) = region_name("long");
         let init = Init { seed: [1, 2], epoch_offset_ns: 0 };
         let first = create_or_open(&name, 0o600, &a, &init).expect("created");
         let second = create_or_open(&name, 0o600, &b, &init);
         let same = create_or_open(&name, 0o600, &a, &init);
+        // An attach reads the whole text back, and its layout is the creator's.
+        let attached = attach(&name, |text| {
+            assert_eq!(text, a.config_text);
+            Ok(layout(text))
+        });
         unlink(&c).unwrap();
         drop(first);
         match second {
             Err(Error::Incompatible(why)) => {
-                assert!(why.contains(&b.config_text), "{why}");
-                assert!(why.contains("past"), "{why}");
+                assert!(why.contains(&format!("holds limits for \"{}\"", a.config_text)), "{why}");
+                assert!(why.contains(&format!("not \"{}\"", b.config_text)), "{why}");
             }
             Err(e) => panic!("another error: {e:?}"),
             Ok(_) => panic!("a region made for another configuration was accepted"),
         }
         assert!(same.is_ok(), "the same configuration opens the region");
+        let (_, _, attached, mode) = attached.expect("attached");
+        assert_eq!((attached, mode), (a, 0o600));
+    }
+
+    /// A header whose text offset or length points anywhere is refused before
+    /// a byte of the text is read, by an opener and by an attach alike.
+    #[test]
+    fn a_damaged_text_offset_or_length_is_refused() {
+        let a = layout("rate=5/s capacity=100");
+        let (name, c) = region_name("text");
+        let init = Init { seed: [1, 2], epoch_offset_ns: 0 };
+        let len = a.config_text.len() as u64;
+        let size = a.region_bytes as u64;
+        for (offset, length, why) in [
+            (HEADER_BYTES as u64, len, None),
+            (u64::MAX, len, Some("out of bounds")),
+            (u64::MAX - 2, 5, Some("out of bounds")),
+            (size - 2, 5, Some("out of bounds")),
+            (size, 0, Some("holds limits for \"\"")),
+            (0, len, Some("out of bounds")),
+            (HEADER_BYTES as u64, u64::MAX, Some("out of bounds")),
+            (HEADER_BYTES as u64, CONFIG_TEXT_MAX as u64 + 1, Some("out of bounds")),
+            (HEADER_BYTES as u64 + 1, len - 1, Some("holds limits for \"ate=5/s")),
+            (HEADER_BYTES as u64 + 64 * 8, len, Some("not printable")),
+        ] {
+            let (region, _fd) = create_or_open(&name, 0o600, &a, &init).expect("created");
+            let h = region.header();
+            // SAFETY: header fields inside the mapping; this test is the
+            // only user of the region.
+            unsafe {
+                addr_of_mut!((*h).config_text_offset).write(offset);
+                addr_of_mut!((*h).config_text_len).write(length);
+            }
+            let opened = create_or_open(&name, 0o600, &a, &init).map(drop);
+            let attached = attach(&name, |text| {
+                Config::parse(text)
+                    .ok()
+                    .and_then(|c| Layout::new(&rates_in_ns(&c), c.capacity, c.top))
+                    .ok_or_else(|| Error::Incompatible(format!("holds limits for \"{text}\"")))
+            })
+            .map(drop);
+            unlink(&c).unwrap();
+            for result in [opened, attached] {
+                match (why, result) {
+                    (None, Ok(())) => {}
+                    (Some(why), Err(Error::Incompatible(m))) => assert!(m.contains(why), "{offset} {length}: {m}"),
+                    (why, r) => panic!("offset {offset}, length {length}: {r:?}, expected {why:?}"),
+                }
+            }
+        }
+    }
+
+    /// A damaged header: its text with another hash, or a long text that is
+    /// no configuration. Refused with a message that says so, of bounded length.
+    #[test]
+    fn a_damaged_hash_or_a_long_text_is_refused_briefly() {
+        let a = layout("rate=5/s capacity=100");
+        let (name, c) = region_name("hash");
+        let init = Init { seed: [1, 2], epoch_offset_ns: 0 };
+        let (region, _fd) = create_or_open(&name, 0o600, &a, &init).expect("created");
+        let h = region.header();
+        // SAFETY: a header field inside the mapping; this test is the only user.
+        unsafe { addr_of_mut!((*h).config_hash).write(a.config_hash ^ 2) };
+        match create_or_open(&name, 0o600, &a, &init).map(drop) {
+            Err(Error::Incompatible(m)) => assert!(m.contains("hash that does not match its text"), "{m}"),
+            r => panic!("{r:?}"),
+        }
+        // SAFETY: inside the mapping (the owner slots follow the text area,
+        // and no handle owns one yet); this test is the only user.
+        unsafe {
+            std::ptr::write_bytes(region.base().add(HEADER_BYTES), b'x', CONFIG_TEXT_MAX);
+            addr_of_mut!((*h).config_text_len).write(CONFIG_TEXT_MAX as u64);
+        }
+        match create_or_open(&name, 0o600, &a, &init).map(drop) {
+            Err(Error::Incompatible(m)) => {
+                assert!(m.contains(&format!("holds limits for \"{}...\"", "x".repeat(SHOWN_TEXT_MAX))), "{m}");
+                assert!(m.len() < SHOWN_TEXT_MAX + 600, "{} bytes: {m}", m.len());
+            }
+            r => panic!("{r:?}"),
+        }
+        unlink(&c).unwrap();
     }
 }

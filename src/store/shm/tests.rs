@@ -135,6 +135,100 @@ fn layout_and_bytes_per_key() {
     assert!(matches!(shm_unlink(c"no-slash"), Err(Error::Invalid(_))));
 }
 
+/// An attach (no configuration of its own) shares the creator's region and
+/// learns its limits from it; with no region by that name it fails at once.
+#[test]
+fn an_attach_uses_the_stored_configuration() {
+    let name = Name::new("attach");
+    match ShmStore::attach(&name.0, 1000) {
+        Err(Error::Io(m)) => assert!(m.contains(&format!("no shm region \"{}\"", name.0)), "{m}"),
+        r => panic!("attached to nothing: {:?}", r.map(|_| ())),
+    }
+    let created = open("rate=3/hour,100/d algorithm=fixed_window capacity=50 top=5", &name);
+    let (attached, config) = ShmStore::attach(&name.0, 1000).expect("attached");
+    assert_eq!(
+        config.describe(),
+        "rate=3/h,100/d algorithm=fixed_window capacity=50 top=5 backend=memory on_error=allow dry_run=off"
+    );
+    assert_eq!(config.mode, 0o600);
+    assert_eq!(attached.layout, created.layout);
+    assert!(created.check(b"k", 2).unwrap().verdict.outcome.allowed);
+    let o = attached.check(b"k", 0).unwrap().verdict.outcome;
+    assert_eq!((o.allowed, o.remaining), (true, 1));
+    assert!(!attached.check(b"k", 2).unwrap().verdict.outcome.allowed);
+}
+
+/// An attach trusts the stored text only as far as the whole region agrees
+/// with it: a text rewritten behind the library's back (another limit, a
+/// non-canonical spelling, another backend, garbage) is refused, never used.
+#[test]
+fn an_attach_refuses_a_rewritten_configuration_text() {
+    let name = Name::new("attach-forged");
+    let original = "rate=5/s algorithm=token_bucket burst=5 capacity=100 top=32";
+    for (forged, why) in [
+        ("rate=6/s algorithm=token_bucket burst=5 capacity=100 top=32", "does not match its text \"rate=6/s"),
+        ("rate=5/1s algorithm=token_bucket burst=5 capacity=10 top=32", "holds limits for \"rate=5/1s"),
+        ("rate=5/s backend=redis url=redis://h:1 on_error=deny top=32", "is not a region's limits"),
+        ("rate=5/s algorithm=token_bucket burst=5 capacity=0x1 top=32", "cannot use"),
+        ("\u{7f}ate=5/s algorithm=token_bucket burst=5 capacity=100 top=32", "not printable ASCII"),
+        // Sketches of another size, or `top` spelt another way.
+        ("rate=5/s algorithm=token_bucket burst=5 capacity=100 top=33", "does not match its text"),
+        ("rate=5/s algorithm=token_bucket burst=5 capacity=100 top=03", "holds limits for \"rate=5/s"),
+        ("rate=5/s algorithm=token_bucket burst=5 capacity=100 top=xy", "cannot use"),
+    ] {
+        assert_eq!(forged.len(), original.len(), "{forged}");
+        let created = open("rate=5/s capacity=100", &name);
+        assert_eq!(created.layout.config_text, original);
+        // SAFETY: the text area lies inside the mapping (the layout was
+        // checked); nothing else uses the region while the test writes it.
+        unsafe {
+            let at = created.region.base().add(created.layout.config_text_offset);
+            std::ptr::copy_nonoverlapping(forged.as_ptr(), at, forged.len());
+        }
+        match ShmStore::attach(&name.0, 1000) {
+            Err(Error::Incompatible(m)) => assert!(m.contains(why) && m.contains(&name.0), "{forged}: {m}"),
+            r => panic!("{forged}: {:?}", r.map(|(_, c)| c)),
+        }
+        drop(created);
+        shm_unlink(&CString::new(name.0.as_str()).unwrap()).unwrap();
+    }
+}
+
+/// Attaching while the creator is still setting the region up (the object
+/// empty, then sized but not ready) waits for it (the READY protocol), then
+/// gets the creator's configuration, never a half-written one.
+#[test]
+fn an_attach_waits_for_a_creator_still_initialising() {
+    let name = Name::new("attach-ready");
+    let pause = Duration::from_millis(300);
+    let creator = {
+        let name = name.0.clone();
+        std::thread::spawn(move || {
+            region::CREATE_PAUSE.set(pause);
+            let c = Config::parse(&format!("rate=7/min capacity=64 backend=shm name={name}")).unwrap();
+            ShmStore::open(rates_in_ns(&c), c.capacity, c.top, &name, c.mode, c.timeout_ms).unwrap()
+        })
+    };
+    let path = format!("/dev/shm/{}", &name.0[1..]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::path::Path::new(&path).exists() {
+        assert!(Instant::now() < deadline, "the creator never created {path}");
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let started = Instant::now();
+    let (attached, config) = ShmStore::attach(&name.0, 1000).expect("attached");
+    let waited = started.elapsed();
+    let created = creator.join().unwrap();
+    assert!(waited >= pause, "attached after {waited:?}, before the creator was done");
+    assert_eq!(
+        config.describe(),
+        "rate=7/min algorithm=token_bucket burst=7 capacity=64 top=32 backend=memory on_error=allow dry_run=off"
+    );
+    assert_eq!(attached.layout, created.layout);
+    assert!(created.check(b"k", 7).unwrap().verdict.outcome.allowed);
+    assert!(!attached.check(b"k", 1).unwrap().verdict.outcome.allowed);
+}
+
 /// A process dies holding a stripe lock in the middle of rewriting a stored
 /// key's state (undo record open, state half garbage) after bumping the key
 /// counts for a key it never wrote. The next process to lock the stripe rolls
@@ -1145,7 +1239,7 @@ fn a_corrupted_region_never_crashes_or_hangs() {
     // The areas of a region, with how often each is hit.
     let areas = |s: &ShmStore| {
         let l = &s.layout;
-        (s.region.base() as usize, l.region_bytes, l.geometry.shards, l.stripes_offset, l.slots_offset)
+        (s.region.base() as usize, l.region_bytes, l.geometry.shards, l.owners_offset, l.stripes_offset, l.slots_offset)
     };
     let regions = [areas(&a), areas(&b)];
     // This process's owner words: a lock damaged into one of them is held by
@@ -1155,12 +1249,12 @@ fn a_corrupted_region_never_crashes_or_hangs() {
     for round in 0..ROUNDS {
         std::thread::sleep(Duration::from_millis(40));
         for _ in 0..16 {
-            let (base, len, shards, stripes, slots) = regions[round % 2];
+            let (base, len, shards, owners, stripes, slots) = regions[round % 2];
             let mut pick = |n: usize| (next(&mut seed) % n as u64) as usize;
             let stripe = stripes + pick(shards) * STRIPE_BYTES;
             let at = match pick(12) {
                 0 => pick(HEADER_BYTES / 8) * 8,
-                1 => HEADER_BYTES + pick(MAX_OWNERS) * 8,
+                1 => owners + pick(MAX_OWNERS) * 8,
                 2 | 3 => stripe,                                                     // its lock word
                 4 | 5 => stripe + std::mem::offset_of!(Stripe, stats) + pick(5) * 8, // counters, cursor
                 6 | 7 => stripe + std::mem::offset_of!(Stripe, journal) + pick(2 + layout::MAX_STRIDE) * 8,
