@@ -43,12 +43,12 @@
 #define NAME_MAX_LEN 200
 
 static const char usage_text[] =
-    "usage: rlctl show NAME                  configuration, then allowed limited errors keys capacity evictions\n"
-    "       rlctl top NAME [-n N] [--active]   COUNT<TAB>ERROR<TAB>KEY per key, most denied (or checked) first\n"
-    "       rlctl peek NAME KEY              a cost-0 check: allowed remaining limit reset_ms retry_after_ms\n"
-    "       rlctl reset NAME KEY             forget KEY: its next check starts fresh\n"
-    "       rlctl metrics NAME               Prometheus text, every sample labelled zone=\"NAME\"\n"
-    "       rlctl unlink NAME                remove the shm region NAME\n"
+    "usage: rlctl show NAME                   configuration, then allowed limited errors keys capacity evictions\n"
+    "       rlctl top NAME [-n N] [--active]  COUNT<TAB>ERROR<TAB>KEY per key, most denied (or checked) first\n"
+    "       rlctl peek NAME KEY               a cost-0 check: allowed remaining limit reset_ms retry_after_ms\n"
+    "       rlctl reset NAME KEY              forget KEY: its next check starts fresh\n"
+    "       rlctl metrics NAME                Prometheus text, every sample labelled zone=\"NAME\"\n"
+    "       rlctl unlink NAME                 remove the shm region NAME\n"
     "       rlctl --config \"CONFIG\" show | peek KEY | reset KEY   any backend (e.g. redis)\n"
     "NAME: a live shm region, e.g. /api (attached with the configuration stored in it).\n"
     "KEY: printable ASCII as is, \\ as \\\\, any other byte as \\xHH (lower-case hex), as top prints it.\n"
