@@ -3,7 +3,8 @@
 # test-shm`, against the ASan/UBSan builds): on the region of a live
 # build/prefork_server under curl load (show, top with the hammered key
 # first and its count bounding its real denials, peek of keys pasted from
-# top — a backslash and a 0xff byte among them —, reset, metrics, --config),
+# top — a backslash and a 0xff byte among them —, reset, metrics, --config
+# on shm, memory and, when redis-server is installed, redis),
 # on a region whose creator was SIGKILLed (still readable, then unlink), and
 # its errors: a missing region, a file that is not a region, a name without
 # a leading '/', bad usage. Prints "N passed, 0 failed" and exits 0, or
@@ -28,10 +29,10 @@ garbage=/rl-test-garbage-$$
 server_wait=20 # the workers of a sanitizer build start and stop slowly
 request_timeout=30
 load_pids=()
-killed_pids=()
+extra_pids=()
 cleanup() {
     local p
-    for p in "${load_pids[@]}" "${killed_pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    for p in "${load_pids[@]}" "${extra_pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
     http_test_cleanup
     rm -f "/dev/shm$region" "/dev/shm$killed_region" "/dev/shm$missing_region" "/dev/shm$garbage"
 }
@@ -227,6 +228,35 @@ check "the message names burts" err_has cfg_bad burts
 
 stop_server "$main_pid" TERM
 check "the server stops with exit 0 (got $STOP_RC)" test "$STOP_RC" -eq 0
+
+# --config on redis, when this machine has a redis-server (make test-redis
+# installs it): a throwaway one on a free loopback port
+if command -v redis-server >/dev/null 2>&1; then
+    redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$tmp/redis.log" 2>&1 &
+    redis_pid=$!
+    extra_pids+=("$redis_pid")
+    redis_config="rate=5/s backend=redis url=redis://127.0.0.1:$redis_port"
+    for _ in $(seq 100); do
+        rlctl redis_peek --config "$redis_config" peek 'key:r\\x\xff'
+        [[ $RC -eq 0 ]] && break
+        sleep 0.1
+    done
+    check "--config redis: peek exits 0 (got $RC), remaining 5 of 5" \
+        test "$RC $(value redis_peek remaining) $(value redis_peek limit)" = "0 5 5"
+    rlctl redis_reset --config "$redis_config" reset 'key:r\\x\xff'
+    check "--config redis: reset exits 0 (got $RC)" test "$RC" -eq 0
+    rlctl redis_show --config "$redis_config" show
+    check "--config redis: show, the password-free configuration and capacity 0 (none)" \
+        test "$RC $(head -n 1 "$tmp/redis_show.out" | grep -c "backend=redis url=redis://127.0.0.1:$redis_port") $(value redis_show capacity)" = "0 1 0"
+    kill -TERM "$redis_pid"
+    wait "$redis_pid"
+    rlctl redis_down --config "$redis_config" peek k
+    check "--config redis, the server gone: peek exits 1 (got $RC), naming the backend" \
+        test "$RC" -eq 1 -a "$(grep -c 'redis' "$tmp/redis_down.err")" -ge 1
+else
+    echo "note: no redis-server here; rlctl --config on redis not tried"
+fi
 
 # ---- a region whose creator was SIGKILLed ---------------------------------------------------
 
