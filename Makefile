@@ -28,7 +28,9 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 RUST_SRC := $(shell find src -name '*.rs') Cargo.toml build.rs
 
 # Every c-examples/*.c is an example program; c-examples/http/ is the HTTP
-# side they share (an epoll event loop, see http/http.h), linked into each.
+# side the servers share (an epoll event loop, see http/http.h), linked into
+# each. c-examples/rlctl.c, the operator's tool, is a program of its own
+# (no HTTP): its explicit rules below take precedence over the pattern.
 EXAMPLE_HTTP     := $(wildcard c-examples/http/*.c)
 EXAMPLE_HTTP_DEP := $(EXAMPLE_HTTP) $(wildcard c-examples/http/*.h)
 EXAMPLES := $(patsubst c-examples/%.c,build/%,$(wildcard c-examples/*.c))
@@ -72,6 +74,17 @@ build/san/%: c-examples/%.c $(EXAMPLE_HTTP_DEP) include/ratelimit.h $(LIB_SO)
 	@mkdir -p build/san
 	$(CC) $(CSTD) $(CFLAGS) $(SAN) -Iinclude -o $@ $< $(EXAMPLE_HTTP) -Ltarget/release -lratelimit \
 	    -Wl,-rpath,'$$ORIGIN/../../target/release' -lpthread
+
+# rlctl: the public API only, no HTTP code.
+build/rlctl: c-examples/rlctl.c include/ratelimit.h $(LIB_SO)
+	@mkdir -p build
+	$(CC) $(CSTD) $(CFLAGS) -Iinclude -o $@ $< -Ltarget/release -lratelimit \
+	    -Wl,-rpath,'$$ORIGIN/../target/release'
+
+build/san/rlctl: c-examples/rlctl.c include/ratelimit.h $(LIB_SO)
+	@mkdir -p build/san
+	$(CC) $(CSTD) $(CFLAGS) $(SAN) -Iinclude -o $@ $< -Ltarget/release -lratelimit \
+	    -Wl,-rpath,'$$ORIGIN/../../target/release'
 
 # ---- tests ----------------------------------------------------------------
 test: test-lint test-rust test-c test-metrics test-examples test-shm test-redis test-install test-loadtest
@@ -170,10 +183,11 @@ test-examples: examples build/tests/test_http_request build/san/http_server
 # The whole C suite again on backend=shm (each limiter in its own region; the
 # regions a test program leaves are removed after it), the shm tests that need
 # the region's insides (among them the storm of SIGKILLed workers, too slow
-# for test-rust), and the pre-fork server under ASan/UBSan, driven with curl.
+# for test-rust), and the pre-fork server under ASan/UBSan, driven with curl,
+# then looked into by rlctl (scripts/test_rlctl.sh), both under ASan/UBSan.
 SHM_TEST_CONFIG := backend=shm name=/rl-test-{n}
 
-test-shm: lib $(C_TESTS) build/san/prefork_server
+test-shm: lib $(C_TESTS) build/san/prefork_server build/san/rlctl
 	@set -e; for t in $(C_TESTS); do \
 	    echo "== $$t (backend=shm)"; \
 	    RL_TEST_BACKEND_CONFIG='$(SHM_TEST_CONFIG)' $$t & pid=$$!; \
@@ -182,6 +196,7 @@ test-shm: lib $(C_TESTS) build/san/prefork_server
 	done
 	$(CARGO) test --locked --release --lib store::shm -- --include-ignored
 	PREFORK_SERVER=build/san/prefork_server scripts/test_prefork.sh
+	PREFORK_SERVER=build/san/prefork_server RLCTL=build/san/rlctl scripts/test_rlctl.sh
 
 # ---- redis backend tests -------------------------------------------------
 # Starts throwaway redis-servers (a plain one, one with a password, a 3-node
