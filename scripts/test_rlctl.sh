@@ -23,6 +23,8 @@ region=/rl-test-rlctl-$$
 killed_region=/rl-test-rlctl-killed-$$
 missing_region=/rl-test-rlctl-missing-$$
 garbage=/rl-test-garbage-$$
+newer_region=/rl-test-rlctl-newer-$$
+four_region=/rl-test-rlctl-four-$$
 
 # shellcheck source=scripts/http_test_lib.sh
 . scripts/http_test_lib.sh
@@ -34,7 +36,8 @@ cleanup() {
     local p
     for p in "${load_pids[@]}" "${extra_pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
     http_test_cleanup
-    rm -f "/dev/shm$region" "/dev/shm$killed_region" "/dev/shm$missing_region" "/dev/shm$garbage"
+    rm -f "/dev/shm$region" "/dev/shm$killed_region" "/dev/shm$missing_region" "/dev/shm$garbage" \
+        "/dev/shm$newer_region" "/dev/shm$four_region"
 }
 trap cleanup EXIT
 command -v pgrep >/dev/null 2>&1 || die "pgrep is needed: install the 'procps' package"
@@ -258,6 +261,38 @@ else
     echo "note: no redis-server here; rlctl --config on redis not tried"
 fi
 
+# ---- region-wide: four processes, each with its own offender -----------------------------
+# Four servers of one worker each share one region; each is hammered with a
+# key of its own. One rlctl top, from outside them all, lists all four.
+
+four_pids=()
+four_ports=()
+for i in 1 2 3 4; do
+    start_server "four$i" "$PREFORK_SERVER" --workers 1 --config "rate=3/hour backend=shm name=$four_region"
+    four_pids+=("$PID")
+    four_ports+=("$PORT")
+done
+for i in 1 2 3 4; do
+    PORT=${four_ports[i - 1]} load "four$i" "offender$i" $((10 * i + 10))
+done
+wait "${load_pids[@]}"
+load_pids=()
+rlctl four_top top "$four_region" -n 4
+check "top of a region shared by four processes lists their four offenders, most denied first" \
+    test "$(cut -f 3 "$tmp/four_top.out" | tr '\n' ' ')" = "key:offender4 key:offender3 key:offender2 key:offender1 "
+for i in 1 2 3 4; do
+    denied=$(count_of "four$i" 429)
+    line=$(grep -P "\tkey:offender$i\$" "$tmp/four_top.out")
+    count=$(cut -f 1 <<<"$line")
+    error=$(cut -f 2 <<<"$line")
+    check "offender$i, denied $denied times by its own server: COUNT $count >= $denied >= COUNT - ERROR" \
+        test "${count:-0}" -ge "$denied" -a "$denied" -ge $((${count:-0} - ${error:-0})) -a "$denied" -eq $((10 * i + 7))
+done
+for i in 4 3 2 1; do
+    stop_server "${four_pids[i - 1]}" TERM
+done
+check "the four servers stopped, the creator last, and the region is gone" test ! -e "/dev/shm$four_region"
+
 # ---- a region whose creator was SIGKILLed ---------------------------------------------------
 
 start_server killed "$PREFORK_SERVER" --workers 1 --config "rate=3/hour backend=shm name=$killed_region"
@@ -281,6 +316,16 @@ check "show of the dead server's region: nothing on stderr" err_empty killed_sho
 rlctl killed_top top "$killed_region"
 check "top of the dead server's region: key:victim, 5 denials" \
     test "$(head -n 1 "$tmp/killed_top.out")" = "$(printf '5\t0\tkey:victim')"
+# A copy of it that says it is of a newer layout version: refused, clearly.
+cp "/dev/shm$killed_region" "/dev/shm$newer_region"
+python3 -c 'import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(8); f.write(struct.pack("=I", 999))' "/dev/shm$newer_region"
+rlctl newer show "$newer_region"
+check "show of a region of a newer layout version: exit 1 (got $RC)" test "$RC" -eq 1
+check "says which layout version it has" err_has newer "layout version 999"
+check "and leaves it alone" test -e "/dev/shm$newer_region"
+rm -f "/dev/shm$newer_region"
 rlctl unlink unlink "$killed_region"
 check "unlink exits 0 (got $RC)" test "$RC" -eq 0
 check "unlink removed the region" test ! -e "/dev/shm$killed_region"
