@@ -32,7 +32,7 @@ RUST_SRC := $(shell find src -name '*.rs') Cargo.toml build.rs
 # each. c-examples/rlctl.c, the operator's tool, is a program of its own
 # (no HTTP): its explicit rules below take precedence over the pattern.
 EXAMPLE_HTTP     := $(wildcard c-examples/http/*.c)
-EXAMPLE_HTTP_DEP := $(EXAMPLE_HTTP) $(wildcard c-examples/http/*.h)
+EXAMPLE_HTTP_DEP := $(EXAMPLE_HTTP) $(wildcard c-examples/http/*.h) c-examples/keytext.h
 EXAMPLES := $(patsubst c-examples/%.c,build/%,$(wildcard c-examples/*.c))
 C_TESTS  := $(patsubst tests/c/%.c,build/tests/%,$(wildcard tests/c/test_*.c))
 
@@ -76,12 +76,12 @@ build/san/%: c-examples/%.c $(EXAMPLE_HTTP_DEP) include/ratelimit.h $(LIB_SO)
 	    -Wl,-rpath,'$$ORIGIN/../../target/release' -lpthread
 
 # rlctl: the public API only, no HTTP code.
-build/rlctl: c-examples/rlctl.c include/ratelimit.h $(LIB_SO)
+build/rlctl: c-examples/rlctl.c c-examples/keytext.h include/ratelimit.h $(LIB_SO)
 	@mkdir -p build
 	$(CC) $(CSTD) $(CFLAGS) -Iinclude -o $@ $< -Ltarget/release -lratelimit \
 	    -Wl,-rpath,'$$ORIGIN/../target/release'
 
-build/san/rlctl: c-examples/rlctl.c include/ratelimit.h $(LIB_SO)
+build/san/rlctl: c-examples/rlctl.c c-examples/keytext.h include/ratelimit.h $(LIB_SO)
 	@mkdir -p build/san
 	$(CC) $(CSTD) $(CFLAGS) $(SAN) -Iinclude -o $@ $< -Ltarget/release -lratelimit \
 	    -Wl,-rpath,'$$ORIGIN/../../target/release'

@@ -34,6 +34,8 @@
 
 #include "ratelimit.h"
 
+#include "keytext.h"
+
 #define EXIT_FAILED 1
 #define EXIT_USAGE 2
 
@@ -64,20 +66,6 @@ static int usage(const char *why)
 
 /* ---- keys as text -------------------------------------------------------- */
 
-static void put_key(const unsigned char *key, size_t len, FILE *f)
-{
-    size_t i;
-    for (i = 0; i < len; i++) {
-        unsigned char c = key[i];
-        if (c == '\\')
-            fputs("\\\\", f);
-        else if (c >= 0x20 && c < 0x7f)
-            putc(c, f);
-        else
-            fprintf(f, "\\x%02x", c);
-    }
-}
-
 static int hex_digit(char c)
 {
     if (c >= '0' && c <= '9')
@@ -88,7 +76,7 @@ static int hex_digit(char c)
 }
 
 /* Decodes `text` into `out` (room for strlen(text) bytes); accepts exactly
- * the encodings put_key writes. Returns the key's length, or -1 with *why
+ * the encodings keytext_encode writes. Returns the key's length, or -1 with *why
  * and *at saying what is wrong where. */
 static long decode_key(const char *text, unsigned char *out, const char **why, size_t *at)
 {
@@ -304,9 +292,9 @@ static int cmd_top(rl_limiter *lim, size_t cap, uint32_t which)
         return failed("rl_top", n);
     }
     for (i = 0; i < n; i++) {
-        printf("%" PRIu64 "\t%" PRIu64 "\t", e[i].count, e[i].error);
-        put_key(e[i].key, e[i].key_len <= sizeof e[i].key ? e[i].key_len : sizeof e[i].key, stdout);
-        putchar('\n');
+        char text[KEYTEXT_SIZE(sizeof e[i].key)];
+        keytext_encode(e[i].key, e[i].key_len <= sizeof e[i].key ? e[i].key_len : sizeof e[i].key, text);
+        printf("%" PRIu64 "\t%" PRIu64 "\t%s\n", e[i].count, e[i].error, text);
         if (e[i].truncated)
             fprintf(stderr, "rlctl: note: line %" PRId64 ": a key longer than %zu bytes, shown by its first %zu\n",
                     i + 1, sizeof e[i].key, sizeof e[i].key);

@@ -6,6 +6,8 @@
 
 #include "limited_log.h"
 
+#include "../keytext.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -39,31 +41,13 @@ static uint64_t key_hash(uint64_t seed, const unsigned char *p, size_t len)
     return h ? h : 1;
 }
 
-/* The key in the label encoding, at most SHOWN_KEY_BYTES of it. */
-static void encode_key(const unsigned char *p, size_t len, char *out, size_t size)
-{
-    size_t i, n = 0, shown = len < SHOWN_KEY_BYTES ? len : SHOWN_KEY_BYTES;
-    for (i = 0; i < shown && n + 5 < size; i++) {
-        unsigned char c = p[i];
-        if (c == '\\') {
-            out[n++] = '\\';
-            out[n++] = '\\';
-        } else if (c >= 0x20 && c < 0x7f) {
-            out[n++] = (char)c;
-        } else {
-            n += (size_t)snprintf(out + n, size - n, "\\x%02x", c);
-        }
-    }
-    out[n] = '\0';
-}
-
 void limited_log_note(struct limited_log *log, const void *key, size_t len, const rl_decision *d,
                       long long now_ms)
 {
     uint64_t h;
     long long quiet_ms;
     size_t s;
-    char shown[SHOWN_KEY_BYTES * 4 + 1];
+    char shown[KEYTEXT_SIZE(SHOWN_KEY_BYTES)];
     char cut[48] = "", dropped[64] = "";
 
     if (d->allowed)
@@ -87,7 +71,7 @@ void limited_log_note(struct limited_log *log, const void *key, size_t len, cons
         return;
     }
     log->lines++;
-    encode_key(key, len, shown, sizeof shown);
+    keytext_encode(key, len < SHOWN_KEY_BYTES ? len : SHOWN_KEY_BYTES, shown);
     if (len > SHOWN_KEY_BYTES)
         snprintf(cut, sizeof cut, "... (%zu bytes)", len);
     if (log->dropped) {
