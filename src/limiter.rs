@@ -59,15 +59,12 @@ impl Home {
 }
 
 pub struct Limiter {
+    /// `config.rates` in the backend's ticks, made once for the check path.
     rates: Vec<Rate>,
-    on_error: OnError,
-    /// `dry_run=on`: every decision is reported allowed (see `check`).
-    dry_run: bool,
     store: Home,
     errors: AtomicU64,
-    /// Most keys tracked (memory, shm); None for redis, which has no bound.
-    capacity: Option<u64>,
-    /// The configuration in full (an attach's as read from its region).
+    /// The configuration in full (an attach's as read from its region):
+    /// `on_error`, `dry_run` (see `check`) and `capacity` are read from it.
     config: Config,
     /// `config.describe()`, made once: rl_describe() neither allocates nor fails.
     description: String,
@@ -126,11 +123,8 @@ impl Limiter {
         };
         Ok(Limiter {
             rates: rates_in_ns(&config),
-            on_error: config.on_error,
-            dry_run: config.dry_run,
             store,
             errors: AtomicU64::new(0),
-            capacity: (config.backend != Backend::Redis).then_some(config.capacity),
             description: config.describe(),
             config,
         })
@@ -171,9 +165,9 @@ impl Limiter {
     /// `retry_after_ms`, the mark of a would-be 429).
     pub fn error_decision(&self) -> Decision {
         let rate = &self.rates[0];
-        let deny = self.on_error == OnError::Deny;
+        let deny = self.config.on_error == OnError::Deny;
         Decision {
-            allowed: !deny || self.dry_run,
+            allowed: !deny || self.config.dry_run,
             rate_index: 0,
             limit: rate.quota(),
             remaining: 0,
@@ -199,7 +193,7 @@ impl Limiter {
         match answer {
             Ok(answer) => {
                 let mut d = self.decision(answer);
-                d.allowed |= self.dry_run;
+                d.allowed |= self.config.dry_run;
                 Ok(d)
             }
             Err(e) => {
@@ -249,7 +243,8 @@ impl Limiter {
             errors: s.errors,
             keys: s.keys,
             evictions: s.evictions,
-            capacity: self.capacity,
+            // Redis has no bound on its keys.
+            capacity: (self.config.backend != Backend::Redis).then_some(self.config.capacity),
             local_denials: matches!(self.store, Home::Redis(_)).then_some(s.local_denials),
             top_limited,
         })
