@@ -131,6 +131,37 @@ check "the log writes a key's backslash and non-ASCII bytes in the label encodin
 check "the log names no key that was never limited" \
     test "$(grep -c -e 'limited: "key:bob"' -e 'limited: "key:gina"' "$tmp/http.err")" -eq 0
 
+# ---- http_server: the limited log's bounds ------------------------------------
+# One loop (--threads 1), everyone at 1/s. A key denied three times in a row
+# ("spell") is logged once; then 30 keys each denied once, all in one
+# pipelined batch: at most 10 lines a second (20 if the batch straddles a
+# second), the rest dropped. After a whole window (1 s) without a denial,
+# spell's next denial starts a new spell: logged again, with the count of
+# the lines dropped meanwhile.
+start_server lim "$HTTP_SERVER" --threads 1 --config "rate=1/s"
+lim_pid=$PID
+python3 - "$PORT" <<'PY'
+import socket, sys, time
+port = int(sys.argv[1])
+def send(keys):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"".join(b"GET / HTTP/1.1\r\nHost: t\r\nX-API-Key: %s\r\n\r\n" % k.encode() for k in keys))
+    s.shutdown(socket.SHUT_WR)
+    while s.recv(65536):
+        pass
+    s.close()
+send(["spell", "spell", "spell"] + [f"burst{i}" for i in range(30) for _ in range(2)])
+time.sleep(2.2)  # past spell's window, and into another second of the log
+send(["spell", "spell"])
+PY
+stop_server "$lim_pid" TERM
+first=$(grep -c -v -e 'more lines dropped)$' -e '^http_server: stopped' "$tmp/lim.err")
+check "31 keys becoming limited at once: at most 10 lines a second (got $first)" test "$first" -ge 10 -a "$first" -le 20
+check "a spell is logged once, and a denial after a quiet window starts another (2 lines)" \
+    test "$(grep -c '^http_server: limited: "key:spell"' "$tmp/lim.err")" -eq 2
+check "that line counts the $((31 - first)) lines dropped" \
+    grep -q "^http_server: limited: \"key:spell\" .*; $((31 - first)) more lines dropped)\$" "$tmp/lim.err"
+
 # ---- http_server: concurrency -------------------------------------------------
 
 start_server conc "$HTTP_SERVER" --config "rate=20/minute"
