@@ -252,6 +252,21 @@ check "SIGINT: exit 0 (got $STOP_RC)" test "$STOP_RC" -eq 0
 check "the capped server wrote nothing unexpected to stderr" \
     test "$(grep -v -e '^http_server: stopped by signal' -e '^http_server: limited: "' "$tmp/cap.err" | grep -c .)" -eq 0
 
+# IPv6 sockets are IPv6-only, so an IPv6 wildcard and an IPv4 address bind
+# the same port (a dual-stack [::] would take 127.0.0.1's port too). The
+# port is the one the capped server just gave back.
+if ipv6_loopback; then
+    both_port=$PORT
+    start_server_listen both "$HTTP_SERVER" --config "rate=10/minute" \
+        --listen "127.0.0.1:$both_port" --listen "[::]:$both_port"
+    both_pid=$PID
+    get both4 / -H 'X-API-Key: both'
+    check "127.0.0.1:$both_port and [::]:$both_port both bound: IPv4 served" status_is both4 200
+    check "and IPv6 served on the same port" \
+        test "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://[::1]:$both_port/")" = 200
+    stop_server "$both_pid" TERM
+fi
+
 # RLIMIT_NOFILE: a soft limit under the hard one is raised to it; under a
 # hard limit of 64 the connection cap is lowered to fit, so a flood of 200
 # idle connections evicts the oldest and probes are still answered.
