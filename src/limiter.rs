@@ -3,11 +3,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::algorithm::{Rate, NEVER};
+use crate::algorithm::{Leases, Limits, Rate, NEVER};
 use crate::config::{Backend, Config, OnError, NANOS_PER_MS};
 use crate::error::Error;
 use crate::metrics::Snapshot;
-use crate::store::{Answer, MemoryStore, RedisStore, ShmStore, Store, StoreStats};
+use crate::store::{wrong_kind, Answer, MemoryStore, RedisStore, ShmStore, Store, StoreStats};
 use crate::top::{TopEntry, Which};
 
 /// One decision, in milliseconds, as the C API reports it.
@@ -59,8 +59,9 @@ impl Home {
 }
 
 pub struct Limiter {
-    /// `config.rates` in the backend's ticks, made once for the check path.
-    rates: Vec<Rate>,
+    /// `config.rates` (or `config.concurrency`) in nanosecond ticks, made
+    /// once for the check path.
+    limits: Limits,
     store: Home,
     errors: AtomicU64,
     /// The configuration in full (an attach's as read from its region):
@@ -73,6 +74,15 @@ pub struct Limiter {
 /// Rates in nanosecond ticks, as the memory and shm backends run them.
 pub fn rates_in_ns(config: &Config) -> Vec<Rate> {
     config.rates.iter().map(|r| Rate::new(config.algorithm, r.limit, r.period_ns, r.burst)).collect()
+}
+
+/// The limits of a configuration in nanosecond ticks: its rates, or its
+/// concurrency limit.
+pub fn limits_in_ns(config: &Config) -> Limits {
+    match config.concurrency {
+        Some(c) => Limits::Leases(Leases { slots: c.slots as usize, lease: c.lease_ns }),
+        None => Limits::Rates(rates_in_ns(config)),
+    }
 }
 
 fn ceil_ms(ticks: u64, tick_ns: u64) -> u64 {
@@ -92,7 +102,7 @@ impl Limiter {
         let name = config.name.as_deref().unwrap_or_default();
         let (store, config) = match config.backend {
             Backend::Memory => {
-                (Home::Memory(MemoryStore::new(rates_in_ns(config), config.capacity, config.top)?), config.clone())
+                (Home::Memory(MemoryStore::new(limits_in_ns(config), config.capacity, config.top)?), config.clone())
             }
             // Attach: the limits (and the sketches' size) are the region's,
             // the rest this handle's own.
@@ -100,6 +110,7 @@ impl Limiter {
                 let (store, region) = ShmStore::attach(name, config.timeout_ms)?;
                 let config = Config {
                     rates: region.rates,
+                    concurrency: region.concurrency,
                     algorithm: region.algorithm,
                     capacity: region.capacity,
                     top: region.top,
@@ -110,7 +121,7 @@ impl Limiter {
             }
             Backend::Shm => (
                 Home::Shm(ShmStore::open(
-                    rates_in_ns(config),
+                    limits_in_ns(config),
                     config.capacity,
                     config.top,
                     name,
@@ -122,7 +133,7 @@ impl Limiter {
             Backend::Redis => (Home::Redis(Box::new(RedisStore::new(config)?)), config.clone()),
         };
         Ok(Limiter {
-            rates: rates_in_ns(&config),
+            limits: limits_in_ns(&config),
             store,
             errors: AtomicU64::new(0),
             description: config.describe(),
@@ -156,24 +167,46 @@ impl Limiter {
             remaining: o.remaining,
             reset_ms: ceil_ms(o.reset, tick_ns),
             retry_after_ms: if o.allowed { 0 } else { ceil_ms(o.retry_after, tick_ns) },
-            window_ms: self.rates[verdict.index].period / NANOS_PER_MS,
+            window_ms: self.window_ms(verdict.index),
         }
+    }
+
+    /// A decision's `window_ms`: the period of rate `index`, or the length
+    /// of a lease.
+    fn window_ms(&self, index: usize) -> u64 {
+        match &self.limits {
+            Limits::Rates(rates) => rates[index].period / NANOS_PER_MS,
+            Limits::Leases(l) => l.lease / NANOS_PER_MS,
+        }
+    }
+
+    /// A decision's `limit` when there is no answer: the first rate's
+    /// quota, or the number of lease places.
+    fn first_limit(&self) -> u64 {
+        match &self.limits {
+            Limits::Rates(rates) => rates[0].quota(),
+            Limits::Leases(l) => l.slots as u64,
+        }
+    }
+
+    /// Whether this is a concurrency limiter (`concurrency=`).
+    pub fn is_concurrency(&self) -> bool {
+        matches!(self.limits, Limits::Leases(_))
     }
 
     /// The decision a caller gets when the backend failed: `on_error`
     /// decides, and a dry run reports its denial as allowed (with its
     /// `retry_after_ms`, the mark of a would-be 429).
     pub fn error_decision(&self) -> Decision {
-        let rate = &self.rates[0];
         let deny = self.config.on_error == OnError::Deny;
         Decision {
             allowed: !deny || self.config.dry_run,
             rate_index: 0,
-            limit: rate.quota(),
+            limit: self.first_limit(),
             remaining: 0,
             reset_ms: 0,
             retry_after_ms: if deny { ERROR_RETRY_MS } else { 0 },
-            window_ms: rate.period / NANOS_PER_MS,
+            window_ms: self.window_ms(0),
         }
     }
 
@@ -185,6 +218,9 @@ impl Limiter {
     /// fields, `retry_after_ms` included.
     #[inline]
     pub fn check(&self, key: &[u8], cost: u64) -> Result<Decision, (Error, Decision)> {
+        if self.is_concurrency() {
+            return Err(self.refused("rl_check"));
+        }
         let answer = match &self.store {
             Home::Memory(s) => s.check(key, cost),
             Home::Shm(s) => s.check(key, cost),
@@ -201,6 +237,69 @@ impl Limiter {
                 Err((e, self.error_decision()))
             }
         }
+    }
+
+    /// What an operation of the wrong kind (see `wrong_kind`) answers: an
+    /// argument error, so a denial whatever `on_error` says.
+    fn refused(&self, op: &str) -> (Error, Decision) {
+        let d = Decision { allowed: false, retry_after_ms: ERROR_RETRY_MS, ..self.error_decision() };
+        (wrong_kind(&self.limits, op), d)
+    }
+
+    /// Turns a backend's answer into the caller's decision (dry run
+    /// included), or counts its error and gives `on_error`'s decision.
+    fn decided(&self, answer: Result<Answer, Error>) -> Result<Decision, (Error, Decision)> {
+        match answer {
+            Ok(answer) => {
+                let mut d = self.decision(answer);
+                d.allowed |= self.config.dry_run;
+                Ok(d)
+            }
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                Err((e, self.error_decision()))
+            }
+        }
+    }
+
+    /// Settles `delta` units after the fact (see `rl_adjust`). The decision
+    /// describes the key afterwards; a dry run reports it allowed.
+    pub fn adjust(&self, key: &[u8], delta: i64) -> Result<Decision, (Error, Decision)> {
+        if self.is_concurrency() {
+            return Err(self.refused("rl_adjust"));
+        }
+        self.decided(self.store.get().adjust(key, delta))
+    }
+
+    /// Takes one of the key's in-flight places (see `rl_acquire`): the
+    /// decision and the lease id, 0 when denied. A dry run's would-be
+    /// denial is reported allowed, with lease 0 (releasing 0 is harmless).
+    pub fn acquire(&self, key: &[u8]) -> Result<(Decision, u64), (Error, Decision)> {
+        if !self.is_concurrency() {
+            return Err(self.refused("rl_acquire"));
+        }
+        let mut lease = 0;
+        let answer = self.store.get().acquire(key).map(|(answer, id)| {
+            lease = id;
+            answer
+        });
+        self.decided(answer).map(|d| (d, lease))
+    }
+
+    /// Extends a held lease (see `rl_renew`): whether it was held.
+    pub fn renew(&self, key: &[u8], lease: u64) -> Result<bool, Error> {
+        if !self.is_concurrency() {
+            return Err(self.refused("rl_renew").0);
+        }
+        self.store.get().renew(key, lease)
+    }
+
+    /// Frees a lease (see `rl_release`): whether it was held.
+    pub fn release(&self, key: &[u8], lease: u64) -> Result<bool, Error> {
+        if !self.is_concurrency() {
+            return Err(self.refused("rl_release").0);
+        }
+        self.store.get().release(key, lease)
     }
 
     pub fn reset(&self, key: &[u8]) -> Result<(), Error> {

@@ -14,7 +14,7 @@ use super::layout::HEADER_BYTES;
 use super::wait::COOL_DOWN;
 use super::*;
 use crate::config::Config;
-use crate::limiter::rates_in_ns;
+use crate::limiter::limits_in_ns;
 use crate::top::Which;
 
 /// A region name unique to this test, removed when dropped.
@@ -37,7 +37,7 @@ impl Drop for Name {
 
 fn open(config: &str, name: &Name) -> ShmStore {
     let c = Config::parse(&format!("{config} backend=shm name={}", name.0)).unwrap();
-    ShmStore::open(rates_in_ns(&c), c.capacity, c.top, &name.0, c.mode, c.timeout_ms).unwrap()
+    ShmStore::open(limits_in_ns(&c), c.capacity, c.top, &name.0, c.mode, c.timeout_ms).unwrap()
 }
 
 /// Runs `body` in a child process; returns its pid. The child exits with
@@ -206,7 +206,7 @@ fn an_attach_waits_for_a_creator_still_initialising() {
         std::thread::spawn(move || {
             region::CREATE_PAUSE.set(pause);
             let c = Config::parse(&format!("rate=7/min capacity=64 backend=shm name={name}")).unwrap();
-            ShmStore::open(rates_in_ns(&c), c.capacity, c.top, &name, c.mode, c.timeout_ms).unwrap()
+            ShmStore::open(limits_in_ns(&c), c.capacity, c.top, &name, c.mode, c.timeout_ms).unwrap()
         })
     };
     let path = format!("/dev/shm/{}", &name.0[1..]);
@@ -1207,7 +1207,7 @@ fn a_corrupted_region_never_crashes_or_hangs() {
                             // A new handle on a damaged region: refused or working.
                             let c = Config::parse(&format!("{config_a} backend=shm name={}", name_a.0)).unwrap();
                             opens.fetch_add(1, Ordering::Relaxed);
-                            if let Ok(fresh) = ShmStore::open(rates_in_ns(&c), c.capacity, c.top, &name_a.0, c.mode, T)
+                            if let Ok(fresh) = ShmStore::open(limits_in_ns(&c), c.capacity, c.top, &name_a.0, c.mode, T)
                             {
                                 fresh.check(key.as_bytes(), 1)?;
                             }
