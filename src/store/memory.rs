@@ -57,16 +57,20 @@ impl MemoryStore {
             .try_reserve_exact(geometry.shards)
             .map_err(|_| Error::Invalid(format!("capacity={capacity}: out of memory")))?;
         for _ in 0..geometry.shards {
-            let mut words = Vec::new();
-            words.try_reserve_exact(shard_words).map_err(|_| {
+            // Asked for first with a fallible reservation (refused: an error,
+            // not an abort), then taken zeroed from the allocator (`vec!` of
+            // zeros is calloc): the pages of a large table stay untouched,
+            // and cost nothing, until keys are stored in them.
+            let mut probe = Vec::<u64>::new();
+            probe.try_reserve_exact(shard_words).map_err(|_| {
                 Error::Invalid(format!(
                     "capacity={capacity}: cannot allocate {} bytes for the key table",
                     geometry.slots() * geometry.stride * 8
                 ))
             })?;
-            words.resize(shard_words, 0);
+            drop(probe);
             shards.push(CachePadded::new(Mutex::new(ShardData {
-                words: words.into_boxed_slice(),
+                words: vec![0u64; shard_words].into_boxed_slice(),
                 stats: ShardStats::default(),
                 top: vec![0; top.map_or(0, |t| t.shard_words())].into_boxed_slice(),
             })));
