@@ -73,7 +73,8 @@
 //! The configuration text is the region's identity in canonical form
 //! (`config::identity_text`, ASCII: `rate algorithm [burst] capacity top`,
 //! the order `Config::describe` starts with), e.g. `rate=100/min
-//! algorithm=token_bucket burst=100 capacity=100000 top=32`: what
+//! algorithm=token_bucket burst=100 capacity=100000 top=32` (a concurrency
+//! limiter's: `concurrency=16 lease=1min capacity=100000 top=32`): what
 //! `config_hash` hashes, what an opener with another configuration is shown,
 //! and what `backend=shm name=...` without `rate=` (an attach) parses to
 //! learn the limits and the sketches' size. `top` is in it because the
@@ -107,6 +108,7 @@
 //! | one token-bucket rate    | 16 bytes | **32 bytes**        |
 //! | one fixed-window rate    | 24 bytes | 48 bytes            |
 //! | one sliding-window rate  | 32 bytes | 64 bytes            |
+//! | `concurrency=N`          | 8 (N+1)  | 16 (N+1): 272 bytes for N = 16 |
 //!
 //! plus a fixed 33 KiB (header, configuration text and owner slots) and 320 bytes per shard (at
 //! most 64 shards: 20 KiB), e.g. 3.2 MB for the default capacity of 100 000
@@ -174,7 +176,10 @@
 //!    right, since nobody got its answer. If `active` is 0 the slot was either
 //!    not touched yet or completely written. A slot holding a single state
 //!    word (one token-bucket rate) skips the record: its update is one
-//!    aligned 8-byte store, which a kill cannot tear.
+//!    aligned 8-byte store, which a kill cannot tear. An `rl_adjust` is
+//!    recorded exactly like a check. A lease operation of a concurrency
+//!    limiter (acquire, renew, release) writes one lease word of the slot,
+//!    one aligned store, so it skips the record too (algorithm/leases.rs).
 //! 4. **Counters.** The stripe's key count and the table-wide count are not
 //!    changed atomically with the slots (nor with each other), so the repair
 //!    recounts the stripe's non-empty slots (bounded: one pass over one
