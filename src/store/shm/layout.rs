@@ -25,7 +25,7 @@
 //! stripes_offset     shards * 320          one Stripe per shard: its lock, stats, undo log
 //!   (= owners + 32 KiB)
 //! slots_offset       shards * shard_words * 8
-//!   (= stripes + shards * 320)             the key table (table.rs): per shard,
+//!   (= stripes + shards * 320)             the key table (table/): per shard,
 //!                                          sets * 8 slots of `stride` u64 words
 //! top_offset         shards * top_words * 8
 //!   (= end of slots)                       per shard, its two heavy-hitter
@@ -99,7 +99,7 @@
 //! ## Bytes per key
 //!
 //! The table has 2 slots per key of capacity (two-choice 8-way sets stay below
-//! 8 entries per set at full capacity, see table.rs); a slot is a 64-bit
+//! 8 entries per set at full capacity, see table/mod.rs); a slot is a 64-bit
 //! fingerprint plus the rates' states: 1 word per token-bucket rate, 2 per
 //! fixed-window rate, 3 per sliding-window rate. So:
 //!
@@ -163,7 +163,7 @@
 //! 1. **A slot being emptied** (reclaim, sweep, reset, eviction) has its
 //!    fingerprint zeroed first: the slot is the whole old entry or empty.
 //! 2. **A slot being filled** (a new key) gets its state first and its
-//!    fingerprint last: the new key is whole or absent. (table.rs keeps both
+//!    fingerprint last: the new key is whole or absent. (table/slot_writes.rs keeps both
 //!    orders with compiler fences; a kill stops the process between two
 //!    instructions, and its stores are visible to all before the kernel closes
 //!    its descriptors, which is what makes it dead to the others.)
@@ -244,7 +244,7 @@
 //! canonical one, its hash matches and the whole geometry follows from it); the values read from the region that pick a place
 //! are checked before use (a lock word's owner slot, owner.rs; the undo
 //! record's slot index, journal.rs; the reclaim cursor, taken modulo the
-//! shard's slots, table.rs; a sketch entry's key length, clamped to 64,
+//! shard's slots, table/; a sketch entry's key length, clamped to 64,
 //! top/sketch.rs); counters are only counted on (saturating, and a
 //! stripe counter past 2^62, or a key count above the stripe's slots, is
 //! mended when the stripe is next taken, mod.rs); a lock word that names no
