@@ -1,31 +1,31 @@
 //! How long an operation waits for a held lock, and when it fails fast instead.
 //!
 //! **No unbounded wait.** A worker stopped (SIGSTOP, a debugger) while holding
-//! a stripe lock keeps it; only the locks of the dead are taken over.
+//! a shard lock keeps it; only the locks of the dead are taken over.
 //! So every lock is try-locked first (the uncontended path: no system call, no
 //! clock read), and a held one is waited for until a deadline `timeout_ms`
 //! after the operation first found a lock held (`Budget`). Past it, the
-//! operation returns `Error::Backend` naming the stripe and the region:
+//! operation returns `Error::Backend` naming the shard and the region:
 //! `rl_check` answers with `on_error` and counts an error, `rl_reset`,
 //! `rl_sweep` and `rl_stats_get` return RL_ERR_BACKEND. Only the keys of that
-//! stripe are affected.
+//! shard are affected.
 //!
-//! **Fail fast on a stuck stripe.** After such a timeout this process holds
-//! the stripe suspect for a cool-down (`COOL_DOWN`, or `timeout_ms` if
-//! longer): meanwhile its operations on that stripe still try-lock it and go
+//! **Fail fast on a stuck shard.** After such a timeout this process holds
+//! the shard suspect for a cool-down (`COOL_DOWN`, or `timeout_ms` if
+//! longer): meanwhile its operations on that shard still try-lock it and go
 //! on as usual if it is free, but fail at once, without waiting, if it is
 //! held. Then the next operation that finds it held waits again (one probe,
 //! with the full bound), and the suspicion ends when a wait gets the lock.
 //! The uncontended path never reads it (only a failed try-lock does), so
 //! taking the lock free does not end it early: until the cool-down is over, a
-//! live worker holding the stripe for a moment makes it fail fast too. The
+//! live worker holding the shard for a moment makes it fail fast too. The
 //! suspicion is per handle and per process, never in the region: another
-//! process may see the stripe differently, and a stale shared flag could
+//! process may see the shard differently, and a stale shared flag could
 //! wedge the others. (The Redis backend's circuit breaker, `redis/breaker.rs`,
 //! does the same for a server: per process, the same cool-down.)
 //!
 //! **Recounts.** A table-wide recount (layout.rs) that timed out on a held
-//! stripe is not tried again by this process for `timeout_ms`, so that a
+//! shard is not tried again by this process for `timeout_ms`, so that a
 //! stopped holder costs it one wait per `timeout_ms`, not one per operation.
 //!
 //! Times here are shared-clock nanoseconds (clock.rs), read by the caller
@@ -35,8 +35,8 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long, after a wait for a stripe timed out, this process fails fast on
-/// that stripe when it finds it held, before waiting for it again: the same
+/// How long, after a wait for a shard timed out, this process fails fast on
+/// that shard when it finds it held, before waiting for it again: the same
 /// 1 s as the Redis breaker's cool-down (`redis/breaker.rs`), or `timeout_ms`
 /// if that is longer, so that a stopped holder costs a process at most one
 /// wait per cool-down, not one per operation.
@@ -62,7 +62,7 @@ pub struct Patience {
     /// Longest an operation waits for locks held by other processes (this
     /// process's `timeout_ms`; not part of the region's configuration).
     timeout: Duration,
-    /// Per stripe: fail fast, instead of waiting, on finding it held before
+    /// Per shard: fail fast, instead of waiting, on finding it held before
     /// this (0: not suspect). Set when a wait for it timed out; read only
     /// after a try-lock failed.
     suspect_until: Box<[AtomicU64]>,
@@ -71,10 +71,10 @@ pub struct Patience {
 }
 
 impl Patience {
-    pub fn new(timeout: Duration, stripes: usize) -> Patience {
+    pub fn new(timeout: Duration, shards: usize) -> Patience {
         Patience {
             timeout,
-            suspect_until: (0..stripes).map(|_| AtomicU64::new(0)).collect(),
+            suspect_until: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             recount_not_before: AtomicU64::new(0),
         }
     }
@@ -83,7 +83,7 @@ impl Patience {
         self.timeout
     }
 
-    /// How long this process fails fast on a stripe after a wait for it timed out.
+    /// How long this process fails fast on a shard after a wait for it timed out.
     pub fn cool_down(&self) -> Duration {
         self.timeout.max(COOL_DOWN)
     }
@@ -93,7 +93,7 @@ impl Patience {
         budget.deadline(self.timeout)
     }
 
-    /// Stripe `i` was found held: whether to wait for it (false: fail fast,
+    /// Shard `i` was found held: whether to wait for it (false: fail fast,
     /// a wait for it timed out less than a cool-down ago). The one caller let
     /// through after a cool-down is the probe: until its wait ends, the
     /// other threads of this process keep failing fast.
@@ -114,7 +114,7 @@ impl Patience {
         true
     }
 
-    /// A wait for stripe `i` got the lock (`got`), ending any suspicion, or
+    /// A wait for shard `i` got the lock (`got`), ending any suspicion, or
     /// timed out at `now()`, starting a cool-down.
     pub fn waited(&self, i: usize, got: bool, now: impl Fn() -> u64) {
         let suspect = &self.suspect_until[i];
