@@ -9,6 +9,7 @@
 //! - `lock.rs`: the robust process-shared locks, one per shard;
 //! - `owner.rs`: who holds a lock, and whether that process is still alive;
 //! - `journal.rs`: the per-shard undo log and the repair after a crash;
+//! - `recount.rs`: the table-wide key count, recounted once after a repair;
 //! - `clock.rs`: the clock all processes agree on;
 //! - `wait.rs`: how long operations wait for held locks, and failing fast.
 //!
@@ -29,6 +30,7 @@ mod journal;
 mod layout;
 mod lock;
 mod owner;
+mod recount;
 mod region;
 #[cfg(test)]
 mod tests;
@@ -102,16 +104,6 @@ impl Drop for Locked<'_> {
         }
         // A lock that is no longer ours (taken over, or damaged) stays as it is.
         lock::unlock(self.store.lock_word(self.index), self.me);
-    }
-}
-
-/// The header's recount lock, held by this thread; unlocks when dropped
-/// (also when unwinding: a recount writes nothing that needs repair).
-struct RecountLocked<'a>(&'a AtomicU64, u64);
-
-impl Drop for RecountLocked<'_> {
-    fn drop(&mut self) {
-        lock::unlock(self.0, self.1);
     }
 }
 
@@ -478,66 +470,6 @@ impl ShmStore {
             }
         }
         None
-    }
-
-    /// After a repair, the table-wide key count is recounted once (see
-    /// layout.rs). `wait`: wait (within `budget`) for a recount another
-    /// process is doing, rather than leave it to that one.
-    #[inline]
-    fn heal(&self, budget: &Budget, wait: bool) {
-        if self.dirty().load(Ordering::Relaxed) != 0 {
-            self.heal_slow(budget, wait);
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn heal_slow(&self, budget: &Budget, wait: bool) {
-        if !self.patience.recount_due(self.clock.now()) {
-            return;
-        }
-        if let Err(Error::Backend(_)) = self.recount_total(budget, wait) {
-            // Some lock is held by a stopped process: `dirty` stays set, and
-            // this process tries again `timeout` from now, not at every operation.
-            self.patience.recount_gave_up(self.clock.now());
-        }
-    }
-
-    /// Sets the table-wide key count to the sum of the shards' counts, with
-    /// every shard locked. Serialised by the header's recount lock; called
-    /// holding no shard lock. Every wait is within `budget`: on a timeout
-    /// the shards taken so far are released and `dirty` stays set, for a
-    /// later recount. If another process holds the recount lock, `wait` says
-    /// whether to wait for it or leave the recount to it.
-    fn recount_total(&self, budget: &Budget, wait: bool) -> Result<(), Error> {
-        let m = self.recount_lock();
-        let me = self.owner.word(self.generations())?;
-        // A recount writes one word, last: a dead recounter leaves nothing
-        // half-done, only `dirty` still set, so an heir has nothing to repair.
-        if !lock::try_lock(m, me) {
-            if !wait {
-                return Ok(());
-            }
-            lock::lock_until(m, me, self.patience.deadline(budget), |w| self.alive(w))
-                .ok_or_else(|| self.timed_out("recount lock"))?;
-        }
-        let _held = RecountLocked(m, me);
-        let result = (|| {
-            if self.dirty().load(Ordering::Acquire) == 0 {
-                return Ok(());
-            }
-            let mut guards = Vec::with_capacity(self.layout.geometry.shards);
-            for i in 0..self.layout.geometry.shards {
-                guards.push(self.lock(i, budget)?);
-            }
-            // Saturating: a damaged count must not overflow (it is mended
-            // at the shard's next check).
-            let sum = guards.iter_mut().fold(0u64, |sum, g| sum.saturating_add(g.parts().1.keys));
-            self.total_keys().store(sum, Ordering::Relaxed);
-            self.dirty().store(0, Ordering::Release);
-            Ok(())
-        })();
-        result
     }
 }
 
