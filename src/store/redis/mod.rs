@@ -1,6 +1,6 @@
 //! `backend=redis`: every server of a fleet shares the limits.
 //!
-//! Each check is ONE `EVALSHA` of the Lua script `check.lua`, which reads the
+//! Each check is ONE `EVALSHA` of the Lua script `check.lua` (operation "c"), which reads the
 //! key's states, decides with the same algorithms as `algorithm/` (in
 //! microsecond ticks, on the server's `TIME`, so all hosts agree), writes the
 //! new states with a TTL equal to the time until each is fresh again (no key
@@ -10,10 +10,52 @@
 //! puts the script back in its cache. A denial Redis gave is replayed locally
 //! until its `retry_after` (`denials.rs`): such checks cost no round trip.
 //!
+//! **Adjusts** (`rl_adjust`) are ONE `EVALSHA` of the same script with the
+//! operation "a": on the server's `TIME`, every rate of the key settles the
+//! delta at once, as `algorithm::adjust_all` does in microsecond ticks (a
+//! charge is never denied and may go into debt; a refund never goes past a
+//! fresh key, and in a window takes back only the current window's count;
+//! 0 peeks and writes nothing). The reply describes the key afterwards:
+//! `allowed` = a check of cost 1 would pass, `retry_after` = until it
+//! does, `remaining`/`reset` a peek's, the deciding rate chosen as for a
+//! check of cost 1. Written keys get the TTL until they are fresh again (a
+//! debt makes it longer); a refund back to a fresh state deletes them. An
+//! `i64` delta is clamped to ±2^50 before it is sent, and a charge stops at
+//! 2^51 µs of a bucket's debt or a window count of 2^51, so that every
+//! number stays exact in Lua's doubles (`script::clamp_delta`, `rates.rs`):
+//! a debt that long is "never" in practice. A refund forgets this handle's
+//! over-limit cache entry for the key (after the round trip), and a reply
+//! that says "denied" is cached like a check's denial of cost 1.
+//! **Caveat:** other handles (other processes, other hosts) keep their own
+//! caches: one that cached a denial of the key before the refund keeps
+//! denying it locally until that cached `retry_after` passes (at most the
+//! wait Redis told it; `rl_reset` on that handle clears it sooner).
+//!
+//! **Concurrency limiters** (`concurrency=N lease=DURATION`) keep one
+//! sorted set per key, `{<prefix><key>}:c<N>/<lease_us>` (`script.rs`):
+//! member = a lease id, score = the lease's expiry in µs of server time.
+//! `rl_acquire`, `rl_renew` and `rl_release` are ONE `EVALSHA` each of
+//! `leases.lua` (same NOSCRIPT→EVAL fallback), atomic on the server, so at
+//! most N leases are held at once across every thread, process and host.
+//! An acquire drops the expired members, adds one if fewer than N are held,
+//! and answers `remaining` (free places after), `reset` (until the latest
+//! expiry), `retry_after` (denied: until the earliest expiry). A renew
+//! moves a held lease's expiry to now + lease; renew and release answer
+//! whether the lease was held (an expired one is removed and answers 0).
+//! The set is PEXPIRE'd to its latest expiry, so a process that dies
+//! holding leases leaks nothing past them. Lease ids are nonzero u64s made
+//! by the handle (a random seed and a counter through a bijection: unique
+//! per handle; two handles collide with a 2^-64 chance per pair, and the
+//! script refuses a live id, ZADD NX, so a new one is drawn). A lease
+//! longer than 2^50 µs is refused at `rl_create` (the config grammar's
+//! 1000-day cap keeps every lease far below). The store never runs the rate
+//! script with no keys: `check` and `adjust` of a concurrency limiter are
+//! `RL_ERR_INVALID` before any round trip (the limiter refuses them first).
+//!
 //! Files: `url.rs` (the `url=` forms), `rates.rs` (microsecond ticks and the
-//! exact range of Lua numbers), `script.rs` + `check.lua` (key names,
-//! arguments, reply), `pool.rs` (connections per process, fork-safe),
-//! `../breaker.rs` (failing fast during an outage), `denials.rs` (the local
+//! exact range of Lua numbers), `script.rs` + `check.lua` + `leases.lua`
+//! (key names, arguments, replies), `pool.rs` (connections per process,
+//! fork-safe), `../breaker.rs` (failing fast during an outage), `denials.rs` (the local
 //! over-limit cache).
 //!
 //! **Timeouts.** A check takes an idle connection or makes one (connect, and
@@ -40,7 +82,8 @@
 //! say cheaply how many of its keys are ours) and `evictions` is 0 (Redis
 //! expires keys by TTL; under `maxmemory` with an evicting policy it may drop
 //! live keys without telling anyone). `local_denials` counts the checks the
-//! over-limit cache answered. `rl_top` too covers this handle's checks
+//! over-limit cache answered; acquires count as allowed or limited, adjusts
+//! in neither. `rl_top` too covers this handle's checks and acquires
 //! (every decided check, local denials included, in a `LocalTop`), not the
 //! fleet's: the fleet's heavy hitters are the sum of every host's lists.
 

@@ -298,4 +298,39 @@ mod tests {
         let e = parse_reply(&huge, 1).unwrap_err();
         assert!(e.starts_with("unexpected reply") && e.ends_with("...") && e.len() < 300, "{}", &e[..e.len().min(300)]);
     }
+
+    #[test]
+    fn lease_names_share_the_hash_tag_rule() {
+        assert_eq!(lease_key_name(b"rl:", b"a}b\0{", 4, 30_000_000), b"{rl:a}b\0{}:c4/30000000".to_vec());
+    }
+
+    #[test]
+    fn deltas_are_clamped_to_the_exact_range() {
+        assert_eq!(clamp_delta(i64::MAX), 1 << 50);
+        assert_eq!(clamp_delta(i64::MIN), -(1 << 50));
+        assert_eq!(clamp_delta(-7), -7);
+        let cmd = Script::new().evalsha(&[b"k".to_vec()], &[], Op::Adjust(i64::MIN), None);
+        let args: Vec<Vec<u8>> = cmd
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => b.to_vec(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(args[4..6], [b"a".to_vec(), b"-1125899906842624".to_vec()]);
+    }
+
+    #[test]
+    fn lease_replies() {
+        let ints = |v: &[i64]| Value::Array(v.iter().map(|&i| Value::Int(i)).collect());
+        let o = parse_acquire(&ints(&[0, 4, 0, 900, 100])).unwrap().unwrap();
+        assert_eq!((o.allowed, o.limit, o.remaining, o.reset, o.retry_after), (false, 4, 0, 900, 100));
+        assert_eq!(parse_acquire(&ints(&[-1])).unwrap(), None);
+        for bad in [ints(&[1, 4, 5, 0, 0]), ints(&[2, 4, 0, 0, 0]), ints(&[1, 4, 0, -1, 0]), ints(&[]), Value::Nil] {
+            assert!(parse_acquire(&bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_held(&Value::Int(1)), Ok(true));
+        assert_eq!(parse_held(&Value::Int(0)), Ok(false));
+        assert!(parse_held(&Value::Int(2)).is_err());
+    }
 }
