@@ -44,9 +44,10 @@
 //! whether the lease was held (an expired one is removed and answers 0).
 //! The set is PEXPIRE'd to its latest expiry, so a process that dies
 //! holding leases leaks nothing past them. Lease ids are nonzero u64s made
-//! by the handle (a random seed and a counter through a bijection: unique
-//! per handle; two handles collide with a 2^-64 chance per pair, and the
-//! script refuses a live id, ZADD NX, so a new one is drawn). A lease
+//! by the handle (a random seed, the pid and a counter through a bijection:
+//! unique per process, the children of a fork() included; two processes
+//! collide with a 2^-64 chance per pair of ids, and the script refuses a
+//! live id, ZADD NX, so a new one is drawn). A lease
 //! longer than 2^50 µs is refused at `rl_create` (the config grammar's
 //! 1000-day cap keeps every lease far below). The store never runs the rate
 //! script with no keys: `check` and `adjust` of a concurrency limiter are
@@ -172,6 +173,13 @@ fn is_connection_failure(e: &RedisError) -> bool {
 /// the server may have echoed it.
 fn backend(what: &str, e: &RedisError, password: Option<&str>) -> Error {
     Error::Backend(scrub(&format!("redis: {what}: {e}"), password))
+}
+
+/// splitmix64's finalizer: a bijection of u64 that scatters its input.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// State shared in Redis, one `EVALSHA` per check.
@@ -368,18 +376,19 @@ impl RedisStore {
         }
     }
 
-    /// A fresh lease id: nonzero, and never the same twice on this handle
+    /// A fresh lease id: nonzero, and never the same twice in this process
     /// (the counter goes through a bijection of u64, splitmix64's mixer,
-    /// after adding the handle's random seed); two handles draw the same id
-    /// only by a 2^-64 chance per pair of ids, and even then the script
-    /// refuses to reuse a live one (ZADD NX) and a new id is drawn.
+    /// after adding a start made of the handle's random seed and the pid,
+    /// so that the children of a fork(), which inherit the seed and the
+    /// counter, draw other ids than their parent and each other). Two
+    /// processes draw the same id only by a 2^-64 chance per pair of ids,
+    /// and even then the script refuses to reuse a live one (ZADD NX) and a
+    /// new id is drawn.
     fn next_lease_id(&self) -> u64 {
+        let start = self.lease_seed ^ mix64(u64::from(std::process::id()));
         loop {
             let n = self.lease_counter.fetch_add(1, Ordering::Relaxed);
-            let mut z = self.lease_seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
+            let z = mix64(start.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
             if z != 0 {
                 return z;
             }
