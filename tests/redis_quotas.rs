@@ -193,16 +193,18 @@ fn at_most_n_holders_across_threads_and_handles() {
 #[test]
 fn leases_renew_release_and_expire() {
     let Some(url) = env_or_skip("RL_TEST_REDIS_URL", "leases_renew_release_and_expire") else { return };
-    let lim = limiter(&url, &prefix("lease"), "concurrency=2 lease=300ms");
+    // Times: each wait leaves 200 ms or more of slack either way.
+    let lim = limiter(&url, &prefix("lease"), "concurrency=2 lease=1s");
+    let t0 = Instant::now();
     let (d, a) = lim.acquire(b"k").unwrap();
-    assert_eq!((d.allowed, d.limit, d.remaining, d.window_ms, d.retry_after_ms), (true, 2, 1, 300, 0));
-    assert!(d.reset_ms > 250 && d.reset_ms <= 300, "{d:?}");
+    assert_eq!((d.allowed, d.limit, d.remaining, d.window_ms, d.retry_after_ms), (true, 2, 1, 1000, 0));
+    assert!(d.reset_ms > 800 && d.reset_ms <= 1000, "{d:?}");
     let (d, b) = lim.acquire(b"k").unwrap();
     assert_eq!((d.allowed, d.remaining), (true, 0));
     assert_ne!(a, b);
     let (d, none) = lim.acquire(b"k").unwrap();
     assert_eq!((d.allowed, none, d.remaining), (false, 0, 0));
-    assert!(d.retry_after_ms > 200 && d.retry_after_ms <= 300, "{d:?}");
+    assert!(d.retry_after_ms > 700 && d.retry_after_ms <= 1000, "{d:?}");
     // Release: once true, then false; renew of a released lease: false.
     assert!(lim.release(b"k", a).unwrap());
     assert!(!lim.release(b"k", a).unwrap());
@@ -212,15 +214,15 @@ fn leases_renew_release_and_expire() {
         assert!(!lim.renew(b"k", forged).unwrap(), "{forged:#x}");
     }
     assert!(!lim.release(b"other", b).unwrap(), "another key's id");
-    // b is renewed at 150 ms: still held past its first 300 ms.
-    std::thread::sleep(Duration::from_millis(150));
+    // b is renewed at ~500 ms (it would expire at 1 s): held until ~1.5 s.
+    std::thread::sleep(Duration::from_millis(500).saturating_sub(t0.elapsed()));
     assert!(lim.renew(b"k", b).unwrap());
-    std::thread::sleep(Duration::from_millis(250));
+    std::thread::sleep(Duration::from_millis(1200).saturating_sub(t0.elapsed()));
     let (d, c) = lim.acquire(b"k").unwrap();
     assert_eq!((d.allowed, d.remaining), (true, 0), "b still holds one place: {d:?}");
     assert!(lim.release(b"k", c).unwrap());
     // Left alone, b expires: renew and release say 0, the place is free.
-    std::thread::sleep(Duration::from_millis(400));
+    std::thread::sleep(Duration::from_millis(1800).saturating_sub(t0.elapsed()));
     assert!(!lim.renew(b"k", b).unwrap(), "expired");
     assert!(!lim.release(b"k", b).unwrap(), "expired");
     let (d, _) = lim.acquire(b"k").unwrap();
