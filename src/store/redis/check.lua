@@ -280,16 +280,18 @@ local algorithms = {
   s = { sliding, 3, adjust_sliding },
 }
 
--- Writes a state with the TTL until it is a fresh key's again (a state
--- already fresh is deleted: dropping it changes no decision).
+-- Writes a state with the TTL until it is a fresh key's again. A state
+-- already fresh (a refund all the way back) is deleted: dropping it changes
+-- no decision. (Not under a test's time override, whose clock may go back
+-- to before the state was fresh: there it is kept, as the Rust side keeps it.)
 local function store(key, state, fresh_at)
-  -- Milliseconds until the state is a fresh key's, rounded up.
-  local ttl = idiv(fresh_at - now + 999, 1000)
   if fresh_at <= now and not overridden then
     redis.call('DEL', key)
     return
   end
-  if ttl < 1 then ttl = 1 end
+  -- Milliseconds until the state is a fresh key's, rounded up.
+  local ttl = 1
+  if fresh_at > now then ttl = idiv(fresh_at - now + 999, 1000) end
   if overridden and ttl < 60000 then ttl = 60000 end
   local words = {}
   for w = 1, #state do words[w] = string.format('%.0f', state[w]) end
