@@ -266,6 +266,7 @@ struct conn {
     struct server *srv;
     struct slot *slot;
     int fd;
+    int keep10;    /* an HTTP/1.0 request asked for keep-alive: say "Connection: keep-alive" */
     size_t in_len; /* bytes in in[] */
     char in[HTTP_MAX_HEAD];
 };
@@ -582,7 +583,8 @@ static int respond(struct conn *c, int status, const char *extra, const rl_decis
                  "%s%s%s"
                  "\r\n"
                  "%s",
-                 status, reason(status), strlen(body), rl, extra, closing ? "Connection: close\r\n" : "", body);
+                 status, reason(status), strlen(body), rl, extra,
+                 closing ? "Connection: close\r\n" : c->keep10 ? "Connection: keep-alive\r\n" : "", body);
     if (n < 0 || (size_t)n >= sizeof out)
         return -1; /* cannot happen: the parts are bounded well under 4 KiB */
     return send_all(c->fd, out, (size_t)n);
@@ -821,6 +823,7 @@ static int handle(struct conn *c, size_t head_len)
     /* a body left unread ends the connection; so does the client's wish */
     closing = connection_has(&h.connection, "close") ||
               (hr.minor_version == 0 && !connection_has(&h.connection, "keep-alive"));
+    c->keep10 = hr.minor_version == 0 && !closing;
 
     if (hr.path_len != strlen(COMPLETIONS_PATH) || memcmp(hr.path, COMPLETIONS_PATH, hr.path_len) != 0) {
         respond_error(c, 404, "", key, key_len, "invalid_request_error", "not_found",
@@ -906,6 +909,7 @@ static void serve_connection(struct conn *c)
         size_t head_len = 0;
         enum head_result r;
         set_slot_state(c, SLOT_WAITING);
+        c->keep10 = 0;
         r = read_head(c, first, &head_len);
         first = 0;
         if (r != HEAD_OK) {
@@ -941,6 +945,7 @@ static void *connection_thread(void *arg)
         c->srv = srv;
         c->slot = slot;
         c->fd = slot->fd;
+        c->keep10 = 0;
         c->in_len = 0;
         serve_connection(c);
         free(c);
@@ -1216,6 +1221,11 @@ int main(int argc, char **argv)
     http_print_listening(&cli, &bound_port);
 
     accept_loop(&srv, &attr);
+    if (!stopping(&srv)) {
+        /* not a signal: poll() failed; stop as if one had come */
+        fprintf(stderr, PROG ": poll: %s; stopping\n", strerror(errno));
+        pthread_kill(sig_tid, SIGTERM);
+    }
 
     /* Stopping: every connection thread watches the pipe; wait for them. */
     close(listen_fd);

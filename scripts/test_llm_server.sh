@@ -331,6 +331,17 @@ rs = read_responses(s, 1)
 ok(len(rs) == 1 and status(rs[0]) == 200, "the connection is kept alive after a 400")
 s.close()
 
+# HTTP/1.0 with Connection: keep-alive is told so, and kept
+s = socket.create_connection(("127.0.0.1", port))
+r10 = req(b"old", body, b"Connection: keep-alive\r\n").replace(b"HTTP/1.1", b"HTTP/1.0")
+s.sendall(r10)
+rs = read_responses(s, 1)
+ok(len(rs) == 1 and status(rs[0]) == 200 and b"\r\nConnection: keep-alive" in rs[0][0], "HTTP/1.0 keep-alive: 200 with Connection: keep-alive")
+s.sendall(r10)
+rs = read_responses(s, 1)
+ok(len(rs) == 1 and status(rs[0]) == 200, "HTTP/1.0 keep-alive: a second request on the connection")
+s.close()
+
 # Expect: 100-continue: the interim response, then the answer
 s = socket.create_connection(("127.0.0.1", port))
 s.sendall(req(b"cont", b"", b"Expect: 100-continue\r\n").replace(b"Content-Length: 0", b"Content-Length: %d" % len(body)))
