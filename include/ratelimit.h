@@ -19,6 +19,11 @@ extern "C" {
 #endif
 
 /*
+ Most lease places per key (`concurrency=` is at most this).
+ */
+#define MAX_SLOTS 1024
+
+/*
  rl_top(): rank keys by denied checks. Every denied check is counted, so
  the bounds of each entry are exact (Space-Saving).
  */
@@ -389,6 +394,87 @@ int rl_check(struct rl_limiter *lim,
              size_t key_len,
              uint64_t cost,
              struct rl_decision *out);
+
+/*
+ Settles a cost after the fact: an LLM call reserved `prompt + max_tokens`
+ with rl_check(), then used more or fewer. Fills `*out` and returns RL_OK.
+
+ - `delta > 0` charges `delta` units to EVERY rate and is never denied: the
+   key may go over its limit (into debt), and its checks are then denied
+   until time pays the debt back (token bucket: at the refill rate;
+   windows: the excess counts in the current window, until it ends).
+ - `delta < 0` refunds `-delta` units, never past a fresh key's state (a
+   window refunds only units counted in the current window).
+ - `delta == 0` changes nothing (a peek).
+
+ `*out` describes the key AFTERWARDS: `allowed` = 1 if a check of cost 1
+ would pass now (else `retry_after_ms` says when it will), `remaining` =
+ units available now, `reset_ms` = until the rate is back to its full
+ quota (over a window when in debt). `INT64_MIN` and `INT64_MAX` are fine
+ (they saturate). Like a check, an adjust is shared by every process of
+ an shm region and every host of a Redis (one round trip); it is not
+ counted in rl_stats' `allowed` or `limited`.
+
+ With backend=redis a refund also forgets this handle's local over-limit
+ entry for the key; other processes' handles may still deny the key from
+ their own entries until the retry_after Redis gave them has passed.
+
+ Errors fill `*out` as rl_check() does: RL_ERR_NULL (NULL `lim`, or NULL
+ `key` with `key_len > 0`) and RL_ERR_INVALID (`lim` is a concurrency
+ limiter) deny; RL_ERR_BACKEND follows `on_error`.
+ */
+int rl_adjust(struct rl_limiter *lim,
+              const void *key,
+              size_t key_len,
+              int64_t delta,
+              struct rl_decision *out);
+
+/*
+ Takes one of `key`'s in-flight places on a concurrency limiter
+ (`concurrency=N lease=DURATION`) for the length of a lease. Fills `*out`
+ and `*lease`, returns RL_OK.
+
+ - allowed: `*lease` is a nonzero id; pass it to rl_release() when the
+   request ends (and to rl_renew() to hold on longer than a lease).
+ - denied (N leases held): `*lease` = 0 and `retry_after_ms` = until the
+   earliest held lease expires.
+
+ `limit` = N, `remaining` = free places after this call, `reset_ms` =
+ until every lease of the key has expired, `window_ms` = the lease length.
+ A lease nobody releases (its process crashed) frees its place when it
+ expires; nothing else is lost. With backend=shm the places are shared by
+ every process of the region; with backend=redis by the fleet, on the
+ server's clock. Counted in rl_stats' `allowed`/`limited` like a check.
+
+ Errors: RL_ERR_NULL (NULL `lim`, `lease` or `out`, or NULL `key` with
+ `key_len > 0`) and RL_ERR_INVALID (a rate limiter) deny with `*lease` = 0;
+ RL_ERR_BACKEND follows `on_error` with `*lease` = 0: an allowed request
+ then holds no lease (releasing 0 is harmless). With `dry_run=on` a
+ would-be denial is reported allowed, with `*lease` = 0.
+ */
+int rl_acquire(struct rl_limiter *lim,
+               const void *key,
+               size_t key_len,
+               uint64_t *lease,
+               struct rl_decision *out);
+
+/*
+ Extends a lease from rl_acquire() to a whole lease length from now (for
+ a stream that runs longer than one lease). Returns 1 if the lease was
+ held, 0 if it had expired or been released, or never existed (harmless:
+ the caller no longer holds a place and should stop or acquire again),
+ or a negative status (RL_ERR_NULL, RL_ERR_INVALID on a rate limiter,
+ RL_ERR_BACKEND).
+ */
+int rl_renew(struct rl_limiter *lim, const void *key, size_t key_len, uint64_t lease);
+
+/*
+ Frees a lease from rl_acquire(). Returns 1 if the lease was held, 0 if it
+ had expired or been released already, or is 0 or forged (all harmless:
+ nothing else is freed), or a negative status (RL_ERR_NULL,
+ RL_ERR_INVALID on a rate limiter, RL_ERR_BACKEND).
+ */
+int rl_release(struct rl_limiter *lim, const void *key, size_t key_len, uint64_t lease);
 
 /*
  Drops every entry whose state has expired (is the same as a fresh key's);

@@ -84,16 +84,30 @@ pub struct RateSpec {
     pub burst: u64,
 }
 
+/// `concurrency=N lease=DURATION`: a concurrency limiter instead of rates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConcurrencySpec {
+    /// N: leases a key may hold at once, 1 to 1024.
+    pub slots: u32,
+    /// How long a lease lasts from its acquire or renew, in nanoseconds.
+    pub lease_ns: u64,
+}
+
+/// Longest lease without a renew when `lease=` is not given.
+pub(crate) const DEFAULT_LEASE_NS: u64 = 60_000 * NANOS_PER_MS;
+
 /// A parsed, validated configuration. Its `Debug` masks the credentials of
 /// `url`.
 ///
-/// `rates` is empty only for an *attach*: `backend=shm name=...` without
-/// `rate=`, which opens an existing region with the rates, algorithm and
+/// `rates` is empty for a concurrency limiter (`concurrency` is then set)
+/// and for an *attach*: `backend=shm name=...` without `rate=` or `concurrency=`, which opens an existing region with the rates, algorithm and
 /// capacity stored in it (then `algorithm`, `capacity` and `mode` hold their
 /// defaults until the region says otherwise; see [`Config::attaches`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     pub rates: Vec<RateSpec>,
+    /// Set for a concurrency limiter (`concurrency=`), which has no rates.
+    pub concurrency: Option<ConcurrencySpec>,
     pub algorithm: Algorithm,
     pub backend: Backend,
     pub capacity: u64,
@@ -113,10 +127,24 @@ pub struct Config {
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Config { rates, algorithm, backend, capacity, name, url, prefix, timeout_ms, on_error, mode, top, dry_run } =
-            self;
+        let Config {
+            rates,
+            concurrency,
+            algorithm,
+            backend,
+            capacity,
+            name,
+            url,
+            prefix,
+            timeout_ms,
+            on_error,
+            mode,
+            top,
+            dry_run,
+        } = self;
         f.debug_struct("Config")
             .field("rates", rates)
+            .field("concurrency", concurrency)
             .field("algorithm", algorithm)
             .field("backend", backend)
             .field("capacity", capacity)
@@ -157,8 +185,10 @@ fn printable_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= 32 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-const KEYS: [&str; 13] = [
+const KEYS: [&str; 15] = [
     "rate",
+    "concurrency",
+    "lease",
     "algorithm",
     "burst",
     "backend",
@@ -175,7 +205,7 @@ const KEYS: [&str; 13] = [
 
 /// The keys that an attach (`backend=shm name=...` without `rate=`) takes
 /// from the region instead, or that only matter when creating one (`mode`).
-const REGION_KEYS: [&str; 5] = ["algorithm", "burst", "capacity", "top", "mode"];
+const REGION_KEYS: [&str; 6] = ["algorithm", "burst", "capacity", "top", "mode", "lease"];
 
 impl Config {
     /// Parses a configuration string such as `rate=100/minute,1000/hour backend=memory`.
@@ -223,7 +253,14 @@ impl Config {
         // its limits from it: keys that would restate them are refused rather
         // than ignored (or silently contradicted by the region).
         let rate_text = get("rate");
-        if rate_text.is_none() && backend == Backend::Shm {
+        let concurrency = parse_concurrency(get("concurrency"), get("lease"), rate_text)?;
+        if let (Some(_), Some(key)) = (concurrency, ["algorithm", "burst"].into_iter().find(|k| get(k).is_some())) {
+            return err(format!(
+                "{} applies only to rate limiters (rate=), not to concurrency=",
+                kv(key, get(key).unwrap_or_default())
+            ));
+        }
+        if rate_text.is_none() && concurrency.is_none() && backend == Backend::Shm {
             if let Some(key) = REGION_KEYS.into_iter().find(|k| get(k).is_some()) {
                 return err(format!(
                     "{} needs \"rate=\": without rate=, backend=shm name=... attaches to an existing region and \
@@ -233,17 +270,16 @@ impl Config {
                 ));
             }
         }
-        let mut rates = match rate_text {
-            Some(t) => parse_rates(t)?,
-            None if backend == Backend::Shm => Vec::new(),
-            None => {
-                return err(
-                    "missing required key \"rate\" (e.g. rate=100/minute; only backend=shm name=... may omit it, \
-                     to attach to an existing region)"
+        let mut rates =
+            match rate_text {
+                Some(t) => parse_rates(t)?,
+                None if backend == Backend::Shm || concurrency.is_some() => Vec::new(),
+                None => return err(
+                    "missing required key \"rate\" (e.g. rate=100/minute, or concurrency=N for an in-flight limit; \
+                     only backend=shm name=... may omit both, to attach to an existing region)"
                         .into(),
-                )
-            }
-        };
+                ),
+            };
         let rate_text = rate_text.unwrap_or_default();
 
         let algorithm = match get("algorithm") {
@@ -376,12 +412,26 @@ impl Config {
             _ => {}
         }
 
-        Ok(Config { rates, algorithm, backend, capacity, name, url, prefix, timeout_ms, on_error, mode, top, dry_run })
+        Ok(Config {
+            rates,
+            concurrency,
+            algorithm,
+            backend,
+            capacity,
+            name,
+            url,
+            prefix,
+            timeout_ms,
+            on_error,
+            mode,
+            top,
+            dry_run,
+        })
     }
 
-    /// Whether this is an attach: `backend=shm name=...` without `rate=`.
+    /// Whether this is an attach: `backend=shm name=...` without `rate=` or `concurrency=`.
     pub fn attaches(&self) -> bool {
-        self.rates.is_empty()
+        self.rates.is_empty() && self.concurrency.is_none()
     }
 
     /// The canonical configuration string: every key that applies to the
@@ -398,7 +448,11 @@ impl Config {
     pub fn describe(&self) -> String {
         let mut out = String::new();
         if !self.attaches() {
-            out = identity_text(&self.rates, self.algorithm, self.capacity, self.backend != Backend::Redis, self.top);
+            let with_capacity = self.backend != Backend::Redis;
+            out = match self.concurrency {
+                Some(c) => concurrency_text(c, self.capacity, with_capacity, self.top),
+                None => identity_text(&self.rates, self.algorithm, self.capacity, with_capacity, self.top),
+            };
             out.push(' ');
         }
         let backend = match self.backend {
@@ -459,10 +513,30 @@ pub fn identity_text(
     out
 }
 
+/// A concurrency limiter's limits in canonical form, as [`identity_text`]
+/// gives a rate limiter's: `concurrency=N lease=DURATION [capacity=N] top=N`.
+pub fn concurrency_text(c: ConcurrencySpec, capacity: u64, with_capacity: bool, top: usize) -> String {
+    let mut out = format!("concurrency={} lease={}", c.slots, period_text(c.lease_ns));
+    if with_capacity {
+        out += &format!(" capacity={capacity}");
+    }
+    out += &format!(" top={top}");
+    out
+}
+
 /// `LIMIT/PERIOD` with the period in the largest unit that divides it
 /// exactly, the count left out when it is 1: `100/min`, `5/10s`, `1/ms`.
 /// (Periods are whole milliseconds: the grammar has no smaller unit.)
 fn rate_spec_text(r: &RateSpec) -> String {
+    let period = period_text(r.period_ns);
+    match period.strip_prefix('1') {
+        Some(unit) if unit.starts_with(|c: char| c.is_ascii_alphabetic()) => format!("{}/{unit}", r.limit),
+        _ => format!("{}/{period}", r.limit),
+    }
+}
+
+/// A duration in the largest unit that divides it exactly: `10s`, `1min`, `250ms`.
+fn period_text(period_ns: u64) -> String {
     const UNITS: [(u64, &str); 5] = [
         (86_400_000 * NANOS_PER_MS, "d"),
         (3_600_000 * NANOS_PER_MS, "h"),
@@ -470,11 +544,8 @@ fn rate_spec_text(r: &RateSpec) -> String {
         (1_000 * NANOS_PER_MS, "s"),
         (NANOS_PER_MS, "ms"),
     ];
-    let (unit_ns, unit) = UNITS.into_iter().find(|(ns, _)| r.period_ns % ns == 0).unwrap_or(UNITS[4]);
-    match r.period_ns / unit_ns {
-        1 => format!("{}/{unit}", r.limit),
-        n => format!("{}/{n}{unit}", r.limit),
-    }
+    let (unit_ns, unit) = UNITS.into_iter().find(|(ns, _)| period_ns % ns == 0).unwrap_or(UNITS[4]);
+    format!("{}{unit}", period_ns / unit_ns)
 }
 
 /// `url` with its password masked ([`redact`]), unless there is none to
@@ -515,6 +586,40 @@ fn parse_rates(text: &str) -> Result<Vec<RateSpec>, ConfigError> {
     Ok(rates)
 }
 
+/// `concurrency=N [lease=DURATION]`, if given; `rate=` may not be.
+fn parse_concurrency(
+    slots: Option<&str>,
+    lease: Option<&str>,
+    rate: Option<&str>,
+) -> Result<Option<ConcurrencySpec>, ConfigError> {
+    let Some(v) = slots else {
+        if let Some(l) = lease {
+            return err(format!(
+                "{} needs \"concurrency=N\" (a lease is what a concurrency limiter hands out)",
+                kv("lease", l)
+            ));
+        }
+        return Ok(None);
+    };
+    if let Some(r) = rate {
+        return err(format!(
+            "{} and {} are two kinds of limiter: create one limiter for each",
+            kv("rate", r),
+            kv("concurrency", v)
+        ));
+    }
+    let max = crate::algorithm::MAX_SLOTS;
+    let slots = match v.parse::<u32>() {
+        Ok(n) if (1..=max as u32).contains(&n) && v.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => return err(format!("bad value in {}: expected a whole number from 1 to {max}", kv("concurrency", v))),
+    };
+    let lease_ns = match lease {
+        None => DEFAULT_LEASE_NS,
+        Some(l) => parse_period(l).or_else(|why| err(format!("bad value in {}: {why}", kv("lease", l))))?,
+    };
+    Ok(Some(ConcurrencySpec { slots, lease_ns }))
+}
+
 fn parse_rate(part: &str, whole: &str) -> Result<RateSpec, ConfigError> {
     let bad = |why: &str| err(format!("bad rate {} in {}: {why}", quoted(part), kv("rate", whole)));
     let Some((limit, period)) = part.split_once('/') else {
@@ -525,6 +630,16 @@ fn parse_rate(part: &str, whole: &str) -> Result<RateSpec, ConfigError> {
         Ok(n) if limit.bytes().all(|b| b.is_ascii_digit()) => n,
         _ => return bad("LIMIT must be a whole number"),
     };
+    let period_ns = match parse_period(period) {
+        Ok(p) => p,
+        Err(why) => return bad(why),
+    };
+    Ok(RateSpec { limit, period_ns, burst: limit })
+}
+
+/// A PERIOD (`[COUNT]UNIT`, e.g. `minute`, `10s`) in nanoseconds, or why not.
+fn parse_period(period: &str) -> Result<u64, &'static str> {
+    let bad = Err;
     let digits = period.bytes().take_while(u8::is_ascii_digit).count();
     let (count, unit) = period.split_at(digits);
     let count = if count.is_empty() {
@@ -547,11 +662,10 @@ fn parse_rate(part: &str, whole: &str) -> Result<RateSpec, ConfigError> {
     };
     // Periods are capped at 1000 days so that every timestamp the algorithms
     // compute stays far inside u64 nanoseconds.
-    let period_ns = match count.checked_mul(unit_ns) {
-        Some(p) if p <= MAX_PERIOD_NS => p,
-        _ => return bad("PERIOD is longer than 1000 days"),
-    };
-    Ok(RateSpec { limit, period_ns, burst: limit })
+    match count.checked_mul(unit_ns) {
+        Some(p) if p <= MAX_PERIOD_NS => Ok(p),
+        _ => bad("PERIOD is longer than 1000 days"),
+    }
 }
 
 fn parse_count(key: &str, v: &str) -> Result<u64, ConfigError> {
@@ -1019,6 +1133,18 @@ mod tests {
             ("rate=/s", "bad rate \"/s\""),
             ("rate=5/s,", "bad rate \"\" in \"rate=5/s,\""),
             ("rate=5/s,,1/m", "bad rate \"\""),
+            ("concurrency=0", "expected a whole number from 1 to 1024"),
+            ("concurrency=1025", "expected a whole number from 1 to 1024"),
+            ("concurrency=100000", "\"concurrency=100000\""),
+            ("concurrency=-1", "\"concurrency=-1\""),
+            ("concurrency=2 lease=0s", "\"lease=0s\": PERIOD must be longer than zero"),
+            ("concurrency=2 lease=5", "\"lease=5\""),
+            ("concurrency=2 lease=1001d", "longer than 1000 days"),
+            ("lease=5s", "\"lease=5s\" needs \"concurrency=N\""),
+            ("rate=1/s concurrency=2", "two kinds of limiter"),
+            ("concurrency=2 algorithm=fixed_window", "applies only to rate limiters"),
+            ("concurrency=2 burst=3", "applies only to rate limiters"),
+            ("backend=shm name=/x lease=5s", "needs \"concurrency=N\""),
             ("rate=5/1001d", "longer than 1000 days"),
             ("rate=99999999999999999999/s", "LIMIT must be a whole number"),
             ("rate=1/s,1/s,1/s,1/s,1/s,1/s,1/s,1/s,1/s", "more than 8 rates"),
@@ -1057,5 +1183,23 @@ mod tests {
                 Err(e) => assert!(e.0.contains(want), "{text:?}: message {:?} lacks {want:?}", e.0),
             }
         }
+    }
+
+    #[test]
+    fn concurrency_limiters() {
+        let c = Config::parse("concurrency=16").unwrap();
+        assert_eq!(c.concurrency, Some(ConcurrencySpec { slots: 16, lease_ns: DEFAULT_LEASE_NS }));
+        assert!(c.rates.is_empty() && !c.attaches());
+        assert_eq!(
+            c.describe(),
+            "concurrency=16 lease=1min capacity=100000 top=32 backend=memory on_error=allow dry_run=off"
+        );
+        let c = Config::parse("concurrency=1024 lease=1500ms backend=shm name=/c").unwrap();
+        assert_eq!(c.concurrency, Some(ConcurrencySpec { slots: 1024, lease_ns: 1500 * NANOS_PER_MS }));
+        assert!(c.describe().starts_with("concurrency=1024 lease=1500ms capacity=100000 top=32 backend=shm name=/c"));
+        assert_eq!(Config::parse(&c.describe()).unwrap(), c);
+        let c = Config::parse("concurrency=1 lease=2h backend=redis url=redis://h:1").unwrap();
+        assert!(c.describe().starts_with("concurrency=1 lease=2h top=32 backend=redis"), "{}", c.describe());
+        assert_eq!(Config::parse(&c.describe()).unwrap(), c);
     }
 }

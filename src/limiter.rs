@@ -3,11 +3,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::algorithm::{Rate, NEVER};
+use crate::algorithm::{Leases, Limits, Rate, NEVER};
 use crate::config::{Backend, Config, OnError, NANOS_PER_MS};
 use crate::error::Error;
 use crate::metrics::Snapshot;
-use crate::store::{Answer, MemoryStore, RedisStore, ShmStore, Store, StoreStats};
+use crate::store::{wrong_kind, Answer, MemoryStore, RedisStore, ShmStore, Store, StoreStats};
 use crate::top::{TopEntry, Which};
 
 /// One decision, in milliseconds, as the C API reports it.
@@ -59,8 +59,9 @@ impl Home {
 }
 
 pub struct Limiter {
-    /// `config.rates` in the backend's ticks, made once for the check path.
-    rates: Vec<Rate>,
+    /// `config.rates` (or `config.concurrency`) in nanosecond ticks, made
+    /// once for the check path.
+    limits: Limits,
     store: Home,
     errors: AtomicU64,
     /// The configuration in full (an attach's as read from its region):
@@ -73,6 +74,15 @@ pub struct Limiter {
 /// Rates in nanosecond ticks, as the memory and shm backends run them.
 pub fn rates_in_ns(config: &Config) -> Vec<Rate> {
     config.rates.iter().map(|r| Rate::new(config.algorithm, r.limit, r.period_ns, r.burst)).collect()
+}
+
+/// The limits of a configuration in nanosecond ticks: its rates, or its
+/// concurrency limit.
+pub fn limits_in_ns(config: &Config) -> Limits {
+    match config.concurrency {
+        Some(c) => Limits::Leases(Leases { slots: c.slots as usize, lease: c.lease_ns }),
+        None => Limits::Rates(rates_in_ns(config)),
+    }
 }
 
 fn ceil_ms(ticks: u64, tick_ns: u64) -> u64 {
@@ -92,7 +102,7 @@ impl Limiter {
         let name = config.name.as_deref().unwrap_or_default();
         let (store, config) = match config.backend {
             Backend::Memory => {
-                (Home::Memory(MemoryStore::new(rates_in_ns(config), config.capacity, config.top)?), config.clone())
+                (Home::Memory(MemoryStore::new(limits_in_ns(config), config.capacity, config.top)?), config.clone())
             }
             // Attach: the limits (and the sketches' size) are the region's,
             // the rest this handle's own.
@@ -100,6 +110,7 @@ impl Limiter {
                 let (store, region) = ShmStore::attach(name, config.timeout_ms)?;
                 let config = Config {
                     rates: region.rates,
+                    concurrency: region.concurrency,
                     algorithm: region.algorithm,
                     capacity: region.capacity,
                     top: region.top,
@@ -110,7 +121,7 @@ impl Limiter {
             }
             Backend::Shm => (
                 Home::Shm(ShmStore::open(
-                    rates_in_ns(config),
+                    limits_in_ns(config),
                     config.capacity,
                     config.top,
                     name,
@@ -122,7 +133,7 @@ impl Limiter {
             Backend::Redis => (Home::Redis(Box::new(RedisStore::new(config)?)), config.clone()),
         };
         Ok(Limiter {
-            rates: rates_in_ns(&config),
+            limits: limits_in_ns(&config),
             store,
             errors: AtomicU64::new(0),
             description: config.describe(),
@@ -156,24 +167,46 @@ impl Limiter {
             remaining: o.remaining,
             reset_ms: ceil_ms(o.reset, tick_ns),
             retry_after_ms: if o.allowed { 0 } else { ceil_ms(o.retry_after, tick_ns) },
-            window_ms: self.rates[verdict.index].period / NANOS_PER_MS,
+            window_ms: self.window_ms(verdict.index),
         }
+    }
+
+    /// A decision's `window_ms`: the period of rate `index`, or the length
+    /// of a lease.
+    fn window_ms(&self, index: usize) -> u64 {
+        match &self.limits {
+            Limits::Rates(rates) => rates[index].period / NANOS_PER_MS,
+            Limits::Leases(l) => l.lease / NANOS_PER_MS,
+        }
+    }
+
+    /// A decision's `limit` when there is no answer: the first rate's
+    /// quota, or the number of lease places.
+    fn first_limit(&self) -> u64 {
+        match &self.limits {
+            Limits::Rates(rates) => rates[0].quota(),
+            Limits::Leases(l) => l.slots as u64,
+        }
+    }
+
+    /// Whether this is a concurrency limiter (`concurrency=`).
+    pub fn is_concurrency(&self) -> bool {
+        matches!(self.limits, Limits::Leases(_))
     }
 
     /// The decision a caller gets when the backend failed: `on_error`
     /// decides, and a dry run reports its denial as allowed (with its
     /// `retry_after_ms`, the mark of a would-be 429).
     pub fn error_decision(&self) -> Decision {
-        let rate = &self.rates[0];
         let deny = self.config.on_error == OnError::Deny;
         Decision {
             allowed: !deny || self.config.dry_run,
             rate_index: 0,
-            limit: rate.quota(),
+            limit: self.first_limit(),
             remaining: 0,
             reset_ms: 0,
             retry_after_ms: if deny { ERROR_RETRY_MS } else { 0 },
-            window_ms: rate.period / NANOS_PER_MS,
+            window_ms: self.window_ms(0),
         }
     }
 
@@ -185,6 +218,9 @@ impl Limiter {
     /// fields, `retry_after_ms` included.
     #[inline]
     pub fn check(&self, key: &[u8], cost: u64) -> Result<Decision, (Error, Decision)> {
+        if self.is_concurrency() {
+            return Err(self.refused("rl_check"));
+        }
         let answer = match &self.store {
             Home::Memory(s) => s.check(key, cost),
             Home::Shm(s) => s.check(key, cost),
@@ -201,6 +237,69 @@ impl Limiter {
                 Err((e, self.error_decision()))
             }
         }
+    }
+
+    /// What an operation of the wrong kind (see `wrong_kind`) answers: an
+    /// argument error, so a denial whatever `on_error` says.
+    fn refused(&self, op: &str) -> (Error, Decision) {
+        let d = Decision { allowed: false, retry_after_ms: ERROR_RETRY_MS, ..self.error_decision() };
+        (wrong_kind(&self.limits, op), d)
+    }
+
+    /// Turns a backend's answer into the caller's decision (dry run
+    /// included), or counts its error and gives `on_error`'s decision.
+    fn decided(&self, answer: Result<Answer, Error>) -> Result<Decision, (Error, Decision)> {
+        match answer {
+            Ok(answer) => {
+                let mut d = self.decision(answer);
+                d.allowed |= self.config.dry_run;
+                Ok(d)
+            }
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                Err((e, self.error_decision()))
+            }
+        }
+    }
+
+    /// Settles `delta` units after the fact (see `rl_adjust`). The decision
+    /// describes the key afterwards; a dry run reports it allowed.
+    pub fn adjust(&self, key: &[u8], delta: i64) -> Result<Decision, (Error, Decision)> {
+        if self.is_concurrency() {
+            return Err(self.refused("rl_adjust"));
+        }
+        self.decided(self.store.get().adjust(key, delta))
+    }
+
+    /// Takes one of the key's in-flight places (see `rl_acquire`): the
+    /// decision and the lease id, 0 when denied. A dry run's would-be
+    /// denial is reported allowed, with lease 0 (releasing 0 is harmless).
+    pub fn acquire(&self, key: &[u8]) -> Result<(Decision, u64), (Error, Decision)> {
+        if !self.is_concurrency() {
+            return Err(self.refused("rl_acquire"));
+        }
+        let mut lease = 0;
+        let answer = self.store.get().acquire(key).map(|(answer, id)| {
+            lease = id;
+            answer
+        });
+        self.decided(answer).map(|d| (d, lease))
+    }
+
+    /// Extends a held lease (see `rl_renew`): whether it was held.
+    pub fn renew(&self, key: &[u8], lease: u64) -> Result<bool, Error> {
+        if !self.is_concurrency() {
+            return Err(self.refused("rl_renew").0);
+        }
+        self.store.get().renew(key, lease)
+    }
+
+    /// Frees a lease (see `rl_release`): whether it was held.
+    pub fn release(&self, key: &[u8], lease: u64) -> Result<bool, Error> {
+        if !self.is_concurrency() {
+            return Err(self.refused("rl_release").0);
+        }
+        self.store.get().release(key, lease)
     }
 
     pub fn reset(&self, key: &[u8]) -> Result<(), Error> {
@@ -408,5 +507,119 @@ mod tests {
         assert_eq!(ceil_ms(3, 1000), 1);
         assert_eq!(ceil_ms(u64::MAX - 1, 1), (u64::MAX - 1).div_ceil(1_000_000));
         assert_eq!(ceil_ms(u64::MAX - 1, 1_000_000), u64::MAX - 1);
+    }
+
+    /// Reserve, then settle: the key ends up charged what was used, on
+    /// every algorithm; a charge past the quota is a debt that denies, with
+    /// a retry_after that covers it; a refund stops at a fresh key.
+    #[test]
+    fn adjust_settles_reservations() {
+        for algorithm in ["token_bucket", "fixed_window", "sliding_window"] {
+            let lim = Limiter::from_config_str(&format!("rate=100/hour algorithm={algorithm}")).unwrap();
+            assert!(lim.check(b"k", 60).unwrap().allowed);
+            let d = lim.adjust(b"k", -45).unwrap();
+            assert_eq!((d.allowed, d.remaining, d.limit), (true, 85, 100), "{algorithm}");
+            let d = lim.adjust(b"k", 0).unwrap();
+            assert_eq!((d.allowed, d.remaining), (true, 85), "{algorithm}: a peek");
+            let d = lim.adjust(b"k", 135).unwrap();
+            assert_eq!((d.allowed, d.remaining), (false, 0), "{algorithm}: 50 units of debt");
+            let denied = lim.check(b"k", 1).unwrap();
+            assert!(!denied.allowed, "{algorithm}");
+            if algorithm == "token_bucket" {
+                // 51 units at 36 s each before one unit is back.
+                assert!(denied.retry_after_ms.abs_diff(51 * 36_000) < 1000, "{denied:?}");
+                assert_eq!(d.retry_after_ms.abs_diff(denied.retry_after_ms) < 1000, true);
+            }
+            let d = lim.adjust(b"k", i64::MIN).unwrap();
+            assert_eq!((d.allowed, d.remaining), (true, 100), "{algorithm}: fresh, not more");
+            let d = lim.adjust(b"never seen", -5).unwrap();
+            assert_eq!((d.allowed, d.remaining), (true, 100), "{algorithm}");
+            let d = lim.adjust(b"deep", i64::MAX).unwrap();
+            assert_eq!((d.allowed, d.remaining), (false, 0), "{algorithm}");
+            assert!(!lim.check(b"deep", 1).unwrap().allowed, "{algorithm}");
+            assert_eq!(lim.stats().unwrap().allowed, 1, "{algorithm}: an adjust is not a check");
+        }
+    }
+
+    #[test]
+    fn operations_of_the_other_kind_are_refused() {
+        let rates = Limiter::from_config_str("rate=5/s").unwrap();
+        let conc = Limiter::from_config_str("concurrency=2 lease=10s").unwrap();
+        for (e, d) in [conc.check(b"k", 1).unwrap_err(), conc.adjust(b"k", 1).unwrap_err()] {
+            assert!(matches!(&e, Error::Invalid(m) if m.contains("use rl_acquire")), "{e}");
+            assert_eq!((d.allowed, d.limit, d.window_ms), (false, 2, 10_000));
+        }
+        let (e, d) = rates.acquire(b"k").unwrap_err();
+        assert!(matches!(&e, Error::Invalid(m) if m.contains("use rl_check")), "{e}");
+        assert!(!d.allowed);
+        assert!(matches!(rates.renew(b"k", 1), Err(Error::Invalid(_))));
+        assert!(matches!(rates.release(b"k", 1), Err(Error::Invalid(_))));
+    }
+
+    /// Eight threads on one key: never more than N leases held at once, all
+    /// N used, every release of a held lease says so, and after all the
+    /// releases the key is whole again.
+    #[test]
+    fn eight_threads_never_hold_more_than_n_leases() {
+        let lim = Arc::new(Limiter::from_config_str("concurrency=4 lease=1min").unwrap());
+        let (holders, most) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (lim, holders, most) = (lim.clone(), holders.clone(), most.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..5000 {
+                        let (d, lease) = lim.acquire(b"hot").unwrap();
+                        assert_eq!(d.allowed, lease != 0);
+                        if d.allowed {
+                            let now = holders.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            std::thread::yield_now();
+                            holders.fetch_sub(1, Ordering::SeqCst);
+                            assert!(lim.release(b"hot", lease).unwrap());
+                            assert!(!lim.release(b"hot", lease).unwrap(), "released twice");
+                        } else {
+                            // A lease plus its rounding (1.05 ms), plus how far
+                            // this thread's clock reading is behind the
+                            // holder's (preemption: generous).
+                            assert!(d.retry_after_ms > 0 && d.retry_after_ms < 62_000, "{d:?}");
+                        }
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(most.load(Ordering::SeqCst), 4);
+        let (d, _) = lim.acquire(b"hot").unwrap();
+        assert_eq!((d.allowed, d.limit, d.remaining, d.window_ms), (true, 4, 3, 60_000));
+    }
+
+    /// A dry run reports a would-be denied acquire as allowed, with no lease.
+    #[test]
+    fn a_dry_run_acquire_holds_no_lease_when_it_would_be_denied() {
+        let lim = Limiter::from_config_str("concurrency=1 dry_run=on").unwrap();
+        let (d, lease) = lim.acquire(b"k").unwrap();
+        assert!(d.allowed && lease != 0 && d.retry_after_ms == 0);
+        let (d, none) = lim.acquire(b"k").unwrap();
+        assert!(d.allowed && none == 0 && d.retry_after_ms > 0, "{d:?}");
+        assert!(!lim.release(b"k", none).unwrap());
+        assert!(lim.renew(b"k", lease).unwrap() && lim.release(b"k", lease).unwrap());
+    }
+
+    /// A concurrency region is attached to by name like a rate region, and
+    /// describes itself as one.
+    #[test]
+    fn attaching_to_a_concurrency_region() {
+        let name = format!("/rl-rust-test-{}-attach-conc", std::process::id());
+        let cname = std::ffi::CString::new(name.clone()).unwrap();
+        let _ = crate::store::shm_unlink(&cname);
+        let made = Limiter::from_config_str(&format!("concurrency=2 lease=10s backend=shm name={name}")).unwrap();
+        let attached = Limiter::from_config_str(&format!("backend=shm name={name}")).unwrap();
+        assert!(attached.describe().starts_with("concurrency=2 lease=10s capacity=100000 top=32 backend=shm"));
+        let (_, lease) = made.acquire(b"k").unwrap();
+        let (d, other) = attached.acquire(b"k").unwrap();
+        assert_eq!((d.allowed, d.remaining, d.window_ms), (true, 0, 10_000));
+        assert!(!attached.acquire(b"k").unwrap().0.allowed);
+        assert!(attached.release(b"k", lease).unwrap() && made.release(b"k", other).unwrap());
+        let _ = crate::store::shm_unlink(&cname);
     }
 }

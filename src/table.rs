@@ -68,7 +68,31 @@
 
 use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
 
-use crate::algorithm::{check_all, fresh_at_all, Rate, Verdict};
+use crate::algorithm::{check_all, fresh_at_all, Leases, Limits, Rate, Verdict, MAX_SLOTS};
+
+/// When a slot's state is the same as a fresh key's (and may be dropped):
+/// what the table needs to know of the limits a key's words are kept for.
+pub trait Expiry {
+    fn fresh_at(&self, state: &[u64]) -> u64;
+}
+
+impl Expiry for [Rate] {
+    fn fresh_at(&self, state: &[u64]) -> u64 {
+        fresh_at_all(self, state)
+    }
+}
+
+impl Expiry for Limits {
+    fn fresh_at(&self, state: &[u64]) -> u64 {
+        Limits::fresh_at(self, state)
+    }
+}
+
+impl Expiry for Leases {
+    fn fresh_at(&self, state: &[u64]) -> u64 {
+        Leases::fresh_at(self, state)
+    }
+}
 
 /// Slots per set.
 pub(crate) const WAYS: usize = 8;
@@ -232,6 +256,43 @@ impl Shard<'_> {
         verdict
     }
 
+    /// Runs `op` on the state words of the key `fp` (a fresh key's zeros if
+    /// it is not stored). `op` returns its result and whether it changed the
+    /// words; a changed state of a key not stored is inserted (as a check's
+    /// would be), an unchanged one is not. `before_update` is called, as in
+    /// `check`, before `op` gets a stored key's words. Counts nothing in
+    /// the shard's stats: the caller does.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update<R>(
+        &mut self,
+        limits: &(impl Expiry + ?Sized),
+        place: Place,
+        fp: u64,
+        now: u64,
+        elsewhere: &mut Elsewhere,
+        mut before_update: impl FnMut(usize, &[u64]),
+        op: impl FnOnce(&mut [u64]) -> (R, bool),
+    ) -> R {
+        if let Some(i) = self.find(place, fp) {
+            before_update(i, self.slot(i));
+            compiler_fence(Ordering::SeqCst);
+            return op(&mut self.slot_mut(i)[1..]).0;
+        }
+        let mut fresh = [0u64; 1 + MAX_SLOTS];
+        let state = &mut fresh[..self.geometry.stride - 1];
+        let (result, changed) = op(state);
+        if changed {
+            if let Some(i) = self.insert(limits, place, now, elsewhere) {
+                let slot = self.slot_mut(i);
+                slot[1..].copy_from_slice(state);
+                // Last: a slot is live only once its state is whole.
+                compiler_fence(Ordering::SeqCst);
+                slot[0] = fp;
+            }
+        }
+        result
+    }
+
     /// Forgets the key `fp`; true if it was stored.
     pub fn remove(&mut self, place: Place, fp: u64) -> bool {
         match self.find(place, fp) {
@@ -244,7 +305,7 @@ impl Shard<'_> {
     }
 
     /// Drops every expired entry of the shard; returns how many.
-    pub fn sweep(&mut self, rates: &[Rate], now: u64) -> u64 {
+    pub fn sweep(&mut self, rates: &(impl Expiry + ?Sized), now: u64) -> u64 {
         let slots = self.geometry.sets * WAYS;
         self.reclaim(rates, now, 0, slots).0
     }
@@ -271,7 +332,7 @@ impl Shard<'_> {
     /// One bounded reclaim pass: clears the expired entries among the next
     /// `RECLAIM_SLOTS` slots at the shard's rotating cursor. Returns how many
     /// it cleared and the live slot seen that is fresh soonest.
-    pub fn reclaim_step(&mut self, rates: &[Rate], now: u64) -> (u64, Option<usize>) {
+    pub fn reclaim_step(&mut self, rates: &(impl Expiry + ?Sized), now: u64) -> (u64, Option<usize>) {
         let slots = self.geometry.sets * WAYS;
         let start = (self.stats.cursor % slots as u64) as usize;
         self.stats.cursor = ((start + RECLAIM_SLOTS) % slots) as u64;
@@ -280,7 +341,7 @@ impl Shard<'_> {
 
     /// Clears expired entries among `len` slots from `start` (wrapping); returns
     /// how many it cleared and the live slot seen that is fresh soonest.
-    fn reclaim(&mut self, rates: &[Rate], now: u64, start: usize, len: usize) -> (u64, Option<usize>) {
+    fn reclaim(&mut self, rates: &(impl Expiry + ?Sized), now: u64, start: usize, len: usize) -> (u64, Option<usize>) {
         let slots = self.geometry.sets * WAYS;
         let (mut cleared, mut victim) = (0, None::<(u64, usize)>);
         for k in 0..len.min(slots) {
@@ -288,7 +349,7 @@ impl Shard<'_> {
             if self.slot(i)[0] == 0 {
                 continue;
             }
-            let fresh_at = fresh_at_all(rates, &self.slot(i)[1..]);
+            let fresh_at = rates.fresh_at(&self.slot(i)[1..]);
             if fresh_at <= now {
                 self.clear(i);
                 cleared += 1;
@@ -310,7 +371,7 @@ impl Shard<'_> {
 
     /// The entry among `len` slots from `start` (wrapping) that is cheapest to
     /// lose: the first expired one (`true`), else the live one fresh soonest.
-    fn cheapest(&self, rates: &[Rate], now: u64, start: usize, len: usize) -> Option<(usize, bool)> {
+    fn cheapest(&self, rates: &(impl Expiry + ?Sized), now: u64, start: usize, len: usize) -> Option<(usize, bool)> {
         let slots = self.geometry.sets * WAYS;
         let mut victim = None::<(u64, usize)>;
         for k in 0..len.min(slots) {
@@ -318,7 +379,7 @@ impl Shard<'_> {
             if self.slot(i)[0] == 0 {
                 continue;
             }
-            let fresh_at = fresh_at_all(rates, &self.slot(i)[1..]);
+            let fresh_at = rates.fresh_at(&self.slot(i)[1..]);
             if fresh_at <= now {
                 return Some((i, true));
             }
@@ -335,7 +396,7 @@ impl Shard<'_> {
     /// cheapest entry among the next `RECLAIM_SLOTS` slots at the cursor, or
     /// in the whole shard if those are empty. A live one is counted as an
     /// eviction. False if the shard holds no key.
-    pub fn give_up_key(&mut self, rates: &[Rate], now: u64) -> bool {
+    pub fn give_up_key(&mut self, rates: &(impl Expiry + ?Sized), now: u64) -> bool {
         let slots = self.geometry.sets * WAYS;
         let start = (self.stats.cursor % slots as u64) as usize;
         self.stats.cursor = ((start + RECLAIM_SLOTS) % slots) as u64;
@@ -358,7 +419,13 @@ impl Shard<'_> {
     /// working on another shard, so an eviction never clears-then-re-adds.
     /// The evicted entry's unit passes to the new key without leaving the
     /// locks held here.
-    fn insert(&mut self, rates: &[Rate], place: Place, now: u64, elsewhere: &mut Elsewhere) -> Option<usize> {
+    fn insert(
+        &mut self,
+        rates: &(impl Expiry + ?Sized),
+        place: Place,
+        now: u64,
+        elsewhere: &mut Elsewhere,
+    ) -> Option<usize> {
         let stride = self.geometry.stride;
         let (mut empty_a, mut empty_b) = ((0, None), (0, None));
         let mut expired = None;
@@ -371,7 +438,7 @@ impl Shard<'_> {
                 e.1 = e.1.or(Some(i));
                 continue;
             }
-            let fresh_at = fresh_at_all(rates, &self.slot(i)[1..]);
+            let fresh_at = rates.fresh_at(&self.slot(i)[1..]);
             if fresh_at <= now {
                 expired = expired.or(Some(i));
             } else if victim.is_none_or(|(f, _)| fresh_at < f) {
@@ -519,7 +586,7 @@ mod tests {
                     capacity: self.capacity,
                     geometry: self.geometry,
                 };
-                n += shard.sweep(&self.rates, now);
+                n += shard.sweep(self.rates.as_slice(), now);
             }
             n
         }

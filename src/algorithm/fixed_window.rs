@@ -49,6 +49,24 @@ pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, Stat
     }
 }
 
+/// Settles `delta` units after the fact, in the window of `now`: a charge
+/// adds to its count, past the limit if need be (checks are then denied
+/// until the next window); a refund takes back units counted in it, down
+/// to none (units counted in an earlier window have already expired).
+#[inline]
+pub fn adjust(rate: &Rate, state: &State, now: u64, delta: i64) -> State {
+    let now = now.max(state[0]);
+    let start = now - now % rate.period;
+    let used = if state[0] == start { state[1] } else { 0 };
+    let d = delta.unsigned_abs();
+    let used_now = if delta >= 0 { used.saturating_add(d) } else { used.saturating_sub(d) };
+    if used_now == used {
+        *state
+    } else {
+        [start, used_now, 0]
+    }
+}
+
 /// The time from which this state is the same as a fresh key's.
 pub fn fresh_at(rate: &Rate, state: &State) -> u64 {
     if state[1] == 0 {

@@ -13,18 +13,24 @@
 //! of its limit is admitted a hair slower than asked (under one tick per unit),
 //! never faster.
 //!
-//! Time never runs backwards for a key. A stored tat was written by a check
-//! whose own `now` was at least `tat - burst * T` (it was allowed, so its new
-//! tat lay at most a bucket ahead of it). A check that read the clock before
-//! that one but took the lock after it (threads' readings may cross), or whose
-//! clock is behind, therefore runs at `max(now, tat - burst * T)`: it sees an
-//! empty bucket, never one "more than full", and a peek still passes. Its
-//! `retry_after` and `reset` count from that time. This is governor's and
+//! Time never runs backwards for a key. A tat more than a bucket ahead of
+//! `now` means the bucket is empty and then some: either a check that read
+//! the clock after this one took the lock first (threads' readings may cross,
+//! or this clock is behind), or the key is in debt (`adjust` charged more
+//! than the bucket held). Either way the check decides at
+//! `max(now, tat - burst * T)`: it sees an empty bucket, never one "more than
+//! full", and a peek still passes. Its `retry_after` and `reset` count from
+//! the caller's own `now`, so they include the debt (and, for a stale
+//! reading, are long by the staleness: never short). This is governor's and
 //! nginx's answer too: compare instants, never subtract into a negative.
 //!
-//! The function is total: for any state words (a corrupted shm slot holds
-//! arbitrary ones), any `now` and any `cost` it returns `remaining <= burst`,
-//! `reset <= burst * T`, and allows a cost of 0, without an overflow. Only the
+//! `adjust` settles a cost after the fact: a charge moves the tat forward,
+//! never denied and without bound (debt, paid back at the refill rate); a
+//! refund moves it back, never before `now` (a fresh key).
+//!
+//! The functions are total: for any state words (a corrupted shm slot holds
+//! arbitrary ones), any `now`, any `cost` and any delta they return
+//! `remaining <= burst` and allow a cost of 0, without an overflow. Only the
 //! stored tat can saturate, at `u64::MAX` ticks (the year 2554 in nanoseconds).
 
 use super::{Outcome, Rate, State, NEVER};
@@ -35,13 +41,23 @@ use super::{Outcome, Rate, State, NEVER};
 pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, State) {
     let (t, capacity) = (rate.interval, rate.capacity); // capacity = burst * T
     let tat = state[0];
+    let caller_now = now;
     let now = now.max(tat.saturating_sub(capacity));
+    // How far the key's time is ahead of the caller's (a debt, or a stale
+    // reading): added to the durations reported.
+    let behind = now - caller_now;
     // How far the bucket is from full, in ticks: at most `capacity` (by the
     // line above), so `free`, the ticks' worth of tokens in it, cannot wrap.
     let ahead = tat.saturating_sub(now);
     let free = capacity - ahead;
-    let denied = |retry_after| {
-        let outcome = Outcome { allowed: false, limit: rate.burst, remaining: free / t, reset: ahead, retry_after };
+    let denied = |retry_after: u64| {
+        let outcome = Outcome {
+            allowed: false,
+            limit: rate.burst,
+            remaining: free / t,
+            reset: ahead.saturating_add(behind),
+            retry_after: if retry_after == NEVER { NEVER } else { retry_after.saturating_add(behind).min(NEVER - 1) },
+        };
         (outcome, *state)
     };
     if cost > rate.burst {
@@ -53,7 +69,7 @@ pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, Stat
             allowed: true,
             limit: rate.burst,
             remaining: (free - need) / t,
-            reset: ahead + need,
+            reset: (ahead + need).saturating_add(behind),
             retry_after: 0,
         };
         // `now + ahead` is `max(tat, now)`.
@@ -61,6 +77,22 @@ pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, Stat
     } else {
         // `free` grows by one a tick (until the bucket is full, `need <= capacity`).
         denied(need - free)
+    }
+}
+
+/// Settles `delta` units after the fact: a charge (`delta > 0`) moves the
+/// tat `delta * T` past `max(tat, now)`, however far (debt); a refund moves
+/// it back by as much, but not before `now` (a fresh key). Returns the state.
+#[inline]
+pub fn adjust(rate: &Rate, state: &State, now: u64, delta: i64) -> State {
+    let tat = state[0];
+    let ticks = delta.unsigned_abs().saturating_mul(rate.interval);
+    if delta >= 0 {
+        [tat.max(now).saturating_add(ticks), 0, 0]
+    } else if tat <= now {
+        *state // already fresh
+    } else {
+        [tat.saturating_sub(ticks).max(now), 0, 0]
     }
 }
 
@@ -142,11 +174,16 @@ mod tests {
         let r = rate(5, 1000, 5); // capacity 1000 ticks
         let (_, s) = decide(&r, &[0; 3], 10_000, 5); // tat 11_000
         for stale in [0, 1, 5_000, 9_999, 10_000] {
+            let behind = 10_000 - stale; // durations count from the caller's reading
             let (o, next) = decide(&r, &s, stale, 0);
-            assert_eq!((o.allowed, o.remaining, o.reset), (true, 0, 1000), "peek at {stale}");
+            assert_eq!((o.allowed, o.remaining, o.reset), (true, 0, 1000 + behind), "peek at {stale}");
             assert_eq!(next, s);
             let (o, next) = decide(&r, &s, stale, 1);
-            assert_eq!((o.allowed, o.remaining, o.reset, o.retry_after), (false, 0, 1000, 200), "at {stale}");
+            assert_eq!(
+                (o.allowed, o.remaining, o.reset, o.retry_after),
+                (false, 0, 1000 + behind, 200 + behind),
+                "at {stale}"
+            );
             assert_eq!(next, s);
             assert_eq!(decide(&r, &s, stale, 6).0.retry_after, NEVER);
         }
@@ -167,11 +204,45 @@ mod tests {
             for now in [0, 1, 1000, 1 << 62, u64::MAX - 1000, u64::MAX] {
                 for cost in [0, 1, 5, 6, u64::MAX] {
                     let (o, next) = decide(&r, &[tat, 0, 0], now, cost);
-                    assert!(o.remaining <= 5 && o.reset <= 1000, "{tat} {now} {cost}: {o:?}");
+                    assert!(o.remaining <= 5, "{tat} {now} {cost}: {o:?}");
+                    assert!(o.reset <= 1000 || tat > now.saturating_add(1000), "{tat} {now} {cost}: {o:?}");
+                    let adjusted = [adjust(&r, &[tat, 0, 0], now, i64::MAX), adjust(&r, &[tat, 0, 0], now, i64::MIN)];
+                    assert!(adjusted[0][0] >= tat && adjusted[1][0] <= tat.max(now), "{tat} {now}");
                     assert!(o.allowed || next == [tat, 0, 0]);
                     assert!(o.allowed || cost > 0, "a peek is allowed");
                 }
             }
         }
+    }
+
+    /// A charge past the bucket is debt: checks are denied until the
+    /// refill pays it back, with a retry_after that says exactly when.
+    #[test]
+    fn a_charge_puts_the_key_in_debt_that_time_pays_back() {
+        let r = rate(10, 1000, 10); // one unit every 100 ticks
+        let (_, s) = decide(&r, &[0; 3], 5_000, 10); // reserved 10: empty, tat 6_000
+        let s = adjust(&r, &s, 5_000, 5); // used 15: 5 more
+        assert_eq!(s[0], 6_500);
+        let (o, _) = decide(&r, &s, 5_000, 1);
+        assert_eq!((o.allowed, o.remaining, o.retry_after, o.reset), (false, 0, 600, 1_500));
+        assert!(!decide(&r, &s, 5_599, 1).0.allowed);
+        let (o, _) = decide(&r, &s, 5_600, 1);
+        assert_eq!((o.allowed, o.remaining), (true, 0));
+        assert_eq!(decide(&r, &s, 6_500, 0).0.remaining, 10);
+    }
+
+    /// A refund gives back what was reserved and not used, never more than
+    /// a fresh key holds.
+    #[test]
+    fn a_refund_stops_at_a_fresh_key() {
+        let r = rate(10, 1000, 10);
+        let (_, s) = decide(&r, &[0; 3], 5_000, 8); // tat 5_800
+        let s2 = adjust(&r, &s, 5_000, -5); // used 3
+        assert_eq!(decide(&r, &s2, 5_000, 0).0.remaining, 7);
+        let s3 = adjust(&r, &s, 5_000, -1_000_000);
+        assert_eq!(s3[0], 5_000, "not before now: a fresh key");
+        assert_eq!(decide(&r, &s3, 5_000, 0).0.remaining, 10);
+        assert_eq!(adjust(&r, &[0; 3], 5_000, -3), [0; 3], "a fresh key stays as it is");
+        assert_eq!(adjust(&r, &s, 5_000, 0), [5_800, 0, 0]);
     }
 }

@@ -19,14 +19,50 @@
 
 mod fixed_window;
 mod gcra;
+mod leases;
 mod multi_rate;
 mod sliding_window;
 
 pub use crate::config::Algorithm;
-pub use multi_rate::{check_all, fresh_at_all, Verdict};
+pub use leases::{Leases, MAX_SLOTS};
+pub use multi_rate::{adjust_all, check_all, fresh_at_all, Verdict};
 
 /// The most `u64` words any algorithm keeps per rate.
 pub(crate) const STATE_WORDS: usize = 3;
+
+/// What a limiter keeps for each key: the states of its rates (a rate
+/// limiter), or its lease places (a concurrency limiter).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Limits {
+    Rates(Vec<Rate>),
+    Leases(Leases),
+}
+
+impl Limits {
+    /// Words of state per key.
+    pub fn state_words(&self) -> usize {
+        match self {
+            Limits::Rates(rates) => rates.iter().map(Rate::words).sum(),
+            Limits::Leases(l) => l.slots,
+        }
+    }
+
+    /// The time from which `words` are the same as a fresh key's.
+    pub fn fresh_at(&self, words: &[u64]) -> u64 {
+        match self {
+            Limits::Rates(rates) => fresh_at_all(rates, words),
+            Limits::Leases(l) => l.fresh_at(words),
+        }
+    }
+
+    /// The rates, if this is a rate limiter.
+    pub fn rates(&self) -> &[Rate] {
+        match self {
+            Limits::Rates(rates) => rates,
+            Limits::Leases(_) => &[],
+        }
+    }
+}
 
 /// The state of one rate of one key. All zeros is a fresh key.
 pub type State = [u64; STATE_WORDS];
@@ -99,6 +135,18 @@ pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, Stat
         Algorithm::TokenBucket => gcra::decide(rate, state, now, cost),
         Algorithm::FixedWindow => fixed_window::decide(rate, state, now, cost),
         Algorithm::SlidingWindow => sliding_window::decide(rate, state, now, cost),
+    }
+}
+
+/// Settles `delta` units of one rate after the fact (`rl_adjust`): a charge
+/// is never denied and may go past the quota; a refund never goes past a
+/// fresh key. Returns the new state (the given one if nothing changes).
+#[inline]
+pub fn adjust(rate: &Rate, state: &State, now: u64, delta: i64) -> State {
+    match rate.algorithm {
+        Algorithm::TokenBucket => gcra::adjust(rate, state, now, delta),
+        Algorithm::FixedWindow => fixed_window::adjust(rate, state, now, delta),
+        Algorithm::SlidingWindow => sliding_window::adjust(rate, state, now, delta),
     }
 }
 

@@ -5,7 +5,7 @@
 //! of them allow it are the new states written, so a denied check consumes
 //! nothing anywhere.
 
-use super::{decide, fresh_at, Outcome, Rate, State, STATE_WORDS};
+use super::{adjust, decide, fresh_at, Outcome, Rate, State, STATE_WORDS};
 
 /// The answer to one check over all rates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +81,41 @@ pub fn check_all(rates: &[Rate], words: &mut [u64], now: u64, cost: u64) -> Verd
         }
     }
     verdict.expect("a configuration has at least one rate")
+}
+
+/// Settles `delta` units after the fact on every rate (`rl_adjust`), storing
+/// the new states into `words`; returns whether any word changed, and the
+/// key afterwards: `allowed` says whether a check of cost 1 would pass now
+/// (its `retry_after` when not), `remaining` and `reset` are a peek's. The
+/// deciding rate is chosen as `check_all` chooses it for a check of cost 1.
+/// `delta == 0` is a peek and writes nothing.
+pub fn adjust_all(rates: &[Rate], words: &mut [u64], now: u64, delta: i64) -> (Verdict, bool) {
+    let mut changed = false;
+    let mut verdict: Option<Verdict> = None;
+    let mut at = 0;
+    for (index, rate) in rates.iter().enumerate() {
+        let n = rate.words();
+        let old = load(&words[at..at + n]);
+        let state = if delta == 0 { old } else { adjust(rate, &old, now, delta) };
+        if state != old {
+            store(&mut words[at..at + n], &state);
+            changed = true;
+        }
+        at += n;
+        let (peek, _) = decide(rate, &state, now, 0);
+        let (one, _) = decide(rate, &state, now, 1);
+        let outcome = Outcome { allowed: one.allowed, retry_after: one.retry_after, ..peek };
+        let better = match &verdict {
+            None => true,
+            Some(v) if outcome.allowed != v.outcome.allowed => !outcome.allowed,
+            Some(v) if outcome.allowed => outcome.remaining < v.outcome.remaining,
+            Some(v) => outcome.retry_after > v.outcome.retry_after,
+        };
+        if better {
+            verdict = Some(Verdict { index, outcome });
+        }
+    }
+    (verdict.expect("a configuration has at least one rate"), changed)
 }
 
 /// The time from which the whole slot is the same as a fresh key's.
@@ -216,9 +251,11 @@ mod tests {
 
     /// The time a rate runs a check at: the later of `now` and the earliest
     /// time its stored state could have been written at.
+    /// (A token bucket counts its durations from the caller's `now`: a tat
+    /// more than a bucket ahead may be a debt, see gcra.rs.)
     fn key_time(rate: &Rate, state: &[u64], now: u64) -> u64 {
         match rate.algorithm {
-            Algorithm::TokenBucket => now.max(state[0].saturating_sub(rate.capacity)),
+            Algorithm::TokenBucket => now,
             _ => now.max(state[0]),
         }
     }

@@ -105,6 +105,32 @@ fn retry_after(rate: &Rate, start: u64, current: u64, previous: u64, now: u64, c
     ticks(start as u128 + p + e - now as u128)
 }
 
+/// Settles `delta` units after the fact, in the window of `now`: a charge
+/// adds to its count, past the limit if need be (it weighs on the next
+/// window as any count does); a refund takes back units counted in it, down
+/// to none (the previous window's count is not refunded: those units were
+/// spent in a window that has ended).
+#[inline]
+pub fn adjust(rate: &Rate, state: &State, now: u64, delta: i64) -> State {
+    let now = now.max(state[0]);
+    let period = rate.period;
+    let start = now - now % period;
+    let (current, previous) = if state[0] == start {
+        (state[1], state[2])
+    } else if state[0].checked_add(period) == Some(start) {
+        (0, state[1])
+    } else {
+        (0, 0)
+    };
+    let d = delta.unsigned_abs();
+    let current_now = if delta >= 0 { current.saturating_add(d) } else { current.saturating_sub(d) };
+    if current_now == current {
+        *state
+    } else {
+        [start, current_now, previous]
+    }
+}
+
 /// The time from which this state is the same as a fresh key's.
 pub fn fresh_at(rate: &Rate, state: &State) -> u64 {
     if state[1] == 0 && state[2] == 0 {

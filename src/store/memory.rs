@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
-use super::{Answer, Store, StoreStats};
-use crate::algorithm::Rate;
+use super::{wrong_kind, Answer, Store, StoreStats};
+use crate::algorithm::{adjust_all, Limits, Verdict};
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::keyhash::Seed;
-use crate::table::{Geometry, Shard, ShardStats};
+use crate::table::{Geometry, Place, Shard, ShardStats};
 use crate::top::{Top, TopEntry, Which};
 
 struct ShardData {
@@ -30,7 +30,7 @@ struct ShardData {
 }
 
 pub struct MemoryStore {
-    rates: Vec<Rate>,
+    limits: Limits,
     geometry: Geometry,
     capacity: u64,
     seed: Seed,
@@ -46,9 +46,9 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// A table for `capacity` keys whose checks run at nanosecond ticks,
     /// tracking `top` heavy hitters per sketch (0: none).
-    pub fn new(rates: Vec<Rate>, capacity: u64, top: usize) -> Result<MemoryStore, Error> {
+    pub fn new(limits: Limits, capacity: u64, top: usize) -> Result<MemoryStore, Error> {
         let top = Top::new(top);
-        let state_words = rates.iter().map(Rate::words).sum();
+        let state_words = limits.state_words();
         let geometry = Geometry::new(capacity, state_words);
         let seed = Seed::random().map_err(|e| Error::Io(format!("reading /dev/urandom for the hash seed: {e}")))?;
         let shard_words = geometry.shard_words();
@@ -57,22 +57,26 @@ impl MemoryStore {
             .try_reserve_exact(geometry.shards)
             .map_err(|_| Error::Invalid(format!("capacity={capacity}: out of memory")))?;
         for _ in 0..geometry.shards {
-            let mut words = Vec::new();
-            words.try_reserve_exact(shard_words).map_err(|_| {
+            // Asked for first with a fallible reservation (refused: an error,
+            // not an abort), then taken zeroed from the allocator (`vec!` of
+            // zeros is calloc): the pages of a large table stay untouched,
+            // and cost nothing, until keys are stored in them.
+            let mut probe = Vec::<u64>::new();
+            probe.try_reserve_exact(shard_words).map_err(|_| {
                 Error::Invalid(format!(
                     "capacity={capacity}: cannot allocate {} bytes for the key table",
                     geometry.slots() * geometry.stride * 8
                 ))
             })?;
-            words.resize(shard_words, 0);
+            drop(probe);
             shards.push(CachePadded::new(Mutex::new(ShardData {
-                words: words.into_boxed_slice(),
+                words: vec![0u64; shard_words].into_boxed_slice(),
                 stats: ShardStats::default(),
                 top: vec![0; top.map_or(0, |t| t.shard_words())].into_boxed_slice(),
             })));
         }
         Ok(MemoryStore {
-            rates,
+            limits,
             geometry,
             capacity,
             seed,
@@ -117,6 +121,22 @@ impl MemoryStore {
         self.view_of(&mut data.words, &mut data.stats)
     }
 
+    /// Runs `f` on the locked shard of `key`, with the key's fingerprint,
+    /// place, the time, and the reach into other shards.
+    fn on_key<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&mut Shard, Place, u64, u64, &mut crate::table::Elsewhere, &mut [u64]) -> R,
+    ) -> R {
+        let fp = self.seed.fingerprint(key);
+        let place = self.geometry.place(fp);
+        let now = self.clock.now();
+        let mut data = self.shards[place.shard].lock();
+        let data = &mut *data;
+        let mut shard = self.view_of(&mut data.words, &mut data.stats);
+        f(&mut shard, place, fp, now, &mut |pass| self.on_other_shards(place.shard, pass), &mut data.top)
+    }
+
     /// The table's view of a locked shard's words and stats.
     fn view_of<'a>(&'a self, words: &'a mut [u64], stats: &'a mut ShardStats) -> Shard<'a> {
         Shard { words, stats, total_keys: &self.total_keys, capacity: self.capacity, geometry: self.geometry }
@@ -129,10 +149,11 @@ impl Store for MemoryStore {
         let fp = self.seed.fingerprint(key);
         let place = self.geometry.place(fp);
         let now = self.clock.now();
+        let Limits::Rates(rates) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_check")) };
         let mut data = self.shards[place.shard].lock();
         let data = &mut *data;
         let verdict = self.view_of(&mut data.words, &mut data.stats).check(
-            &self.rates,
+            rates,
             place,
             fp,
             now,
@@ -147,6 +168,75 @@ impl Store for MemoryStore {
         Ok(Answer { verdict, tick_ns: 1 })
     }
 
+    fn adjust(&self, key: &[u8], delta: i64) -> Result<Answer, Error> {
+        let Limits::Rates(rates) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_adjust")) };
+        let verdict = self.on_key(key, |shard, place, fp, now, elsewhere, _| {
+            shard.update(
+                rates.as_slice(),
+                place,
+                fp,
+                now,
+                elsewhere,
+                |_, _| {},
+                |words| adjust_all(rates, words, now, delta),
+            )
+        });
+        Ok(Answer { verdict, tick_ns: 1 })
+    }
+
+    fn acquire(&self, key: &[u8]) -> Result<(Answer, u64), Error> {
+        let Limits::Leases(leases) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_acquire")) };
+        let (outcome, lease) = self.on_key(key, |shard, place, fp, now, elsewhere, top_words| {
+            let (outcome, lease) = shard.update(
+                leases,
+                place,
+                fp,
+                now,
+                elsewhere,
+                |_, _| {},
+                |words| {
+                    let (outcome, lease) = leases.acquire(words, now, fp);
+                    ((outcome, lease), lease != 0)
+                },
+            );
+            match outcome.allowed {
+                true => shard.stats.allowed += 1,
+                false => shard.stats.limited += 1,
+            }
+            if let Some(top) = &self.top {
+                let active = Top::sample(shard.stats.allowed.wrapping_add(shard.stats.limited));
+                top.record(top_words, fp, key, outcome.allowed, active);
+            }
+            (outcome, lease)
+        });
+        Ok((Answer { verdict: Verdict { index: 0, outcome }, tick_ns: 1 }, lease))
+    }
+
+    fn renew(&self, key: &[u8], lease: u64) -> Result<bool, Error> {
+        let Limits::Leases(leases) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_renew")) };
+        Ok(self.on_key(key, |shard, place, fp, now, elsewhere, _| {
+            shard.update(
+                leases,
+                place,
+                fp,
+                now,
+                elsewhere,
+                |_, _| {},
+                |words| {
+                    let held = leases.renew(words, now, lease, fp);
+                    (held, held)
+                },
+            )
+        }))
+    }
+
+    fn release(&self, key: &[u8], lease: u64) -> Result<bool, Error> {
+        let Limits::Leases(leases) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_release")) };
+        Ok(self.on_key(key, |shard, place, fp, now, elsewhere, _| {
+            shard.update(leases, place, fp, now, elsewhere, |_, _| {}, |words| leases.release(words, now, lease, fp))
+        }))
+    }
+
     fn reset(&self, key: &[u8]) -> Result<(), Error> {
         let fp = self.seed.fingerprint(key);
         let place = self.geometry.place(fp);
@@ -156,7 +246,7 @@ impl Store for MemoryStore {
 
     fn sweep(&self) -> Result<u64, Error> {
         let now = self.clock.now();
-        Ok((0..self.shards.len()).map(|i| self.with_shard(i, |s| s.sweep(&self.rates, now))).sum())
+        Ok((0..self.shards.len()).map(|i| self.with_shard(i, |s| s.sweep(&self.limits, now))).sum())
     }
 
     fn top(&self, which: Which, max: usize) -> Result<Vec<TopEntry>, Error> {
@@ -190,8 +280,8 @@ mod tests {
 
     /// Keys that never expire during a test: every new key past capacity
     /// must push a live one out.
-    fn forever() -> Vec<Rate> {
-        vec![Rate::new(Algorithm::TokenBucket, 1, 1 << 50, 1)]
+    fn forever() -> Limits {
+        Limits::Rates(vec![crate::algorithm::Rate::new(Algorithm::TokenBucket, 1, 1 << 50, 1)])
     }
 
     /// The stored keys, counted slot by slot, and the shards' own counts.

@@ -13,9 +13,23 @@ pub use memory::MemoryStore;
 pub use redis::RedisStore;
 pub use shm::{shm_unlink, ShmStore};
 
-use crate::algorithm::Verdict;
+use crate::algorithm::{Limits, Verdict};
 use crate::error::Error;
 use crate::top::{TopEntry, Which};
+
+/// The error for an operation of the other kind of limiter: `rl_check` or
+/// `rl_adjust` on a concurrency limiter, a lease on a rate limiter.
+pub(crate) fn wrong_kind(limits: &Limits, op: &str) -> Error {
+    Error::Invalid(match limits {
+        Limits::Rates(_) => {
+            format!("{op} works on concurrency limiters (concurrency=N); this limiter has rates: use rl_check")
+        }
+        Limits::Leases(_) => format!(
+            "{op} works on rate limiters (rate=); this is a concurrency limiter (concurrency=N): use rl_acquire, \
+             rl_renew and rl_release"
+        ),
+    })
+}
 
 /// Counters a backend keeps about itself.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -40,6 +54,16 @@ pub struct Answer {
 pub trait Store: Send + Sync {
     /// Takes `cost` units for `key` from every rate, all or nothing.
     fn check(&self, key: &[u8], cost: u64) -> Result<Answer, Error>;
+    /// Settles `delta` units after the fact on every rate of `key`
+    /// (`rl_adjust`); the answer describes the key afterwards.
+    fn adjust(&self, key: &[u8], delta: i64) -> Result<Answer, Error>;
+    /// Takes one of `key`'s in-flight places (`rl_acquire`): the answer, and
+    /// the lease's id (0 when denied).
+    fn acquire(&self, key: &[u8]) -> Result<(Answer, u64), Error>;
+    /// Extends a held lease (`rl_renew`): whether it was held.
+    fn renew(&self, key: &[u8], lease: u64) -> Result<bool, Error>;
+    /// Frees a lease (`rl_release`): whether it was held.
+    fn release(&self, key: &[u8], lease: u64) -> Result<bool, Error>;
     /// Forgets `key`.
     fn reset(&self, key: &[u8]) -> Result<(), Error>;
     /// Drops expired entries; returns how many.

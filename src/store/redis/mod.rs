@@ -321,6 +321,22 @@ impl Store for RedisStore {
         Ok(Answer { verdict, tick_ns: TICK_NS })
     }
 
+    fn adjust(&self, _key: &[u8], _delta: i64) -> Result<Answer, Error> {
+        Err(Error::Invalid("rl_adjust: not yet available with backend=redis".into()))
+    }
+
+    fn acquire(&self, _key: &[u8]) -> Result<(Answer, u64), Error> {
+        Err(Error::Invalid("rl_acquire: not yet available with backend=redis".into()))
+    }
+
+    fn renew(&self, _key: &[u8], _lease: u64) -> Result<bool, Error> {
+        Err(Error::Invalid("rl_renew: not yet available with backend=redis".into()))
+    }
+
+    fn release(&self, _key: &[u8], _lease: u64) -> Result<bool, Error> {
+        Err(Error::Invalid("rl_release: not yet available with backend=redis".into()))
+    }
+
     /// `DEL` of the key's Redis keys (all its rates), and of its local denial.
     fn reset(&self, key: &[u8]) -> Result<(), Error> {
         self.denials.forget(self.denials.fingerprint(key));

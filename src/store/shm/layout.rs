@@ -257,8 +257,8 @@ use std::mem::{offset_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use super::owner::MAX_OWNERS;
-use crate::algorithm::{Rate, STATE_WORDS};
-use crate::config::{identity_text, Algorithm, RateSpec, MAX_RATES};
+use crate::algorithm::{Limits, STATE_WORDS};
+use crate::config::{concurrency_text, identity_text, Algorithm, ConcurrencySpec, RateSpec, MAX_RATES};
 use crate::keyhash::Seed;
 use crate::table::{Geometry, ShardStats};
 use crate::top::Top;
@@ -383,10 +383,9 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new(rates: &[Rate], capacity: u64, top: usize) -> Option<Layout> {
-        let state_words = rates.iter().map(Rate::words).sum();
-        let geometry = Geometry::new(capacity, state_words);
-        let config_text = describe(rates, capacity, top);
+    pub fn new(limits: &Limits, capacity: u64, top: usize) -> Option<Layout> {
+        let geometry = Geometry::new(capacity, limits.state_words());
+        let config_text = describe(limits, capacity, top);
         if config_text.len() > CONFIG_TEXT_MAX {
             return None;
         }
@@ -430,8 +429,16 @@ impl Layout {
 }
 
 /// The configuration as the region records it (`config::identity_text`), e.g.
-/// `rate=100/min algorithm=token_bucket burst=100 capacity=1000 top=32`.
-fn describe(rates: &[Rate], capacity: u64, top: usize) -> String {
+/// `rate=100/min algorithm=token_bucket burst=100 capacity=1000 top=32`, or
+/// `concurrency=16 lease=1min capacity=1000 top=32`.
+fn describe(limits: &Limits, capacity: u64, top: usize) -> String {
+    let rates = match limits {
+        Limits::Rates(rates) => rates,
+        Limits::Leases(l) => {
+            let spec = ConcurrencySpec { slots: l.slots as u32, lease_ns: l.lease };
+            return concurrency_text(spec, capacity, true, top);
+        }
+    };
     let specs: Vec<RateSpec> =
         rates.iter().map(|r| RateSpec { limit: r.limit, period_ns: r.period, burst: r.burst }).collect();
     let algorithm = rates.first().map_or(Algorithm::TokenBucket, |r| r.algorithm);
@@ -442,11 +449,11 @@ fn describe(rates: &[Rate], capacity: u64, top: usize) -> String {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::limiter::rates_in_ns;
+    use crate::limiter::limits_in_ns;
 
     fn layout(config: &str) -> Layout {
         let c = Config::parse(config).unwrap();
-        Layout::new(&rates_in_ns(&c), c.capacity, c.top).unwrap()
+        Layout::new(&limits_in_ns(&c), c.capacity, c.top).unwrap()
     }
 
     /// The table in the module docs, for the default configuration and for

@@ -45,12 +45,13 @@ use self::lock::Acquired;
 use self::owner::{Owner, MAX_OWNERS};
 use self::region::{Init, Region};
 use self::wait::{Budget, Patience};
-use super::{Answer, Store, StoreStats};
-use crate::algorithm::Rate;
+use super::{wrong_kind, Answer, Store, StoreStats};
+use crate::algorithm::{adjust_all, Limits, Verdict};
 use crate::config::{Backend, Config};
 use crate::error::Error;
 use crate::keyhash::Seed;
-use crate::table::{Shard, ShardStats};
+use crate::limiter::limits_in_ns;
+use crate::table::{Place, Shard, ShardStats};
 use crate::top::{Top, TopEntry, Which};
 
 #[cfg(test)]
@@ -71,7 +72,7 @@ pub struct ShmStore {
     /// The region's name, for error messages.
     name: String,
     layout: Layout,
-    rates: Vec<Rate>,
+    limits: Limits,
     seed: Seed,
     clock: SharedClock,
     /// This handle's identity in the region's locks.
@@ -196,11 +197,6 @@ impl<'a> Locked<'a> {
 /// counting on cannot overflow.
 const DAMAGED_COUNT: u64 = 1 << 62;
 
-/// A configuration's rates in nanosecond ticks (as `limiter::rates_in_ns`).
-fn rates_of(config: &Config) -> Vec<Rate> {
-    config.rates.iter().map(|r| Rate::new(config.algorithm, r.limit, r.period_ns, r.burst)).collect()
-}
-
 /// The owner-slot generations of a checked region (owner.rs).
 fn generations<'a>(region: &'a Region, layout: &Layout) -> &'a [AtomicU64] {
     // SAFETY: the owner slots lie inside the checked mapping, 8-byte aligned,
@@ -209,23 +205,23 @@ fn generations<'a>(region: &'a Region, layout: &Layout) -> &'a [AtomicU64] {
 }
 
 impl ShmStore {
-    /// Opens the region `name` for these rates and capacity, creating it
+    /// Opens the region `name` for these limits and capacity, creating it
     /// (with permissions `mode`) if it does not exist. Operations wait at most
     /// `timeout_ms` for locks held by other processes.
     pub fn open(
-        rates: Vec<Rate>,
+        limits: Limits,
         capacity: u64,
         top: usize,
         name: &str,
         mode: u32,
         timeout_ms: u64,
     ) -> Result<ShmStore, Error> {
-        let layout = Layout::new(&rates, capacity, top)
+        let layout = Layout::new(&limits, capacity, top)
             .ok_or_else(|| Error::Invalid(format!("capacity={capacity}: the shm region would be too large")))?;
         let seed = Seed::random().map_err(|e| Error::Io(format!("reading /dev/urandom for the hash seed: {e}")))?;
         let init = Init { seed: seed.0, epoch_offset_ns: SharedClock::epoch_offset_now() };
         let (region, fd) = region::create_or_open(name, mode, &layout, &init)?;
-        ShmStore::with_region(region, fd, layout, rates, name, timeout_ms)
+        ShmStore::with_region(region, fd, layout, limits, name, timeout_ms)
     }
 
     /// Opens the existing region `name` with the configuration stored in it
@@ -248,13 +244,13 @@ impl ShmStore {
             if config.attaches() || config.backend != Backend::Memory {
                 return Err(unreadable(format!("\"{text}\" is not a region's limits")));
             }
-            let layout = Layout::new(&rates_of(&config), config.capacity, config.top)
+            let layout = Layout::new(&limits_in_ns(&config), config.capacity, config.top)
                 .ok_or_else(|| unreadable(format!("\"{text}\" makes no region")))?;
             stored = Some(config);
             Ok(layout)
         })?;
         let config = Config { mode, ..stored.expect("set when attach succeeds") };
-        let store = ShmStore::with_region(region, fd, layout, rates_of(&config), name, timeout_ms)?;
+        let store = ShmStore::with_region(region, fd, layout, limits_in_ns(&config), name, timeout_ms)?;
         Ok((store, config))
     }
 
@@ -263,7 +259,7 @@ impl ShmStore {
         region: Region,
         fd: std::os::fd::OwnedFd,
         layout: Layout,
-        rates: Vec<Rate>,
+        limits: Limits,
         name: &str,
         timeout_ms: u64,
     ) -> Result<ShmStore, Error> {
@@ -278,13 +274,35 @@ impl ShmStore {
             region,
             name: name.to_owned(),
             layout,
-            rates,
+            limits,
             seed: Seed(seed),
             clock: SharedClock::new(offset),
             owner,
             patience,
             reclaim_turn: AtomicU64::new(0),
         })
+    }
+
+    /// Runs `f` on the locked stripe of `key` (with its fingerprint, place,
+    /// the time, the reach into other stripes, the undo log and the
+    /// sketches), then heals the key count if a repair asked for it.
+    #[allow(clippy::type_complexity)]
+    fn on_key<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&mut Shard, Place, u64, u64, &mut crate::table::Elsewhere, &mut Journal, &mut [u64]) -> R,
+    ) -> Result<R, Error> {
+        let fp = self.seed.fingerprint(key);
+        let place = self.layout.geometry.place(fp);
+        let now = self.clock.now();
+        let budget = Budget::new();
+        let result = {
+            let mut guard = self.lock(place.shard, &budget)?;
+            let (mut shard, journal, top_words) = guard.shard();
+            f(&mut shard, place, fp, now, &mut |pass| self.on_other_stripes(place.shard, pass), journal, top_words)
+        };
+        self.heal(&budget, false);
+        Ok(result)
     }
 
     /// A stripe's counters are impossible (see `DAMAGED_COUNT`; more keys
@@ -524,11 +542,12 @@ impl Store for ShmStore {
         // word or the new one, never a mix, so it needs no undo record (see
         // layout.rs, step 3).
         let journaled = self.layout.geometry.stride > 2;
+        let Limits::Rates(rates) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_check")) };
         let verdict = {
             let mut guard = self.lock(place.shard, &budget)?;
             let (mut shard, journal, top_words) = guard.shard();
             let verdict = shard.check(
-                &self.rates,
+                rates,
                 place,
                 fp,
                 now,
@@ -556,6 +575,86 @@ impl Store for ShmStore {
         Ok(Answer { verdict, tick_ns: 1 })
     }
 
+    /// Journaled as a check is (a multi-word state is rewritten in place).
+    fn adjust(&self, key: &[u8], delta: i64) -> Result<Answer, Error> {
+        let Limits::Rates(rates) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_adjust")) };
+        let journaled = self.layout.geometry.stride > 2;
+        let verdict = self.on_key(key, |shard, place, fp, now, elsewhere, journal, _| {
+            let verdict = shard.update(
+                rates.as_slice(),
+                place,
+                fp,
+                now,
+                elsewhere,
+                |i, old| {
+                    if journaled {
+                        journal.begin(i, old)
+                    }
+                },
+                |words| adjust_all(rates, words, now, delta),
+            );
+            journal.end();
+            verdict
+        })?;
+        Ok(Answer { verdict, tick_ns: 1 })
+    }
+
+    /// A lease operation writes one aligned word in place (leases.rs): a
+    /// process killed in the middle leaves the old word or the new one, so
+    /// it needs no undo record.
+    fn acquire(&self, key: &[u8]) -> Result<(Answer, u64), Error> {
+        let Limits::Leases(leases) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_acquire")) };
+        let (outcome, lease) = self.on_key(key, |shard, place, fp, now, elsewhere, _, top_words| {
+            let (outcome, lease) = shard.update(
+                leases,
+                place,
+                fp,
+                now,
+                elsewhere,
+                |_, _| {},
+                |words| {
+                    let (outcome, lease) = leases.acquire(words, now, fp);
+                    ((outcome, lease), lease != 0)
+                },
+            );
+            match outcome.allowed {
+                true => shard.stats.allowed = shard.stats.allowed.wrapping_add(1),
+                false => shard.stats.limited = shard.stats.limited.wrapping_add(1),
+            }
+            if let Some(top) = &self.layout.top {
+                let active = Top::sample(shard.stats.allowed.wrapping_add(shard.stats.limited));
+                top.record(top_words, fp, key, outcome.allowed, active);
+            }
+            (outcome, lease)
+        })?;
+        Ok((Answer { verdict: Verdict { index: 0, outcome }, tick_ns: 1 }, lease))
+    }
+
+    fn renew(&self, key: &[u8], lease: u64) -> Result<bool, Error> {
+        let Limits::Leases(leases) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_renew")) };
+        self.on_key(key, |shard, place, fp, now, elsewhere, _, _| {
+            shard.update(
+                leases,
+                place,
+                fp,
+                now,
+                elsewhere,
+                |_, _| {},
+                |words| {
+                    let held = leases.renew(words, now, lease, fp);
+                    (held, held)
+                },
+            )
+        })
+    }
+
+    fn release(&self, key: &[u8], lease: u64) -> Result<bool, Error> {
+        let Limits::Leases(leases) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_release")) };
+        self.on_key(key, |shard, place, fp, now, elsewhere, _, _| {
+            shard.update(leases, place, fp, now, elsewhere, |_, _| {}, |words| leases.release(words, now, lease, fp))
+        })
+    }
+
     fn reset(&self, key: &[u8]) -> Result<(), Error> {
         let fp = self.seed.fingerprint(key);
         let place = self.layout.geometry.place(fp);
@@ -577,7 +676,7 @@ impl Store for ShmStore {
         let mut first_error = None;
         for i in 0..self.layout.geometry.shards {
             match self.lock(i, &Budget::new()) {
-                Ok(mut guard) => swept += guard.shard().0.sweep(&self.rates, now),
+                Ok(mut guard) => swept += guard.shard().0.sweep(&self.limits, now),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }

@@ -502,11 +502,11 @@ fn check(region: &Region, size: usize, name: &str, layout: &Layout) -> Result<()
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::limiter::rates_in_ns;
+    use crate::limiter::limits_in_ns;
 
     fn layout(config: &str) -> Layout {
         let c = Config::parse(config).unwrap();
-        Layout::new(&rates_in_ns(&c), c.capacity, c.top).unwrap()
+        Layout::new(&limits_in_ns(&c), c.capacity, c.top).unwrap()
     }
 
     /// Eight rates of long numbers, the last period `last` ms: the canonical
@@ -595,7 +595,7 @@ mod tests {
             let attached = attach(&name, |text| {
                 Config::parse(text)
                     .ok()
-                    .and_then(|c| Layout::new(&rates_in_ns(&c), c.capacity, c.top))
+                    .and_then(|c| Layout::new(&limits_in_ns(&c), c.capacity, c.top))
                     .ok_or_else(|| Error::Incompatible(format!("holds limits for \"{text}\"")))
             })
             .map(drop);
