@@ -125,13 +125,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* TEMPORARY: the AI-quota functions (SPEC11), until include/ratelimit.h
- * declares them. */
-int rl_adjust(rl_limiter *lim, const void *key, size_t key_len, int64_t delta, rl_decision *out);
-int rl_acquire(rl_limiter *lim, const void *key, size_t key_len, uint64_t *lease, rl_decision *out);
-int rl_renew(rl_limiter *lim, const void *key, size_t key_len, uint64_t lease);
-int rl_release(rl_limiter *lim, const void *key, size_t key_len, uint64_t lease);
-
 #define PROG "llm_server"
 #define MAX_BODY (1024 * 1024)  /* the largest request body read: 1 MiB */
 #define MAX_LATENCY_MS 60000    /* X-Latency-Ms is capped at this */
@@ -1098,8 +1091,10 @@ static int parse_number(const char *s, long min, long max, long *out)
     return 0;
 }
 
-/* Creates a limiter from the option's config and checks its kind: a rate
- * limiter (rl_adjust works) or a concurrency limiter (rl_release works). */
+/* Creates a limiter from the option's config and checks that it can do its
+ * part: settle (rl_adjust, a rate limiter) or lease (rl_release, a
+ * concurrency limiter). A backend error here is not fatal: a server must be
+ * able to start while Redis is down. */
 static int create(const char *option, const char *config, int concurrency, rl_limiter **out)
 {
     rl_decision d;
@@ -1110,9 +1105,9 @@ static int create(const char *option, const char *config, int concurrency, rl_li
     }
     rc = concurrency ? rl_release(*out, "", 0, 1) : rl_adjust(*out, "", 0, 0, &d);
     if (rc == RL_ERR_INVALID) {
-        fprintf(stderr, PROG ": %s: %s\n", option,
-                concurrency ? "needs a concurrency limiter (concurrency=N [lease=DURATION])"
-                            : "needs a rate limiter (rate=LIMIT/PERIOD), not a concurrency limiter");
+        /* the library says why: a limiter of the other kind, or a backend
+         * that cannot settle or lease */
+        fprintf(stderr, PROG ": %s: %s\n", option, rl_last_error());
         rl_destroy(*out);
         *out = NULL;
         return -1;
