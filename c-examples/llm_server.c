@@ -676,7 +676,10 @@ static int complete(struct conn *c, const char *key, size_t key_len, const struc
         count(&count_limited[0]);
         return respond_limited(c, "requests", &req, 1, &req, &tok, closing);
     }
-    requests_charged = rc == RL_OK; /* an error that allowed charged nothing to refund */
+    /* What to roll back is what was taken: nothing after an error that
+     * allowed (on_error), nor after a would-be denial of dry_run=on
+     * (allowed, with a retry_after_ms). */
+    requests_charged = rc == RL_OK && req.retry_after_ms == 0;
 
     /* 2. tokens: reserve prompt_tokens + max_tokens */
     if (reservation > 0) {
@@ -693,7 +696,7 @@ static int complete(struct conn *c, const char *key, size_t key_len, const struc
             adjust(srv->requests, "requests", key, key_len, -1, &req); /* roll back 1 */
         if (tok.retry_after_ms == UINT64_MAX) {
             /* more than the limit itself: no wait lets it through */
-            char msg[256];
+            char msg[512];
             snprintf(msg, sizeof msg,
                      "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"tokens_exceed_limit\","
                      "\"message\":\"prompt_tokens + max_tokens = %" PRIu64 " is more than the tokens limit (%" PRIu64
@@ -704,7 +707,7 @@ static int complete(struct conn *c, const char *key, size_t key_len, const struc
         count(&count_limited[1]);
         return respond_limited(c, "tokens", &tok, reservation, &req, &tok, closing);
     }
-    if (reservation > 0 && rc == RL_OK)
+    if (reservation > 0 && rc == RL_OK && tok.retry_after_ms == 0)
         reserved = reservation;
 
     /* 3. concurrency: a lease on one of the key's slots */
