@@ -32,13 +32,22 @@
  * steps 2 and 1 (rl_adjust(tokens, -reservation), rl_adjust(requests, -1)).
  * The rate limiters come first and the lease last, so that a lease, the
  * scarcest thing (a few slots, held for the whole generation), is never held,
- * even for a moment, by a request another limiter denies; and a rate refund
- * is exact (rl_adjust gives back what rl_check took, never more than a fresh
- * key has). The 429 names the limiter that denied: "requests", "tokens" or
+ * even for a moment, by a request another limiter denies. A rate refund gives
+ * back what rl_check took (never more than a fresh key has; with a window,
+ * only while the window it was counted in lasts, which is what a refund in
+ * the next window would no longer matter to). Between a charge and its
+ * rollback, microseconds apart, a concurrent request of the same key sees the
+ * units taken: at the very edge of a quota it may be denied where a strictly
+ * atomic check of all three would have let it pass. Only what was taken is
+ * rolled back: not what an rl_* error allowed (on_error=allow takes nothing),
+ * nor a would-be denial under dry_run=on (allowed, with a retry_after_ms).
+ * The 429 names the limiter that denied: "requests", "tokens" or
  * "concurrency".
  *
  * Then it "generates" (waits X-Latency-Ms, renewing the lease with rl_renew
- * every half lease, so a generation longer than the lease keeps its slot),
+ * every half lease, so a generation longer than the lease keeps its slot; a
+ * renewal that finds the lease expired, after a stall longer than a lease,
+ * carries on without one, as a stream already under way would),
  * then SETTLES: rl_adjust(tokens, used - reservation), where used =
  * prompt_tokens + completion_tokens (a refund here, as completion_tokens <=
  * max_tokens; a real model that ran over would charge the excess the same
