@@ -34,8 +34,9 @@
  * scarcest thing (a few slots, held for the whole generation), is never held,
  * even for a moment, by a request another limiter denies. A rate refund gives
  * back what rl_check took (never more than a fresh key has; with a window,
- * only while the window it was counted in lasts, which is what a refund in
- * the next window would no longer matter to). Between a charge and its
+ * only units of the current window: a rollback that straddles a window's end
+ * leaves the units in the window before, which a sliding window still
+ * weighs for one more period). Between a charge and its
  * rollback, microseconds apart, a concurrent request of the same key sees the
  * units taken: at the very edge of a quota it may be denied where a strictly
  * atomic check of all three would have let it pass. Only what was taken is
