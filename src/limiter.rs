@@ -528,7 +528,7 @@ mod tests {
             if algorithm == "token_bucket" {
                 // 51 units at 36 s each before one unit is back.
                 assert!(denied.retry_after_ms.abs_diff(51 * 36_000) < 1000, "{denied:?}");
-                assert_eq!(d.retry_after_ms.abs_diff(denied.retry_after_ms) < 1000, true);
+                assert!(d.retry_after_ms.abs_diff(denied.retry_after_ms) < 1000, "{d:?} {denied:?}");
             }
             let d = lim.adjust(b"k", i64::MIN).unwrap();
             assert_eq!((d.allowed, d.remaining), (true, 100), "{algorithm}: fresh, not more");
