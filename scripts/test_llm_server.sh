@@ -475,6 +475,27 @@ check "the interrupted generation is answered 503" status_is stop1 503
 check "the renew server wrote nothing unexpected to stderr" \
     test "$(grep -v -e '^llm_server: stopped by signal' "$tmp/renew.err" | grep -c .)" -eq 0
 
+# ---- settling on windows: exact, no refill -----------------------------------------------
+# tokens on a fixed and a sliding window (aligned to the hour): a reserve of
+# 1003 settled at 103 leaves exactly 9897 (unless the hour turned in between:
+# then the check is skipped)
+for algo in fixed_window sliding_window; do
+    start_server "win_$algo" "$LLM_SERVER" --requests "$REQUESTS" --tokens "$TOKENS algorithm=$algo" \
+        --concurrency "$CONCURRENCY"
+    win_pid=$PID
+    hour=$(date +%H)
+    post "w_$algo" wendy '{"prompt":"hello world!","max_tokens":1000}' -H 'X-Completion-Tokens: 100'
+    check_status "w_$algo" 200
+    if [[ $(date +%H) == "$hour" ]]; then
+        check "$algo: reserve 1003, settle at 103: exactly 9897 left (got $(rem_tokens "w_$algo"))" \
+            header_is "w_$algo" x-ratelimit-remaining-tokens 9897
+    fi
+    post "w2_$algo" wendy '{"prompt":"x","max_tokens":20000}'
+    check "$algo: a reservation over the limit is still a 400" status_is "w2_$algo" 400
+    stop_server "$win_pid" TERM
+    check "$algo: exit 0 (got $STOP_RC)" test "$STOP_RC" -eq 0
+done
+
 # ---- backend=shm: the leases shared by two server processes ---------------------------------
 SHM_CONC="concurrency=2 lease=30s backend=shm name=$SHM_NAME"
 start_server shm1 "$LLM_SERVER" --requests "$REQUESTS" --tokens "$TOKENS" --concurrency "$SHM_CONC"
