@@ -475,6 +475,54 @@ check "the interrupted generation is answered 503" status_is stop1 503
 check "the renew server wrote nothing unexpected to stderr" \
     test "$(grep -v -e '^llm_server: stopped by signal' "$tmp/renew.err" | grep -c .)" -eq 0
 
+# ---- bursts: all or nothing across limiters under contention -------------------------------
+# burst PREFIX N KEY BODY [CURL ARGS...]: N requests at once; sets OK, BY_TYPE
+# (e.g. "concurrency=8 tokens=0 requests=0")
+burst() {
+    local prefix=$1 n=$2 key=$3 body=$4 i pids=() c r t
+    shift 4
+    for i in $(seq "$n"); do
+        post "$prefix$i" "$key" "$body" "$@" &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+    OK=0 c=0 r=0 t=0
+    for i in $(seq "$n"); do
+        if status_is "$prefix$i" 200; then
+            OK=$((OK + 1))
+        else
+            case $(error_type "$prefix$i") in
+            concurrency) c=$((c + 1)) ;; requests) r=$((r + 1)) ;; tokens) t=$((t + 1)) ;;
+            esac
+        fi
+    done
+    BY_TYPE="concurrency=$c tokens=$t requests=$r"
+}
+start_server burst "$LLM_SERVER" --requests "rate=100/day" --tokens "rate=1000/day" --concurrency "concurrency=5 lease=30s"
+burst_pid=$PID
+# 10 at once, concurrency 5: exactly 5 served; the 5 denied give back their
+# request and their 101 reserved tokens (1 + 100), so afterwards exactly 5
+# requests and 5 x 11 tokens are spent
+burst cb 10 bo '{"prompt":"x","max_tokens":100}' -H 'X-Latency-Ms: 1500' -H 'X-Completion-Tokens: 10'
+check "10 at once under concurrency=5: 5 served (got $OK; $BY_TYPE)" test "$OK" -eq 5
+check "and 5 denied for concurrency ($BY_TYPE)" test "$BY_TYPE" = "concurrency=5 tokens=0 requests=0"
+get cbpeek /peek -H 'Authorization: Bearer bo'
+check "afterwards exactly 95 requests left (got $(rem_requests cbpeek))" header_is cbpeek x-ratelimit-remaining-requests 95
+r=$(rem_tokens cbpeek)
+check "and 1000 - 5 x 11 tokens, + refill (got $r)" in_range "$r" 945 955
+# 10 at once, each reserving 301 of 1000 tokens: 3 fit, 7 are denied for
+# tokens (or concurrency, once 5 are in flight) and give back their request
+burst tb 10 bea2 '{"prompt":"x","max_tokens":300}' -H 'X-Latency-Ms: 1500' -H 'X-Completion-Tokens: 50'
+check "10 at once reserving 301 of 1000 tokens: 3 served (got $OK; $BY_TYPE)" test "$OK" -eq 3
+get tbpeek /peek -H 'Authorization: Bearer bea2'
+check "afterwards exactly 97 requests left (got $(rem_requests tbpeek))" header_is tbpeek x-ratelimit-remaining-requests 97
+r=$(rem_tokens tbpeek)
+check "and 1000 - 3 x 51 tokens, + refill (got $r)" in_range "$r" 847 857
+stop_server "$burst_pid" TERM
+check "burst server: exit 0 (got $STOP_RC)" test "$STOP_RC" -eq 0
+check "burst server wrote nothing unexpected to stderr" \
+    test "$(grep -v -e '^llm_server: stopped by signal' "$tmp/burst.err" | grep -c .)" -eq 0
+
 # ---- settling on windows: exact, no refill -----------------------------------------------
 # tokens on a fixed and a sliding window (aligned to the hour): a reserve of
 # 1003 settled at 103 leaves exactly 9897 (unless the hour turned in between:
