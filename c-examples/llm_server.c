@@ -119,6 +119,7 @@
 #include "llm/body.h"
 #include "llm/duration.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -1149,6 +1150,9 @@ int main(int argc, char **argv)
             if (parse_number(val, 0, 65535, &port) < 0)
                 return usage("--port wants a number from 0 to 65535");
         } else if (strcmp(opt, "--bind") == 0) {
+            unsigned char addr[16];
+            if (inet_pton(AF_INET, val, addr) != 1 && inet_pton(AF_INET6, val, addr) != 1)
+                return usage("--bind wants an IPv4 or IPv6 address");
             bind_addr = val;
         } else if (strcmp(opt, "--requests") == 0) {
             requests_config = val;

@@ -447,8 +447,17 @@ while IFS= read -r line; do
     *) failed=$((failed + 1)); echo "$line" >&2 ;;
     esac
 done <"$tmp/cap.out"
-stop_server "$cap_pid" INT
+# a stop with a silent client and a half-sent body attached is not held up by them
+exec 7<>"/dev/tcp/127.0.0.1/$PORT" 8<>"/dev/tcp/127.0.0.1/$PORT"
+printf 'POST /v1/completions HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer s\r\nContent-Length: 100\r\n\r\n{' >&8
+sleep 0.3
+stop_timed "$cap_pid" INT
+exec 7>&- 8>&-
+check "SIGINT with a silent client and a half-sent body attached: out within 1 s (took $STOP_SECS s)" \
+    less_than "$STOP_SECS" 1.0
 check "SIGINT stops llm_server with exit 0 (got $STOP_RC)" test "$STOP_RC" -eq 0
+check "the capped server wrote nothing unexpected to stderr" \
+    test "$(grep -v -e '^llm_server: stopped by signal' "$tmp/cap.err" | grep -c .)" -eq 0
 
 # ---- rl_renew: a generation longer than the lease keeps its slot -----------------------
 start_server renew "$LLM_SERVER" --requests "$REQUESTS" --tokens "$TOKENS" --concurrency "concurrency=1 lease=1s"
@@ -630,6 +639,9 @@ check "--concurrency with a rate limiter exits 2 (got $rc)" test "$rc" -eq 2
 bad_args --requests "$REQUESTS" --tokens "concurrency=2" --concurrency "$CONCURRENCY"
 rc=$?
 check "--tokens with a concurrency limiter exits 2 (got $rc)" test "$rc" -eq 2
+bad_args --requests "$REQUESTS" --tokens "$TOKENS" --concurrency "$CONCURRENCY" --bind localhost
+rc=$?
+check "--bind localhost (not an address) exits 2 (got $rc)" test "$rc" -eq 2
 bad_args --requests "$REQUESTS" --tokens "$TOKENS"
 rc=$?
 check "a missing --concurrency exits 2 (got $rc)" test "$rc" -eq 2
