@@ -90,7 +90,8 @@
  *
  * ---- Connections ----
  *
- * One thread per connection, at most --max-connections (256) at once, each
+ * One thread per connection, at most --max-connections (256; lowered to fit
+ * the open-file limit, which is raised to its hard limit) at once, each
  * on a blocking socket waited on with poll() against deadlines: a request
  * head must be complete within --header-timeout (5 s) of its first byte (or
  * of the connection), its body within that again; an idle keep-alive
@@ -1182,6 +1183,10 @@ int main(int argc, char **argv)
     cli.listen_addr[0] = bind_addr ? bind_addr : "127.0.0.1";
     cli.listen_port[0] = port;
     cli.listen_count = 1;
+    /* the open-file limit raised to its hard limit, and the cap fitted in it */
+    cli.max_connections = max_conns;
+    http_fit_fd_limit(&cli, 1);
+    max_conns = cli.max_connections;
 
     /* Block the stop signals before any thread exists (the library's
      * included), so that only the signal thread sees them. */
