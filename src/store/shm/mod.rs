@@ -197,6 +197,11 @@ impl<'a> Locked<'a> {
 /// counting on cannot overflow.
 const DAMAGED_COUNT: u64 = 1 << 62;
 
+/// The region name of a `backend=shm` configuration.
+fn shm_name(config: &Config) -> Result<&str, Error> {
+    config.name.as_deref().ok_or_else(|| Error::Config("backend=shm needs \"name=\" (e.g. name=/api-limits)".into()))
+}
+
 /// The owner-slot generations of a checked region (owner.rs).
 fn generations<'a>(region: &'a Region, layout: &Layout) -> &'a [AtomicU64] {
     // SAFETY: the owner slots lie inside the checked mapping, 8-byte aligned,
@@ -205,32 +210,29 @@ fn generations<'a>(region: &'a Region, layout: &Layout) -> &'a [AtomicU64] {
 }
 
 impl ShmStore {
-    /// Opens the region `name` for these limits and capacity, creating it
-    /// (with permissions `mode`) if it does not exist. Operations wait at most
-    /// `timeout_ms` for locks held by other processes.
-    pub fn open(
-        limits: Limits,
-        capacity: u64,
-        top: usize,
-        name: &str,
-        mode: u32,
-        timeout_ms: u64,
-    ) -> Result<ShmStore, Error> {
-        let layout = Layout::new(&limits, capacity, top)
+    /// Opens the region `config` names (`backend=shm name=... rate=...` or
+    /// `concurrency=...`) for its limits, capacity and top, creating it
+    /// (with permissions `mode`) if it does not exist. Operations wait at
+    /// most `timeout_ms` for locks held by other processes.
+    pub fn open(config: &Config) -> Result<ShmStore, Error> {
+        let (limits, capacity, name) = (limits_in_ns(config), config.capacity, shm_name(config)?);
+        let layout = Layout::new(&limits, capacity, config.top)
             .ok_or_else(|| Error::Invalid(format!("capacity={capacity}: the shm region would be too large")))?;
         let seed = Seed::random().map_err(|e| Error::Io(format!("reading /dev/urandom for the hash seed: {e}")))?;
         let init = Init { seed: seed.0, epoch_offset_ns: SharedClock::epoch_offset_now() };
-        let (region, fd) = region::create_or_open(name, mode, &layout, &init)?;
-        ShmStore::with_region(region, fd, layout, limits, name, timeout_ms)
+        let (region, fd) = region::create_or_open(name, config.mode, &layout, &init)?;
+        ShmStore::with_region(region, fd, layout, limits, name, config.timeout_ms)
     }
 
-    /// Opens the existing region `name` with the configuration stored in it
-    /// (an attach: `backend=shm name=...` without `rate=`). Returns the store
-    /// and that configuration: its rates, algorithm, capacity and top, and in
-    /// `mode` the object's permission bits (the other fields are defaults).
-    pub fn attach(name: &str, timeout_ms: u64) -> Result<(ShmStore, Config), Error> {
+    /// Opens the existing region `config` names with the limits stored in it
+    /// (an attach: `backend=shm name=...` without `rate=` or
+    /// `concurrency=`). Returns the store and the configuration in full: the
+    /// region's limits, capacity and top, the object's permission bits in
+    /// `mode`, and the rest (`timeout_ms`, `on_error`, `dry_run`) `config`'s.
+    pub fn attach(config: &Config) -> Result<(ShmStore, Config), Error> {
+        let name = shm_name(config)?;
         let mut stored = None;
-        let (region, fd, layout, mode) = region::attach(name, |text| {
+        let (region_map, fd, layout, mode) = region::attach(name, |text| {
             // The text is the canonical one the creator wrote (layout.rs); one
             // that does not parse into limits, or whose layout is not the
             // region's, is refused (by the check that follows, for the latter).
@@ -240,17 +242,26 @@ impl ShmStore {
                      rl_shm_unlink(\"{name}\") if no process uses it"
                 ))
             };
-            let config = Config::parse(text).map_err(|e| unreadable(e.0))?;
-            if config.attaches() || config.backend != Backend::Memory {
+            let region = Config::parse(text).map_err(|e| unreadable(e.0))?;
+            if region.attaches() || region.backend != Backend::Memory {
                 return Err(unreadable(format!("\"{text}\" is not a region's limits")));
             }
-            let layout = Layout::new(&limits_in_ns(&config), config.capacity, config.top)
+            let layout = Layout::new(&limits_in_ns(&region), region.capacity, region.top)
                 .ok_or_else(|| unreadable(format!("\"{text}\" makes no region")))?;
-            stored = Some(config);
+            stored = Some(region);
             Ok(layout)
         })?;
-        let config = Config { mode, ..stored.expect("set when attach succeeds") };
-        let store = ShmStore::with_region(region, fd, layout, limits_in_ns(&config), name, timeout_ms)?;
+        let region = stored.expect("set when attach succeeds");
+        let config = Config {
+            rates: region.rates,
+            concurrency: region.concurrency,
+            algorithm: region.algorithm,
+            capacity: region.capacity,
+            top: region.top,
+            mode,
+            ..config.clone()
+        };
+        let store = ShmStore::with_region(region_map, fd, layout, limits_in_ns(&config), name, config.timeout_ms)?;
         Ok((store, config))
     }
 

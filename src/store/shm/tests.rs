@@ -14,7 +14,6 @@ use super::layout::HEADER_BYTES;
 use super::wait::COOL_DOWN;
 use super::*;
 use crate::config::Config;
-use crate::limiter::limits_in_ns;
 use crate::top::Which;
 
 /// A region name unique to this test, removed when dropped.
@@ -35,9 +34,14 @@ impl Drop for Name {
     }
 }
 
+/// An attach's configuration for the region `name`.
+fn attach_config(name: &Name) -> Config {
+    Config::parse(&format!("backend=shm name={} timeout_ms=1000", name.0)).unwrap()
+}
+
 fn open(config: &str, name: &Name) -> ShmStore {
     let c = Config::parse(&format!("{config} backend=shm name={}", name.0)).unwrap();
-    ShmStore::open(limits_in_ns(&c), c.capacity, c.top, &name.0, c.mode, c.timeout_ms).unwrap()
+    ShmStore::open(&c).unwrap()
 }
 
 /// Runs `body` in a child process; returns its pid. The child exits with
@@ -140,15 +144,19 @@ fn layout_and_bytes_per_key() {
 #[test]
 fn an_attach_uses_the_stored_configuration() {
     let name = Name::new("attach");
-    match ShmStore::attach(&name.0, 1000) {
+    match ShmStore::attach(&attach_config(&name)) {
         Err(Error::Io(m)) => assert!(m.contains(&format!("no shm region \"{}\"", name.0)), "{m}"),
         r => panic!("attached to nothing: {:?}", r.map(|_| ())),
     }
     let created = open("rate=3/hour,100/d algorithm=fixed_window capacity=50 top=5", &name);
-    let (attached, config) = ShmStore::attach(&name.0, 1000).expect("attached");
+    let (attached, config) = ShmStore::attach(&attach_config(&name)).expect("attached");
     assert_eq!(
         config.describe(),
-        "rate=3/h,100/d algorithm=fixed_window capacity=50 top=5 backend=memory on_error=allow dry_run=off"
+        format!(
+            "rate=3/h,100/d algorithm=fixed_window capacity=50 top=5 backend=shm name={} mode=0600 timeout_ms=1000 \
+             on_error=allow dry_run=off",
+            name.0
+        )
     );
     assert_eq!(config.mode, 0o600);
     assert_eq!(attached.layout, created.layout);
@@ -185,7 +193,7 @@ fn an_attach_refuses_a_rewritten_configuration_text() {
             let at = created.region.base().add(created.layout.config_text_offset);
             std::ptr::copy_nonoverlapping(forged.as_ptr(), at, forged.len());
         }
-        match ShmStore::attach(&name.0, 1000) {
+        match ShmStore::attach(&attach_config(&name)) {
             Err(Error::Incompatible(m)) => assert!(m.contains(why) && m.contains(&name.0), "{forged}: {m}"),
             r => panic!("{forged}: {:?}", r.map(|(_, c)| c)),
         }
@@ -206,7 +214,7 @@ fn an_attach_waits_for_a_creator_still_initialising() {
         std::thread::spawn(move || {
             region::CREATE_PAUSE.set(pause);
             let c = Config::parse(&format!("rate=7/min capacity=64 backend=shm name={name}")).unwrap();
-            ShmStore::open(limits_in_ns(&c), c.capacity, c.top, &name, c.mode, c.timeout_ms).unwrap()
+            ShmStore::open(&c).unwrap()
         })
     };
     let path = format!("/dev/shm/{}", &name.0[1..]);
@@ -216,13 +224,17 @@ fn an_attach_waits_for_a_creator_still_initialising() {
         std::thread::sleep(Duration::from_micros(100));
     }
     let started = Instant::now();
-    let (attached, config) = ShmStore::attach(&name.0, 1000).expect("attached");
+    let (attached, config) = ShmStore::attach(&attach_config(&name)).expect("attached");
     let waited = started.elapsed();
     let created = creator.join().unwrap();
     assert!(waited >= pause, "attached after {waited:?}, before the creator was done");
     assert_eq!(
         config.describe(),
-        "rate=7/min algorithm=token_bucket burst=7 capacity=64 top=32 backend=memory on_error=allow dry_run=off"
+        format!(
+            "rate=7/min algorithm=token_bucket burst=7 capacity=64 top=32 backend=shm name={} mode=0600 \
+             timeout_ms=1000 on_error=allow dry_run=off",
+            name.0
+        )
     );
     assert_eq!(attached.layout, created.layout);
     assert!(created.check(b"k", 7).unwrap().verdict.outcome.allowed);
@@ -1206,9 +1218,9 @@ fn a_corrupted_region_never_crashes_or_hangs() {
                         2 => {
                             // A new handle on a damaged region: refused or working.
                             let c = Config::parse(&format!("{config_a} backend=shm name={}", name_a.0)).unwrap();
+                            let c = Config { timeout_ms: T, ..c };
                             opens.fetch_add(1, Ordering::Relaxed);
-                            if let Ok(fresh) = ShmStore::open(limits_in_ns(&c), c.capacity, c.top, &name_a.0, c.mode, T)
-                            {
+                            if let Ok(fresh) = ShmStore::open(&c) {
                                 fresh.check(key.as_bytes(), 1)?;
                             }
                             return Ok(());
