@@ -50,6 +50,32 @@ static void every_prefix_fails(const char *text, size_t len)
     }
 }
 
+/* Every one-byte change of text parses or is refused cleanly (ASan sees
+ * any read out of bounds), and what parses is plausible: a decoded prompt
+ * never longer than the body, max_tokens in range. */
+static void mutations(const char *text)
+{
+    static const unsigned char bytes[] = {0, '"', '\\', '{', '}', '[', ']', ',', ':', 'u', '0', '9', '-', ' ', 0x7f, 0xc3, 0xff};
+    size_t len = strlen(text), i, k;
+    char *copy = malloc(len);
+    for (i = 0; i < len; i++) {
+        for (k = 0; k < sizeof bytes; k++) {
+            struct llm_body b;
+            struct llm_body_error e;
+            memcpy(copy, text, len);
+            copy[i] = (char)bytes[k];
+            if (llm_body_parse(copy, len, &b, &e) == 0) {
+                EXPECT(b.prompt_bytes <= len && b.max_tokens >= 0 && b.max_tokens <= LLM_MAX_TOKENS,
+                       "mutation %zu of %s: prompt_bytes %zu, max_tokens %ld", i, text, b.prompt_bytes,
+                       (long)b.max_tokens);
+            } else {
+                EXPECT(e.message != NULL, "mutation %zu of %s: refused without a message", i, text);
+            }
+        }
+    }
+    free(copy);
+}
+
 static void ok(const char *text, size_t prompt_bytes, long max_tokens)
 {
     struct llm_body b;
@@ -62,6 +88,7 @@ static void ok(const char *text, size_t prompt_bytes, long max_tokens)
         EXPECT(b.max_tokens == max_tokens, "%s: max_tokens %ld, wanted %ld", text, (long)b.max_tokens, max_tokens);
     }
     every_prefix_fails(text, strlen(text));
+    mutations(text);
 }
 
 /* Refused, naming param (NULL: the body as a whole) with a message
