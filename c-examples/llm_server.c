@@ -72,7 +72,8 @@
  * the request has a well-formed one, else of the empty key, which no request
  * can ever charge (an empty bearer is a 401), so those headers show the
  * configured limits, full. A 429 also has Retry-After: retry_after_ms in
- * whole seconds, rounded up.
+ * whole seconds, rounded up (for concurrency, until the earliest held lease
+ * would expire: an upper bound, as leases are usually released sooner).
  *
  * ---- Errors, and what they hold ----
  *
