@@ -21,6 +21,8 @@
  * ---- The three limiters, in this order, all or nothing ----
  *
  * The key of all three is the bearer token's bytes, as sent (any bytes).
+ * (So on one Redis, give each limiter its own prefix=, e.g. "rq:", "tk:",
+ * "cc:": limiters with the same prefix would share their keys' state.)
  *
  *   1. requests:    rl_check(cost 1)
  *   2. tokens:      rl_check(cost prompt_tokens + max_tokens): the RESERVATION,

@@ -596,6 +596,62 @@ for n in shm1 shm2; do
 done
 rm -f "/dev/shm$SHM_NAME"
 
+# ---- backend=redis: all three limiters shared by two servers ------------------------------
+# when this machine has a redis-server (make test-redis installs it): a
+# throwaway one on a free loopback port
+if command -v redis-server >/dev/null 2>&1; then
+    redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$tmp/redis.log" 2>&1 &
+    redis_pid=$!
+    server_pids+=("$redis_pid") # killed on exit, whatever happens
+    for _ in $(seq 100); do
+        python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $redis_port), 1)" 2>/dev/null && break
+        sleep 0.1
+    done
+    R="backend=redis url=redis://127.0.0.1:$redis_port"
+    start_server red1 "$LLM_SERVER" --requests "$REQUESTS $R prefix=rq:" --tokens "$TOKENS $R prefix=tk:" \
+        --concurrency "$CONCURRENCY $R prefix=cc:"
+    red1_pid=$PID red1_port=$PORT
+    start_server red2 "$LLM_SERVER" --requests "$REQUESTS $R prefix=rq:" --tokens "$TOKENS $R prefix=tk:" \
+        --concurrency "$CONCURRENCY $R prefix=cc:"
+    red2_pid=$PID red2_port=$PORT
+    PORT=$red1_port post r1 rita '{"prompt":"hello world!","max_tokens":1000}' -H 'X-Completion-Tokens: 100'
+    check_status r1 200
+    PORT=$red2_port post r2 rita '{"prompt":"hello world!","max_tokens":1000}' -H 'X-Completion-Tokens: 100'
+    check_status r2 200
+    check "redis: the second server sees the first's request (remaining-requests 3)" \
+        header_is r2 x-ratelimit-remaining-requests 3
+    r=$(rem_tokens r2)
+    check "redis: and its settled tokens (10000 - 2 x 103, + refill; got $r)" in_range "$r" 9794 9890
+    PORT=$red1_port post r3 rita '{"prompt":"x","max_tokens":1}' -H 'X-Latency-Ms: 3000' &
+    r3_pid=$!
+    PORT=$red2_port post r4 rita '{"prompt":"x","max_tokens":1}' -H 'X-Latency-Ms: 3000' &
+    r4_pid=$!
+    sleep 1
+    PORT=$red1_port post r5 rita '{"prompt":"x","max_tokens":1}'
+    wait "$r3_pid" "$r4_pid"
+    check_status r3 200
+    check_status r4 200
+    check "redis: a third request in flight across the two servers is denied for concurrency" \
+        test "$(error_type r5)" = concurrency
+    check "redis: and gives back its request (remaining-requests 1 after 4 served)" \
+        header_is r5 x-ratelimit-remaining-requests 1
+    PORT=$red2_port post r6 rita '{"prompt":"x","max_tokens":1}'
+    check_status r6 200
+    stop_server "$red1_pid" TERM
+    check "redis: server 1 exit 0 (got $STOP_RC)" test "$STOP_RC" -eq 0
+    stop_server "$red2_pid" TERM
+    check "redis: server 2 exit 0 (got $STOP_RC)" test "$STOP_RC" -eq 0
+    for n in red1 red2; do
+        check "redis: $n wrote nothing unexpected to stderr" \
+            test "$(grep -v -e '^llm_server: stopped by signal' "$tmp/$n.err" | grep -c .)" -eq 0
+    done
+    kill -TERM "$redis_pid"
+    wait "$redis_pid" 2>/dev/null
+else
+    echo "note: no redis-server here; llm_server on backend=redis not tried"
+fi
+
 # ---- a backend that is down: the decision it fills is obeyed, the error logged ----------
 # (Redis at a port nobody listens on. Skipped while the library cannot
 # settle on backend=redis: llm_server then refuses the config at start.)
