@@ -22,7 +22,9 @@
  *
  * The key of all three is the bearer token's bytes, as sent (any bytes).
  * (So on one Redis, give each limiter its own prefix=, e.g. "rq:", "tk:",
- * "cc:": limiters with the same prefix would share their keys' state.)
+ * "cc:": key names there carry the rate, so only limiters of the same prefix
+ * and the same rate would share a key's state, but a prefix each rules it
+ * out.)
  *
  *   1. requests:    rl_check(cost 1)
  *   2. tokens:      rl_check(cost prompt_tokens + max_tokens): the RESERVATION,
