@@ -596,4 +596,31 @@ mod tests {
         assert!(attached.release(b"k", lease).unwrap() && made.release(b"k", other).unwrap());
         let _ = crate::store::shm_unlink(&cname);
     }
+
+    /// A table full of keys holding leases takes no new key: a lease is
+    /// never forgotten to make room (that would let more than N requests of
+    /// its key run at once). The new key is refused until leases end.
+    #[test]
+    fn a_full_table_never_drops_held_leases() {
+        let lim = Limiter::from_config_str("concurrency=1 lease=1min capacity=16").unwrap();
+        let mut held = Vec::new();
+        for k in 0..64 {
+            let key = format!("key-{k}");
+            let (d, lease) = lim.acquire(key.as_bytes()).unwrap();
+            assert_eq!(d.allowed, lease != 0);
+            if d.allowed {
+                held.push((key, lease));
+            } else {
+                assert_eq!((d.remaining, d.retry_after_ms), (0, 60_000), "{key}: refused for room, {d:?}");
+            }
+        }
+        assert!(held.len() >= 16, "{} keys got a lease", held.len());
+        for (key, _) in &held {
+            assert!(!lim.acquire(key.as_bytes()).unwrap().0.allowed, "{key}: its one place is held");
+        }
+        for (key, lease) in &held {
+            assert!(lim.release(key.as_bytes(), *lease).unwrap(), "{key}: its lease was kept");
+        }
+        assert_eq!(lim.stats().unwrap().evictions, 0);
+    }
 }

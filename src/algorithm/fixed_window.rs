@@ -59,7 +59,11 @@ pub fn adjust(rate: &Rate, state: &State, now: u64, delta: i64) -> State {
     let start = now - now % rate.period;
     let used = if state[0] == start { state[1] } else { 0 };
     let d = delta.unsigned_abs();
-    let used_now = if delta >= 0 { used.saturating_add(d) } else { used.saturating_sub(d) };
+    // A count stops at `MAX_DEBT`, so that the largest refund clears any.
+    let used_now = match delta >= 0 {
+        true => used.saturating_add(d).min(super::MAX_DEBT).max(used),
+        false => used.saturating_sub(d),
+    };
     if used_now == used {
         *state
     } else {

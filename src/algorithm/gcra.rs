@@ -88,7 +88,10 @@ pub fn adjust(rate: &Rate, state: &State, now: u64, delta: i64) -> State {
     let tat = state[0];
     let ticks = delta.unsigned_abs().saturating_mul(rate.interval);
     if delta >= 0 {
-        [tat.max(now).saturating_add(ticks), 0, 0]
+        // A debt stops at `MAX_DEBT` ticks past now, so that the largest
+        // refund (i64::MIN units, at least as many ticks) clears any.
+        let most = now.saturating_add(super::MAX_DEBT);
+        [tat.max(now).saturating_add(ticks).min(most).max(tat), 0, 0]
     } else if tat <= now {
         *state // already fresh
     } else {

@@ -67,6 +67,11 @@ impl Limits {
 /// The state of one rate of one key. All zeros is a fresh key.
 pub type State = [u64; STATE_WORDS];
 
+/// The most an `adjust` charge may put a key in debt: a window's count, or
+/// a bucket's tat past now in ticks. i64::MAX, so that the largest refund
+/// (`i64::MIN` units) makes any key fresh again.
+pub(crate) const MAX_DEBT: u64 = i64::MAX as u64;
+
 /// `retry_after` of a check that can never pass (its cost is above the capacity).
 pub(crate) const NEVER: u64 = u64::MAX;
 

@@ -123,7 +123,11 @@ pub fn adjust(rate: &Rate, state: &State, now: u64, delta: i64) -> State {
         (0, 0)
     };
     let d = delta.unsigned_abs();
-    let current_now = if delta >= 0 { current.saturating_add(d) } else { current.saturating_sub(d) };
+    // A count stops at `MAX_DEBT`, so that the largest refund clears any.
+    let current_now = match delta >= 0 {
+        true => current.saturating_add(d).min(super::MAX_DEBT).max(current),
+        false => current.saturating_sub(d),
+    };
     if current_now == current {
         *state
     } else {

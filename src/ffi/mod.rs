@@ -538,6 +538,11 @@ pub extern "C" fn rl_acquire(
 ) -> c_int {
     ffi_boundary! {
         on_panic: after_panic_acquire(lim, lease, out);
+        // No lease until one is taken, whatever fails first.
+        if !lease.is_null() {
+            // SAFETY: non-NULL, and the caller promises a writable uint64_t.
+            unsafe { *lease = 0 };
+        }
         let out = try_mut!(out);
         if lim.is_null() || lease.is_null() {
             *out = argument_denial(None);
@@ -547,7 +552,6 @@ pub extern "C" fn rl_acquire(
             *out = argument_denial(Some(lim));
         }
         let lease = try_mut!(lease);
-        *lease = 0;
         if key.is_null() && key_len != 0 {
             *out = argument_denial(Some(lim));
         }

@@ -76,6 +76,13 @@ fn a_panic_in_adjust_or_acquire_leaves_the_error_decision_and_no_lease() {
     assert_eq!(rl_acquire(lim, b"k".as_ptr().cast(), 1, &mut lease, &mut d), RL_OK);
     assert!(d.allowed == 1 && lease != 0, "the one place is free");
     assert_eq!(rl_release(lim, b"k".as_ptr().cast(), 1, lease), 1);
+    // NULL out or limiter: no lease either.
+    lease = 77;
+    assert_eq!(rl_acquire(lim, b"k".as_ptr().cast(), 1, &mut lease, ptr::null_mut()), RL_ERR_NULL);
+    assert_eq!(lease, 0);
+    lease = 77;
+    assert_eq!(rl_acquire(ptr::null_mut(), b"k".as_ptr().cast(), 1, &mut lease, &mut d), RL_ERR_NULL);
+    assert_eq!(lease, 0);
     // NULL lease: a denial, and nothing taken.
     assert_eq!(rl_acquire(lim, b"k".as_ptr().cast(), 1, std::ptr::null_mut(), &mut d), RL_ERR_NULL);
     assert_eq!((d.allowed, d.retry_after_ms, d.limit), (0, 1000, 1));

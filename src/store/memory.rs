@@ -171,7 +171,9 @@ impl Store for MemoryStore {
         let Limits::Rates(rates) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_adjust")) };
         let verdict = self.on_key(key, |shard, k, at, _| {
             let now = at.now;
-            shard.update(rates.as_slice(), k, at, |_, _| {}, |words| adjust_all(rates, words, now, delta))
+            // (A charge to a new key that found no room, see table's insert
+            // step 6, is answered but not stored, as a check's would be.)
+            shard.update(rates.as_slice(), k, at, |_, _| {}, |words| adjust_all(rates, words, now, delta)).0
         });
         Ok(verdict)
     }

@@ -65,6 +65,16 @@ use crate::algorithm::{check_all, fresh_at_all, Leases, Limits, Rate, Verdict, M
 /// what the table needs to know of the limits a key's words are kept for.
 pub trait Expiry {
     fn fresh_at(&self, state: &[u64]) -> u64;
+
+    /// Whether a live entry may be dropped to make room for a new key. A
+    /// rate limiter's may: the key only forgets some of its spending (it is
+    /// the one closest to being fresh, and it is counted in `evictions`).
+    /// A concurrency limiter's may not: its held leases would be forgotten
+    /// and more than N requests of that key could run at once; a new key
+    /// that finds no room is refused instead.
+    fn may_evict_live(&self) -> bool {
+        true
+    }
 }
 
 impl Expiry for [Rate] {
@@ -77,11 +87,19 @@ impl Expiry for Limits {
     fn fresh_at(&self, state: &[u64]) -> u64 {
         Limits::fresh_at(self, state)
     }
+
+    fn may_evict_live(&self) -> bool {
+        matches!(self, Limits::Rates(_))
+    }
 }
 
 impl Expiry for Leases {
     fn fresh_at(&self, state: &[u64]) -> u64 {
         Leases::fresh_at(self, state)
+    }
+
+    fn may_evict_live(&self) -> bool {
+        false
     }
 }
 
@@ -254,7 +272,8 @@ impl Shard<'_> {
     /// words; a changed state of a key not stored is inserted (as a check's
     /// would be), an unchanged one is not. `before_update` is called, as in
     /// `check`, before `op` gets a stored key's words. Counts nothing in
-    /// the shard's stats: the caller does.
+    /// the shard's stats: the caller does. Also returns false when a changed
+    /// state of a new key found no room and was not stored.
     pub fn update<R>(
         &mut self,
         limits: &(impl Expiry + ?Sized),
@@ -262,25 +281,27 @@ impl Shard<'_> {
         at: &mut At,
         mut before_update: impl FnMut(usize, &[u64]),
         op: impl FnOnce(&mut [u64]) -> (R, bool),
-    ) -> R {
+    ) -> (R, bool) {
         if let Some(i) = self.find(key.place, key.fp) {
-            return slot_writes::rewrite(self.slot_mut(i), i, &mut before_update, |s| op(s).0);
+            return (slot_writes::rewrite(self.slot_mut(i), i, &mut before_update, |s| op(s).0), true);
         }
         let mut fresh = [0u64; 1 + MAX_SLOTS];
         let state = &mut fresh[..self.geometry.stride - 1];
         let (result, changed) = op(state);
-        if changed {
-            self.store_new(limits, key, state, at);
-        }
-        result
+        (result, !changed || self.store_new(limits, key, state, at))
     }
 
     /// Stores the state of a key not stored yet, in the slot `insert`
     /// picks (nowhere if it picks none, see there).
+    /// Whether it was stored.
     #[inline]
-    fn store_new(&mut self, limits: &(impl Expiry + ?Sized), key: KeyAt, state: &[u64], at: &mut At) {
-        if let Some(i) = self.insert(limits, key.place, at.now, at.elsewhere) {
-            slot_writes::fill(self.slot_mut(i), key.fp, state);
+    fn store_new(&mut self, limits: &(impl Expiry + ?Sized), key: KeyAt, state: &[u64], at: &mut At) -> bool {
+        match self.insert(limits, key.place, at.now, at.elsewhere) {
+            Some(i) => {
+                slot_writes::fill(self.slot_mut(i), key.fp, state);
+                true
+            }
+            None => false,
         }
     }
 
@@ -289,7 +310,7 @@ impl Shard<'_> {
     /// word in place, so it needs no undo record (`slot_writes.rs`).
     pub fn acquire(&mut self, leases: &Leases, key: KeyAt, at: &mut At) -> (crate::algorithm::Outcome, u64) {
         let now = at.now;
-        let (outcome, lease) = self.update(
+        let ((mut outcome, mut lease), stored) = self.update(
             leases,
             key,
             at,
@@ -299,6 +320,13 @@ impl Shard<'_> {
                 ((outcome, lease), lease != 0)
             },
         );
+        if !stored {
+            // A full table of keys holding leases: the lease would be
+            // forgotten at once, so it is refused. Every lease in the table
+            // ends within one lease length (unless renewed).
+            outcome = crate::algorithm::Outcome { allowed: false, remaining: 0, retry_after: leases.lease, ..outcome };
+            lease = 0;
+        }
         match outcome.allowed {
             true => self.stats.allowed = self.stats.allowed.wrapping_add(1),
             false => self.stats.limited = self.stats.limited.wrapping_add(1),
@@ -319,12 +347,13 @@ impl Shard<'_> {
                 (held, held)
             },
         )
+        .0
     }
 
     /// Frees `lease` of `key` (`Leases::release`): whether it was held.
     pub fn release(&mut self, leases: &Leases, key: KeyAt, at: &mut At, lease: u64) -> bool {
         let now = at.now;
-        self.update(leases, key, at, |_, _| {}, |words| leases.release(words, now, lease, key.fp))
+        self.update(leases, key, at, |_, _| {}, |words| leases.release(words, now, lease, key.fp)).0
     }
 
     /// Forgets the key `fp`; true if it was stored.
@@ -433,6 +462,9 @@ impl Shard<'_> {
         self.stats.cursor = ((start + RECLAIM_SLOTS) % slots) as u64;
         let pick = self.cheapest(rates, now, start, RECLAIM_SLOTS).or_else(|| self.cheapest(rates, now, 0, slots));
         let Some((i, expired)) = pick else { return false };
+        if !expired && !rates.may_evict_live() {
+            return false;
+        }
         self.empty(i);
         self.stats.keys = self.stats.keys.saturating_sub(1);
         if !expired {
@@ -482,9 +514,14 @@ impl Shard<'_> {
             return Some(i);
         }
         let empty = if empty_b.0 > empty_a.0 { empty_b.1 } else { empty_a.1.or(empty_b.1) };
+        let evict = rates.may_evict_live();
         let Some(i) = empty else {
             // 4. Both sets full of live entries: the new key takes the place
-            //    (and the count) of the one fresh soonest.
+            //    (and the count) of the one fresh soonest, if live entries
+            //    may go (`Expiry::may_evict_live`); else it is refused.
+            if !evict {
+                return None;
+            }
             let (_, v) = victim.expect("a full set holds live entries");
             self.empty(v);
             self.stats.evictions += 1;
@@ -518,7 +555,11 @@ impl Shard<'_> {
             v = whole_victim;
         }
         // 4. Evict the live entry that will be fresh soonest; the new key
-        //    takes over its unit of the count, in this shard.
+        //    takes over its unit of the count, in this shard. (Leases:
+        //    refused instead, here and below, see `may_evict_live`.)
+        if !evict {
+            return None;
+        }
         if let Some(v) = v {
             self.empty(v);
             self.stats.evictions += 1;

@@ -29,9 +29,10 @@
 -- of cost 1 chooses it.
 --
 -- Bounds of an adjust (so that every number stays exact, below 2^53): a
--- charge moves a bucket's tat at most MAX_AHEAD = 2^51 µs (71 years) past
--- now, and a window's count to at most MAX_COUNT = 2^51 units; a debt that
--- long is "never" in practice. (src/store/redis/rates.rs states the same
+-- charge moves a bucket's tat at most MAX_AHEAD = 2^50 µs (35 years) past
+-- now, and a window's count to at most MAX_COUNT = 2^50 units; a debt that
+-- long is "never" in practice, and the largest refund (2^50 units, the
+-- clamp of |delta|) makes any key fresh again. (src/store/redis/rates.rs states the same
 -- bounds in Rust, for the test vectors.)
 --
 -- Lua numbers are doubles: every integer below 2^53 is exact. The limiter
@@ -86,8 +87,8 @@ local function muldiv(a, b, c)
   return q, r
 end
 
-local MAX_AHEAD = 2251799813685248 -- 2^51
-local MAX_COUNT = 2251799813685248 -- 2^51
+local MAX_AHEAD = 1125899906842624 -- 2^50
+local MAX_COUNT = 1125899906842624 -- 2^50
 
 local op = ARGV[1]
 local amount = tonumber(ARGV[2])

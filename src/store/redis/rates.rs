@@ -22,7 +22,8 @@
 //! An adjust (`rl_adjust`) sends |delta| at most 2^50 (`script::clamp_delta`)
 //! and a charge stops at [`MAX_AHEAD`] µs of a bucket's debt or a window
 //! count of [`MAX_COUNT`] ([`bound_adjusted`] states it in Rust): a debt
-//! of 71 years is "never" in practice, and everything stays exact.
+//! of 35 years is "never" in practice, everything stays exact, and the
+//! largest refund makes any key fresh again.
 //!
 //! Products that can exceed 2^53 (the sliding window's `previous × (period −
 //! elapsed)` against `limit × period`) are computed exactly by the script in
@@ -39,11 +40,11 @@ pub const MAX_QUANTITY: u64 = 1 << 50;
 
 /// How far past now a charge may move a token bucket's tat on Redis, in µs
 /// (`MAX_AHEAD` in check.lua).
-pub const MAX_AHEAD: u64 = 1 << 51;
+pub const MAX_AHEAD: u64 = 1 << 50;
 
 /// The largest count a charge may leave in a window on Redis (`MAX_COUNT`
 /// in check.lua).
-pub const MAX_COUNT: u64 = 1 << 51;
+pub const MAX_COUNT: u64 = 1 << 50;
 
 /// The state check.lua keeps after an adjust of `delta` at `now`: `after`
 /// holds what `algorithm::adjust_all` made of `before`, and becomes the

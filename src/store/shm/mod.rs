@@ -524,7 +524,8 @@ impl Store for ShmStore {
                     journal.begin(i, old)
                 }
             };
-            let verdict = shard.update(rates.as_slice(), k, at, hook, |words| adjust_all(rates, words, now, delta));
+            let (verdict, _) =
+                shard.update(rates.as_slice(), k, at, hook, |words| adjust_all(rates, words, now, delta));
             journal.end();
             verdict
         })?;
