@@ -23,8 +23,9 @@
 //! `algorithm/`). Deciding at an earlier time than the true one can only
 //! refuse more, never admit more; `remaining` never exceeds the quota; a peek
 //! (cost 0) is still allowed; and `reset`/`retry_after` count from the time
-//! the check ran at, which is no later than the true one, so they are never
-//! short. `tests/crossing_clocks.rs` holds both backends to this.
+//! the check ran at (a window's) or from the caller's reading (a token
+//! bucket's, which may be in debt, see gcra.rs), neither later than the true
+//! time, so they are never short. `tests/crossing_clocks.rs` holds both backends to this.
 //!
 //! The shm backend does not use this clock: its processes must agree, so it
 //! re-anchors to `CLOCK_MONOTONIC` every millisecond (see `store/shm/clock.rs`).

@@ -1133,6 +1133,18 @@ mod tests {
             ("rate=/s", "bad rate \"/s\""),
             ("rate=5/s,", "bad rate \"\" in \"rate=5/s,\""),
             ("rate=5/s,,1/m", "bad rate \"\""),
+            ("concurrency=0", "expected a whole number from 1 to 1024"),
+            ("concurrency=1025", "expected a whole number from 1 to 1024"),
+            ("concurrency=100000", "\"concurrency=100000\""),
+            ("concurrency=-1", "\"concurrency=-1\""),
+            ("concurrency=2 lease=0s", "\"lease=0s\": PERIOD must be longer than zero"),
+            ("concurrency=2 lease=5", "\"lease=5\""),
+            ("concurrency=2 lease=1001d", "longer than 1000 days"),
+            ("lease=5s", "\"lease=5s\" needs \"concurrency=N\""),
+            ("rate=1/s concurrency=2", "two kinds of limiter"),
+            ("concurrency=2 algorithm=fixed_window", "applies only to rate limiters"),
+            ("concurrency=2 burst=3", "applies only to rate limiters"),
+            ("backend=shm name=/x lease=5s", "needs \"concurrency=N\""),
             ("rate=5/1001d", "longer than 1000 days"),
             ("rate=99999999999999999999/s", "LIMIT must be a whole number"),
             ("rate=1/s,1/s,1/s,1/s,1/s,1/s,1/s,1/s,1/s", "more than 8 rates"),
@@ -1171,5 +1183,23 @@ mod tests {
                 Err(e) => assert!(e.0.contains(want), "{text:?}: message {:?} lacks {want:?}", e.0),
             }
         }
+    }
+
+    #[test]
+    fn concurrency_limiters() {
+        let c = Config::parse("concurrency=16").unwrap();
+        assert_eq!(c.concurrency, Some(ConcurrencySpec { slots: 16, lease_ns: DEFAULT_LEASE_NS }));
+        assert!(c.rates.is_empty() && !c.attaches());
+        assert_eq!(
+            c.describe(),
+            "concurrency=16 lease=1min capacity=100000 top=32 backend=memory on_error=allow dry_run=off"
+        );
+        let c = Config::parse("concurrency=1024 lease=1500ms backend=shm name=/c").unwrap();
+        assert_eq!(c.concurrency, Some(ConcurrencySpec { slots: 1024, lease_ns: 1500 * NANOS_PER_MS }));
+        assert!(c.describe().starts_with("concurrency=1024 lease=1500ms capacity=100000 top=32 backend=shm name=/c"));
+        assert_eq!(Config::parse(&c.describe()).unwrap(), c);
+        let c = Config::parse("concurrency=1 lease=2h backend=redis url=redis://h:1").unwrap();
+        assert!(c.describe().starts_with("concurrency=1 lease=2h top=32 backend=redis"), "{}", c.describe());
+        assert_eq!(Config::parse(&c.describe()).unwrap(), c);
     }
 }

@@ -508,4 +508,118 @@ mod tests {
         assert_eq!(ceil_ms(u64::MAX - 1, 1), (u64::MAX - 1).div_ceil(1_000_000));
         assert_eq!(ceil_ms(u64::MAX - 1, 1_000_000), u64::MAX - 1);
     }
+
+    /// Reserve, then settle: the key ends up charged what was used, on
+    /// every algorithm; a charge past the quota is a debt that denies, with
+    /// a retry_after that covers it; a refund stops at a fresh key.
+    #[test]
+    fn adjust_settles_reservations() {
+        for algorithm in ["token_bucket", "fixed_window", "sliding_window"] {
+            let lim = Limiter::from_config_str(&format!("rate=100/hour algorithm={algorithm}")).unwrap();
+            assert!(lim.check(b"k", 60).unwrap().allowed);
+            let d = lim.adjust(b"k", -45).unwrap();
+            assert_eq!((d.allowed, d.remaining, d.limit), (true, 85, 100), "{algorithm}");
+            let d = lim.adjust(b"k", 0).unwrap();
+            assert_eq!((d.allowed, d.remaining), (true, 85), "{algorithm}: a peek");
+            let d = lim.adjust(b"k", 135).unwrap();
+            assert_eq!((d.allowed, d.remaining), (false, 0), "{algorithm}: 50 units of debt");
+            let denied = lim.check(b"k", 1).unwrap();
+            assert!(!denied.allowed, "{algorithm}");
+            if algorithm == "token_bucket" {
+                // 51 units at 36 s each before one unit is back.
+                assert!(denied.retry_after_ms.abs_diff(51 * 36_000) < 1000, "{denied:?}");
+                assert!(d.retry_after_ms.abs_diff(denied.retry_after_ms) < 1000, "{d:?} {denied:?}");
+            }
+            let d = lim.adjust(b"k", i64::MIN).unwrap();
+            assert_eq!((d.allowed, d.remaining), (true, 100), "{algorithm}: fresh, not more");
+            let d = lim.adjust(b"never seen", -5).unwrap();
+            assert_eq!((d.allowed, d.remaining), (true, 100), "{algorithm}");
+            let d = lim.adjust(b"deep", i64::MAX).unwrap();
+            assert_eq!((d.allowed, d.remaining), (false, 0), "{algorithm}");
+            assert!(!lim.check(b"deep", 1).unwrap().allowed, "{algorithm}");
+            assert_eq!(lim.stats().unwrap().allowed, 1, "{algorithm}: an adjust is not a check");
+        }
+    }
+
+    #[test]
+    fn operations_of_the_other_kind_are_refused() {
+        let rates = Limiter::from_config_str("rate=5/s").unwrap();
+        let conc = Limiter::from_config_str("concurrency=2 lease=10s").unwrap();
+        for (e, d) in [conc.check(b"k", 1).unwrap_err(), conc.adjust(b"k", 1).unwrap_err()] {
+            assert!(matches!(&e, Error::Invalid(m) if m.contains("use rl_acquire")), "{e}");
+            assert_eq!((d.allowed, d.limit, d.window_ms), (false, 2, 10_000));
+        }
+        let (e, d) = rates.acquire(b"k").unwrap_err();
+        assert!(matches!(&e, Error::Invalid(m) if m.contains("use rl_check")), "{e}");
+        assert!(!d.allowed);
+        assert!(matches!(rates.renew(b"k", 1), Err(Error::Invalid(_))));
+        assert!(matches!(rates.release(b"k", 1), Err(Error::Invalid(_))));
+    }
+
+    /// Eight threads on one key: never more than N leases held at once, all
+    /// N used, every release of a held lease says so, and after all the
+    /// releases the key is whole again.
+    #[test]
+    fn eight_threads_never_hold_more_than_n_leases() {
+        let lim = Arc::new(Limiter::from_config_str("concurrency=4 lease=1min").unwrap());
+        let (holders, most) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (lim, holders, most) = (lim.clone(), holders.clone(), most.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..5000 {
+                        let (d, lease) = lim.acquire(b"hot").unwrap();
+                        assert_eq!(d.allowed, lease != 0);
+                        if d.allowed {
+                            let now = holders.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            std::thread::yield_now();
+                            holders.fetch_sub(1, Ordering::SeqCst);
+                            assert!(lim.release(b"hot", lease).unwrap());
+                            assert!(!lim.release(b"hot", lease).unwrap(), "released twice");
+                        } else {
+                            // A lease plus its rounding (1.05 ms), plus how far
+                            // this thread's clock reading is behind the
+                            // holder's (preemption: generous).
+                            assert!(d.retry_after_ms > 0 && d.retry_after_ms < 62_000, "{d:?}");
+                        }
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(most.load(Ordering::SeqCst), 4);
+        let (d, _) = lim.acquire(b"hot").unwrap();
+        assert_eq!((d.allowed, d.limit, d.remaining, d.window_ms), (true, 4, 3, 60_000));
+    }
+
+    /// A dry run reports a would-be denied acquire as allowed, with no lease.
+    #[test]
+    fn a_dry_run_acquire_holds_no_lease_when_it_would_be_denied() {
+        let lim = Limiter::from_config_str("concurrency=1 dry_run=on").unwrap();
+        let (d, lease) = lim.acquire(b"k").unwrap();
+        assert!(d.allowed && lease != 0 && d.retry_after_ms == 0);
+        let (d, none) = lim.acquire(b"k").unwrap();
+        assert!(d.allowed && none == 0 && d.retry_after_ms > 0, "{d:?}");
+        assert!(!lim.release(b"k", none).unwrap());
+        assert!(lim.renew(b"k", lease).unwrap() && lim.release(b"k", lease).unwrap());
+    }
+
+    /// A concurrency region is attached to by name like a rate region, and
+    /// describes itself as one.
+    #[test]
+    fn attaching_to_a_concurrency_region() {
+        let name = format!("/rl-rust-test-{}-attach-conc", std::process::id());
+        let cname = std::ffi::CString::new(name.clone()).unwrap();
+        let _ = crate::store::shm_unlink(&cname);
+        let made = Limiter::from_config_str(&format!("concurrency=2 lease=10s backend=shm name={name}")).unwrap();
+        let attached = Limiter::from_config_str(&format!("backend=shm name={name}")).unwrap();
+        assert!(attached.describe().starts_with("concurrency=2 lease=10s capacity=100000 top=32 backend=shm"));
+        let (_, lease) = made.acquire(b"k").unwrap();
+        let (d, other) = attached.acquire(b"k").unwrap();
+        assert_eq!((d.allowed, d.remaining, d.window_ms), (true, 0, 10_000));
+        assert!(!attached.acquire(b"k").unwrap().0.allowed);
+        assert!(attached.release(b"k", lease).unwrap() && made.release(b"k", other).unwrap());
+        let _ = crate::store::shm_unlink(&cname);
+    }
 }

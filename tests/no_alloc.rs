@@ -6,7 +6,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::ffi::CString;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ratelimit::ffi::{rl_check, rl_create, rl_decision, rl_destroy, rl_limiter, rl_shm_unlink, RL_OK};
+use ratelimit::ffi::{
+    rl_acquire, rl_adjust, rl_check, rl_create, rl_decision, rl_destroy, rl_limiter, rl_release, rl_shm_unlink, RL_OK,
+};
 
 struct Counting;
 
@@ -70,5 +72,47 @@ fn a_stored_keys_check_allocates_nothing() {
         );
         rl_shm_unlink(cname.as_ptr());
         assert_eq!(n, 0, "shm, {algorithm}");
+    }
+    adjusts_and_leases_allocate_nothing();
+}
+
+/// Settling (rl_adjust) and leases (rl_acquire + rl_release) allocate
+/// nothing either, on a stored key. (Called by the test above: the counter
+/// is process-wide.)
+fn adjusts_and_leases_allocate_nothing() {
+    let name = format!("/rl-test-noalloc-q-{}", std::process::id());
+    let cname = CString::new(name.clone()).unwrap();
+    let key = b"api-key-0123456789abcdef";
+    let mut d = rl_decision::default();
+    for backend in ["", " backend=shm name=NAME"] {
+        let backend = backend.replace("NAME", &name);
+        rl_shm_unlink(cname.as_ptr());
+        for config in ["rate=1000/hour,5000/day algorithm=sliding_window", "rate=1000/hour"] {
+            let config = CString::new(format!("{config}{backend}")).unwrap();
+            let mut lim: *mut rl_limiter = std::ptr::null_mut();
+            assert_eq!(rl_create(config.as_ptr(), &mut lim), RL_OK);
+            assert_eq!(rl_check(lim, key.as_ptr().cast(), key.len(), 10, &mut d), RL_OK);
+            let deltas = [-3i64, 5, 0, -1].repeat(500);
+            let before = ALLOCATIONS.load(Ordering::Relaxed);
+            for &delta in &deltas {
+                assert_eq!(rl_adjust(lim, key.as_ptr().cast(), key.len(), delta, &mut d), RL_OK);
+            }
+            assert_eq!(ALLOCATIONS.load(Ordering::Relaxed) - before, 0, "rl_adjust: {config:?}");
+            rl_destroy(lim);
+            rl_shm_unlink(cname.as_ptr());
+        }
+        let config = CString::new(format!("concurrency=16 lease=1min{backend}")).unwrap();
+        let mut lim: *mut rl_limiter = std::ptr::null_mut();
+        assert_eq!(rl_create(config.as_ptr(), &mut lim), RL_OK);
+        let mut lease = 0u64;
+        assert_eq!(rl_acquire(lim, key.as_ptr().cast(), key.len(), &mut lease, &mut d), RL_OK);
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        for _ in 0..1000 {
+            assert_eq!(rl_acquire(lim, key.as_ptr().cast(), key.len(), &mut lease, &mut d), RL_OK);
+            assert_eq!(rl_release(lim, key.as_ptr().cast(), key.len(), lease), 1);
+        }
+        assert_eq!(ALLOCATIONS.load(Ordering::Relaxed) - before, 0, "leases: {config:?}");
+        rl_destroy(lim);
+        rl_shm_unlink(cname.as_ptr());
     }
 }

@@ -239,4 +239,70 @@ mod tests {
             }
         }
     }
+
+    /// Random acquires, renews and releases (good, stale and forged ids)
+    /// against a model of the held leases: the places agree with it at
+    /// every step, never more than N are held, and every id is named once.
+    #[test]
+    fn agrees_with_a_model_of_held_leases() {
+        let mut x = 0x3C6E_F372_FE94_F82Bu64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for n in [1usize, 2, 5, 16] {
+            let l = leases(n, 100);
+            let mut w = vec![0u64; n];
+            let mut now = 1 << 40;
+            let mut model: Vec<(u64, u64)> = Vec::new(); // (id, ends at)
+            let mut old_ids: Vec<u64> = Vec::new();
+            let unit = 1u64 << UNIT_SHIFT;
+            for _ in 0..20_000 {
+                now += next(30 * MS);
+                model.retain(|&(_, end)| end > now);
+                match next(4) {
+                    0 | 1 => {
+                        let (o, id) = l.acquire(&mut w, now, FP);
+                        assert_eq!(o.allowed, model.len() < n, "{n}: {o:?}");
+                        if o.allowed {
+                            assert!(id != 0 && !model.iter().any(|&(m, _)| m == id));
+                            model.push((id, (now + 100 * MS).div_ceil(unit) * unit));
+                        }
+                        assert_eq!(o.remaining, (n - model.len()) as u64);
+                    }
+                    2 => {
+                        let pick = if !model.is_empty() && next(2) == 0 {
+                            model[next(model.len() as u64) as usize].0
+                        } else if !old_ids.is_empty() {
+                            old_ids[next(old_ids.len() as u64) as usize]
+                        } else {
+                            next(u64::MAX)
+                        };
+                        let held = model.iter().position(|&(m, _)| m == pick);
+                        if next(2) == 0 {
+                            assert_eq!(l.release(&mut w, now, pick, FP).0, held.is_some());
+                            if let Some(i) = held {
+                                old_ids.push(model.swap_remove(i).0);
+                            }
+                        } else {
+                            assert_eq!(l.renew(&mut w, now, pick, FP), held.is_some());
+                            if let Some(i) = held {
+                                model[i].1 = (now + 100 * MS).div_ceil(unit) * unit;
+                            }
+                        }
+                    }
+                    _ => {
+                        let o = l.peek(&w, now);
+                        assert_eq!(o.remaining, (n - model.len()) as u64);
+                        let first = model.iter().map(|&(_, e)| e).min();
+                        if model.len() == n {
+                            assert_eq!(Some(o.retry_after), first.map(|e| e - now));
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

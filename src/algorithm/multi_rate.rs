@@ -349,4 +349,92 @@ mod tests {
             }
         }
     }
+
+    /// Reserving R and settling to the actual use A leaves the key as a
+    /// check of A would have (at the same time), on every algorithm; a
+    /// charge only lowers what remains and a refund only raises it, never
+    /// above a fresh key's; and any state, time and delta answer without a
+    /// panic (tests run with overflow checks).
+    #[test]
+    fn settling_a_reservation_equals_charging_the_actual_use() {
+        let mut rng = XorShift(0x6A09_E667_F3BC_C908);
+        let algorithms = [Algorithm::TokenBucket, Algorithm::FixedWindow, Algorithm::SlidingWindow];
+        for _ in 0..20_000 {
+            let mut rates = Vec::new();
+            for _ in 0..1 + rng.below(3) {
+                let algorithm = algorithms[rng.below(3) as usize];
+                let limit = 1 + rng.below_one_of(&[10, 1000, 1 << 40]);
+                let period = 1 + rng.below_one_of(&[1000, 1 << 30]);
+                let burst =
+                    if algorithm == Algorithm::TokenBucket { 1 + rng.below(2 * limit.min(1000)) } else { limit };
+                rates.push(Rate::new(algorithm, limit, period, burst));
+            }
+            let now = (1 << 40) + rng.below(1 << 35);
+            let mut before = words_of(&rates);
+            // Some history first.
+            for _ in 0..rng.below(4) {
+                let at = now - rng.below(1 << 32);
+                check_all(&rates, &mut before, at, rng.below(20));
+            }
+            let quota = rates.iter().map(Rate::quota).min().unwrap();
+            let (reserve, actual) = (rng.below(quota + 1), rng.below(quota + 1));
+            let mut settled = before.clone();
+            let mut direct = before.clone();
+            let reserved = check_all(&rates, &mut settled, now, reserve);
+            let charged = check_all(&rates, &mut direct, now, actual);
+            if reserved.outcome.allowed && charged.outcome.allowed {
+                let (v, _) = adjust_all(&rates, &mut settled, now, actual as i64 - reserve as i64);
+                let peek = check_all(&rates, &mut direct.clone(), now, 0);
+                let what = format!("rates {rates:?} from {before:?}: reserve {reserve}, use {actual}");
+                if actual > 0 {
+                    assert_eq!(settled, direct, "{what}");
+                } else {
+                    // A check of 0 writes nothing; a full refund may leave
+                    // other words that decide the same (a fresh state).
+                    for probe in [1, quota] {
+                        let a = check_all(&rates, &mut settled.clone(), now, probe);
+                        let b = check_all(&rates, &mut direct.clone(), now, probe);
+                        assert_eq!(
+                            (a.outcome.allowed, a.outcome.remaining),
+                            (b.outcome.allowed, b.outcome.remaining),
+                            "{what}"
+                        );
+                    }
+                }
+                assert_eq!(v.outcome.remaining, peek.outcome.remaining, "{what}");
+            }
+            // Arbitrary deltas, states and times: monotone, bounded, total.
+            let delta = match rng.below(4) {
+                0 => i64::MIN,
+                1 => i64::MAX,
+                _ => rng.next() as i64 >> rng.below(64),
+            };
+            let mut words = before.clone();
+            if rng.below(4) == 0 {
+                words.iter_mut().for_each(|w| *w = rng.next());
+            }
+            let at = [now, 0, u64::MAX, rng.next()][rng.below(4) as usize];
+            let old: Vec<u64> = rates
+                .iter()
+                .scan(0, |i, r| {
+                    let state = load(&words[*i..*i + r.words()]);
+                    *i += r.words();
+                    Some(decide(r, &state, at, 0).0.remaining)
+                })
+                .collect();
+            let (v, changed) = adjust_all(&rates, &mut words, at, delta);
+            assert!(v.outcome.remaining <= v.outcome.limit);
+            assert!(delta != 0 || !changed, "a peek writes nothing");
+            let mut i = 0;
+            for (r, old) in rates.iter().zip(old) {
+                let new = decide(r, &load(&words[i..i + r.words()]), at, 0).0.remaining;
+                i += r.words();
+                match delta {
+                    d if d > 0 => assert!(new <= old, "{r:?}: a charge raised remaining {old} -> {new}"),
+                    d if d < 0 => assert!(new >= old && new <= r.quota(), "{r:?}: a refund {old} -> {new}"),
+                    _ => assert_eq!(new, old),
+                }
+            }
+        }
+    }
 }

@@ -492,6 +492,8 @@ pub extern "C" fn rl_adjust(
             *out = argument_denial(Some(lim));
         }
         let key = try_slice!(key, key_len);
+        #[cfg(any(test, fuzzing))]
+        fault::check_point();
         match lim.inner.adjust(key, delta) {
             Ok(d) => {
                 *out = d.into();
@@ -550,6 +552,8 @@ pub extern "C" fn rl_acquire(
             *out = argument_denial(Some(lim));
         }
         let key = try_slice!(key, key_len);
+        #[cfg(any(test, fuzzing))]
+        fault::check_point();
         match lim.inner.acquire(key) {
             Ok((d, id)) => {
                 *out = d.into();

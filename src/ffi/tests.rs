@@ -53,6 +53,37 @@ fn a_panic_in_check_leaves_the_error_decision_in_out() {
     }
 }
 
+/// rl_adjust and rl_acquire answer a panic the same way, and rl_acquire
+/// hands out no lease: the place it may have taken is not leaked either,
+/// since the panic comes before the limiter is called.
+#[test]
+fn a_panic_in_adjust_or_acquire_leaves_the_error_decision_and_no_lease() {
+    let lim = create(c"rate=5/s on_error=deny");
+    let mut d = sentinel();
+    fault::panic_in_next_check();
+    assert_eq!(rl_adjust(lim, b"k".as_ptr().cast(), 1, 3, &mut d), RL_ERR_PANIC);
+    assert_eq!(fields(&d), [0, 0, 5, 0, 0, 1000, 1000]);
+    assert_eq!(rl_adjust(lim, b"k".as_ptr().cast(), 1, 0, &mut d), RL_OK);
+    assert_eq!((d.allowed, d.remaining), (1, 5), "the panicked adjust charged nothing");
+    rl_destroy(lim);
+
+    let lim = create(c"concurrency=1 lease=10s");
+    let (mut d, mut lease) = (sentinel(), 77u64);
+    fault::panic_in_next_check();
+    assert_eq!(rl_acquire(lim, b"k".as_ptr().cast(), 1, &mut lease, &mut d), RL_ERR_PANIC);
+    assert_eq!((lease, d.allowed, d.limit, d.window_ms), (0, 1, 1, 10_000));
+    assert!(last_error().contains("injected fault"), "{:?}", last_error());
+    assert_eq!(rl_acquire(lim, b"k".as_ptr().cast(), 1, &mut lease, &mut d), RL_OK);
+    assert!(d.allowed == 1 && lease != 0, "the one place is free");
+    assert_eq!(rl_release(lim, b"k".as_ptr().cast(), 1, lease), 1);
+    // NULL lease: a denial, and nothing taken.
+    assert_eq!(rl_acquire(lim, b"k".as_ptr().cast(), 1, std::ptr::null_mut(), &mut d), RL_ERR_NULL);
+    assert_eq!((d.allowed, d.retry_after_ms, d.limit), (0, 1000, 1));
+    assert_eq!(rl_acquire(lim, b"k".as_ptr().cast(), 1, &mut lease, &mut d), RL_OK);
+    assert_eq!(d.allowed, 1);
+    rl_destroy(lim);
+}
+
 /// Messages the host's own panic hook saw (the child test below).
 static HOST_HOOK_SAW: Mutex<Vec<String>> = Mutex::new(Vec::new());
 

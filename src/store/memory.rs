@@ -1,6 +1,6 @@
 //! `backend=memory`: the threads of one process share a sharded, bounded table.
 //!
-//! The table (`table.rs`) is cut into shards, each behind its own
+//! The table (`table/`) is cut into shards, each behind its own
 //! `parking_lot::Mutex` on its own cache line, so threads working on different
 //! keys rarely meet. Everything is allocated when the limiter is created; a
 //! check allocates nothing.
@@ -19,7 +19,7 @@ use crate::algorithm::{adjust_all, Limits, Verdict};
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::keyhash::Seed;
-use crate::table::{Geometry, Place, Shard, ShardStats};
+use crate::table::{At, Geometry, KeyAt, Shard, ShardStats};
 use crate::top::{Top, TopEntry, Which};
 
 struct ShardData {
@@ -57,16 +57,20 @@ impl MemoryStore {
             .try_reserve_exact(geometry.shards)
             .map_err(|_| Error::Invalid(format!("capacity={capacity}: out of memory")))?;
         for _ in 0..geometry.shards {
-            let mut words = Vec::new();
-            words.try_reserve_exact(shard_words).map_err(|_| {
+            // Asked for first with a fallible reservation (refused: an error,
+            // not an abort), then taken zeroed from the allocator (`vec!` of
+            // zeros is calloc): the pages of a large table stay untouched,
+            // and cost nothing, until keys are stored in them.
+            let mut probe = Vec::<u64>::new();
+            probe.try_reserve_exact(shard_words).map_err(|_| {
                 Error::Invalid(format!(
                     "capacity={capacity}: cannot allocate {} bytes for the key table",
                     geometry.slots() * geometry.stride * 8
                 ))
             })?;
-            words.resize(shard_words, 0);
+            drop(probe);
             shards.push(CachePadded::new(Mutex::new(ShardData {
-                words: words.into_boxed_slice(),
+                words: vec![0u64; shard_words].into_boxed_slice(),
                 stats: ShardStats::default(),
                 top: vec![0; top.map_or(0, |t| t.shard_words())].into_boxed_slice(),
             })));
@@ -117,20 +121,18 @@ impl MemoryStore {
         self.view_of(&mut data.words, &mut data.stats)
     }
 
-    /// Runs `f` on the locked shard of `key`, with the key's fingerprint,
-    /// place, the time, and the reach into other shards.
-    fn on_key<R>(
-        &self,
-        key: &[u8],
-        f: impl FnOnce(&mut Shard, Place, u64, u64, &mut crate::table::Elsewhere, &mut [u64]) -> R,
-    ) -> R {
+    /// Runs `f` on the locked shard of `key`, with the key as the table
+    /// knows it, the time and the reach into other shards, and the shard's
+    /// sketches.
+    fn on_key<R>(&self, key: &[u8], f: impl FnOnce(&mut Shard, KeyAt, &mut At, &mut [u64]) -> R) -> R {
         let fp = self.seed.fingerprint(key);
         let place = self.geometry.place(fp);
         let now = self.clock.now();
         let mut data = self.shards[place.shard].lock();
         let data = &mut *data;
         let mut shard = self.view_of(&mut data.words, &mut data.stats);
-        f(&mut shard, place, fp, now, &mut |pass| self.on_other_shards(place.shard, pass), &mut data.top)
+        let mut at = At { now, elsewhere: &mut |pass| self.on_other_shards(place.shard, pass) };
+        f(&mut shard, KeyAt { fp, place }, &mut at, &mut data.top)
     }
 
     /// The table's view of a locked shard's words and stats.
@@ -148,15 +150,9 @@ impl Store for MemoryStore {
         let Limits::Rates(rates) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_check")) };
         let mut data = self.shards[place.shard].lock();
         let data = &mut *data;
-        let verdict = self.view_of(&mut data.words, &mut data.stats).check(
-            rates,
-            place,
-            fp,
-            now,
-            cost,
-            &mut |pass| self.on_other_shards(place.shard, pass),
-            |_, _| {},
-        );
+        let mut at = At { now, elsewhere: &mut |pass| self.on_other_shards(place.shard, pass) };
+        let verdict =
+            self.view_of(&mut data.words, &mut data.stats).check(rates, KeyAt { fp, place }, cost, &mut at, |_, _| {});
         if let Some(top) = &self.top {
             let active = Top::sample(data.stats.allowed.wrapping_add(data.stats.limited));
             top.record(&mut data.top, fp, key, verdict.outcome.allowed, active);
@@ -166,42 +162,20 @@ impl Store for MemoryStore {
 
     fn adjust(&self, key: &[u8], delta: i64) -> Result<Answer, Error> {
         let Limits::Rates(rates) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_adjust")) };
-        let verdict = self.on_key(key, |shard, place, fp, now, elsewhere, _| {
-            shard.update(
-                rates.as_slice(),
-                place,
-                fp,
-                now,
-                elsewhere,
-                |_, _| {},
-                |words| adjust_all(rates, words, now, delta),
-            )
+        let verdict = self.on_key(key, |shard, k, at, _| {
+            let now = at.now;
+            shard.update(rates.as_slice(), k, at, |_, _| {}, |words| adjust_all(rates, words, now, delta))
         });
         Ok(Answer { verdict, tick_ns: 1 })
     }
 
     fn acquire(&self, key: &[u8]) -> Result<(Answer, u64), Error> {
         let Limits::Leases(leases) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_acquire")) };
-        let (outcome, lease) = self.on_key(key, |shard, place, fp, now, elsewhere, top_words| {
-            let (outcome, lease) = shard.update(
-                leases,
-                place,
-                fp,
-                now,
-                elsewhere,
-                |_, _| {},
-                |words| {
-                    let (outcome, lease) = leases.acquire(words, now, fp);
-                    ((outcome, lease), lease != 0)
-                },
-            );
-            match outcome.allowed {
-                true => shard.stats.allowed += 1,
-                false => shard.stats.limited += 1,
-            }
+        let (outcome, lease) = self.on_key(key, |shard, k, at, top_words| {
+            let (outcome, lease) = shard.acquire(leases, k, at);
             if let Some(top) = &self.top {
                 let active = Top::sample(shard.stats.allowed.wrapping_add(shard.stats.limited));
-                top.record(top_words, fp, key, outcome.allowed, active);
+                top.record(top_words, k.fp, key, outcome.allowed, active);
             }
             (outcome, lease)
         });
@@ -210,27 +184,12 @@ impl Store for MemoryStore {
 
     fn renew(&self, key: &[u8], lease: u64) -> Result<bool, Error> {
         let Limits::Leases(leases) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_renew")) };
-        Ok(self.on_key(key, |shard, place, fp, now, elsewhere, _| {
-            shard.update(
-                leases,
-                place,
-                fp,
-                now,
-                elsewhere,
-                |_, _| {},
-                |words| {
-                    let held = leases.renew(words, now, lease, fp);
-                    (held, held)
-                },
-            )
-        }))
+        Ok(self.on_key(key, |shard, k, at, _| shard.renew(leases, k, at, lease)))
     }
 
     fn release(&self, key: &[u8], lease: u64) -> Result<bool, Error> {
         let Limits::Leases(leases) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_release")) };
-        Ok(self.on_key(key, |shard, place, fp, now, elsewhere, _| {
-            shard.update(leases, place, fp, now, elsewhere, |_, _| {}, |words| leases.release(words, now, lease, fp))
-        }))
+        Ok(self.on_key(key, |shard, k, at, _| shard.release(leases, k, at, lease)))
     }
 
     fn reset(&self, key: &[u8]) -> Result<(), Error> {

@@ -42,7 +42,7 @@
 //! without any repair. So every state between two stores is valid:
 //!
 //! - adding to a listed key's count is one aligned 8-byte store;
-//! - a new entry is written as a table slot is (table.rs): the floor is
+//! - a new entry is written as a table slot is (table/slot_writes.rs): the floor is
 //!   raised to the evicted count first, then the fingerprint is zeroed (the
 //!   entry is empty from then on, whatever its other words hold), then the
 //!   count, error, meta and key bytes are written, and the fingerprint last.

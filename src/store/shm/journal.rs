@@ -15,7 +15,7 @@ impl Journal {
         self.saved[..old.len()].copy_from_slice(old);
         compiler_fence(Ordering::SeqCst);
         self.active = 1;
-        // table.rs fences again before it rewrites the slot.
+        // table/slot_writes.rs fences again before it rewrites the slot.
     }
 
     /// Closes the record once the rewrite is complete (or was not needed).

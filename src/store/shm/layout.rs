@@ -25,7 +25,7 @@
 //! stripes_offset     shards * 320          one Stripe per shard: its lock, stats, undo log
 //!   (= owners + 32 KiB)
 //! slots_offset       shards * shard_words * 8
-//!   (= stripes + shards * 320)             the key table (table.rs): per shard,
+//!   (= stripes + shards * 320)             the key table (table/): per shard,
 //!                                          sets * 8 slots of `stride` u64 words
 //! top_offset         shards * top_words * 8
 //!   (= end of slots)                       per shard, its two heavy-hitter
@@ -73,7 +73,8 @@
 //! The configuration text is the region's identity in canonical form
 //! (`config::identity_text`, ASCII: `rate algorithm [burst] capacity top`,
 //! the order `Config::describe` starts with), e.g. `rate=100/min
-//! algorithm=token_bucket burst=100 capacity=100000 top=32`: what
+//! algorithm=token_bucket burst=100 capacity=100000 top=32` (a concurrency
+//! limiter's: `concurrency=16 lease=1min capacity=100000 top=32`): what
 //! `config_hash` hashes, what an opener with another configuration is shown,
 //! and what `backend=shm name=...` without `rate=` (an attach) parses to
 //! learn the limits and the sketches' size. `top` is in it because the
@@ -98,7 +99,7 @@
 //! ## Bytes per key
 //!
 //! The table has 2 slots per key of capacity (two-choice 8-way sets stay below
-//! 8 entries per set at full capacity, see table.rs); a slot is a 64-bit
+//! 8 entries per set at full capacity, see table/mod.rs); a slot is a 64-bit
 //! fingerprint plus the rates' states: 1 word per token-bucket rate, 2 per
 //! fixed-window rate, 3 per sliding-window rate. So:
 //!
@@ -107,6 +108,7 @@
 //! | one token-bucket rate    | 16 bytes | **32 bytes**        |
 //! | one fixed-window rate    | 24 bytes | 48 bytes            |
 //! | one sliding-window rate  | 32 bytes | 64 bytes            |
+//! | `concurrency=N`          | 8 (N+1)  | 16 (N+1): 272 bytes for N = 16 |
 //!
 //! plus a fixed 33 KiB (header, configuration text and owner slots) and 320 bytes per shard (at
 //! most 64 shards: 20 KiB), e.g. 3.2 MB for the default capacity of 100 000
@@ -161,7 +163,7 @@
 //! 1. **A slot being emptied** (reclaim, sweep, reset, eviction) has its
 //!    fingerprint zeroed first: the slot is the whole old entry or empty.
 //! 2. **A slot being filled** (a new key) gets its state first and its
-//!    fingerprint last: the new key is whole or absent. (table.rs keeps both
+//!    fingerprint last: the new key is whole or absent. (table/slot_writes.rs keeps both
 //!    orders with compiler fences; a kill stops the process between two
 //!    instructions, and its stores are visible to all before the kernel closes
 //!    its descriptors, which is what makes it dead to the others.)
@@ -174,7 +176,10 @@
 //!    right, since nobody got its answer. If `active` is 0 the slot was either
 //!    not touched yet or completely written. A slot holding a single state
 //!    word (one token-bucket rate) skips the record: its update is one
-//!    aligned 8-byte store, which a kill cannot tear.
+//!    aligned 8-byte store, which a kill cannot tear. An `rl_adjust` is
+//!    recorded exactly like a check. A lease operation of a concurrency
+//!    limiter (acquire, renew, release) writes one lease word of the slot,
+//!    one aligned store, so it skips the record too (algorithm/leases.rs).
 //! 4. **Counters.** The stripe's key count and the table-wide count are not
 //!    changed atomically with the slots (nor with each other), so the repair
 //!    recounts the stripe's non-empty slots (bounded: one pass over one
@@ -239,7 +244,7 @@
 //! canonical one, its hash matches and the whole geometry follows from it); the values read from the region that pick a place
 //! are checked before use (a lock word's owner slot, owner.rs; the undo
 //! record's slot index, journal.rs; the reclaim cursor, taken modulo the
-//! shard's slots, table.rs; a sketch entry's key length, clamped to 64,
+//! shard's slots, table/; a sketch entry's key length, clamped to 64,
 //! top/sketch.rs); counters are only counted on (saturating, and a
 //! stripe counter past 2^62, or a key count above the stripe's slots, is
 //! mended when the stripe is next taken, mod.rs); a lock word that names no

@@ -1,6 +1,6 @@
 //! `backend=shm`: pre-forked worker processes of one host share one region of
 //! POSIX shared memory (nginx-style), holding the same bounded key table as
-//! the memory backend (`table.rs`).
+//! the memory backend (`table/`).
 //!
 //! - `layout.rs`: what is where in the region, bytes per key, and why a
 //!   process killed at any instant leaves nothing the others cannot repair;
@@ -51,7 +51,7 @@ use crate::config::{Backend, Config};
 use crate::error::Error;
 use crate::keyhash::Seed;
 use crate::limiter::limits_in_ns;
-use crate::table::{Place, Shard, ShardStats};
+use crate::table::{At, KeyAt, Shard, ShardStats};
 use crate::top::{Top, TopEntry, Which};
 
 #[cfg(test)]
@@ -155,7 +155,7 @@ impl<'a> Locked<'a> {
         }
     }
 
-    /// The stripe as table.rs works on it, its undo log and its sketches.
+    /// The stripe as table/ works on it, its undo log and its sketches.
     fn shard(&mut self) -> (Shard<'_>, &mut Journal, &mut [u64]) {
         let store: &'a ShmStore = self.store;
         let slots = store.layout.geometry.sets * crate::table::WAYS;
@@ -283,14 +283,13 @@ impl ShmStore {
         })
     }
 
-    /// Runs `f` on the locked stripe of `key` (with its fingerprint, place,
-    /// the time, the reach into other stripes, the undo log and the
-    /// sketches), then heals the key count if a repair asked for it.
-    #[allow(clippy::type_complexity)]
+    /// Runs `f` on the locked stripe of `key` (with the key as the table
+    /// knows it, the time and the reach into other stripes, the undo log and
+    /// the sketches), then heals the key count if a repair asked for it.
     fn on_key<R>(
         &self,
         key: &[u8],
-        f: impl FnOnce(&mut Shard, Place, u64, u64, &mut crate::table::Elsewhere, &mut Journal, &mut [u64]) -> R,
+        f: impl FnOnce(&mut Shard, KeyAt, &mut At, &mut Journal, &mut [u64]) -> R,
     ) -> Result<R, Error> {
         let fp = self.seed.fingerprint(key);
         let place = self.layout.geometry.place(fp);
@@ -299,7 +298,8 @@ impl ShmStore {
         let result = {
             let mut guard = self.lock(place.shard, &budget)?;
             let (mut shard, journal, top_words) = guard.shard();
-            f(&mut shard, place, fp, now, &mut |pass| self.on_other_stripes(place.shard, pass), journal, top_words)
+            let mut at = At { now, elsewhere: &mut |pass| self.on_other_stripes(place.shard, pass) };
+            f(&mut shard, KeyAt { fp, place }, &mut at, journal, top_words)
         };
         self.heal(&budget, false);
         Ok(result)
@@ -546,19 +546,12 @@ impl Store for ShmStore {
         let verdict = {
             let mut guard = self.lock(place.shard, &budget)?;
             let (mut shard, journal, top_words) = guard.shard();
-            let verdict = shard.check(
-                rates,
-                place,
-                fp,
-                now,
-                cost,
-                &mut |pass| self.on_other_stripes(place.shard, pass),
-                |i, old| {
-                    if journaled {
-                        journal.begin(i, old)
-                    }
-                },
-            );
+            let mut at = At { now, elsewhere: &mut |pass| self.on_other_stripes(place.shard, pass) };
+            let verdict = shard.check(rates, KeyAt { fp, place }, cost, &mut at, |i, old| {
+                if journaled {
+                    journal.begin(i, old)
+                }
+            });
             #[cfg(test)]
             if PANIC_IN_CHECK.with(|p| p.replace(false)) {
                 panic!("injected: a panic inside a check's critical section");
@@ -579,20 +572,14 @@ impl Store for ShmStore {
     fn adjust(&self, key: &[u8], delta: i64) -> Result<Answer, Error> {
         let Limits::Rates(rates) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_adjust")) };
         let journaled = self.layout.geometry.stride > 2;
-        let verdict = self.on_key(key, |shard, place, fp, now, elsewhere, journal, _| {
-            let verdict = shard.update(
-                rates.as_slice(),
-                place,
-                fp,
-                now,
-                elsewhere,
-                |i, old| {
-                    if journaled {
-                        journal.begin(i, old)
-                    }
-                },
-                |words| adjust_all(rates, words, now, delta),
-            );
+        let verdict = self.on_key(key, |shard, k, at, journal, _| {
+            let now = at.now;
+            let hook = |i, old: &[u64]| {
+                if journaled {
+                    journal.begin(i, old)
+                }
+            };
+            let verdict = shard.update(rates.as_slice(), k, at, hook, |words| adjust_all(rates, words, now, delta));
             journal.end();
             verdict
         })?;
@@ -604,26 +591,11 @@ impl Store for ShmStore {
     /// it needs no undo record.
     fn acquire(&self, key: &[u8]) -> Result<(Answer, u64), Error> {
         let Limits::Leases(leases) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_acquire")) };
-        let (outcome, lease) = self.on_key(key, |shard, place, fp, now, elsewhere, _, top_words| {
-            let (outcome, lease) = shard.update(
-                leases,
-                place,
-                fp,
-                now,
-                elsewhere,
-                |_, _| {},
-                |words| {
-                    let (outcome, lease) = leases.acquire(words, now, fp);
-                    ((outcome, lease), lease != 0)
-                },
-            );
-            match outcome.allowed {
-                true => shard.stats.allowed = shard.stats.allowed.wrapping_add(1),
-                false => shard.stats.limited = shard.stats.limited.wrapping_add(1),
-            }
+        let (outcome, lease) = self.on_key(key, |shard, k, at, _, top_words| {
+            let (outcome, lease) = shard.acquire(leases, k, at);
             if let Some(top) = &self.layout.top {
                 let active = Top::sample(shard.stats.allowed.wrapping_add(shard.stats.limited));
-                top.record(top_words, fp, key, outcome.allowed, active);
+                top.record(top_words, k.fp, key, outcome.allowed, active);
             }
             (outcome, lease)
         })?;
@@ -632,27 +604,12 @@ impl Store for ShmStore {
 
     fn renew(&self, key: &[u8], lease: u64) -> Result<bool, Error> {
         let Limits::Leases(leases) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_renew")) };
-        self.on_key(key, |shard, place, fp, now, elsewhere, _, _| {
-            shard.update(
-                leases,
-                place,
-                fp,
-                now,
-                elsewhere,
-                |_, _| {},
-                |words| {
-                    let held = leases.renew(words, now, lease, fp);
-                    (held, held)
-                },
-            )
-        })
+        self.on_key(key, |shard, k, at, _, _| shard.renew(leases, k, at, lease))
     }
 
     fn release(&self, key: &[u8], lease: u64) -> Result<bool, Error> {
         let Limits::Leases(leases) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_release")) };
-        self.on_key(key, |shard, place, fp, now, elsewhere, _, _| {
-            shard.update(leases, place, fp, now, elsewhere, |_, _| {}, |words| leases.release(words, now, lease, fp))
-        })
+        self.on_key(key, |shard, k, at, _, _| shard.release(leases, k, at, lease))
     }
 
     fn reset(&self, key: &[u8]) -> Result<(), Error> {

@@ -1342,3 +1342,116 @@ fn a_forked_worker_survives_its_descriptors_being_closed() {
     assert!(s2.check(b"k", 1).unwrap().verdict.outcome.allowed, "taken over once the worker died");
     assert_eq!(recoveries(&s), 1);
 }
+
+/// Leases are region-wide: N holders at most across processes, a lease may
+/// be released by another process than the one that took it, and a process
+/// killed holding leases loses them only when they expire.
+#[test]
+fn leases_are_shared_by_processes_and_outlive_a_killed_holder_until_they_expire() {
+    let name = Name::new("leases");
+    let store = open("concurrency=3 lease=800ms", &name);
+    let (_, a) = store.acquire(b"k").unwrap();
+    let (_, b) = store.acquire(b"k").unwrap();
+    assert!(a != 0 && b != 0 && a != b);
+    let child = spawn(|| {
+        let store = open("concurrency=3 lease=800ms", &name);
+        let (answer, c) = store.acquire(b"k").unwrap();
+        if !answer.verdict.outcome.allowed || c == 0 || store.acquire(b"k").unwrap().1 != 0 {
+            return 1;
+        }
+        // Another process's lease is released here: ids are region-wide.
+        if !store.release(b"k", a).unwrap() {
+            return 2;
+        }
+        // SAFETY: kill has no preconditions; the child dies holding lease c.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        3
+    });
+    assert_eq!(wait(child), 128 + libc::SIGKILL);
+    assert!(!store.release(b"k", a).unwrap(), "released by the child already");
+    let (answer, d) = store.acquire(b"k").unwrap();
+    assert!(answer.verdict.outcome.allowed && d != 0);
+    let (answer, none) = store.acquire(b"k").unwrap();
+    assert_eq!((answer.verdict.outcome.allowed, none), (false, 0), "the dead child's lease is still held");
+    let (other, _) = store.acquire(b"other key").unwrap();
+    assert!(other.verdict.outcome.allowed, "another key is not touched");
+    assert!(store.release(b"k", b).unwrap() && store.release(b"k", d).unwrap());
+    std::thread::sleep(Duration::from_millis(1200));
+    // Every lease has expired: the key is back to 3 free places.
+    for _ in 0..3 {
+        assert!(store.acquire(b"k").unwrap().0.verdict.outcome.allowed);
+    }
+    assert!(!store.acquire(b"k").unwrap().0.verdict.outcome.allowed);
+}
+
+/// Threads of several processes hammer one key: at no moment more than N
+/// leases are held (counted in memory all the processes share).
+#[test]
+fn never_more_than_n_holders_across_processes() {
+    let name = Name::new("holders");
+    let store = open("concurrency=4 lease=30s", &name);
+    // SAFETY: an anonymous shared mapping of 16 bytes, checked below; the
+    // children inherit it.
+    let shared = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            16,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(shared, libc::MAP_FAILED);
+    // SAFETY: the mapping is 16 bytes, aligned, zeroed, and lives until the end of the test.
+    let (holders, most) = unsafe { (&*(shared as *const AtomicU64), &*(shared as *const AtomicU64).add(1)) };
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            spawn(|| {
+                for _ in 0..3000 {
+                    let (answer, lease) = store.acquire(b"hot").unwrap();
+                    if answer.verdict.outcome.allowed {
+                        let now = holders.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        holders.fetch_sub(1, Ordering::SeqCst);
+                        if !store.release(b"hot", lease).unwrap() {
+                            return 1;
+                        }
+                    }
+                }
+                0
+            })
+        })
+        .collect();
+    for c in children {
+        assert_eq!(wait(c), 0);
+    }
+    let most = most.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&most), "{most} holders at once");
+    assert_eq!(store.acquire(b"hot").unwrap().0.verdict.outcome.remaining, 3, "every lease was released");
+    // SAFETY: unmaps the mapping made above; nothing uses it any more.
+    unsafe { libc::munmap(shared, 16) };
+}
+
+/// rl_adjust is shared like a check: a charge made by one process is seen
+/// by another, and a refund never goes past a fresh key.
+#[test]
+fn adjust_is_shared_by_processes() {
+    for algorithm in ["token_bucket", "fixed_window", "sliding_window"] {
+        let name = Name::new(&format!("adjust-{algorithm}"));
+        let config = format!("rate=100/hour,1000/day algorithm={algorithm}");
+        let store = open(&config, &name);
+        assert!(store.check(b"k", 50).unwrap().verdict.outcome.allowed);
+        let child = spawn(|| {
+            let store = open(&config, &name);
+            let o = store.adjust(b"k", -40).unwrap().verdict.outcome;
+            i32::from(!(o.allowed && o.remaining == 90))
+        });
+        assert_eq!(wait(child), 0, "{algorithm}");
+        let o = store.adjust(b"k", 200).unwrap().verdict.outcome;
+        assert_eq!((o.allowed, o.remaining), (false, 0), "{algorithm}: in debt");
+        assert!(!store.check(b"k", 1).unwrap().verdict.outcome.allowed, "{algorithm}");
+        let o = store.adjust(b"k", i64::MIN).unwrap();
+        assert_eq!((o.verdict.outcome.allowed, o.verdict.outcome.remaining), (true, 100), "{algorithm}: fresh again");
+    }
+}
