@@ -331,6 +331,29 @@ static void test_not_counted_in_stats(void)
     rl_destroy(lim);
 }
 
+/* dry_run=on: an adjust is applied as when enforcing, and a key in debt is
+ * reported allowed with retry_after_ms > 0 (a would-be 429). */
+static void test_dry_run(void)
+{
+    rl_limiter *lim = create_adjustable("rate=10/hour dry_run=on", "dry run");
+    rl_decision d;
+
+    if (!lim)
+        return;
+    CHECK_EQ(adj(lim, "k", 30, &d), RL_OK);
+    CHECK_EQ(d.allowed, 1);
+    CHECK(d.retry_after_ms > 20 * 360000 - 1000 && d.retry_after_ms <= 21 * 360000);
+    CHECK_EQ(d.remaining, 0);
+    CHECK_EQ(check(lim, "k", 1, &d), RL_OK);
+    CHECK_EQ(d.allowed, 1);
+    CHECK(d.retry_after_ms > 20 * 360000 - 1000);
+    CHECK_EQ(adj(lim, "k", -25, &d), RL_OK);
+    CHECK_EQ(d.allowed, 1);
+    CHECK_EQ(d.retry_after_ms, 0);
+    CHECK_EQ(d.remaining, 5);
+    rl_destroy(lim);
+}
+
 /* ---- debts paid back by time ----------------------------------------- */
 
 /* Token bucket rate=10/s (a unit every 100 ms): reserve 10, use 15. The
@@ -723,6 +746,7 @@ int main(void)
         test_out_predicts_a_check(LONG_RATES[i]);
     }
     test_not_counted_in_stats();
+    test_dry_run();
     test_token_bucket_debt_paid_back();
     test_window_debt_paid_back(0);
     test_window_debt_paid_back(1);

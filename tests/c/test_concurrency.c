@@ -341,6 +341,109 @@ static void test_leases_expire(void)
     rl_destroy(lim);
 }
 
+/* An expired lease's id, once its place went to another: renew and release
+ * say 0 and leave the new holder's lease alone. */
+static void test_stale_id_after_expiry(void)
+{
+    rl_limiter *lim = create_leasing("concurrency=1 lease=300ms", "stale id");
+    rl_decision d;
+    uint64_t a, b, c;
+
+    if (!lim)
+        return;
+    CHECK_EQ(acq(lim, "s", &a, &d), RL_OK);
+    CHECK_EQ(d.allowed, 1);
+    test_sleep_ms((unsigned)d.reset_ms + 60);
+    CHECK_EQ(acq(lim, "s", &b, &d), RL_OK);
+    CHECK_EQ(d.allowed, 1);
+    CHECK(b != 0 && b != a);
+    CHECK_EQ(renew(lim, "s", a), 0);
+    CHECK_EQ(rel(lim, "s", a), 0);
+    CHECK_EQ(acq(lim, "s", &c, &d), RL_OK); /* b still holds the place */
+    CHECK_EQ(d.allowed, 0);
+    CHECK_EQ(c, 0);
+    CHECK_EQ(renew(lim, "s", b), 1);
+    CHECK_EQ(rel(lim, "s", b), 1);
+    rl_destroy(lim);
+}
+
+/* Nothing leaks: once every lease is released, rl_sweep drops the keys. */
+static void test_released_keys_are_swept(void)
+{
+    rl_limiter *lim = create_leasing("concurrency=3 lease=10s", "sweep");
+    rl_decision d;
+    uint64_t ids[6];
+    rl_stats s;
+    int i;
+
+    if (!lim)
+        return;
+    CHECK(rl_sweep(lim) >= 0); /* the probe's key, released */
+    for (i = 0; i < 6; i++)
+        CHECK_EQ(acq(lim, i < 3 ? "a" : "b", &ids[i], &d), RL_OK);
+    CHECK_EQ(rl_sweep(lim), 0); /* all held: nothing to drop */
+    for (i = 0; i < 6; i++)
+        CHECK_EQ(rel(lim, i < 3 ? "a" : "b", ids[i]), 1);
+    CHECK_EQ(rl_sweep(lim), 2); /* "a" and "b" */
+    CHECK_EQ(rl_stats_get(lim, &s), RL_OK);
+    CHECK_EQ(s.keys, 0);
+    for (i = 0; i < 3; i++) {
+        CHECK_EQ(acq(lim, "a", &ids[i], &d), RL_OK);
+        CHECK_EQ(d.allowed, 1);
+    }
+    rl_destroy(lim);
+}
+
+/* A key table full of keys holding live leases (capacity=16, 64 keys each
+ * holding its one place): a lease is a promise that the key has a place
+ * taken until it is released or expires, so no key may then admit a second
+ * holder, and every lease handed out must still release as held. (A rate
+ * limiter's table may drop a live key to make room, as documented for
+ * `capacity`; dropping a key's live leases would let more than N requests in
+ * flight. A full table should refuse the new key instead.) */
+static void test_full_table_keeps_live_leases(void)
+{
+    rl_limiter *lim;
+    rl_decision d;
+    uint64_t ids[64], extra;
+    int i, first_allowed = 0, second_allowed = 0, released = 0;
+
+    if (test_backend_is("redis"))
+        return; /* no capacity */
+    lim = create_leasing("concurrency=1 lease=60s capacity=16", "full table");
+    if (!lim)
+        return;
+    for (i = 0; i < 64; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "full-%d", i);
+        CHECK_EQ(acq(lim, key, &ids[i], &d), RL_OK);
+        first_allowed += d.allowed == 1;
+        if (!d.allowed)
+            ids[i] = 0;
+    }
+    CHECK(first_allowed >= 16);
+    for (i = 0; i < 64; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "full-%d", i);
+        CHECK_EQ(acq(lim, key, &extra, &d), RL_OK);
+        if (d.allowed && ids[i] != 0) /* a second holder of a 1-place key */
+            second_allowed++;
+        if (d.allowed && extra)
+            (void)rel(lim, key, extra);
+    }
+    for (i = 0; i < 64; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "full-%d", i);
+        if (ids[i])
+            released += rel(lim, key, ids[i]) == 1;
+    }
+    if (!CHECK_EQ(second_allowed, 0) | !CHECK_EQ(released, first_allowed))
+        fprintf(stderr, "    capacity=16 concurrency=1: %d keys granted a lease, %d of them then granted a "
+                        "second one, %d of the %d leases still held at release\n",
+                first_allowed, second_allowed, released, first_allowed);
+    rl_destroy(lim);
+}
+
 /* ---- errors ------------------------------------------------------------ */
 
 static void test_arguments(void)
@@ -762,6 +865,51 @@ static void test_processes_share_the_places(void)
     drop_shared_config();
 }
 
+/* backend=shm: a region made for leases is shared by every handle opening
+ * it (by its configuration, or attached by name alone); another N or lease
+ * length, or rates, are another region's configuration. */
+static void test_shm_handles_share_a_region(void)
+{
+    char name[64], config[128], other[160];
+    rl_limiter *a = NULL, *b = NULL, *c = NULL;
+    rl_decision d;
+    uint64_t x, y;
+    static const char *const INCOMPATIBLE[] = {"concurrency=3 lease=5s", "concurrency=2 lease=6s", "rate=2/s"};
+    size_t i;
+
+    snprintf(name, sizeof name, "/rl-test-conc-%ld-attach", (long)getpid());
+    snprintf(config, sizeof config, "concurrency=2 lease=5s backend=shm name=%s", name);
+    (void)rl_shm_unlink(name);
+    if (!CHECK_EQ(rl_create(config, &a), RL_OK))
+        return;
+    snprintf(other, sizeof other, "backend=shm name=%s", name);
+    if (CHECK_EQ(rl_create(other, &b), RL_OK)) {
+        CHECK_EQ(rl_acquire(b, "k", 1, &x, &d), RL_OK);
+        CHECK_EQ(d.allowed, 1);
+        CHECK_EQ(d.limit, 2);
+        CHECK_EQ(d.window_ms, 5000);
+        CHECK_EQ(rl_acquire(a, "k", 1, &y, &d), RL_OK);
+        CHECK_EQ(d.allowed, 1);
+        CHECK_EQ(d.remaining, 0);
+        CHECK_EQ(rl_acquire(b, "k", 1, &y, &d), RL_OK);
+        CHECK_EQ(d.allowed, 0);
+        CHECK_EQ(rl_release(a, "k", 1, x), 1); /* released by another handle */
+        CHECK_EQ(rl_release(b, "k", 1, x), 0);
+        CHECK_EQ(rl_acquire(b, "k", 1, &x, &d), RL_OK);
+        CHECK_EQ(d.allowed, 1);
+        rl_destroy(b);
+    }
+    for (i = 0; i < sizeof INCOMPATIBLE / sizeof INCOMPATIBLE[0]; i++) {
+        snprintf(other, sizeof other, "%s backend=shm name=%s", INCOMPATIBLE[i], name);
+        c = (rl_limiter *)&c;
+        CHECK_EQ(rl_create(other, &c), RL_ERR_INCOMPATIBLE);
+        CHECK(c == NULL);
+        CHECK_CONTAINS(rl_last_error(), "concurrency=2 lease=5s");
+    }
+    rl_destroy(a);
+    CHECK_EQ(rl_shm_unlink(name), RL_OK);
+}
+
 /* A worker SIGKILLed while it holds both places of a key: they stay held
  * until their leases expire (no one else may take them before), then they
  * are free; another key, and the worker's released lease, are not affected. */
@@ -863,10 +1011,14 @@ int main(void)
     test_acquire_release_renew();
     test_renew_holds_on();
     test_leases_expire();
+    test_stale_id_after_expiry();
+    test_released_keys_are_swept();
+    test_full_table_keeps_live_leases();
     test_arguments();
     test_wrong_kind();
     test_dry_run();
     test_threads();
+    test_shm_handles_share_a_region();
     test_processes_share_the_places();
     test_killed_holder();
     return CHECK_SUMMARY();
