@@ -41,21 +41,23 @@ pub(crate) const ERROR_RETRY_MS: u64 = 1000;
 /// The backend of a limiter. An enum rather than a `Box<dyn Store>` so that
 /// the memory backend's check is inlined into `rl_check`: returning its
 /// answer through a virtual call cost a store-forwarding stall per check.
+/// Every call goes through `on_store!`, one static dispatch for all.
 enum Home {
     Memory(MemoryStore),
     Shm(ShmStore),
     Redis(Box<RedisStore>),
 }
 
-impl Home {
-    #[inline(always)]
-    fn get(&self) -> &dyn Store {
-        match self {
-            Home::Memory(s) => s,
-            Home::Shm(s) => s,
-            Home::Redis(s) => &**s,
+/// `on_store!(home, s => s.method(...))`: calls a `Store` method on the
+/// backend `home` holds, each arm statically (and inlinable).
+macro_rules! on_store {
+    ($home:expr, $s:ident => $call:expr) => {
+        match $home {
+            Home::Memory($s) => $call,
+            Home::Shm($s) => $call,
+            Home::Redis($s) => $call,
         }
-    }
+    };
 }
 
 pub struct Limiter {
@@ -221,22 +223,7 @@ impl Limiter {
         if self.is_concurrency() {
             return Err(self.refused("rl_check"));
         }
-        let answer = match &self.store {
-            Home::Memory(s) => s.check(key, cost),
-            Home::Shm(s) => s.check(key, cost),
-            Home::Redis(s) => s.check(key, cost),
-        };
-        match answer {
-            Ok(answer) => {
-                let mut d = self.decision(answer);
-                d.allowed |= self.config.dry_run;
-                Ok(d)
-            }
-            Err(e) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                Err((e, self.error_decision()))
-            }
-        }
+        self.decided(on_store!(&self.store, s => s.check(key, cost)))
     }
 
     /// What an operation of the wrong kind (see `wrong_kind`) answers: an
@@ -268,7 +255,7 @@ impl Limiter {
         if self.is_concurrency() {
             return Err(self.refused("rl_adjust"));
         }
-        self.decided(self.store.get().adjust(key, delta))
+        self.decided(on_store!(&self.store, s => s.adjust(key, delta)))
     }
 
     /// Takes one of the key's in-flight places (see `rl_acquire`): the
@@ -279,7 +266,7 @@ impl Limiter {
             return Err(self.refused("rl_acquire"));
         }
         let mut lease = 0;
-        let answer = self.store.get().acquire(key).map(|(answer, id)| {
+        let answer = on_store!(&self.store, s => s.acquire(key)).map(|(answer, id)| {
             lease = id;
             answer
         });
@@ -291,7 +278,7 @@ impl Limiter {
         if !self.is_concurrency() {
             return Err(self.refused("rl_renew").0);
         }
-        self.store.get().renew(key, lease)
+        on_store!(&self.store, s => s.renew(key, lease))
     }
 
     /// Frees a lease (see `rl_release`): whether it was held.
@@ -299,31 +286,31 @@ impl Limiter {
         if !self.is_concurrency() {
             return Err(self.refused("rl_release").0);
         }
-        self.store.get().release(key, lease)
+        on_store!(&self.store, s => s.release(key, lease))
     }
 
     pub fn reset(&self, key: &[u8]) -> Result<(), Error> {
-        self.store.get().reset(key)
+        on_store!(&self.store, s => s.reset(key))
     }
 
     pub fn sweep(&self) -> Result<u64, Error> {
-        self.store.get().sweep()
+        on_store!(&self.store, s => s.sweep())
     }
 
     /// The keys ranked by `which` (see `rl_top`), at most `max`.
     pub fn top(&self, which: Which, max: usize) -> Result<Vec<TopEntry>, Error> {
-        self.store.get().top(which, max)
+        on_store!(&self.store, s => s.top(which, max))
     }
 
     pub fn stats(&self) -> Result<Stats, Error> {
-        let StoreStats { allowed, limited, keys, evictions } = self.store.get().stats()?;
+        let StoreStats { allowed, limited, keys, evictions } = on_store!(&self.store, s => s.stats())?;
         Ok(Stats {
             allowed,
             limited,
             errors: self.errors.load(Ordering::Relaxed),
             keys,
             evictions,
-            local_denials: self.store.get().local_denials(),
+            local_denials: on_store!(&self.store, s => s.local_denials()),
         })
     }
 

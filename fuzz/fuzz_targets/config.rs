@@ -13,15 +13,23 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     match Config::parse(text) {
         Ok(config) => {
-            // Only an attach (backend=shm name=... without rate=) has no rate.
-            assert!(!config.rates.is_empty() || config.attaches(), "accepted {text:?} without a rate");
+            // Only a concurrency limiter and an attach (backend=shm name=...
+            // without rate= or concurrency=) have no rate; never both kinds.
+            assert!(
+                !config.rates.is_empty() || config.concurrency.is_some() || config.attaches(),
+                "accepted {text:?} without a rate"
+            );
+            assert!(config.rates.is_empty() || config.concurrency.is_none(), "{text:?}");
+            if let Some(c) = config.concurrency {
+                assert!((1..=1024).contains(&c.slots) && c.lease_ns > 0, "{text:?}: {c:?}");
+            }
             assert!(!config.attaches() || config.backend == Backend::Shm, "{text:?}");
             let rates = rates_in_ns(&config);
             for (spec, rate) in config.rates.iter().zip(&rates) {
                 assert!(spec.limit > 0 && spec.period_ns > 0 && spec.burst > 0, "{text:?}: {spec:?}");
                 assert!(rate.interval > 0, "{text:?}: {rate:?}");
                 if config.algorithm == Algorithm::TokenBucket {
-                    assert!(rate.capacity >= rate.interval, "{text:?}: {rate:?}");
+                    assert!(rate.bucket_ticks >= rate.interval, "{text:?}: {rate:?}");
                 }
             }
             // Parsing is a pure function of the text.

@@ -39,17 +39,17 @@ use super::{Outcome, Rate, State, NEVER};
 /// to store if the check (and every other rate of it) is allowed.
 #[inline(always)]
 pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, State) {
-    let (t, capacity) = (rate.interval, rate.capacity); // capacity = burst * T
+    let (t, bucket) = (rate.interval, rate.bucket_ticks); // bucket = burst * T
     let tat = state[0];
     let caller_now = now;
-    let now = now.max(tat.saturating_sub(capacity));
+    let now = now.max(tat.saturating_sub(bucket));
     // How far the key's time is ahead of the caller's (a debt, or a stale
     // reading): added to the durations reported.
     let behind = now - caller_now;
-    // How far the bucket is from full, in ticks: at most `capacity` (by the
+    // How far the bucket is from full, in ticks: at most `bucket` (by the
     // line above), so `free`, the ticks' worth of tokens in it, cannot wrap.
     let ahead = tat.saturating_sub(now);
-    let free = capacity - ahead;
+    let free = bucket - ahead;
     let denied = |retry_after: u64| {
         let outcome = Outcome {
             allowed: false,
@@ -63,7 +63,7 @@ pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, Stat
     if cost > rate.burst {
         return denied(NEVER); // more than a full bucket: no wait helps
     }
-    let need = cost * t; // at most `capacity`, which fits
+    let need = cost * t; // at most `bucket`, which fits
     if need <= free {
         let outcome = Outcome {
             allowed: true,
@@ -75,7 +75,7 @@ pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, Stat
         // `now + ahead` is `max(tat, now)`.
         (outcome, [(now + ahead).saturating_add(need), 0, 0])
     } else {
-        // `free` grows by one a tick (until the bucket is full, `need <= capacity`).
+        // `free` grows by one a tick (until the bucket is full, `need <= bucket`).
         denied(need - free)
     }
 }
@@ -166,12 +166,12 @@ mod tests {
     }
 
     /// A check that read the clock before another thread's check but took the
-    /// lock after it finds a tat more than the capacity ahead of its `now`.
-    /// The key's time is then at least `tat - capacity` (the writer's own
+    /// lock after it finds a tat more than a bucket ahead of its `now`.
+    /// The key's time is then at least `tat - bucket` (the writer's own
     /// `now` was): the bucket is empty, not "more than full".
     #[test]
     fn stale_now_more_than_a_bucket_behind_the_tat() {
-        let r = rate(5, 1000, 5); // capacity 1000 ticks
+        let r = rate(5, 1000, 5); // a bucket of 1000 ticks
         let (_, s) = decide(&r, &[0; 3], 10_000, 5); // tat 11_000
         for stale in [0, 1, 5_000, 9_999, 10_000] {
             let behind = 10_000 - stale; // durations count from the caller's reading

@@ -82,8 +82,9 @@ pub struct Rate {
     pub burst: u64,
     /// Token bucket: ticks per unit, `ceil(period / limit)`.
     pub interval: u64,
-    /// Token bucket: how far ahead of now the tat may run, `burst * interval`.
-    pub capacity: u64,
+    /// Token bucket: the whole bucket in ticks, `burst * interval`: how far
+    /// ahead of now the tat may run (GCRA's tolerance).
+    pub bucket_ticks: u64,
 }
 
 impl Rate {
@@ -91,11 +92,11 @@ impl Rate {
         assert!(limit > 0 && period > 0 && burst > 0, "rates are validated by the config parser");
         let interval = period.div_ceil(limit);
         let burst = if algorithm == Algorithm::TokenBucket { burst } else { limit };
-        let capacity = match algorithm {
+        let bucket_ticks = match algorithm {
             Algorithm::TokenBucket => burst.checked_mul(interval).expect("the config parser bounds burst * interval"),
             _ => 0,
         };
-        Rate { algorithm, limit, period, burst, interval, capacity }
+        Rate { algorithm, limit, period, burst, interval, bucket_ticks }
     }
 
     /// How many state words this rate keeps.

@@ -56,19 +56,21 @@ impl MemoryStore {
         shards
             .try_reserve_exact(geometry.shards)
             .map_err(|_| Error::Invalid(format!("capacity={capacity}: out of memory")))?;
+        // The whole table is asked for first with a fallible reservation
+        // (refused: an error, not an abort), then each shard is taken zeroed
+        // from the allocator (`vec!` of zeros is calloc), so that the pages of
+        // a large table (concurrency=1024 at the default capacity is 1.6 GB)
+        // cost nothing until keys are stored in them.
+        let table_words = geometry.shards.checked_mul(shard_words);
+        let mut probe = Vec::<u64>::new();
+        if table_words.is_none_or(|n| probe.try_reserve_exact(n).is_err()) {
+            return Err(Error::Invalid(format!(
+                "capacity={capacity}: cannot allocate {} bytes for the key table",
+                geometry.slots() as u128 * geometry.stride as u128 * 8
+            )));
+        }
+        drop(probe);
         for _ in 0..geometry.shards {
-            // Asked for first with a fallible reservation (refused: an error,
-            // not an abort), then taken zeroed from the allocator (`vec!` of
-            // zeros is calloc): the pages of a large table stay untouched,
-            // and cost nothing, until keys are stored in them.
-            let mut probe = Vec::<u64>::new();
-            probe.try_reserve_exact(shard_words).map_err(|_| {
-                Error::Invalid(format!(
-                    "capacity={capacity}: cannot allocate {} bytes for the key table",
-                    geometry.slots() * geometry.stride * 8
-                ))
-            })?;
-            drop(probe);
             shards.push(CachePadded::new(Mutex::new(ShardData {
                 words: vec![0u64; shard_words].into_boxed_slice(),
                 stats: ShardStats::default(),
