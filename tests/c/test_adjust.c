@@ -376,11 +376,11 @@ static void test_token_bucket_debt_paid_back(void)
     CHECK_EQ(d.allowed, 0);
     CHECK(d.retry_after_ms > 550 && d.retry_after_ms <= 600);
 
-    /* 400 ms later: still 200 ms to go (the debt is not forgiven early) */
-    test_sleep_ms(400);
+    /* 300 ms later: still 300 ms to go (the debt is not forgiven early) */
+    test_sleep_ms(300);
     CHECK_EQ(check(lim, "d", 1, &d), RL_OK);
     CHECK_EQ(d.allowed, 0);
-    CHECK(d.retry_after_ms > 0 && d.retry_after_ms <= 200);
+    CHECK(d.retry_after_ms > 0 && d.retry_after_ms <= 300);
     test_sleep_ms((unsigned)d.retry_after_ms + 50);
     CHECK_EQ(check(lim, "d", 1, &d), RL_OK);
     CHECK_EQ(d.allowed, 1);
@@ -503,7 +503,7 @@ static void test_multi_rate(void)
     CHECK_EQ(d.allowed, 0);
     CHECK_EQ(d.rate_index, 0);
     CHECK_EQ(d.limit, 10);
-    CHECK(d.retry_after_ms > 4000 && d.retry_after_ms <= 4400);
+    CHECK(d.retry_after_ms > 3000 && d.retry_after_ms <= 4400); /* 4.4 s, less the time gone */
 
     /* refund all: both fresh, never more than full */
     CHECK_EQ(adj(lim, "m", INT64_MIN, &d), RL_OK);

@@ -22,7 +22,8 @@
  * for that scenario.
  *
  * Timing: leases are 10 s or longer where nothing may expire; the expiry
- * scenarios use leases of 300 to 600 ms and sleep 60 ms or more past them.
+ * scenarios use leases of 300 ms to 1 s, sleep 60 ms or more past their
+ * end, and leave 200 ms or more between a step and a lease's end.
  * Lease ends are kept to 2^20 ns (1.05 ms), rounded up: a lease may last up
  * to 2 ms longer than asked, in whole ms.
  */
@@ -286,7 +287,7 @@ static void test_acquire_release_renew(void)
 /* A renewed lease holds a whole lease length from the renew. */
 static void test_renew_holds_on(void)
 {
-    rl_limiter *lim = create_leasing("concurrency=1 lease=300ms", "renew");
+    rl_limiter *lim = create_leasing("concurrency=1 lease=600ms", "renew");
     rl_decision d;
     uint64_t a, b;
 
@@ -294,14 +295,14 @@ static void test_renew_holds_on(void)
         return;
     CHECK_EQ(acq(lim, "r", &a, &d), RL_OK);
     CHECK_EQ(d.allowed, 1);
-    CHECK_EQ(d.window_ms, 300);
-    test_sleep_ms(200);
+    CHECK_EQ(d.window_ms, 600);
+    test_sleep_ms(300);
     CHECK_EQ(renew(lim, "r", a), 1);
-    test_sleep_ms(200); /* 400 ms after the acquire, 200 after the renew */
+    test_sleep_ms(400); /* 700 ms after the acquire, 400 after the renew */
     CHECK_EQ(acq(lim, "r", &b, &d), RL_OK);
     CHECK_EQ(d.allowed, 0);
     CHECK_EQ(b, 0);
-    CHECK(d.retry_after_ms > 0 && d.retry_after_ms <= 100 + ROUND_MS);
+    CHECK(d.retry_after_ms > 0 && d.retry_after_ms <= 200 + ROUND_MS);
     CHECK_EQ(renew(lim, "r", a), 1);
     CHECK_EQ(rel(lim, "r", a), 1);
     CHECK_EQ(acq(lim, "r", &b, &d), RL_OK);
@@ -325,7 +326,7 @@ static void test_leases_expire(void)
     CHECK(d.reset_ms > 200 && d.reset_ms <= 300 + ROUND_MS);
     CHECK_EQ(acq(lim, "e", &c, &d), RL_OK);
     CHECK_EQ(d.allowed, 0);
-    CHECK(d.retry_after_ms > 200 && d.retry_after_ms <= 300 + ROUND_MS);
+    CHECK(d.retry_after_ms > 100 && d.retry_after_ms <= 300 + ROUND_MS);
     test_sleep_ms((unsigned)d.reset_ms + 60);
     CHECK_EQ(renew(lim, "e", a), 0);
     CHECK_EQ(rel(lim, "e", a), 0);
@@ -922,7 +923,7 @@ static void test_killed_holder(void)
     char ch = 0;
     pid_t pid;
 
-    make_shared_config("concurrency=2 lease=600ms");
+    make_shared_config("concurrency=2 lease=1s");
     if (!CHECK_EQ(rl_create(shared_config, &lim), RL_OK)) {
         fprintf(stderr, "    rl_create(\"%s\"): %s\n", shared_config, rl_last_error());
         return;
@@ -972,7 +973,7 @@ static void test_killed_holder(void)
     CHECK_EQ(acq(lim, "k", &lease, &d), RL_OK);
     CHECK_EQ(d.allowed, 0);
     CHECK_EQ(lease, 0);
-    CHECK(d.retry_after_ms > 0 && d.retry_after_ms <= 600 + ROUND_MS);
+    CHECK(d.retry_after_ms > 0 && d.retry_after_ms <= 1000 + ROUND_MS);
     /* the other keys are not affected */
     CHECK_EQ(renew(lim, "other", other), 1);
     CHECK_EQ(rel(lim, "other", other), 1);
