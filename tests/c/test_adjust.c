@@ -745,6 +745,10 @@ int main(void)
         test_extreme_deltas(LONG_RATES[i]);
         test_out_predicts_a_check(LONG_RATES[i]);
     }
+    /* two rates: the prediction holds whichever rate is in debt */
+    test_out_predicts_a_check("rate=10/hour,15/day");
+    test_out_predicts_a_check("rate=10/999d,15/1000d algorithm=fixed_window");
+    test_out_predicts_a_check("rate=10/999d,15/1000d algorithm=sliding_window");
     test_not_counted_in_stats();
     test_dry_run();
     test_token_bucket_debt_paid_back();
