@@ -368,15 +368,20 @@ static void test_stale_id_after_expiry(void)
     rl_destroy(lim);
 }
 
-/* Nothing leaks: once every lease is released, rl_sweep drops the keys. */
+/* Nothing leaks: once every lease is released, rl_sweep drops the keys.
+ * (memory and shm: Redis expires its keys itself, and rl_sweep and `keys`
+ * say 0 there.) */
 static void test_released_keys_are_swept(void)
 {
-    rl_limiter *lim = create_leasing("concurrency=3 lease=10s", "sweep");
+    rl_limiter *lim;
     rl_decision d;
     uint64_t ids[6];
     rl_stats s;
     int i;
 
+    if (test_backend_is("redis"))
+        return;
+    lim = create_leasing("concurrency=3 lease=10s", "sweep");
     if (!lim)
         return;
     CHECK(rl_sweep(lim) >= 0); /* the probe's key, released */
