@@ -108,7 +108,8 @@ Machine: $machine. Library built from $library. Load average before/after: $load
 Median of $REPS interleaved runs of $ITERS calls per thread per case, and the
 spread (min–max); in parentheses the ratio to rl_check in the same case and
 column, measured in the same runs. rl_adjust: +1 and -1 in turn on each key
-(\`rate=1000000000/s\`); rl_acquire+rl_release: ns per PAIR
+(\`rate=1/s burst=100000000\`, as rl_check: a unit back every second, so each
+-1 refunds a charge still unpaid); rl_acquire+rl_release: ns per PAIR
 (\`concurrency=4 lease=60s\`). 2 threads: wall time divided by the calls ONE
 thread made.
 
