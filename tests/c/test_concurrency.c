@@ -368,6 +368,32 @@ static void test_stale_id_after_expiry(void)
     rl_destroy(lim);
 }
 
+/* rl_reset forgets a key's leases: its places are free, and the ids of the
+ * forgotten leases free nothing later (not even the new holder's place). */
+static void test_reset_forgets_leases(void)
+{
+    rl_limiter *lim = create_leasing("concurrency=1 lease=10s", "reset");
+    rl_decision d;
+    uint64_t a, b, c;
+
+    if (!lim)
+        return;
+    CHECK_EQ(acq(lim, "r", &a, &d), RL_OK);
+    CHECK_EQ(d.allowed, 1);
+    CHECK_EQ(acq(lim, "r", &b, &d), RL_OK);
+    CHECK_EQ(d.allowed, 0);
+    CHECK_EQ(rl_reset(lim, "r", 1), RL_OK);
+    CHECK_EQ(acq(lim, "r", &b, &d), RL_OK);
+    CHECK_EQ(d.allowed, 1);
+    CHECK(b != 0 && b != a);
+    CHECK_EQ(rel(lim, "r", a), 0);
+    CHECK_EQ(renew(lim, "r", a), 0);
+    CHECK_EQ(acq(lim, "r", &c, &d), RL_OK); /* b still holds the place */
+    CHECK_EQ(d.allowed, 0);
+    CHECK_EQ(rel(lim, "r", b), 1);
+    rl_destroy(lim);
+}
+
 /* Nothing leaks: once every lease is released, rl_sweep drops the keys.
  * (memory and shm: Redis expires its keys itself, and rl_sweep and `keys`
  * say 0 there.) */
@@ -1021,6 +1047,7 @@ int main(void)
     test_renew_holds_on();
     test_leases_expire();
     test_stale_id_after_expiry();
+    test_reset_forgets_leases();
     test_released_keys_are_swept();
     test_full_table_keeps_live_leases();
     test_arguments();
