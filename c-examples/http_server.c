@@ -92,6 +92,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "http_server: bad config: %s\n", rl_last_error());
         return 2;
     }
+    if (http_limiter_checks("http_server", limiter) < 0) {
+        rl_destroy(limiter);
+        return 2;
+    }
     if (http_listen_all("http_server", &cli, listen_fds, ports) < 0) {
         rl_destroy(limiter);
         return 1;

@@ -247,6 +247,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "prefork_server: bad config: %s\n", rl_last_error());
         return 2;
     }
+    if (http_limiter_checks("prefork_server", limiter) < 0) {
+        rl_destroy(limiter);
+        if (created)
+            rl_shm_unlink(name);
+        return 2;
+    }
 
     if (http_listen_all("prefork_server", &cli, listen_fds, ports) < 0) {
         rl_destroy(limiter);

@@ -179,6 +179,10 @@ rc=$?
 check "a bad config exits 2 (got $rc)" test "$rc" -eq 2
 check "a bad config names the token on stderr" grep -q burts "$tmp/bad.err"
 check "a bad config prints no listening line" test ! -s "$tmp/bad.out"
+"$HTTP_SERVER" --port 0 --config "concurrency=2" >"$tmp/bad.out" 2>"$tmp/bad.err"
+rc=$?
+check "a concurrency limiter, which cannot answer rl_check, exits 2 (got $rc)" test "$rc" -eq 2
+check "... saying why" grep -q "does not answer rl_check" "$tmp/bad.err"
 "$HTTP_SERVER" --config "rate=5/s" >/dev/null 2>&1
 rc=$?
 check "a missing --port exits 2 (got $rc)" test "$rc" -eq 2

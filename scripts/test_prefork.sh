@@ -204,6 +204,12 @@ check "a config without backend=shm exits 2 (got $rc)" test "$rc" -eq 2
 rc=$?
 check "a bad config exits 2 (got $rc)" test "$rc" -eq 2
 check "a bad config names the token" grep -q burts "$tmp/bad.err"
+conc_name=/rl-test-prefork-conc-$$
+"$PREFORK_SERVER" --port 0 --workers 1 --config "concurrency=2 backend=shm name=$conc_name" >/dev/null 2>"$tmp/bad.err"
+rc=$?
+check "a concurrency limiter exits 2 (got $rc)" test "$rc" -eq 2
+check "... saying why" grep -q "does not answer rl_check" "$tmp/bad.err"
+check "... and removes the region it created" test ! -e "/dev/shm/${conc_name#/}"
 "$PREFORK_SERVER" --port 0 --config "rate=5/s backend=shm name=/x" >/dev/null 2>&1
 rc=$?
 check "a missing --workers exits 2 (got $rc)" test "$rc" -eq 2

@@ -23,8 +23,8 @@ pub(crate) const DEFAULT_CAPACITY: u64 = 100_000;
 pub(crate) const MAX_CAPACITY: u64 = 1 << 32;
 /// Longest a check may wait on Redis when `timeout_ms=` is not given.
 pub(crate) const DEFAULT_TIMEOUT_MS: u64 = 50;
-/// Longest an shm operation waits for a stripe lock held by another process
-/// when `timeout_ms=` is not given. A stripe is held for well under a
+/// Longest an shm operation waits for a shard lock held by another process
+/// when `timeout_ms=` is not given. A shard is held for well under a
 /// microsecond, so only a holder that is stopped (SIGSTOP, a debugger) or
 /// starved of CPU keeps it longer; but on an oversubscribed host a holder
 /// preempted inside its critical section waits for its next time slice, which

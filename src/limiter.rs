@@ -101,37 +101,15 @@ fn ceil_ms(ticks: u64, tick_ns: u64) -> u64 {
 
 impl Limiter {
     pub fn new(config: &Config) -> Result<Limiter, Error> {
-        let name = config.name.as_deref().unwrap_or_default();
         let (store, config) = match config.backend {
-            Backend::Memory => {
-                (Home::Memory(MemoryStore::new(limits_in_ns(config), config.capacity, config.top)?), config.clone())
-            }
+            Backend::Memory => (Home::Memory(MemoryStore::new(config)?), config.clone()),
             // Attach: the limits (and the sketches' size) are the region's,
             // the rest this handle's own.
             Backend::Shm if config.attaches() => {
-                let (store, region) = ShmStore::attach(name, config.timeout_ms)?;
-                let config = Config {
-                    rates: region.rates,
-                    concurrency: region.concurrency,
-                    algorithm: region.algorithm,
-                    capacity: region.capacity,
-                    top: region.top,
-                    mode: region.mode,
-                    ..config.clone()
-                };
+                let (store, config) = ShmStore::attach(config)?;
                 (Home::Shm(store), config)
             }
-            Backend::Shm => (
-                Home::Shm(ShmStore::open(
-                    limits_in_ns(config),
-                    config.capacity,
-                    config.top,
-                    name,
-                    config.mode,
-                    config.timeout_ms,
-                )?),
-                config.clone(),
-            ),
+            Backend::Shm => (Home::Shm(ShmStore::open(config)?), config.clone()),
             Backend::Redis => (Home::Redis(Box::new(RedisStore::new(config)?)), config.clone()),
         };
         Ok(Limiter {

@@ -135,3 +135,20 @@ int http_cli_parse(const char *prog, int argc, char **argv, const char *count_op
         return usage(prog, count_option, "--port or --listen is required");
     return 0;
 }
+
+int http_limiter_checks(const char *prog, rl_limiter *limiter)
+{
+    char description[512];
+    if (rl_describe(limiter, description, sizeof description) < 0) {
+        fprintf(stderr, "%s: rl_describe: %s\n", prog, rl_last_error());
+        return -1;
+    }
+    if (strncmp(description, "concurrency=", 12) == 0) {
+        fprintf(stderr,
+                "%s: bad config: a concurrency limiter (concurrency=N) hands out leases with rl_acquire, "
+                "it does not answer rl_check; give rate=... (build/llm_server shows leases)\n",
+                prog);
+        return -1;
+    }
+    return 0;
+}

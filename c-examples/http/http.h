@@ -82,6 +82,12 @@ struct http_cli {
  * line to stderr. */
 int http_cli_parse(const char *prog, int argc, char **argv, const char *count_option, struct http_cli *cli);
 
+/* Whether the limiter made from --config can answer rl_check(): a
+ * concurrency limiter ("concurrency=N") cannot (it hands out leases, see
+ * build/llm_server). Returns 0, or -1 after printing why. Touches no
+ * backend. */
+int http_limiter_checks(const char *prog, rl_limiter *limiter);
+
 /* ---- listening sockets (listen.c) ------------------------------------------ */
 
 /* Binds and listens on every address of cli, with non-blocking close-on-exec

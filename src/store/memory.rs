@@ -17,8 +17,10 @@ use parking_lot::Mutex;
 use super::{wrong_kind, Answer, Store, StoreStats};
 use crate::algorithm::{adjust_all, Limits, Verdict};
 use crate::clock::Clock;
+use crate::config::Config;
 use crate::error::Error;
 use crate::keyhash::Seed;
+use crate::limiter::limits_in_ns;
 use crate::table::{At, Geometry, KeyAt, Shard, ShardStats};
 use crate::top::{Top, TopEntry, Which};
 
@@ -44,10 +46,11 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// A table for `capacity` keys whose checks run at nanosecond ticks,
-    /// tracking `top` heavy hitters per sketch (0: none).
-    pub fn new(limits: Limits, capacity: u64, top: usize) -> Result<MemoryStore, Error> {
-        let top = Top::new(top);
+    /// The table `config` describes (`backend=memory`): its limits in
+    /// nanosecond ticks, `capacity` keys, `top` heavy hitters per sketch.
+    pub fn new(config: &Config) -> Result<MemoryStore, Error> {
+        let (limits, capacity) = (limits_in_ns(config), config.capacity);
+        let top = Top::new(config.top);
         let state_words = limits.state_words();
         let geometry = Geometry::new(capacity, state_words);
         let seed = Seed::random().map_err(|e| Error::Io(format!("reading /dev/urandom for the hash seed: {e}")))?;
@@ -233,12 +236,11 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     use super::*;
-    use crate::algorithm::Algorithm;
 
     /// Keys that never expire during a test: every new key past capacity
     /// must push a live one out.
-    fn forever() -> Limits {
-        Limits::Rates(vec![crate::algorithm::Rate::new(Algorithm::TokenBucket, 1, 1 << 50, 1)])
+    fn forever(capacity: u64) -> Config {
+        Config::parse(&format!("rate=1/1000d capacity={capacity}")).unwrap()
     }
 
     /// The stored keys, counted slot by slot, and the shards' own counts.
@@ -260,7 +262,7 @@ mod tests {
     fn keys_never_exceed_capacity_under_concurrent_inserts() {
         const THREADS: u64 = 6;
         for capacity in [1u64, 7, 100, 600, 2100] {
-            let store = MemoryStore::new(forever(), capacity, 32).unwrap();
+            let store = MemoryStore::new(&forever(capacity)).unwrap();
             let per_thread = (capacity * 5).max(2000);
             let done = AtomicBool::new(false);
             let worst = AtomicU64::new(0);

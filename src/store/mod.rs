@@ -1,6 +1,7 @@
 //! Where the keys' states live. Every backend answers the same questions with
 //! the same algorithms (`algorithm/`); only the home of the state differs.
 
+mod breaker;
 mod memory;
 // Nothing in the shm backend but rl_shm_unlink (in ffi/) is part of the C API:
 /// cbindgen:ignore

@@ -2,7 +2,7 @@
 //! and which are checked most (`Which::Active`).
 //!
 //! Each shard of a key table (memory: a shard of the heap table; shm: a
-//! stripe of the region) keeps two Space-Saving sketches (`sketch.rs`) of
+//! shard of the region) keeps two Space-Saving sketches (`sketch.rs`) of
 //! `top` counters next to its slots, written under the shard's own lock
 //! right after the check it records. So tracking takes no lock of its own: a
 //! hot denied key serialises on nothing but the shard lock its check already

@@ -37,7 +37,7 @@
 //!
 //! ## A writer killed at any instruction (shm)
 //!
-//! In shared memory the sketch is written under a stripe lock by processes
+//! In shared memory the sketch is written under a shard lock by processes
 //! that may die at any instruction; the next holder uses what is there
 //! without any repair. So every state between two stores is valid:
 //!

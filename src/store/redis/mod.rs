@@ -13,7 +13,7 @@
 //! Files: `url.rs` (the `url=` forms), `rates.rs` (microsecond ticks and the
 //! exact range of Lua numbers), `script.rs` + `check.lua` (key names,
 //! arguments, reply), `pool.rs` (connections per process, fork-safe),
-//! `breaker.rs` (failing fast during an outage), `denials.rs` (the local
+//! `../breaker.rs` (failing fast during an outage), `denials.rs` (the local
 //! over-limit cache).
 //!
 //! **Timeouts.** A check takes an idle connection or makes one (connect, and
@@ -44,7 +44,6 @@
 //! (every decided check, local denials included, in a `LocalTop`), not the
 //! fleet's: the fleet's heavy hitters are the sum of every host's lists.
 
-mod breaker;
 mod denials;
 mod pool;
 pub mod rates;
@@ -58,14 +57,20 @@ use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConnection};
 use redis::{Cmd, ConnectionLike, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 
 use super::{Answer, Store, StoreStats};
+
+/// Consecutive failures (connect refused, timeout, connection reset) after
+/// which a handle fails fast, without a network call (`store/breaker.rs`).
+/// A reply that is an error from a live server does not count.
+pub const THRESHOLD: u32 = 3;
+/// How long a handle fails fast before one check probes Redis again.
+pub const COOL_DOWN_MS: u64 = 1000;
+use super::breaker::{Admit, Breaker};
 use crate::algorithm::{Rate, Verdict};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{quoted, scrub, Error};
 use crate::keyhash::Seed;
 use crate::top::{LocalTop, TopEntry, Which, DEFAULT_TOP};
-use breaker::{Admit, Breaker};
-pub use breaker::{COOL_DOWN_MS, THRESHOLD};
 use denials::Denials;
 use pool::Pool;
 pub use rates::TICK_NS;
@@ -199,7 +204,9 @@ impl RedisStore {
             timeout,
             script: Script::new(),
             pool: Pool::new(),
-            breaker: Breaker::default(),
+            // A probe's call takes at most about twice the timeout (a
+            // cluster redirect), after which another check may probe.
+            breaker: Breaker::new(THRESHOLD, COOL_DOWN_MS * 1_000_000, 2 * timeout.as_nanos() as u64 + 1_000_000),
             denials: Denials::new(seed, max_cost),
             clock: Clock::new(),
             allowed: AtomicU64::new(0),
@@ -231,7 +238,7 @@ impl RedisStore {
             None => match self.connect() {
                 Ok(c) => self.pool.wrap(c),
                 Err(e) => {
-                    self.breaker.failure(admit, self.clock.now());
+                    self.breaker.failure(self.clock.now());
                     return Err(backend("connecting", &e, self.password.as_deref()));
                 }
             },
@@ -246,17 +253,17 @@ impl RedisStore {
         match result {
             Ok(v) => {
                 self.pool.put(conn);
-                self.breaker.success(admit);
+                self.breaker.success();
                 Ok(v)
             }
             Err(e) if is_connection_failure(&e) => {
                 self.pool.fail(conn);
-                self.breaker.failure(admit, self.clock.now());
+                self.breaker.failure(self.clock.now());
                 Err(backend(what, &e, self.password.as_deref()))
             }
             Err(e) => {
                 self.pool.put(conn);
-                self.breaker.success(admit);
+                self.breaker.success();
                 Err(backend(what, &e, self.password.as_deref()))
             }
         }

@@ -1,4 +1,4 @@
-//! The undo log of a stripe, and the repair of a stripe whose lock was
+//! The undo log of a shard, and the repair of a shard whose lock was
 //! abandoned by a dead process (see layout.rs for the whole argument).
 
 use std::sync::atomic::{compiler_fence, Ordering};
@@ -28,10 +28,10 @@ impl Journal {
     }
 }
 
-/// Puts a stripe back in order after its lock was taken over from a dead holder:
-/// undoes a half-done in-place rewrite, then recounts the stripe's keys.
+/// Puts a shard back in order after its lock was taken over from a dead holder:
+/// undoes a half-done in-place rewrite, then recounts the shard's keys.
 /// Idempotent, so a repairer that dies too is simply repaired again. Touches
-/// only the stripe's own memory; returns the new key count.
+/// only the shard's own memory; returns the new key count.
 pub fn repair(words: &mut [u64], stats: &mut ShardStats, journal: &mut Journal, stride: usize) -> u64 {
     if journal.active != 0 {
         let slots = words.len() / stride;

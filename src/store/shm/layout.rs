@@ -22,10 +22,10 @@
 //!                      (at most 4096)      shortest texts, 128 for most)
 //! owners_offset      MAX_OWNERS * 8        the generation of each owner slot (owner.rs)
 //!   (= 384 + text)   (32 KiB)
-//! stripes_offset     shards * 320          one Stripe per shard: its lock, stats, undo log
+//! shard_headers_offset shards * 320        one ShardHeader per shard: its lock, stats, undo log
 //!   (= owners + 32 KiB)
 //! slots_offset       shards * shard_words * 8
-//!   (= stripes + shards * 320)             the key table (table/): per shard,
+//!   (= headers + shards * 320)             the key table (table/): per shard,
 //!                                          sets * 8 slots of `stride` u64 words
 //! top_offset         shards * top_words * 8
 //!   (= end of slots)                       per shard, its two heavy-hitter
@@ -52,7 +52,7 @@
 //!                             process's clock is CLOCK_MONOTONIC + this, so all
 //!                             agree, and windows align on wall-clock boundaries
 //!  56  capacity         u64
-//!  64  shards, sets, stride, owners, stripes_offset, stripe_bytes,
+//!  64  shards, sets, stride, owners, shard_headers_offset, shard_header_bytes,
 //!      slots_offset, shard_words                    (u64 each) the geometry
 //! 128  total_keys       u64   keys stored in the table (own cache line)
 //! 192  dirty            u64   1 after a repair, until total_keys is recounted
@@ -87,13 +87,13 @@
 //! length are checked against the object's size and `region_bytes`, so a
 //! damaged header cannot make it read outside the mapping.
 //!
-//! A stripe (one per shard, 320 bytes, starting on a cache line):
+//! A shard header (one per shard, 320 bytes, starting on a cache line):
 //!
 //! ```text
 //!   0  lock             u64: 0 free, else the holder's owner word (lock.rs,
 //!                       owner.rs); alone on its cache line: waiters spin on it
 //!  64  stats            ShardStats: allowed, limited, evictions, keys, cursor
-//! 104  journal          the undo log of the stripe: active, slot, saved[25]
+//! 104  journal          the undo log of the shard: active, slot, saved[25]
 //! ```
 //!
 //! ## Bytes per key
@@ -117,7 +117,7 @@
 //! per shard for the default top=32, 388 KiB for 64 shards (a capacity of
 //! 16 384 or more), 6 KiB for 1 shard (a capacity under 512).
 //!
-//! ## Locks: striped robust locks, not per-slot atomics
+//! ## Locks: a robust lock per shard, not per-slot atomics
 //!
 //! A single GCRA state would fit one CAS, but window states are 2-3 words,
 //! several rates are taken all-or-nothing, a new key needs a slot chosen and
@@ -133,7 +133,7 @@
 //! whose liveness any process can ask the kernel about (an open-file-
 //! description lock on the region's shm object, which the kernel drops when
 //! the holder dies; owner.rs). A waiter that finds the holder dead takes the
-//! lock over with one CAS and repairs the stripe, as below. Not glibc's
+//! lock over with one CAS and repairs the shard, as below. Not glibc's
 //! robust mutexes: they do the same job at more than twice the cost per
 //! check (their robust-list upkeep), and sleep in the kernel as soon as they
 //! are contended (BENCHMARKS.md has the figures). Not a spinlock holding the
@@ -151,11 +151,11 @@
 //! that costs bounded waits, never two writers. A process *stopped* while
 //! holding a lock keeps it, so every wait is bounded by `timeout_ms`
 //! (mod.rs); past it the operation fails with a backend error without
-//! touching that stripe.
+//! touching that shard.
 //!
 //! ## What a killed process can leave behind, and the repair
 //!
-//! Every write to a stripe's slots, stats and journal happens under its lock.
+//! Every write to a shard's slots, stats and journal happens under its lock.
 //! A process may die at any instruction, so the heir (the waiter that takes
 //! the lock over, lock.rs) must assume any prefix of the dead owner's stores
 //! was done:
@@ -169,7 +169,7 @@
 //!    its descriptors, which is what makes it dead to the others.)
 //! 3. **A stored key's state updated in place** (several words: window
 //!    states, several rates) is preceded by an undo record: the slot index and
-//!    its old words are written to the stripe's journal, then `active = 1`,
+//!    its old words are written to the shard's journal, then `active = 1`,
 //!    then the state is rewritten, then `active = 0`, then the unlock. If
 //!    `active` is 1 the record is whole (it was written before), so the repair
 //!    copies the old words back: the check that died never happened, which is
@@ -180,28 +180,28 @@
 //!    recorded exactly like a check. A lease operation of a concurrency
 //!    limiter (acquire, renew, release) writes one lease word of the slot,
 //!    one aligned store, so it skips the record too (algorithm/leases.rs).
-//! 4. **Counters.** The stripe's key count and the table-wide count are not
+//! 4. **Counters.** The shard's key count and the table-wide count are not
 //!    changed atomically with the slots (nor with each other), so the repair
-//!    recounts the stripe's non-empty slots (bounded: one pass over one
+//!    recounts the shard's non-empty slots (bounded: one pass over one
 //!    shard), stores it, and sets the header's `dirty` flag. The dead process
-//!    may also have died holding a second stripe (the bounded reclaim pass of
-//!    a full table try-locks another shard): that stripe's heir repairs it
+//!    may also have died holding a second shard (the bounded reclaim pass of
+//!    a full table try-locks another shard): that shard's heir repairs it
 //!    the same way. allowed/limited/evictions are single-word increments: a
 //!    dead check may or may not be counted, never garbled.
 //! 5. **The total.** Whoever sees `dirty` set after an operation (one
 //!    relaxed load per check) takes the robust `recount_lock`, then every
-//!    stripe lock in order (repairing any that was abandoned), sets
-//!    `total_keys` to the sum of the stripes' counts and clears `dirty`.
-//!    While all stripe locks are held no operation is half-way, so the sum is
-//!    exact. Deadlock-free: a check holds one stripe lock and only try-locks a
+//!    shard lock in order (repairing any that was abandoned), sets
+//!    `total_keys` to the sum of the shards' counts and clears `dirty`.
+//!    While all shard locks are held no operation is half-way, so the sum is
+//!    exact. Deadlock-free: a check holds one shard lock and only try-locks a
 //!    second; recounts are serialised by `recount_lock`, taken while holding
-//!    no stripe lock. A recounter that dies leaves `dirty` set, so the next
-//!    operation recounts again; so does one that gives up because a stripe
+//!    no shard lock. A recounter that dies leaves `dirty` set, so the next
+//!    operation recounts again; so does one that gives up because a shard
 //!    is held past `timeout_ms` (a stopped process): it releases what it took.
-//! 6. The repair itself only writes the stripe's own words, and is
+//! 6. The repair itself only writes the shard's own words, and is
 //!    idempotent: an heir that dies while repairing leaves its own (dead)
 //!    owner word in the lock, and the next heir repairs again.
-//! 7. **The heavy-hitter sketches** (top/sketch.rs) of a stripe are written
+//! 7. **The heavy-hitter sketches** (top/sketch.rs) of a shard are written
 //!    under its lock, after the check's slot is done, and need no undo
 //!    record and no repair: every state between two of their stores is a
 //!    valid sketch. Adding to a listed key's count is one aligned 8-byte
@@ -246,9 +246,9 @@
 //! record's slot index, journal.rs; the reclaim cursor, taken modulo the
 //! shard's slots, table/; a sketch entry's key length, clamped to 64,
 //! top/sketch.rs); counters are only counted on (saturating, and a
-//! stripe counter past 2^62, or a key count above the stripe's slots, is
-//! mended when the stripe is next taken, mod.rs); a lock word that names no
-//! live owner is taken over and its stripe repaired, and one that names a
+//! shard counter past 2^62, or a key count above the shard's slots, is
+//! mended when the shard is next taken, mod.rs); a lock word that names no
+//! live owner is taken over and its shard repaired, and one that names a
 //! live owner who does not hold it costs waits bounded by `timeout_ms`. The
 //! test `a_corrupted_region_never_crashes_or_hangs` (tests.rs) holds the
 //! library to this.
@@ -297,8 +297,8 @@ pub struct Header {
     pub stride: u64,
     /// Owner slots (`MAX_OWNERS`).
     pub owners: u64,
-    pub stripes_offset: u64,
-    pub stripe_bytes: u64,
+    pub shard_headers_offset: u64,
+    pub shard_header_bytes: u64,
     pub slots_offset: u64,
     pub shard_words: u64,
 
@@ -309,7 +309,7 @@ pub struct Header {
     pub recoveries: AtomicU64,
     /// Counters per heavy-hitter sketch (`top=`), 0 for none.
     pub top: u64,
-    /// Where the stripes' sketches start.
+    /// Where the shards' sketches start.
     pub top_offset: u64,
     _pad_dirty: [u64; 4],
 
@@ -320,7 +320,7 @@ pub struct Header {
     pub config_text_len: u64,
 }
 
-/// A stripe's undo log: the old words of the one slot being rewritten.
+/// A shard's undo log: the old words of the one slot being rewritten.
 #[repr(C)]
 pub struct Journal {
     /// 1 while `saved` holds the old words of `slot` and the slot may be half-written.
@@ -331,7 +331,7 @@ pub struct Journal {
 
 /// One per shard: its lock, its counters and its undo log.
 #[repr(C, align(64))]
-pub struct Stripe {
+pub struct ShardHeader {
     pub lock: AtomicU64,
     _pad_lock: [u64; 7],
     pub stats: ShardStats,
@@ -339,7 +339,7 @@ pub struct Stripe {
 }
 
 pub const HEADER_BYTES: usize = size_of::<Header>();
-pub const STRIPE_BYTES: usize = size_of::<Stripe>();
+pub const SHARD_HEADER_BYTES: usize = size_of::<ShardHeader>();
 
 // The documented offsets, checked by the compiler.
 const _: () = {
@@ -359,10 +359,10 @@ const _: () = {
     assert!(offset_of!(Header, config_text_offset) == 320);
     assert!(offset_of!(Header, config_text_len) == 328);
     assert!(HEADER_BYTES == 384);
-    assert!(offset_of!(Stripe, stats) == 64);
-    assert!(offset_of!(Stripe, journal) == 104);
-    assert!(STRIPE_BYTES == 320);
-    // Stripes start on a cache line after the owner slots (the text area is
+    assert!(offset_of!(ShardHeader, stats) == 64);
+    assert!(offset_of!(ShardHeader, journal) == 104);
+    assert!(SHARD_HEADER_BYTES == 320);
+    // Shard headers start on a cache line after the owner slots (the text area is
     // a whole number of cache lines).
     assert!((HEADER_BYTES + MAX_OWNERS * 8) % 64 == 0);
 };
@@ -374,10 +374,10 @@ pub struct Layout {
     pub capacity: u64,
     pub config_text_offset: usize,
     pub owners_offset: usize,
-    pub stripes_offset: usize,
+    pub shard_headers_offset: usize,
     pub slots_offset: usize,
     /// The heavy-hitter sketches (None for `top=0`) and where they start:
-    /// `top.shard_words()` words per stripe, in stripe order.
+    /// `top.shard_words()` words per shard, in shard order.
     pub top: Option<Top>,
     pub top_offset: usize,
     pub region_bytes: usize,
@@ -396,8 +396,8 @@ impl Layout {
         }
         let config_text_offset = HEADER_BYTES;
         let owners_offset = config_text_offset + config_text.len().next_multiple_of(64);
-        let stripes_offset = owners_offset + MAX_OWNERS * 8;
-        let slots_offset = stripes_offset + geometry.shards * STRIPE_BYTES;
+        let shard_headers_offset = owners_offset + MAX_OWNERS * 8;
+        let slots_offset = shard_headers_offset + geometry.shards * SHARD_HEADER_BYTES;
         let table_bytes = geometry.shards.checked_mul(geometry.shard_words())?.checked_mul(8)?;
         let top_offset = slots_offset.checked_add(table_bytes)?;
         let top = Top::new(top);
@@ -417,7 +417,7 @@ impl Layout {
             capacity,
             config_text_offset,
             owners_offset,
-            stripes_offset,
+            shard_headers_offset,
             slots_offset,
             top,
             top_offset,
@@ -462,21 +462,21 @@ mod tests {
     }
 
     /// The table in the module docs, for the default configuration and for
-    /// tracking turned off: the text area, owners, stripes, slots, sketches.
+    /// tracking turned off: the text area, owners, shards, slots, sketches.
     #[test]
     fn the_documented_layout() {
         let l = layout("rate=100/minute");
         assert_eq!(l.config_text, "rate=100/min algorithm=token_bucket burst=100 capacity=100000 top=32");
         assert_eq!(l.config_text_offset, 384);
         assert_eq!(l.owners_offset, 384 + 128);
-        assert_eq!(l.stripes_offset, l.owners_offset + 32 * 1024);
+        assert_eq!(l.shard_headers_offset, l.owners_offset + 32 * 1024);
         assert_eq!(l.geometry.shards, 64);
-        assert_eq!(l.slots_offset, l.stripes_offset + 64 * 320);
+        assert_eq!(l.slots_offset, l.shard_headers_offset + 64 * 320);
         assert_eq!(l.top_offset, l.slots_offset + 64 * l.geometry.shard_words() * 8);
         // Two sketches of 1 + 12 * 32 words, rounded up to 64 bytes: 6208 bytes per shard.
         assert_eq!(l.top.map(|t| t.shard_words() * 8), Some(6208));
         assert_eq!(l.region_bytes, l.top_offset + 64 * 6208);
-        assert!(l.stripes_offset % 64 == 0 && l.slots_offset % 64 == 0 && l.top_offset % 64 == 0);
+        assert!(l.shard_headers_offset % 64 == 0 && l.slots_offset % 64 == 0 && l.top_offset % 64 == 0);
 
         let off = layout("rate=100/minute top=0");
         assert!(off.config_text.ends_with(" capacity=100000 top=0"), "{}", off.config_text);

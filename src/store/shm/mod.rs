@@ -8,20 +8,21 @@
 //!   checking and mapping the region;
 //! - `lock.rs`: the robust process-shared locks, one per shard;
 //! - `owner.rs`: who holds a lock, and whether that process is still alive;
-//! - `journal.rs`: the per-stripe undo log and the repair after a crash;
+//! - `journal.rs`: the per-shard undo log and the repair after a crash;
+//! - `recount.rs`: the table-wide key count, recounted once after a repair;
 //! - `clock.rs`: the clock all processes agree on;
 //! - `wait.rs`: how long operations wait for held locks, and failing fast.
 //!
 //! A handle made before `fork()` works in the children (the mapping is
 //! `MAP_SHARED` and inherited, the locks are process-shared, and the child
 //! gets an owner word of its own, owner.rs); a handle opened by name in each
-//! worker works just as well. A check takes one stripe lock,
+//! worker works just as well. A check takes one shard lock,
 //! touches at most the key's two 8-way sets (plus a bounded reclaim pass when
-//! the table is full), and allocates nothing. With `top=N` each stripe also
+//! the table is full), and allocates nothing. With `top=N` each shard also
 //! holds its keys' heavy-hitter sketches (top/), updated under the same
 //! lock: `rl_top` on any handle covers the whole region.
 //!
-//! Every wait for a lock is bounded by `timeout_ms`, and a stripe held past
+//! Every wait for a lock is bounded by `timeout_ms`, and a shard held past
 //! it makes this process fail fast on it for a while (`wait.rs`).
 
 mod clock;
@@ -29,6 +30,7 @@ mod journal;
 mod layout;
 mod lock;
 mod owner;
+mod recount;
 mod region;
 #[cfg(test)]
 mod tests;
@@ -40,7 +42,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use self::clock::SharedClock;
-use self::layout::{Header, Journal, Layout, Stripe, STRIPE_BYTES};
+use self::layout::{Header, Journal, Layout, ShardHeader, SHARD_HEADER_BYTES};
 use self::lock::Acquired;
 use self::owner::{Owner, MAX_OWNERS};
 use self::region::{Init, Region};
@@ -83,7 +85,7 @@ pub struct ShmStore {
     reclaim_turn: AtomicU64,
 }
 
-/// A stripe lock held by this thread; unlocks when dropped.
+/// A shard lock held by this thread; unlocks when dropped.
 struct Locked<'a> {
     store: &'a ShmStore,
     index: usize,
@@ -93,7 +95,7 @@ struct Locked<'a> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        // Unwinding from a panic inside the critical section: the stripe may
+        // Unwinding from a panic inside the critical section: the shard may
         // be half-written, with its undo record open. Repaired here as an heir
         // would repair it (the check that panicked never happened: its caller
         // gets an error, not an answer), before anyone else can see it.
@@ -105,17 +107,7 @@ impl Drop for Locked<'_> {
     }
 }
 
-/// The header's recount lock, held by this thread; unlocks when dropped
-/// (also when unwinding: a recount writes nothing that needs repair).
-struct RecountLocked<'a>(&'a AtomicU64, u64);
-
-impl Drop for RecountLocked<'_> {
-    fn drop(&mut self) {
-        lock::unlock(self.0, self.1);
-    }
-}
-
-/// A locked stripe's memory: its slots, stats, undo log and heavy-hitter
+/// A locked shard's memory: its slots, stats, undo log and heavy-hitter
 /// sketches (empty with `top=0`).
 struct Parts<'p> {
     words: &'p mut [u64],
@@ -125,20 +117,20 @@ struct Parts<'p> {
 }
 
 impl<'a> Locked<'a> {
-    /// The stripe's words, stats and undo log.
+    /// The shard's words, stats and undo log.
     fn parts(&mut self) -> (&mut [u64], &mut ShardStats, &mut Journal) {
         let p = self.all_parts();
         (p.words, p.stats, p.journal)
     }
 
-    /// Everything of the stripe.
+    /// Everything of the shard.
     fn all_parts(&mut self) -> Parts<'_> {
-        let s = self.store.stripe(self.index);
+        let s = self.store.shard_header(self.index);
         let words = self.store.words_ptr(self.index);
         let (top, top_words) = self.store.top_ptr(self.index);
-        // SAFETY: this thread holds the stripe's lock (the guard exists only
+        // SAFETY: this thread holds the shard's lock (the guard exists only
         // between lock and unlock), and every process reads or writes a
-        // stripe's words, stats, journal and sketches only while holding
+        // shard's words, stats, journal and sketches only while holding
         // that lock, so
         // nothing else touches them until the guard drops; borrowing `self`
         // mutably keeps this process from making a second view meanwhile.
@@ -155,7 +147,7 @@ impl<'a> Locked<'a> {
         }
     }
 
-    /// The stripe as table/ works on it, its undo log and its sketches.
+    /// The shard as table/ works on it, its undo log and its sketches.
     fn shard(&mut self) -> (Shard<'_>, &mut Journal, &mut [u64]) {
         let store: &'a ShmStore = self.store;
         let slots = store.layout.geometry.sets * crate::table::WAYS;
@@ -192,10 +184,15 @@ impl<'a> Locked<'a> {
     }
 }
 
-/// A stripe counter this large was not counted but damaged (at a billion
+/// A shard counter this large was not counted but damaged (at a billion
 /// operations a second it takes 146 years to reach): it is reset, so that
 /// counting on cannot overflow.
 const DAMAGED_COUNT: u64 = 1 << 62;
+
+/// The region name of a `backend=shm` configuration.
+fn shm_name(config: &Config) -> Result<&str, Error> {
+    config.name.as_deref().ok_or_else(|| Error::Config("backend=shm needs \"name=\" (e.g. name=/api-limits)".into()))
+}
 
 /// The owner-slot generations of a checked region (owner.rs).
 fn generations<'a>(region: &'a Region, layout: &Layout) -> &'a [AtomicU64] {
@@ -205,32 +202,29 @@ fn generations<'a>(region: &'a Region, layout: &Layout) -> &'a [AtomicU64] {
 }
 
 impl ShmStore {
-    /// Opens the region `name` for these limits and capacity, creating it
-    /// (with permissions `mode`) if it does not exist. Operations wait at most
-    /// `timeout_ms` for locks held by other processes.
-    pub fn open(
-        limits: Limits,
-        capacity: u64,
-        top: usize,
-        name: &str,
-        mode: u32,
-        timeout_ms: u64,
-    ) -> Result<ShmStore, Error> {
-        let layout = Layout::new(&limits, capacity, top)
+    /// Opens the region `config` names (`backend=shm name=... rate=...` or
+    /// `concurrency=...`) for its limits, capacity and top, creating it
+    /// (with permissions `mode`) if it does not exist. Operations wait at
+    /// most `timeout_ms` for locks held by other processes.
+    pub fn open(config: &Config) -> Result<ShmStore, Error> {
+        let (limits, capacity, name) = (limits_in_ns(config), config.capacity, shm_name(config)?);
+        let layout = Layout::new(&limits, capacity, config.top)
             .ok_or_else(|| Error::Invalid(format!("capacity={capacity}: the shm region would be too large")))?;
         let seed = Seed::random().map_err(|e| Error::Io(format!("reading /dev/urandom for the hash seed: {e}")))?;
         let init = Init { seed: seed.0, epoch_offset_ns: SharedClock::epoch_offset_now() };
-        let (region, fd) = region::create_or_open(name, mode, &layout, &init)?;
-        ShmStore::with_region(region, fd, layout, limits, name, timeout_ms)
+        let (region, fd) = region::create_or_open(name, config.mode, &layout, &init)?;
+        ShmStore::with_region(region, fd, layout, limits, name, config.timeout_ms)
     }
 
-    /// Opens the existing region `name` with the configuration stored in it
-    /// (an attach: `backend=shm name=...` without `rate=`). Returns the store
-    /// and that configuration: its rates, algorithm, capacity and top, and in
-    /// `mode` the object's permission bits (the other fields are defaults).
-    pub fn attach(name: &str, timeout_ms: u64) -> Result<(ShmStore, Config), Error> {
+    /// Opens the existing region `config` names with the limits stored in it
+    /// (an attach: `backend=shm name=...` without `rate=` or
+    /// `concurrency=`). Returns the store and the configuration in full: the
+    /// region's limits, capacity and top, the object's permission bits in
+    /// `mode`, and the rest (`timeout_ms`, `on_error`, `dry_run`) `config`'s.
+    pub fn attach(config: &Config) -> Result<(ShmStore, Config), Error> {
+        let name = shm_name(config)?;
         let mut stored = None;
-        let (region, fd, layout, mode) = region::attach(name, |text| {
+        let (region_map, fd, layout, mode) = region::attach(name, |text| {
             // The text is the canonical one the creator wrote (layout.rs); one
             // that does not parse into limits, or whose layout is not the
             // region's, is refused (by the check that follows, for the latter).
@@ -240,17 +234,26 @@ impl ShmStore {
                      rl_shm_unlink(\"{name}\") if no process uses it"
                 ))
             };
-            let config = Config::parse(text).map_err(|e| unreadable(e.0))?;
-            if config.attaches() || config.backend != Backend::Memory {
+            let region = Config::parse(text).map_err(|e| unreadable(e.0))?;
+            if region.attaches() || region.backend != Backend::Memory {
                 return Err(unreadable(format!("\"{text}\" is not a region's limits")));
             }
-            let layout = Layout::new(&limits_in_ns(&config), config.capacity, config.top)
+            let layout = Layout::new(&limits_in_ns(&region), region.capacity, region.top)
                 .ok_or_else(|| unreadable(format!("\"{text}\" makes no region")))?;
-            stored = Some(config);
+            stored = Some(region);
             Ok(layout)
         })?;
-        let config = Config { mode, ..stored.expect("set when attach succeeds") };
-        let store = ShmStore::with_region(region, fd, layout, limits_in_ns(&config), name, timeout_ms)?;
+        let region = stored.expect("set when attach succeeds");
+        let config = Config {
+            rates: region.rates,
+            concurrency: region.concurrency,
+            algorithm: region.algorithm,
+            capacity: region.capacity,
+            top: region.top,
+            mode,
+            ..config.clone()
+        };
+        let store = ShmStore::with_region(region_map, fd, layout, limits_in_ns(&config), name, config.timeout_ms)?;
         Ok((store, config))
     }
 
@@ -283,8 +286,8 @@ impl ShmStore {
         })
     }
 
-    /// Runs `f` on the locked stripe of `key` (with the key as the table
-    /// knows it, the time and the reach into other stripes, the undo log and
+    /// Runs `f` on the locked shard of `key` (with the key as the table
+    /// knows it, the time and the reach into other shards, the undo log and
     /// the sketches), then heals the key count if a repair asked for it.
     fn on_key<R>(
         &self,
@@ -298,14 +301,14 @@ impl ShmStore {
         let result = {
             let mut guard = self.lock(place.shard, &budget)?;
             let (mut shard, journal, top_words) = guard.shard();
-            let mut at = At { now, elsewhere: &mut |pass| self.on_other_stripes(place.shard, pass) };
+            let mut at = At { now, elsewhere: &mut |pass| self.on_other_shards(place.shard, pass) };
             f(&mut shard, KeyAt { fp, place }, &mut at, journal, top_words)
         };
         self.heal(&budget, false);
         Ok(result)
     }
 
-    /// A stripe's counters are impossible (see `DAMAGED_COUNT`; more keys
+    /// A shard's counters are impossible (see `DAMAGED_COUNT`; more keys
     /// than slots): the damaged ones are reset, the key count recounted.
     #[cold]
     #[inline(never)]
@@ -332,16 +335,16 @@ impl ShmStore {
         self.region.header()
     }
 
-    fn stripe(&self, i: usize) -> *mut Stripe {
+    fn shard_header(&self, i: usize) -> *mut ShardHeader {
         assert!(i < self.layout.geometry.shards);
-        // SAFETY: stripe `i` lies inside the mapping (checked layout).
-        unsafe { self.region.base().add(self.layout.stripes_offset + i * STRIPE_BYTES).cast() }
+        // SAFETY: shard `i` lies inside the mapping (checked layout).
+        unsafe { self.region.base().add(self.layout.shard_headers_offset + i * SHARD_HEADER_BYTES).cast() }
     }
 
     fn lock_word(&self, i: usize) -> &AtomicU64 {
-        // SAFETY: a field of a stripe inside the mapping, only ever accessed
+        // SAFETY: a field of a shard inside the mapping, only ever accessed
         // atomically; the mapping lives as long as `self`.
-        unsafe { &*addr_of!((*self.stripe(i)).lock) }
+        unsafe { &*addr_of!((*self.shard_header(i)).lock) }
     }
 
     /// The region's owner slots (owner.rs).
@@ -354,11 +357,11 @@ impl ShmStore {
         self.owner.alive(word, self.generations())
     }
 
-    /// Stripe `i`'s heavy-hitter sketches: where, and how many words (0 with `top=0`).
+    /// Shard `i`'s heavy-hitter sketches: where, and how many words (0 with `top=0`).
     fn top_ptr(&self, i: usize) -> (*mut u64, usize) {
         assert!(i < self.layout.geometry.shards);
         let words = self.layout.top.map_or(0, |t| t.shard_words());
-        // SAFETY: stripe `i`'s sketches lie inside the mapping (checked
+        // SAFETY: shard `i`'s sketches lie inside the mapping (checked
         // layout; for `top=0`, an empty range at its end).
         (unsafe { self.region.base().add(self.layout.top_offset + i * words * 8).cast() }, words)
     }
@@ -386,10 +389,10 @@ impl ShmStore {
         unsafe { &*addr_of!((*self.header()).dirty) }
     }
 
-    /// Locks stripe `i`, repairing it if its last owner died holding it, and
+    /// Locks shard `i`, repairing it if its last owner died holding it, and
     /// waiting for it within `budget` if it is held (failing at once instead
     /// while it is suspect, see `wait_for`). The caller must hold no
-    /// stripe lock except in stripe order (see `recount_total`), or only
+    /// shard lock except in shard order (see `recount_total`), or only
     /// try-lock (see `try_lock`).
     #[inline]
     fn lock(&self, i: usize, budget: &Budget) -> Result<Locked<'_>, Error> {
@@ -402,7 +405,7 @@ impl ShmStore {
         Ok(guard)
     }
 
-    /// Stripe `i` is held by someone else: waits for it until the deadline,
+    /// Shard `i` is held by someone else: waits for it until the deadline,
     /// or fails at once if a wait for it timed out less than a cool-down ago.
     #[cold]
     #[inline(never)]
@@ -412,19 +415,19 @@ impl ShmStore {
         }
         let acquired = lock::lock_until(self.lock_word(i), me, self.patience.deadline(budget), |w| self.alive(w));
         self.patience.waited(i, acquired.is_some(), || self.clock.now());
-        acquired.ok_or_else(|| self.timed_out(&format!("stripe {i}")))
+        acquired.ok_or_else(|| self.timed_out(&format!("shard {i}")))
     }
 
     fn timed_out(&self, what: &str) -> Error {
         Error::Backend(self.not_acquired(what))
     }
 
-    /// Stripe `i` is held, and a wait for it timed out less than a cool-down ago.
+    /// Shard `i` is held, and a wait for it timed out less than a cool-down ago.
     #[cold]
     fn failing_fast(&self, i: usize) -> Error {
         Error::Backend(format!(
             "{}; failing fast, without waiting, for {} ms after that timeout",
-            self.not_acquired(&format!("stripe {i}")),
+            self.not_acquired(&format!("shard {i}")),
             self.patience.cool_down().as_millis()
         ))
     }
@@ -441,18 +444,18 @@ impl ShmStore {
         )
     }
 
-    /// Locks stripe `i` only if it is free (never waits: safe while holding another).
-    /// (A stripe left locked by a dead process counts as held here: its
+    /// Locks shard `i` only if it is free (never waits: safe while holding another).
+    /// (A shard left locked by a dead process counts as held here: its
     /// repair is for the next operation that waits for it.)
     fn try_lock(&self, i: usize) -> Result<Option<Locked<'_>>, Error> {
         let me = self.owner.word(self.generations())?;
         Ok(lock::try_lock(self.lock_word(i), me).then(|| Locked { store: self, index: i, me }))
     }
 
-    /// Runs `f` on the stripes other than `me` that are free, from a rotating
+    /// Runs `f` on the shards other than `me` that are free, from a rotating
     /// start, until it returns Some (only try-locking: the caller holds
-    /// stripe `me`'s). See `table::Elsewhere`.
-    fn on_other_stripes(&self, me: usize, f: &mut dyn FnMut(&mut Shard) -> Option<u64>) -> Option<u64> {
+    /// shard `me`'s). See `table::Elsewhere`.
+    fn on_other_shards(&self, me: usize, f: &mut dyn FnMut(&mut Shard) -> Option<u64>) -> Option<u64> {
         let n = self.layout.geometry.shards;
         let start = self.reclaim_turn.fetch_add(1, Ordering::Relaxed) as usize;
         for k in 0..n {
@@ -467,66 +470,6 @@ impl ShmStore {
             }
         }
         None
-    }
-
-    /// After a repair, the table-wide key count is recounted once (see
-    /// layout.rs). `wait`: wait (within `budget`) for a recount another
-    /// process is doing, rather than leave it to that one.
-    #[inline]
-    fn heal(&self, budget: &Budget, wait: bool) {
-        if self.dirty().load(Ordering::Relaxed) != 0 {
-            self.heal_slow(budget, wait);
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn heal_slow(&self, budget: &Budget, wait: bool) {
-        if !self.patience.recount_due(self.clock.now()) {
-            return;
-        }
-        if let Err(Error::Backend(_)) = self.recount_total(budget, wait) {
-            // Some lock is held by a stopped process: `dirty` stays set, and
-            // this process tries again `timeout` from now, not at every operation.
-            self.patience.recount_gave_up(self.clock.now());
-        }
-    }
-
-    /// Sets the table-wide key count to the sum of the stripes' counts, with
-    /// every stripe locked. Serialised by the header's recount lock; called
-    /// holding no stripe lock. Every wait is within `budget`: on a timeout
-    /// the stripes taken so far are released and `dirty` stays set, for a
-    /// later recount. If another process holds the recount lock, `wait` says
-    /// whether to wait for it or leave the recount to it.
-    fn recount_total(&self, budget: &Budget, wait: bool) -> Result<(), Error> {
-        let m = self.recount_lock();
-        let me = self.owner.word(self.generations())?;
-        // A recount writes one word, last: a dead recounter leaves nothing
-        // half-done, only `dirty` still set, so an heir has nothing to repair.
-        if !lock::try_lock(m, me) {
-            if !wait {
-                return Ok(());
-            }
-            lock::lock_until(m, me, self.patience.deadline(budget), |w| self.alive(w))
-                .ok_or_else(|| self.timed_out("recount lock"))?;
-        }
-        let _held = RecountLocked(m, me);
-        let result = (|| {
-            if self.dirty().load(Ordering::Acquire) == 0 {
-                return Ok(());
-            }
-            let mut guards = Vec::with_capacity(self.layout.geometry.shards);
-            for i in 0..self.layout.geometry.shards {
-                guards.push(self.lock(i, budget)?);
-            }
-            // Saturating: a damaged count must not overflow (it is mended
-            // at the stripe's next check).
-            let sum = guards.iter_mut().fold(0u64, |sum, g| sum.saturating_add(g.parts().1.keys));
-            self.total_keys().store(sum, Ordering::Relaxed);
-            self.dirty().store(0, Ordering::Release);
-            Ok(())
-        })();
-        result
     }
 }
 
@@ -546,7 +489,7 @@ impl Store for ShmStore {
         let verdict = {
             let mut guard = self.lock(place.shard, &budget)?;
             let (mut shard, journal, top_words) = guard.shard();
-            let mut at = At { now, elsewhere: &mut |pass| self.on_other_stripes(place.shard, pass) };
+            let mut at = At { now, elsewhere: &mut |pass| self.on_other_shards(place.shard, pass) };
             let verdict = shard.check(rates, KeyAt { fp, place }, cost, &mut at, |i, old| {
                 if journaled {
                     journal.begin(i, old)
@@ -624,8 +567,8 @@ impl Store for ShmStore {
         Ok(())
     }
 
-    /// Each stripe gets its own budget (sweeping a large table may itself take
-    /// longer than `timeout_ms`). A stripe whose lock is not acquired in time
+    /// Each shard gets its own budget (sweeping a large table may itself take
+    /// longer than `timeout_ms`). A shard whose lock is not acquired in time
     /// is skipped, the others are swept, and the first such error is returned.
     fn sweep(&self) -> Result<u64, Error> {
         let now = self.clock.now();
@@ -646,7 +589,7 @@ impl Store for ShmStore {
         }
     }
 
-    /// Region-wide: every stripe's sketches, each copied under its lock
+    /// Region-wide: every shard's sketches, each copied under its lock
     /// (one budget for the whole call, as for `stats`).
     fn top(&self, which: Which, max: usize) -> Result<Vec<TopEntry>, Error> {
         let Some(top) = &self.layout.top else { return Ok(Vec::new()) };
@@ -660,7 +603,7 @@ impl Store for ShmStore {
     }
 
     fn stats(&self) -> Result<StoreStats, Error> {
-        // One budget for the whole call: if the recount timed out on a stripe
+        // One budget for the whole call: if the recount timed out on a shard
         // held by a stopped process, the loop below fails on it at once.
         let budget = Budget::new();
         self.heal(&budget, true);

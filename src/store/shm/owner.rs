@@ -1,12 +1,12 @@
 //! Who holds a lock, and whether that process is still alive.
 //!
-//! A stripe lock (lock.rs) is one word of the region: 0 when free, otherwise
+//! A shard lock (lock.rs) is one word of the region: 0 when free, otherwise
 //! the *owner word* of the handle that holds it. A waiter that finds a lock
 //! held for a while asks whether its owner is alive; if not, the owner died
-//! holding it, and the waiter takes the lock over and repairs the stripe.
+//! holding it, and the waiter takes the lock over and repairs the shard.
 //! That question must never be answered "dead" for a live owner (two writers
-//! in one stripe), and must be answered "dead" soon after a real death (or
-//! the stripe is lost until someone removes the region).
+//! in one shard), and must be answered "dead" soon after a real death (or
+//! the shard is lost until someone removes the region).
 //!
 //! ## Owner words
 //!
@@ -48,7 +48,7 @@
 //!
 //! A host may close descriptors it did not open (a daemon's `closefrom()`
 //! after fork) and reuse the numbers. Two things keep that from letting two
-//! writers into one stripe:
+//! writers into one shard:
 //!   - the description that takes an owner byte is also mapped (one page,
 //!     never touched, `MADV_DONTFORK` so that children do not inherit it;
 //!     made at each claim, so in each process): the mapping holds the

@@ -3,7 +3,7 @@
 //!
 //! Many workers may start at once. Each first tries to create the object with
 //! `O_CREAT | O_EXCL`: exactly one succeeds, sizes it, reserves its memory,
-//! writes the header and the stripes, and last sets `ready` (a release
+//! writes the header and the shards, and last sets `ready` (a release
 //! store). The others open the existing object and wait, at most
 //! `READY_WAIT`, for `ready` (acquire loads), then check it from its size up
 //! before trusting a byte: size, magic, layout version, configuration,
@@ -25,7 +25,7 @@ use std::ptr::{addr_of, addr_of_mut, NonNull};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::layout::{Header, Layout, CONFIG_TEXT_MAX, HEADER_BYTES, LAYOUT_VERSION, MAGIC, READY, STRIPE_BYTES};
+use super::layout::{Header, Layout, CONFIG_TEXT_MAX, HEADER_BYTES, LAYOUT_VERSION, MAGIC, READY, SHARD_HEADER_BYTES};
 use super::owner::MAX_OWNERS;
 use crate::error::Error;
 
@@ -219,7 +219,7 @@ fn create(fd: Fd, c: &CStr, name: &str, mode: u32, layout: &Layout, init: &Init)
 }
 
 /// Writes a new region's header; `ready` last. Everything else starts as
-/// the kernel's zeros: free locks, generation 0 owner slots, empty stripes
+/// the kernel's zeros: free locks, generation 0 owner slots, empty shards
 /// and slots.
 fn initialise(region: &Region, layout: &Layout, init: &Init) {
     let h = region.header();
@@ -238,8 +238,8 @@ fn initialise(region: &Region, layout: &Layout, init: &Init) {
         addr_of_mut!((*h).sets).write(g.sets as u64);
         addr_of_mut!((*h).stride).write(g.stride as u64);
         addr_of_mut!((*h).owners).write(MAX_OWNERS as u64);
-        addr_of_mut!((*h).stripes_offset).write(layout.stripes_offset as u64);
-        addr_of_mut!((*h).stripe_bytes).write(STRIPE_BYTES as u64);
+        addr_of_mut!((*h).shard_headers_offset).write(layout.shard_headers_offset as u64);
+        addr_of_mut!((*h).shard_header_bytes).write(SHARD_HEADER_BYTES as u64);
         addr_of_mut!((*h).slots_offset).write(layout.slots_offset as u64);
         addr_of_mut!((*h).shard_words).write(g.shard_words() as u64);
         addr_of_mut!((*h).top).write(layout.top.map_or(0, |t| t.entries() as u64));
@@ -435,8 +435,8 @@ fn check(region: &Region, size: usize, name: &str, layout: &Layout) -> Result<()
                 addr_of!((*h).sets).read(),
                 addr_of!((*h).stride).read(),
                 addr_of!((*h).owners).read(),
-                addr_of!((*h).stripes_offset).read(),
-                addr_of!((*h).stripe_bytes).read(),
+                addr_of!((*h).shard_headers_offset).read(),
+                addr_of!((*h).shard_header_bytes).read(),
                 addr_of!((*h).slots_offset).read(),
                 addr_of!((*h).shard_words).read(),
                 addr_of!((*h).top).read(),
@@ -478,8 +478,8 @@ fn check(region: &Region, size: usize, name: &str, layout: &Layout) -> Result<()
         g.sets as u64,
         g.stride as u64,
         MAX_OWNERS as u64,
-        layout.stripes_offset as u64,
-        STRIPE_BYTES as u64,
+        layout.shard_headers_offset as u64,
+        SHARD_HEADER_BYTES as u64,
         layout.slots_offset as u64,
         g.shard_words() as u64,
         layout.top.map_or(0, |t| t.entries() as u64),

@@ -1,4 +1,4 @@
-//! Tests that need the region's insides: a process that dies holding a stripe
+//! Tests that need the region's insides: a process that dies holding a shard
 //! lock half-way through a write, and a storm of workers killed at random
 //! moments. (The C tests in tests/c/test_shm_*.c check the public contract.)
 //!
@@ -14,7 +14,6 @@ use super::layout::HEADER_BYTES;
 use super::wait::COOL_DOWN;
 use super::*;
 use crate::config::Config;
-use crate::limiter::limits_in_ns;
 use crate::top::Which;
 
 /// A region name unique to this test, removed when dropped.
@@ -35,9 +34,14 @@ impl Drop for Name {
     }
 }
 
+/// An attach's configuration for the region `name`.
+fn attach_config(name: &Name) -> Config {
+    Config::parse(&format!("backend=shm name={} timeout_ms=1000", name.0)).unwrap()
+}
+
 fn open(config: &str, name: &Name) -> ShmStore {
     let c = Config::parse(&format!("{config} backend=shm name={}", name.0)).unwrap();
-    ShmStore::open(limits_in_ns(&c), c.capacity, c.top, &name.0, c.mode, c.timeout_ms).unwrap()
+    ShmStore::open(&c).unwrap()
 }
 
 /// Runs `body` in a child process; returns its pid. The child exits with
@@ -95,8 +99,8 @@ fn recoveries(s: &ShmStore) -> u64 {
     unsafe { (*addr_of!((*s.header()).recoveries)).load(Ordering::Relaxed) }
 }
 
-/// Everything a repair promises, checked with every stripe locked: each
-/// stripe's key count is a recount, the total is their sum and within
+/// Everything a repair promises, checked with every shard locked: each
+/// shard's key count is a recount, the total is their sum and within
 /// capacity, no undo record is open, and `same_halves` slots (two identical
 /// rates) have equal states.
 fn assert_consistent(s: &ShmStore, same_halves: bool) {
@@ -108,8 +112,8 @@ fn assert_consistent(s: &ShmStore, same_halves: bool) {
         let index = g.index;
         let (words, stats, journal) = g.parts();
         let recount = words.chunks_exact(stride).filter(|w| w[0] != 0).count() as u64;
-        assert_eq!(stats.keys, recount, "stripe {index}: counted keys");
-        assert_eq!(journal.active, 0, "stripe {index}: open undo record");
+        assert_eq!(stats.keys, recount, "shard {index}: counted keys");
+        assert_eq!(journal.active, 0, "shard {index}: open undo record");
         if same_halves {
             let half = (stride - 1) / 2;
             for w in words.chunks_exact(stride).filter(|w| w[0] != 0) {
@@ -140,15 +144,19 @@ fn layout_and_bytes_per_key() {
 #[test]
 fn an_attach_uses_the_stored_configuration() {
     let name = Name::new("attach");
-    match ShmStore::attach(&name.0, 1000) {
+    match ShmStore::attach(&attach_config(&name)) {
         Err(Error::Io(m)) => assert!(m.contains(&format!("no shm region \"{}\"", name.0)), "{m}"),
         r => panic!("attached to nothing: {:?}", r.map(|_| ())),
     }
     let created = open("rate=3/hour,100/d algorithm=fixed_window capacity=50 top=5", &name);
-    let (attached, config) = ShmStore::attach(&name.0, 1000).expect("attached");
+    let (attached, config) = ShmStore::attach(&attach_config(&name)).expect("attached");
     assert_eq!(
         config.describe(),
-        "rate=3/h,100/d algorithm=fixed_window capacity=50 top=5 backend=memory on_error=allow dry_run=off"
+        format!(
+            "rate=3/h,100/d algorithm=fixed_window capacity=50 top=5 backend=shm name={} mode=0600 timeout_ms=1000 \
+             on_error=allow dry_run=off",
+            name.0
+        )
     );
     assert_eq!(config.mode, 0o600);
     assert_eq!(attached.layout, created.layout);
@@ -185,7 +193,7 @@ fn an_attach_refuses_a_rewritten_configuration_text() {
             let at = created.region.base().add(created.layout.config_text_offset);
             std::ptr::copy_nonoverlapping(forged.as_ptr(), at, forged.len());
         }
-        match ShmStore::attach(&name.0, 1000) {
+        match ShmStore::attach(&attach_config(&name)) {
             Err(Error::Incompatible(m)) => assert!(m.contains(why) && m.contains(&name.0), "{forged}: {m}"),
             r => panic!("{forged}: {:?}", r.map(|(_, c)| c)),
         }
@@ -206,7 +214,7 @@ fn an_attach_waits_for_a_creator_still_initialising() {
         std::thread::spawn(move || {
             region::CREATE_PAUSE.set(pause);
             let c = Config::parse(&format!("rate=7/min capacity=64 backend=shm name={name}")).unwrap();
-            ShmStore::open(limits_in_ns(&c), c.capacity, c.top, &name, c.mode, c.timeout_ms).unwrap()
+            ShmStore::open(&c).unwrap()
         })
     };
     let path = format!("/dev/shm/{}", &name.0[1..]);
@@ -216,22 +224,26 @@ fn an_attach_waits_for_a_creator_still_initialising() {
         std::thread::sleep(Duration::from_micros(100));
     }
     let started = Instant::now();
-    let (attached, config) = ShmStore::attach(&name.0, 1000).expect("attached");
+    let (attached, config) = ShmStore::attach(&attach_config(&name)).expect("attached");
     let waited = started.elapsed();
     let created = creator.join().unwrap();
     assert!(waited >= pause, "attached after {waited:?}, before the creator was done");
     assert_eq!(
         config.describe(),
-        "rate=7/min algorithm=token_bucket burst=7 capacity=64 top=32 backend=memory on_error=allow dry_run=off"
+        format!(
+            "rate=7/min algorithm=token_bucket burst=7 capacity=64 top=32 backend=shm name={} mode=0600 \
+             timeout_ms=1000 on_error=allow dry_run=off",
+            name.0
+        )
     );
     assert_eq!(attached.layout, created.layout);
     assert!(created.check(b"k", 7).unwrap().verdict.outcome.allowed);
     assert!(!attached.check(b"k", 1).unwrap().verdict.outcome.allowed);
 }
 
-/// A process dies holding a stripe lock in the middle of rewriting a stored
+/// A process dies holding a shard lock in the middle of rewriting a stored
 /// key's state (undo record open, state half garbage) after bumping the key
-/// counts for a key it never wrote. The next process to lock the stripe rolls
+/// counts for a key it never wrote. The next process to lock the shard rolls
 /// the rewrite back, recounts, and answers as if the dead check never happened.
 #[test]
 fn a_process_that_dies_holding_a_lock_is_repaired() {
@@ -284,7 +296,7 @@ fn a_process_that_dies_holding_a_lock_is_repaired() {
     assert_consistent(&s, false);
 }
 
-/// A process dies holding a stripe lock in the middle of a sketch record
+/// A process dies holding a shard lock in the middle of a sketch record
 /// that evicts an entry (top/sketch.rs: floor raised, the victim's
 /// fingerprint zeroed, its count half rewritten). The next holder lists
 /// neither the victim nor the junk count, and the victim's key, denied again,
@@ -327,7 +339,7 @@ fn a_process_killed_mid_sketch_record_leaves_sane_bounds() {
     assert_consistent(&s, false);
 }
 
-/// A process dies holding the lock of a stripe and of the recount: the next
+/// A process dies holding the lock of a shard and of the recount: the next
 /// operations still complete and the counts come out right.
 #[test]
 fn a_dead_recounter_is_recovered() {
@@ -339,7 +351,7 @@ fn a_dead_recounter_is_recovered() {
     let child = spawn(|| {
         s.total_keys().store(12345, Ordering::Relaxed);
         s.dirty().store(1, Ordering::Relaxed);
-        // Dies holding the recount lock and a stripe's.
+        // Dies holding the recount lock and a shard's.
         assert!(lock::try_lock(s.recount_lock(), s.owner.word(s.generations()).unwrap()));
         let _g = s.lock(1, &Budget::new()).unwrap();
         // SAFETY: as above.
@@ -355,13 +367,13 @@ fn a_dead_recounter_is_recovered() {
     assert_consistent(&s, false);
 }
 
-/// A child process stopped (SIGSTOP) while it holds a stripe lock. Resumed
+/// A child process stopped (SIGSTOP) while it holds a shard lock. Resumed
 /// with `resume`; killed and reaped if dropped first (a failing test must not
 /// leave a stopped process behind).
 struct StoppedHolder(libc::pid_t);
 
 impl StoppedHolder {
-    /// Forks a child that locks stripe `shard` of `s` and stops itself; returns
+    /// Forks a child that locks shard `shard` of `s` and stops itself; returns
     /// once it is stopped. When continued it unlocks and exits with 0.
     fn new(s: &ShmStore, shard: usize) -> StoppedHolder {
         let pid = spawn(|| {
@@ -401,7 +413,7 @@ fn shard_of(s: &ShmStore, key: &[u8]) -> usize {
     s.layout.geometry.place(s.seed.fingerprint(key)).shard
 }
 
-/// A key whose stripe is not `shard`.
+/// A key whose shard is not `shard`.
 fn key_elsewhere(s: &ShmStore, shard: usize) -> Vec<u8> {
     (0..).map(|n| format!("other-{n}").into_bytes()).find(|k| shard_of(s, k) != shard).unwrap()
 }
@@ -415,12 +427,12 @@ fn assert_bounded(took: Duration, timeout: Duration, what: &str) {
     assert!(took >= timeout && took < timeout + SLACK, "{what} took {took:?}, timeout {timeout:?}");
 }
 
-/// A worker stopped while holding a stripe lock does not wedge the others:
-/// the first operation that needs that stripe gives up after timeout_ms with
+/// A worker stopped while holding a shard lock does not wedge the others:
+/// the first operation that needs that shard gives up after timeout_ms with
 /// a backend error (checks answer with on_error and are counted in `errors`),
-/// and for a cool-down after that the process's operations on the stripe fail
+/// and for a cool-down after that the process's operations on the shard fail
 /// at once instead of waiting again; then one waits again (a probe). Other
-/// stripes are served as usual, and once the holder goes on, so does
+/// shards are served as usual, and once the holder goes on, so does
 /// everything, with the errored checks having consumed nothing.
 #[test]
 fn a_stopped_lock_holder_costs_errors_not_a_wedge() {
@@ -450,18 +462,18 @@ fn a_stopped_lock_holder_costs_errors_not_a_wedge() {
     assert_eq!(allow.check(b"k", 1).unwrap().remaining, 4);
 
     let holder = StoppedHolder::new(&s, shard);
-    let want = format!("shm stripe {shard} of region {}: lock not acquired within {T} ms", name.0);
+    let want = format!("shm shard {shard} of region {}: lock not acquired within {T} ms", name.0);
     let waited = |m: &str| m.contains(&want) && !m.contains("failing fast");
     let fast = |m: &str| m.contains(&want) && m.contains("failing fast");
     let check_fails = |lim: &Limiter, allowed: bool, fast_or_not: &dyn Fn(&str) -> bool| {
-        let Err((e, d)) = lim.check(b"k", 1) else { panic!("a check on the held stripe succeeded") };
+        let Err((e, d)) = lim.check(b"k", 1) else { panic!("a check on the held shard succeeded") };
         assert_eq!(d.allowed, allowed, "the on_error decision");
         assert!(matches!(&e, Error::Backend(m) if fast_or_not(m)), "{e:?}");
     };
     // When the last limiter of the loop (deny) started failing fast.
     let mut suspect_since = Instant::now();
     for (lim, allowed) in [(&allow, true), (&deny, false)] {
-        // The first check on the held stripe waits for it, within the bound.
+        // The first check on the held shard waits for it, within the bound.
         let started = Instant::now();
         check_fails(lim, allowed, &waited);
         assert_bounded(started.elapsed(), timeout, "a check");
@@ -472,19 +484,19 @@ fn a_stopped_lock_holder_costs_errors_not_a_wedge() {
             check_fails(lim, allowed, &fast);
             assert!(started.elapsed() < quick, "a check failing fast took {:?}", started.elapsed());
         }
-        // The other stripes are not held up, nor failed.
+        // The other shards are not held up, nor failed.
         let started = Instant::now();
         assert!(lim.check(&other, 1).unwrap().allowed);
-        assert!(started.elapsed() < quick, "a check on another stripe waited");
+        assert!(started.elapsed() < quick, "a check on another shard waited");
     }
-    // Resets, sweeps and stats fail fast on the suspect stripe too...
+    // Resets, sweeps and stats fail fast on the suspect shard too...
     let started = Instant::now();
     assert!(matches!(deny.reset(b"k"), Err(Error::Backend(m)) if fast(&m)));
     assert!(matches!(deny.sweep(), Err(Error::Backend(m)) if fast(&m)));
     assert!(matches!(deny.stats(), Err(Error::Backend(m)) if fast(&m)));
     assert!(started.elapsed() < quick, "reset, sweep, stats failing fast took {:?}", started.elapsed());
     // ...and on a handle that has not timed out yet, each waits within the
-    // bound, after which that handle's checks on the stripe fail fast.
+    // bound, after which that handle's checks on the shard fail fast.
     for op in ["reset", "sweep", "stats"] {
         let fresh = Limiter::from_config_str(&full("deny")).unwrap();
         let started = Instant::now();
@@ -557,7 +569,7 @@ fn a_stopped_lock_holder_costs_errors_not_a_wedge() {
 }
 
 /// A holder killed while another process waits for its lock: the waiter
-/// finds it dead, takes the lock over, repairs the stripe, and
+/// finds it dead, takes the lock over, repairs the shard, and
 /// answers as usual, without waiting out its timeout.
 #[test]
 fn a_stopped_holder_killed_during_a_wait_is_repaired() {
@@ -582,7 +594,7 @@ fn a_stopped_holder_killed_during_a_wait_is_repaired() {
     assert_consistent(&s, false);
 }
 
-/// The table-wide recount after a repair needs every stripe: with one held by
+/// The table-wide recount after a repair needs every shard: with one held by
 /// a stopped process it gives up within the operation's timeout, leaves
 /// `dirty` set, and this process does not try again (nor wait again) until
 /// `timeout` later; once the holder goes on, the next recount succeeds.
@@ -1087,13 +1099,13 @@ fn a_holder_whose_descriptor_was_closed_stays_alive() {
 }
 
 /// A panic inside a critical section (a bug, or an overflow check in a debug
-/// build) unwinds through the stripe's lock guard: the stripe is repaired
+/// build) unwinds through the shard's lock guard: the shard is repaired
 /// before it is unlocked, as an heir would repair it, so the undo record is
 /// closed (a later takeover has nothing stale to replay), the check that
 /// panicked consumed nothing (its caller got RL_ERR_PANIC, not an answer),
 /// and the counts are exact.
 #[test]
-fn a_panic_inside_a_critical_section_leaves_the_stripe_repaired() {
+fn a_panic_inside_a_critical_section_leaves_the_shard_repaired() {
     let name = Name::new("panic-inside");
     let config = "rate=5/1000d,7/1000d algorithm=fixed_window capacity=1000";
     let s = open(config, &name);
@@ -1106,10 +1118,10 @@ fn a_panic_inside_a_critical_section_leaves_the_stripe_repaired() {
     assert!(caught.is_err(), "the injected panic");
     let shard = shard_of(&s, b"k");
     {
-        let mut guard = s.lock(shard, &Budget::new()).expect("the stripe was unlocked");
+        let mut guard = s.lock(shard, &Budget::new()).expect("the shard was unlocked");
         assert_eq!(guard.parts().2.active, 0, "the undo record was left open");
     }
-    // A process dies holding the stripe; its heir repairs it: nothing to replay.
+    // A process dies holding the shard; its heir repairs it: nothing to replay.
     let child = spawn(|| {
         let _held = s.lock(shard, &Budget::new()).unwrap();
         // SAFETY: dies holding the lock, as a SIGKILL would leave it.
@@ -1154,11 +1166,11 @@ fn damage(x: &mut u64, live: &[u64]) -> (u64, u32) {
 }
 
 /// Random bytes and words of live regions (header, owner slots, lock words,
-/// stripe counters and cursors, undo records, slots) are overwritten, round
+/// shard counters and cursors, undo records, slots) are overwritten, round
 /// after round, while worker processes check, reset, sweep, read stats and
 /// open new handles. Answers for damaged keys may be odd and operations may
 /// fail, but no worker crashes or panics, and no operation waits past its
-/// bound (`timeout_ms`, per stripe for a sweep).
+/// bound (`timeout_ms`, per shard for a sweep).
 #[test]
 fn a_corrupted_region_never_crashes_or_hangs() {
     const T: u64 = 100;
@@ -1206,9 +1218,9 @@ fn a_corrupted_region_never_crashes_or_hangs() {
                         2 => {
                             // A new handle on a damaged region: refused or working.
                             let c = Config::parse(&format!("{config_a} backend=shm name={}", name_a.0)).unwrap();
+                            let c = Config { timeout_ms: T, ..c };
                             opens.fetch_add(1, Ordering::Relaxed);
-                            if let Ok(fresh) = ShmStore::open(limits_in_ns(&c), c.capacity, c.top, &name_a.0, c.mode, T)
-                            {
+                            if let Ok(fresh) = ShmStore::open(&c) {
                                 fresh.check(key.as_bytes(), 1)?;
                             }
                             return Ok(());
@@ -1239,7 +1251,14 @@ fn a_corrupted_region_never_crashes_or_hangs() {
     // The areas of a region, with how often each is hit.
     let areas = |s: &ShmStore| {
         let l = &s.layout;
-        (s.region.base() as usize, l.region_bytes, l.geometry.shards, l.owners_offset, l.stripes_offset, l.slots_offset)
+        (
+            s.region.base() as usize,
+            l.region_bytes,
+            l.geometry.shards,
+            l.owners_offset,
+            l.shard_headers_offset,
+            l.slots_offset,
+        )
     };
     let regions = [areas(&a), areas(&b)];
     // This process's owner words: a lock damaged into one of them is held by
@@ -1249,15 +1268,15 @@ fn a_corrupted_region_never_crashes_or_hangs() {
     for round in 0..ROUNDS {
         std::thread::sleep(Duration::from_millis(40));
         for _ in 0..16 {
-            let (base, len, shards, owners, stripes, slots) = regions[round % 2];
+            let (base, len, shards, owners, headers, slots) = regions[round % 2];
             let mut pick = |n: usize| (next(&mut seed) % n as u64) as usize;
-            let stripe = stripes + pick(shards) * STRIPE_BYTES;
+            let shard = headers + pick(shards) * SHARD_HEADER_BYTES;
             let at = match pick(12) {
                 0 => pick(HEADER_BYTES / 8) * 8,
                 1 => owners + pick(MAX_OWNERS) * 8,
-                2 | 3 => stripe,                                                     // its lock word
-                4 | 5 => stripe + std::mem::offset_of!(Stripe, stats) + pick(5) * 8, // counters, cursor
-                6 | 7 => stripe + std::mem::offset_of!(Stripe, journal) + pick(2 + layout::MAX_STRIDE) * 8,
+                2 | 3 => shard,                                                          // its lock word
+                4 | 5 => shard + std::mem::offset_of!(ShardHeader, stats) + pick(5) * 8, // counters, cursor
+                6 | 7 => shard + std::mem::offset_of!(ShardHeader, journal) + pick(2 + layout::MAX_STRIDE) * 8,
                 _ => slots + pick((len - slots) / 8) * 8,
             };
             let (value, bytes) = damage(&mut seed, &live);
@@ -1337,7 +1356,7 @@ fn a_forked_worker_survives_its_descriptors_being_closed() {
     assert!(matches!(answer, Err(Error::Backend(_))), "{answer:?}");
     assert_eq!(recoveries(&s), 0);
     drop(holder);
-    // (A new handle: this one fails fast on that stripe for a cool-down.)
+    // (A new handle: this one fails fast on that shard for a cool-down.)
     let s2 = open(&format!("rate=5/1000d capacity=1000 timeout_ms={T}"), &name);
     assert!(s2.check(b"k", 1).unwrap().verdict.outcome.allowed, "taken over once the worker died");
     assert_eq!(recoveries(&s), 1);

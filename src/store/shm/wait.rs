@@ -1,31 +1,31 @@
 //! How long an operation waits for a held lock, and when it fails fast instead.
 //!
 //! **No unbounded wait.** A worker stopped (SIGSTOP, a debugger) while holding
-//! a stripe lock keeps it; only the locks of the dead are taken over.
+//! a shard lock keeps it; only the locks of the dead are taken over.
 //! So every lock is try-locked first (the uncontended path: no system call, no
 //! clock read), and a held one is waited for until a deadline `timeout_ms`
 //! after the operation first found a lock held (`Budget`). Past it, the
-//! operation returns `Error::Backend` naming the stripe and the region:
+//! operation returns `Error::Backend` naming the shard and the region:
 //! `rl_check` answers with `on_error` and counts an error, `rl_reset`,
 //! `rl_sweep` and `rl_stats_get` return RL_ERR_BACKEND. Only the keys of that
-//! stripe are affected.
+//! shard are affected.
 //!
-//! **Fail fast on a stuck stripe.** After such a timeout this process holds
-//! the stripe suspect for a cool-down (`COOL_DOWN`, or `timeout_ms` if
-//! longer): meanwhile its operations on that stripe still try-lock it and go
+//! **Fail fast on a stuck shard.** After such a timeout this process holds
+//! the shard suspect for a cool-down (`COOL_DOWN`, or `timeout_ms` if
+//! longer): meanwhile its operations on that shard still try-lock it and go
 //! on as usual if it is free, but fail at once, without waiting, if it is
 //! held. Then the next operation that finds it held waits again (one probe,
 //! with the full bound), and the suspicion ends when a wait gets the lock.
 //! The uncontended path never reads it (only a failed try-lock does), so
 //! taking the lock free does not end it early: until the cool-down is over, a
-//! live worker holding the stripe for a moment makes it fail fast too. The
+//! live worker holding the shard for a moment makes it fail fast too. The
 //! suspicion is per handle and per process, never in the region: another
-//! process may see the stripe differently, and a stale shared flag could
-//! wedge the others. (The Redis backend's circuit breaker, `redis/breaker.rs`,
-//! does the same for a server: per process, the same cool-down.)
+//! process may see the shard differently, and a stale shared flag could
+//! wedge the others. This is the Redis backend's circuit breaker
+//! (`store/breaker.rs`), one per shard, opening at the first timeout.
 //!
 //! **Recounts.** A table-wide recount (layout.rs) that timed out on a held
-//! stripe is not tried again by this process for `timeout_ms`, so that a
+//! shard is not tried again by this process for `timeout_ms`, so that a
 //! stopped holder costs it one wait per `timeout_ms`, not one per operation.
 //!
 //! Times here are shared-clock nanoseconds (clock.rs), read by the caller
@@ -33,11 +33,13 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::store::breaker::{Admit, Breaker};
 use std::time::{Duration, Instant};
 
-/// How long, after a wait for a stripe timed out, this process fails fast on
-/// that stripe when it finds it held, before waiting for it again: the same
-/// 1 s as the Redis breaker's cool-down (`redis/breaker.rs`), or `timeout_ms`
+/// How long, after a wait for a shard timed out, this process fails fast on
+/// that shard when it finds it held, before waiting for it again: the same
+/// 1 s as the Redis breaker's cool-down (`redis::COOL_DOWN_MS`), or `timeout_ms`
 /// if that is longer, so that a stopped holder costs a process at most one
 /// wait per cool-down, not one per operation.
 pub const COOL_DOWN: Duration = Duration::from_secs(1);
@@ -62,19 +64,23 @@ pub struct Patience {
     /// Longest an operation waits for locks held by other processes (this
     /// process's `timeout_ms`; not part of the region's configuration).
     timeout: Duration,
-    /// Per stripe: fail fast, instead of waiting, on finding it held before
-    /// this (0: not suspect). Set when a wait for it timed out; read only
-    /// after a try-lock failed.
-    suspect_until: Box<[AtomicU64]>,
+    /// Per shard: whether to fail fast, instead of waiting, on finding it
+    /// held. Opened when a wait for it timed out; asked only after a
+    /// try-lock failed.
+    suspect: Box<[Breaker]>,
     /// No recount before this: set when one timed out.
     recount_not_before: AtomicU64,
 }
 
 impl Patience {
-    pub fn new(timeout: Duration, stripes: usize) -> Patience {
+    pub fn new(timeout: Duration, shards: usize) -> Patience {
+        let cool_down = timeout.max(COOL_DOWN).as_nanos() as u64;
+        // A probe waits at most `timeout`; past that plus a cool-down it has
+        // surely reported, or its thread is gone and another may probe.
+        let probe_for = (timeout.as_nanos() as u64).saturating_add(cool_down);
         Patience {
             timeout,
-            suspect_until: (0..stripes).map(|_| AtomicU64::new(0)).collect(),
+            suspect: (0..shards).map(|_| Breaker::new(1, cool_down, probe_for)).collect(),
             recount_not_before: AtomicU64::new(0),
         }
     }
@@ -83,7 +89,7 @@ impl Patience {
         self.timeout
     }
 
-    /// How long this process fails fast on a stripe after a wait for it timed out.
+    /// How long this process fails fast on a shard after a wait for it timed out.
     pub fn cool_down(&self) -> Duration {
         self.timeout.max(COOL_DOWN)
     }
@@ -93,37 +99,22 @@ impl Patience {
         budget.deadline(self.timeout)
     }
 
-    /// Stripe `i` was found held: whether to wait for it (false: fail fast,
+    /// Shard `i` was found held: whether to wait for it (false: fail fast,
     /// a wait for it timed out less than a cool-down ago). The one caller let
     /// through after a cool-down is the probe: until its wait ends, the
     /// other threads of this process keep failing fast.
     pub fn may_wait(&self, i: usize, now: impl Fn() -> u64) -> bool {
-        let suspect = &self.suspect_until[i];
-        let mut until = suspect.load(Ordering::Relaxed);
-        while until != 0 {
-            let now = now();
-            if now < until {
-                return false;
-            }
-            let probing = now.saturating_add((self.timeout + self.cool_down()).as_nanos() as u64);
-            match suspect.compare_exchange_weak(until, probing, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(seen) => until = seen,
-            }
-        }
-        true
+        let suspect = &self.suspect[i];
+        // Closed (the common case) needs no clock read.
+        suspect.is_closed() || suspect.admit(now()) != Admit::No
     }
 
-    /// A wait for stripe `i` got the lock (`got`), ending any suspicion, or
+    /// A wait for shard `i` got the lock (`got`), ending any suspicion, or
     /// timed out at `now()`, starting a cool-down.
     pub fn waited(&self, i: usize, got: bool, now: impl Fn() -> u64) {
-        let suspect = &self.suspect_until[i];
-        if got {
-            if suspect.load(Ordering::Relaxed) != 0 {
-                suspect.store(0, Ordering::Relaxed);
-            }
-        } else {
-            suspect.store(now().saturating_add(self.cool_down().as_nanos() as u64), Ordering::Relaxed);
+        match got {
+            true => self.suspect[i].success(),
+            false => self.suspect[i].failure(now()),
         }
     }
 
