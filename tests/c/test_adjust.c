@@ -28,6 +28,8 @@
 #include "helpers.h"
 
 #include <pthread.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 
 /* The three algorithms, each with a 10-unit quota that does not move while a
  * scenario runs. */
@@ -738,6 +740,105 @@ static void test_threads_settle_on_one_key(void)
     rl_destroy(lim);
 }
 
+/* ---- processes -------------------------------------------------------- */
+
+#define PROCS 4
+
+/* The same settling by 4 forked processes sharing the key: with backend=shm
+ * or redis the limiter CFG() makes (each worker opens the same
+ * configuration); with backend=memory an shm region of its own, unlinked at
+ * the end. Round 1, 100 requests per process: a check finds at least
+ * 1000 - 399 - 3 x 10 = 571 units, so all 400 pass; round 2, 150 more each;
+ * then main drains the key alone: 991 in all, 9 units left. */
+static char shared_config[CFG_LEN];
+static char own_region[64];
+
+static void settle_in_process(int requests, int out)
+{
+    rl_limiter *lim = NULL;
+    struct settler s;
+    memset(&s, 0, sizeof s);
+    if (rl_create(shared_config, &lim) != RL_OK)
+        _exit(1);
+    s.lim = lim;
+    s.requests = requests;
+    settle(&s);
+    rl_destroy(lim);
+    if (s.errors || s.bad)
+        _exit(2);
+    (void)!write(out, &s.admitted, sizeof s.admitted);
+    _exit(0);
+}
+
+static int run_settling_processes(int requests)
+{
+    int out[2], i, n, sum = 0, status;
+    pid_t pids[PROCS];
+    if (!CHECK(pipe(out) == 0))
+        return 0;
+    fflush(stdout);
+    fflush(stderr);
+    for (i = 0; i < PROCS; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0) {
+            close(out[0]);
+            settle_in_process(requests, out[1]);
+        }
+        CHECK(pids[i] > 0);
+    }
+    close(out[1]);
+    for (i = 0; i < PROCS; i++)
+        if (CHECK(read(out[0], &n, sizeof n) == (ssize_t)sizeof n))
+            sum += n;
+    close(out[0]);
+    for (i = 0; i < PROCS; i++)
+        if (pids[i] > 0)
+            CHECK(waitpid(pids[i], &status, 0) == pids[i] && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    return sum;
+}
+
+static void test_processes_settle_on_one_key(void)
+{
+    rl_limiter *lim = NULL;
+    rl_decision d;
+    int first, second, drained = 0;
+
+    if (test_backend_is("shm") || test_backend_is("redis")) {
+        snprintf(shared_config, sizeof shared_config, "%s", CFG("rate=1000/hour"));
+        own_region[0] = '\0';
+    } else {
+        snprintf(own_region, sizeof own_region, "/rl-test-adjust-%ld", (long)getpid());
+        (void)rl_shm_unlink(own_region); /* a leftover of an interrupted run */
+        snprintf(shared_config, sizeof shared_config, "rate=1000/hour backend=shm name=%s", own_region);
+    }
+    if (!CHECK_EQ(rl_create(shared_config, &lim), RL_OK))
+        return;
+    if (adjust_unavailable(lim, "processes")) {
+        rl_destroy(lim);
+        if (own_region[0])
+            (void)rl_shm_unlink(own_region);
+        return;
+    }
+    first = run_settling_processes(100);
+    second = run_settling_processes(150);
+    CHECK_EQ(first, 400);
+    CHECK(second <= 591);
+    for (;;) {
+        if (!CHECK_EQ(check(lim, "shared", 10, &d), RL_OK) || !d.allowed)
+            break;
+        drained++;
+        CHECK_EQ(adj(lim, "shared", -9, &d), RL_OK);
+        if (drained > 1000)
+            break;
+    }
+    CHECK_EQ(first + second + drained, 991);
+    CHECK_EQ(check(lim, "shared", 0, &d), RL_OK);
+    CHECK_EQ(d.remaining, 9);
+    rl_destroy(lim);
+    if (own_region[0])
+        CHECK_EQ(rl_shm_unlink(own_region), RL_OK);
+}
+
 int main(void)
 {
     size_t i;
@@ -762,5 +863,6 @@ int main(void)
     test_concurrency_limiter();
     test_hostile_keys();
     test_threads_settle_on_one_key();
+    test_processes_settle_on_one_key();
     return CHECK_SUMMARY();
 }
