@@ -8,7 +8,9 @@
  * so; a refund never goes past a fresh key; 0 is a peek; INT64_MIN/INT64_MAX
  * saturate; `*out` describes the key afterwards, `allowed` being whether a
  * cost-1 check would pass. Then the argument rules, a concurrency limiter
- * (RL_ERR_INVALID), hostile keys, and 8 threads settling on one key.
+ * (RL_ERR_INVALID), hostile keys, and 8 threads, then 4 forked processes,
+ * settling on one key (the processes on an shm region of their own when the
+ * backend is memory).
  *
  * Timing: the value scenarios use long periods (a token bucket of 10/hour
  * gives a unit back every 6 minutes; windows of 1000 days, aligned to the
