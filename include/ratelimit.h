@@ -526,7 +526,7 @@ int rl_stats_get(struct rl_limiter *lim, struct rl_stats *out);
  every tracked key, pass `cap` = N. Returns RL_ERR_NULL for a NULL `lim`
  or a NULL `out` with `cap > 0`, RL_ERR_INVALID for a `which` other than
  RL_TOP_LIMITED or RL_TOP_ACTIVE, and with backend=shm RL_ERR_BACKEND if a
- stripe's lock is held past `timeout_ms` by a stopped process;
+ shard's lock is held past `timeout_ms` by a stopped process;
  rl_last_error() names the problem. Allocates; meant for an operator's
  tools and metrics, not for every request.
  */

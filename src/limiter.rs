@@ -251,12 +251,20 @@ impl Limiter {
         self.decided(answer).map(|d| (d, lease))
     }
 
+    /// `result`, with a backend error counted in `errors` as a check's is.
+    fn counted<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
+        if result.is_err() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
     /// Extends a held lease (see `rl_renew`): whether it was held.
     pub fn renew(&self, key: &[u8], lease: u64) -> Result<bool, Error> {
         if !self.is_concurrency() {
             return Err(self.refused("rl_renew").0);
         }
-        on_store!(&self.store, s => s.renew(key, lease))
+        self.counted(on_store!(&self.store, s => s.renew(key, lease)))
     }
 
     /// Frees a lease (see `rl_release`): whether it was held.
@@ -264,7 +272,7 @@ impl Limiter {
         if !self.is_concurrency() {
             return Err(self.refused("rl_release").0);
         }
-        on_store!(&self.store, s => s.release(key, lease))
+        self.counted(on_store!(&self.store, s => s.release(key, lease)))
     }
 
     pub fn reset(&self, key: &[u8]) -> Result<(), Error> {

@@ -1,7 +1,8 @@
 //! backend=redis on a 3-node Redis Cluster (`url=redis+cluster://...`, from
 //! RL_TEST_REDIS_CLUSTER_URL, which scripts/with_redis.sh sets after making
 //! the cluster; skipped without it): several rates per key, all or nothing,
-//! work on every slot because the keys of one check share a hash tag.
+//! work on every slot because the keys of one check share a hash tag; so do
+//! adjusts and concurrency limiters (one sorted set per key, same tag).
 
 mod redis_common;
 
@@ -76,4 +77,55 @@ fn threads_on_one_cluster_key_admit_exactly_the_quota() {
         }
     });
     assert_eq!(admitted.load(Ordering::Relaxed), 100);
+}
+
+/// Adjusts and leases on a cluster: the key's set of leases (and a rate
+/// key's states) carry the hash tag, so every key of every slot works, and
+/// N holders at most across threads.
+#[test]
+fn adjusts_and_leases_on_a_cluster() {
+    let Some(url) = env_or_skip("RL_TEST_REDIS_CLUSTER_URL", "adjusts_and_leases_on_a_cluster") else { return };
+    let rates = Limiter::from_config_str(&format!(
+        "rate=3/minute,10/hour backend=redis url={url} prefix={} timeout_ms=2000",
+        prefix("cl-adj")
+    ))
+    .unwrap();
+    let conc = Limiter::from_config_str(&format!(
+        "concurrency=2 lease=30s backend=redis url={url} prefix={} timeout_ms=2000",
+        prefix("cl-conc")
+    ))
+    .unwrap();
+    for i in 0..20 {
+        let key = format!("user-{i}");
+        let d = rates.adjust(key.as_bytes(), 5).unwrap();
+        assert_eq!((d.allowed, d.rate_index), (false, 0), "{key}");
+        let d = rates.adjust(key.as_bytes(), -4).unwrap();
+        assert_eq!((d.allowed, d.remaining), (true, 2), "{key}");
+        let (d, a) = conc.acquire(key.as_bytes()).unwrap();
+        assert!(d.allowed && a != 0, "{key}");
+        let (_, b) = conc.acquire(key.as_bytes()).unwrap();
+        assert!(!conc.acquire(key.as_bytes()).unwrap().0.allowed, "{key}");
+        assert!(conc.renew(key.as_bytes(), a).unwrap());
+        assert!(conc.release(key.as_bytes(), a).unwrap());
+        assert!(conc.release(key.as_bytes(), b).unwrap());
+        assert!(!conc.release(key.as_bytes(), b).unwrap());
+    }
+    let (holders, most) = (AtomicU64::new(0), AtomicU64::new(0));
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..25 {
+                    let (d, lease) = conc.acquire(b"hot").unwrap();
+                    if d.allowed {
+                        most.fetch_max(holders.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                        holders.fetch_sub(1, Ordering::SeqCst);
+                        assert!(conc.release(b"hot", lease).unwrap());
+                    }
+                }
+            });
+        }
+    });
+    assert!(most.load(Ordering::SeqCst) <= 2);
+    assert_eq!(rates.stats().unwrap().errors + conc.stats().unwrap().errors, 0);
 }

@@ -1,22 +1,31 @@
 //! tests/vectors/algorithms.txt through both implementations of the
-//! algorithms: the Rust one (`algorithm::check_all`, microsecond ticks) and
-//! the Redis Lua script (with its "now" override). The Redis half runs when
+//! algorithms: the Rust one (`algorithm::check_all` and `adjust_all`,
+//! microsecond ticks) and the Redis Lua script (with its "now" override).
+//! An adjust's delta is clamped as the Redis store clamps it
+//! (`script::clamp_delta`) and its charge bounded as the script bounds it
+//! (`rates::bound_adjusted`) on both sides. The Redis half runs when
 //! RL_TEST_REDIS_URL names a server (scripts/with_redis.sh sets it) and is
 //! skipped with a notice otherwise.
 //!
 //! `RL_BLESS_VECTORS=1 cargo test --test redis_vectors` rewrites the expected
 //! decisions from the Rust implementation (review the diff by hand!).
 
-use ratelimit::algorithm::{check_all, Algorithm, Rate, Verdict};
-use ratelimit::store::redis::rates;
+use ratelimit::algorithm::{adjust_all, check_all, Algorithm, Rate, Verdict};
+use ratelimit::store::redis::{rates, script};
 use ratelimit::store::RedisStore;
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/algorithms.txt");
 
+#[derive(Clone, Copy)]
+enum Op {
+    Check(u64),
+    Adjust(i64),
+}
+
 struct Check {
     line: usize,
     now: u64,
-    cost: u64,
+    op: Op,
     expect: Option<String>,
 }
 
@@ -50,13 +59,19 @@ fn parse(text: &str) -> Vec<Case> {
                 rates::check(&rate).unwrap_or_else(|e| panic!("line {}: outside the Redis range: {e}", i + 1));
                 cases.last_mut().expect("rate before case").rates.push(rate);
             }
-            "check" => {
+            "check" | "adjust" => {
                 let (head, expect) = match line.split_once("=>") {
                     Some((h, e)) => (h, Some(e.split_whitespace().collect::<Vec<_>>().join(" "))),
                     None => (line, None),
                 };
                 let w: Vec<&str> = head.split_whitespace().collect();
-                let check = Check { line: i + 1, now: num(w[1]), cost: num(w[2]), expect };
+                let op = match w[0] {
+                    "check" => Op::Check(num(w[2])),
+                    _ => Op::Adjust(
+                        w[2].parse::<i64>().unwrap_or_else(|_| panic!("line {}: bad delta {:?}", i + 1, w[2])),
+                    ),
+                };
+                let check = Check { line: i + 1, now: num(w[1]), op, expect };
                 cases.last_mut().expect("check before case").checks.push(check);
             }
             w => panic!("line {}: unknown item {w:?}", i + 1),
@@ -77,7 +92,21 @@ fn render(v: &Verdict) -> String {
 
 fn run_rust(case: &Case) -> Vec<String> {
     let mut words = vec![0u64; case.rates.iter().map(Rate::words).sum()];
-    case.checks.iter().map(|c| render(&check_all(&case.rates, &mut words, c.now, c.cost))).collect()
+    let rates = &case.rates;
+    case.checks
+        .iter()
+        .map(|c| match c.op {
+            Op::Check(cost) => render(&check_all(rates, &mut words, c.now, cost)),
+            Op::Adjust(delta) => {
+                let delta = script::clamp_delta(delta);
+                let before = words.clone();
+                adjust_all(rates, &mut words, c.now, delta);
+                rates::bound_adjusted(rates, &before, &mut words, c.now, delta);
+                // The key afterwards, from the state as bounded: a peek.
+                render(&adjust_all(rates, &mut words, c.now, 0).0)
+            }
+        })
+        .collect()
 }
 
 #[test]
@@ -139,7 +168,11 @@ fn vectors_redis_script() {
         let store = RedisStore::with_rates(case.rates.clone(), &url, &prefix, 2000).unwrap();
         for c in &case.checks {
             n += 1;
-            let got = match store.check_at(case.name.as_bytes(), c.cost, c.now) {
+            let answer = match c.op {
+                Op::Check(cost) => store.check_at(case.name.as_bytes(), cost, c.now),
+                Op::Adjust(delta) => store.adjust_at(case.name.as_bytes(), delta, c.now),
+            };
+            let got = match answer {
                 Ok(v) => render(&v),
                 Err(e) => format!("error: {e}"),
             };

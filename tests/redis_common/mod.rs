@@ -122,3 +122,37 @@ pub fn silent_server() -> u16 {
 pub fn refused_port() -> u16 {
     free_port()
 }
+
+/// The commands `f` made clients send to the server, by name, as MONITOR
+/// shows them (commands a script runs inside itself are marked "lua" there
+/// and left out).
+pub fn commands_during(port: u16, admin: &mut redis::Connection, f: impl FnOnce()) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut mon = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    mon.write_all(b"MONITOR\r\n").unwrap();
+    let mut lines = BufReader::new(mon.try_clone().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "+OK");
+    let marker = |admin: &mut redis::Connection, m: &str| {
+        let _: String = redis::cmd("ECHO").arg(m).query(admin).unwrap();
+    };
+    marker(admin, "rl-start");
+    f();
+    marker(admin, "rl-end");
+    let mut seen = Vec::new();
+    let mut inside = false;
+    for line in lines {
+        let line = line.unwrap();
+        if line.contains("\"rl-start\"") {
+            inside = true;
+            continue;
+        }
+        if line.contains("\"rl-end\"") {
+            break;
+        }
+        if inside && !line.contains(" lua] ") {
+            let name = line.split('"').nth(1).unwrap_or("?").to_ascii_lowercase();
+            seen.push(name);
+        }
+    }
+    seen
+}

@@ -1,21 +1,38 @@
--- libratelimit: one check of one key against every configured rate, all or
--- nothing, in one round trip. The same algorithms as src/algorithm/ (read
--- those files for the reasoning); this file only restates them in Lua, in
--- microsecond ticks. tests/vectors/algorithms.txt holds the decisions both
--- must give.
+-- libratelimit: one check (rl_check) or one adjust (rl_adjust) of one key
+-- against every configured rate, in one round trip. The same algorithms as
+-- src/algorithm/ (read those files for the reasoning); this file only
+-- restates them in Lua, in microsecond ticks. tests/vectors/algorithms.txt
+-- holds the decisions both must give.
 --
 -- KEYS[i]  the state of rate i: a string of decimal words
 --          (token bucket "tat"; fixed window "start count";
 --           sliding window "start current previous"). Missing = fresh.
--- ARGV[1]  cost (units; 0 is a peek and never writes)
--- ARGV[2]  "" to use the server's TIME, or a time in µs (tests only: with an
+-- ARGV[1]  the operation:
+--          "c"  check: all or nothing (algorithm::check_all)
+--          "a"  adjust: settle a cost after the fact on every rate
+--               (algorithm::adjust_all)
+-- ARGV[2]  check: the cost (units; 0 is a peek and never writes)
+--          adjust: the delta, a signed integer with |delta| <= 2^50 (the
+--          caller clamps it: script.rs); > 0 charges, never denied, may go
+--          into debt; < 0 refunds, never past a fresh key; 0 peeks
+-- ARGV[3]  "" to use the server's TIME, or a time in µs (tests only: with an
 --          override every written key lives at least a minute, so that a
 --          test's virtual clock never races real expiry)
--- ARGV[3 + 5*(i-1) ...]  rate i: algorithm ("t", "f" or "s"), limit, period
+-- ARGV[4 + 5*(i-1) ...]  rate i: algorithm ("t", "f" or "s"), limit, period
 --          (µs), burst, interval (µs per unit = ceil(period / limit))
 --
--- Reply: { rate_index (0-based), allowed (1/0), limit, remaining, reset_us,
---          retry_after_us (-1 = never) }
+-- Reply (both operations): { rate_index (0-based), allowed (1/0), limit,
+--          remaining, reset_us, retry_after_us (-1 = never) }
+-- For an adjust it describes the key afterwards: allowed = whether a check
+-- of cost 1 would pass now, retry_after = until it does (0 when allowed),
+-- limit/remaining/reset = a peek's; the deciding rate is chosen as a check
+-- of cost 1 chooses it.
+--
+-- Bounds of an adjust (so that every number stays exact, below 2^53): a
+-- charge moves a bucket's tat at most MAX_AHEAD = 2^51 µs (71 years) past
+-- now, and a window's count to at most MAX_COUNT = 2^51 units; a debt that
+-- long is "never" in practice. (src/store/redis/rates.rs states the same
+-- bounds in Rust, for the test vectors.)
 --
 -- Lua numbers are doubles: every integer below 2^53 is exact. The limiter
 -- keeps counts and durations at most 2^50 (src/store/redis/rates.rs); the one
@@ -69,47 +86,58 @@ local function muldiv(a, b, c)
   return q, r
 end
 
-local cost = tonumber(ARGV[1])
-local overridden = ARGV[2] ~= ''
+local MAX_AHEAD = 2251799813685248 -- 2^51
+local MAX_COUNT = 2251799813685248 -- 2^51
+
+local op = ARGV[1]
+local amount = tonumber(ARGV[2])
+local overridden = ARGV[3] ~= ''
 local now
 if overridden then
-  now = tonumber(ARGV[2])
+  now = tonumber(ARGV[3])
 else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
+-- Each algorithm decides one check of `cost` units at `now` on state `s`:
+-- allowed, limit, remaining, reset, retry_after (NEVER = never), and when
+-- allowed the new state and the time it is fresh from.
+
 -- Token bucket (GCRA): state {tat}.
-local function gcra(limit, period, burst, interval, s, now)
+local function gcra(limit, period, burst, interval, s, now, cost)
   local cap = burst * interval
-  -- Time never runs backwards for a key: the tat was written by a check at
-  -- no earlier than tat - cap, so a clock behind that runs at it (the bucket
-  -- is then empty, never "more than full", and a peek passes).
-  if now < s[1] - cap then now = s[1] - cap end
+  -- Time never runs backwards for a key: a tat more than a bucket ahead of
+  -- now (a stale clock, or a debt) is decided at tat - cap: the bucket is
+  -- empty, never "more than full", and a peek passes. Durations count from
+  -- the caller's own now: `behind` is added to them.
+  local key_now = now
+  if key_now < s[1] - cap then key_now = s[1] - cap end
+  local behind = key_now - now
   local base = s[1]
-  if base < now then base = now end
-  local ahead = base - now -- at most cap
+  if base < key_now then base = key_now end
+  local ahead = base - key_now -- at most cap
   local left = cap - ahead
   if cost <= burst then
     local new_ahead = ahead + cost * interval
     if new_ahead <= cap then
-      local tat = now + new_ahead
-      return true, burst, idiv(cap - new_ahead, interval), new_ahead, 0, { tat }, tat
+      local tat = key_now + new_ahead
+      return true, burst, idiv(cap - new_ahead, interval), new_ahead + behind, 0, { tat }, tat
     end
-    return false, burst, idiv(left, interval), ahead, new_ahead - cap
+    return false, burst, idiv(left, interval), ahead + behind, new_ahead - cap + behind
   end
-  return false, burst, idiv(left, interval), ahead, NEVER
+  return false, burst, idiv(left, interval), ahead + behind, NEVER
 end
 
 -- Fixed window: state {start, count}. A clock behind the stored window runs
 -- at its start: time never runs backwards for a key.
-local function fixed(limit, period, burst, interval, s, now)
+local function fixed(limit, period, burst, interval, s, now, cost)
   if s[1] > now then now = s[1] end
   local start = now - fmod(now, period)
   local used = 0
   if s[1] == start then used = s[2] end
   -- A count above the limit (a key kept from a configuration with a higher
-  -- one) counts as the limit.
+  -- one, or a charge past the limit) counts as the limit.
   if used > limit then used = limit end
   local until_next = start + period - now
   if cost <= limit - used then
@@ -124,7 +152,7 @@ local function fixed(limit, period, burst, interval, s, now)
 end
 
 -- Sliding window: state {start, current, previous}.
-local function sliding(limit, period, burst, interval, s, now)
+local function sliding(limit, period, burst, interval, s, now, cost)
   if s[1] > now then now = s[1] end
   local start = now - fmod(now, period)
   local cur, prev = 0, 0
@@ -182,27 +210,96 @@ local function sliding(limit, period, burst, interval, s, now)
   return false, limit, free(cur), reset(cur), retry
 end
 
-local algorithms = { t = { gcra, 1 }, f = { fixed, 2 }, s = { sliding, 3 } }
+-- A count moved by delta: a charge up to MAX_COUNT (never below where it
+-- was), a refund down to none.
+local function moved(count, delta)
+  if delta >= 0 then
+    if delta >= MAX_COUNT - count then
+      if count > MAX_COUNT then return count end
+      return MAX_COUNT
+    end
+    return count + delta
+  end
+  if -delta >= count then return 0 end
+  return count + delta
+end
+
+-- Adjusts (gcra.rs, fixed_window.rs, sliding_window.rs `adjust`): the new
+-- state, and the time from which it is a fresh key's.
+local function adjust_gcra(limit, period, burst, interval, s, now, delta)
+  local tat = s[1]
+  if delta >= 0 then
+    local base = tat
+    if base < now then base = now end
+    local ticks = delta * interval -- inexact above 2^53, but then above MAX_AHEAD too
+    local new = now + MAX_AHEAD
+    if ticks < new - base then new = base + ticks end
+    if new <= tat then return s, nil end -- already as far as a debt goes
+    return { new }, new
+  end
+  if tat <= now then return s, nil end -- already fresh
+  local ticks = -delta * interval
+  if ticks >= tat - now then return { now }, now end
+  return { tat - ticks }, tat - ticks
+end
+
+local function adjust_fixed(limit, period, burst, interval, s, now, delta)
+  if s[1] > now then now = s[1] end
+  local start = now - fmod(now, period)
+  local used = 0
+  if s[1] == start then used = s[2] end
+  local n = moved(used, delta)
+  if n == used then return s, nil end
+  if n == 0 then return { start, 0 }, 0 end
+  return { start, n }, start + period
+end
+
+local function adjust_sliding(limit, period, burst, interval, s, now, delta)
+  if s[1] > now then now = s[1] end
+  local start = now - fmod(now, period)
+  local cur, prev = 0, 0
+  if s[1] == start then
+    cur, prev = s[2], s[3]
+  elseif s[1] + period == start then
+    prev = s[2]
+  end
+  local n = moved(cur, delta)
+  if n == cur then return s, nil end
+  local fresh = 0
+  if n > 0 then
+    fresh = start + 2 * period
+  elseif prev > 0 then
+    fresh = start + period
+  end
+  return { start, n, prev }, fresh
+end
+
+local algorithms = {
+  t = { gcra, 1, adjust_gcra },
+  f = { fixed, 2, adjust_fixed },
+  s = { sliding, 3, adjust_sliding },
+}
+
+-- Writes a state with the TTL until it is a fresh key's again. A state
+-- already fresh (a refund all the way back) is deleted: dropping it changes
+-- no decision. (Not under a test's time override, whose clock may go back
+-- to before the state was fresh: there it is kept, as the Rust side keeps it.)
+local function store(key, state, fresh_at)
+  if fresh_at <= now and not overridden then
+    redis.call('DEL', key)
+    return
+  end
+  -- Milliseconds until the state is a fresh key's, rounded up.
+  local ttl = 1
+  if fresh_at > now then ttl = idiv(fresh_at - now + 999, 1000) end
+  if overridden and ttl < 60000 then ttl = 60000 end
+  local words = {}
+  for w = 1, #state do words[w] = string.format('%.0f', state[w]) end
+  redis.call('SET', key, table.concat(words, ' '), 'PX', string.format('%.0f', ttl))
+end
 
 local best, best_allowed, best_limit, best_remaining, best_reset, best_retry
-local all_allowed = true
-local writes = {}
-for i = 1, #KEYS do
-  local a = 3 + 5 * (i - 1)
-  local algo = algorithms[ARGV[a]]
-  local limit, period = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local burst, interval = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-  local s = { 0, 0, 0 }
-  local stored = redis.call('GET', KEYS[i])
-  if stored then
-    local w = 1
-    for word in string.gmatch(stored, '%d+') do
-      if w <= algo[2] then s[w] = tonumber(word) end
-      w = w + 1
-    end
-  end
-  local allowed, lim, remaining, reset, retry, state, fresh_at =
-    algo[1](limit, period, burst, interval, s, now)
+local function consider(i, allowed, lim, remaining, reset, retry)
   local better
   if best == nil then
     better = true
@@ -217,20 +314,47 @@ for i = 1, #KEYS do
     best, best_allowed, best_limit, best_remaining, best_reset, best_retry =
       i, allowed, lim, remaining, reset, retry
   end
-  all_allowed = all_allowed and allowed
-  writes[i] = { state, fresh_at }
 end
 
-if all_allowed and cost > 0 then
+local all_allowed = true
+local writes = {}
+for i = 1, #KEYS do
+  local a = 4 + 5 * (i - 1)
+  local algo = algorithms[ARGV[a]]
+  local limit, period = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local burst, interval = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local s = { 0, 0, 0 }
+  local stored = redis.call('GET', KEYS[i])
+  if stored then
+    local w = 1
+    for word in string.gmatch(stored, '%d+') do
+      if w <= algo[2] then s[w] = tonumber(word) end
+      w = w + 1
+    end
+  end
+  if op == 'a' then
+    if amount ~= 0 then
+      local state, fresh_at = algo[3](limit, period, burst, interval, s, now, amount)
+      if fresh_at ~= nil then
+        store(KEYS[i], state, fresh_at)
+        s = state
+      end
+    end
+    local _, lim, remaining, reset = algo[1](limit, period, burst, interval, s, now, 0)
+    local allowed, _, _, _, retry = algo[1](limit, period, burst, interval, s, now, 1)
+    consider(i, allowed, lim, remaining, reset, retry)
+  else
+    local allowed, lim, remaining, reset, retry, state, fresh_at =
+      algo[1](limit, period, burst, interval, s, now, amount)
+    consider(i, allowed, lim, remaining, reset, retry)
+    all_allowed = all_allowed and allowed
+    writes[i] = { state, fresh_at }
+  end
+end
+
+if op ~= 'a' and all_allowed and amount > 0 then
   for i = 1, #KEYS do
-    local state, fresh_at = writes[i][1], writes[i][2]
-    local words = {}
-    for w = 1, #state do words[w] = string.format('%.0f', state[w]) end
-    -- Milliseconds until the state is a fresh key's, rounded up.
-    local ttl = idiv(fresh_at - now + 999, 1000)
-    if ttl < 1 then ttl = 1 end
-    if overridden and ttl < 60000 then ttl = 60000 end
-    redis.call('SET', KEYS[i], table.concat(words, ' '), 'PX', string.format('%.0f', ttl))
+    store(KEYS[i], writes[i][1], writes[i][2])
   end
 end
 

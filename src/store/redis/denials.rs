@@ -1,14 +1,18 @@
 //! The local over-limit cache: denials answered without a round trip.
 //!
 //! When Redis denies a key with a finite `retry_after`, nothing another host
-//! does can make that key pass sooner (spending only pushes it later), so
+//! does can make that key pass sooner (spending only pushes it later)
+//! except a refund (`rl_adjust` with a negative delta, or `rl_reset`), so
 //! until then every check of the key with the same cost or more is denied
 //! here, without asking Redis (a larger cost is denied at least as long; its
 //! reported `retry_after` is the smaller cost's, a lower bound, and a cost
 //! above the smallest quota, which can never pass, still goes to Redis). Abusive clients that keep hammering a key
 //! while limited then cost no Redis traffic at all. Peeks (cost 0) always go
-//! to Redis. `rl_reset` of the key on this handle clears its entry; a reset
-//! made elsewhere (another host) is seen here only after the entry expires.
+//! to Redis. `rl_reset` or a refund of the key on this handle clears its
+//! entry; a reset or refund made elsewhere (another host) is seen here only
+//! after the entry expires (at most the `retry_after` Redis gave). An
+//! adjust whose reply says the key is over its limit is remembered as a
+//! denial of cost 1.
 //!
 //! The cache is a fixed array of [`SLOTS`] entries indexed by the key's keyed
 //! hash (`keyhash.rs`, random seed per limiter, so clients cannot aim keys

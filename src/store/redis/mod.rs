@@ -1,6 +1,6 @@
 //! `backend=redis`: every server of a fleet shares the limits.
 //!
-//! Each check is ONE `EVALSHA` of the Lua script `check.lua`, which reads the
+//! Each check is ONE `EVALSHA` of the Lua script `check.lua` (operation "c"), which reads the
 //! key's states, decides with the same algorithms as `algorithm/` (in
 //! microsecond ticks, on the server's `TIME`, so all hosts agree), writes the
 //! new states with a TTL equal to the time until each is fresh again (no key
@@ -10,10 +10,53 @@
 //! puts the script back in its cache. A denial Redis gave is replayed locally
 //! until its `retry_after` (`denials.rs`): such checks cost no round trip.
 //!
+//! **Adjusts** (`rl_adjust`) are ONE `EVALSHA` of the same script with the
+//! operation "a": on the server's `TIME`, every rate of the key settles the
+//! delta at once, as `algorithm::adjust_all` does in microsecond ticks (a
+//! charge is never denied and may go into debt; a refund never goes past a
+//! fresh key, and in a window takes back only the current window's count;
+//! 0 peeks and writes nothing). The reply describes the key afterwards:
+//! `allowed` = a check of cost 1 would pass, `retry_after` = until it
+//! does, `remaining`/`reset` a peek's, the deciding rate chosen as for a
+//! check of cost 1. Written keys get the TTL until they are fresh again (a
+//! debt makes it longer); a refund back to a fresh state deletes them. An
+//! `i64` delta is clamped to ±2^50 before it is sent, and a charge stops at
+//! 2^51 µs of a bucket's debt or a window count of 2^51, so that every
+//! number stays exact in Lua's doubles (`script::clamp_delta`, `rates.rs`):
+//! a debt that long is "never" in practice. A refund forgets this handle's
+//! over-limit cache entry for the key (after the round trip), and a reply
+//! that says "denied" is cached like a check's denial of cost 1.
+//! **Caveat:** other handles (other processes, other hosts) keep their own
+//! caches: one that cached a denial of the key before the refund keeps
+//! denying it locally until that cached `retry_after` passes (at most the
+//! wait Redis told it; `rl_reset` on that handle clears it sooner).
+//!
+//! **Concurrency limiters** (`concurrency=N lease=DURATION`) keep one
+//! sorted set per key, `{<prefix><key>}:c<N>/<lease_us>` (`script.rs`):
+//! member = a lease id, score = the lease's expiry in µs of server time.
+//! `rl_acquire`, `rl_renew` and `rl_release` are ONE `EVALSHA` each of
+//! `leases.lua` (same NOSCRIPT→EVAL fallback), atomic on the server, so at
+//! most N leases are held at once across every thread, process and host.
+//! An acquire drops the expired members, adds one if fewer than N are held,
+//! and answers `remaining` (free places after), `reset` (until the latest
+//! expiry), `retry_after` (denied: until the earliest expiry). A renew
+//! moves a held lease's expiry to now + lease; renew and release answer
+//! whether the lease was held (an expired one is removed and answers 0).
+//! The set is PEXPIRE'd to its latest expiry, so a process that dies
+//! holding leases leaks nothing past them. Lease ids are nonzero u64s made
+//! by the handle (a random seed, the pid and a counter through a bijection:
+//! unique per process, the children of a fork() included; two processes
+//! collide with a 2^-64 chance per pair of ids, and the script refuses a
+//! live id, ZADD NX, so a new one is drawn). A lease
+//! longer than 2^50 µs is refused at `rl_create` (the config grammar's
+//! 1000-day cap keeps every lease far below). The store never runs the rate
+//! script with no keys: `check` and `adjust` of a concurrency limiter are
+//! `RL_ERR_INVALID` before any round trip (the limiter refuses them first).
+//!
 //! Files: `url.rs` (the `url=` forms), `rates.rs` (microsecond ticks and the
-//! exact range of Lua numbers), `script.rs` + `check.lua` (key names,
-//! arguments, reply), `pool.rs` (connections per process, fork-safe),
-//! `../breaker.rs` (failing fast during an outage), `denials.rs` (the local
+//! exact range of Lua numbers), `script.rs` + `check.lua` + `leases.lua`
+//! (key names, arguments, replies), `pool.rs` (connections per process,
+//! fork-safe), `../breaker.rs` (failing fast during an outage), `denials.rs` (the local
 //! over-limit cache).
 //!
 //! **Timeouts.** A check takes an idle connection or makes one (connect, and
@@ -40,7 +83,8 @@
 //! say cheaply how many of its keys are ours) and `evictions` is 0 (Redis
 //! expires keys by TTL; under `maxmemory` with an evicting policy it may drop
 //! live keys without telling anyone). `local_denials` counts the checks the
-//! over-limit cache answered. `rl_top` too covers this handle's checks
+//! over-limit cache answered; acquires count as allowed or limited, adjusts
+//! in neither. `rl_top` too covers this handle's checks and acquires
 //! (every decided check, local denials included, in a `LocalTop`), not the
 //! fleet's: the fleet's heavy hitters are the sum of every host's lists.
 
@@ -56,7 +100,7 @@ use std::time::{Duration, Instant};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConnection};
 use redis::{Cmd, ConnectionLike, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 
-use super::{Answer, Store, StoreStats};
+use super::{wrong_kind, Answer, Store, StoreStats};
 
 /// Consecutive failures (connect refused, timeout, connection reset) after
 /// which a handle fails fast, without a network call (`store/breaker.rs`).
@@ -65,7 +109,7 @@ pub const THRESHOLD: u32 = 3;
 /// How long a handle fails fast before one check probes Redis again.
 pub const COOL_DOWN_MS: u64 = 1000;
 use super::breaker::{Admit, Breaker};
-use crate::algorithm::{Rate, Verdict};
+use crate::algorithm::{Leases, Limits, Outcome, Rate, Verdict};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{quoted, scrub, Error};
@@ -74,7 +118,7 @@ use crate::top::{LocalTop, TopEntry, Which, DEFAULT_TOP};
 use denials::Denials;
 use pool::Pool;
 pub use rates::TICK_NS;
-use script::Script;
+use script::{Op, Script};
 use url::Target;
 
 enum Client {
@@ -131,10 +175,25 @@ fn backend(what: &str, e: &RedisError, password: Option<&str>) -> Error {
     Error::Backend(scrub(&format!("redis: {what}: {e}"), password))
 }
 
+/// splitmix64's finalizer: a bijection of u64 that scatters its input.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// State shared in Redis, one `EVALSHA` per check.
 pub struct RedisStore {
-    /// In microsecond ticks.
+    /// In microsecond ticks; empty for a concurrency limiter.
     rates: Vec<Rate>,
+    /// A concurrency limiter's N and lease length in µs (None: rates).
+    leases: Option<Leases>,
+    /// The concurrency script (`leases.lua`).
+    leases_script: Script,
+    /// Lease ids: a bijection of a per-handle counter, keyed by a random
+    /// seed (see `next_lease_id`).
+    lease_seed: u64,
+    lease_counter: AtomicU64,
     client: Client,
     /// The password of `url=`, to mask in messages.
     password: Option<String>,
@@ -159,6 +218,16 @@ impl RedisStore {
         let url = config.url.as_deref().ok_or_else(|| Error::Config("backend=redis needs \"url=\"".into()))?;
         let mut store = RedisStore::with_rates(rates, url, &config.prefix, config.timeout_ms)?;
         store.top = LocalTop::new(config.top)?;
+        if let Some(c) = config.concurrency {
+            // Periods are whole milliseconds: exact in µs.
+            let lease = c.lease_ns.div_ceil(TICK_NS);
+            if lease > rates::MAX_QUANTITY {
+                return Err(Error::Config(format!(
+                    "lease of {lease} µs is above 2^50 µs (backend=redis counts in microseconds with Lua doubles)"
+                )));
+            }
+            store.leases = Some(Leases { slots: c.slots as usize, lease });
+        }
         Ok(store)
     }
 
@@ -198,6 +267,10 @@ impl RedisStore {
         let max_cost = rates.iter().map(Rate::quota).min().unwrap_or(0);
         Ok(RedisStore {
             rates,
+            leases: None,
+            leases_script: Script::leases(),
+            lease_seed: seed.0[1],
+            lease_counter: AtomicU64::new(0),
             client,
             password: target.password.clone(),
             prefix: prefix.as_bytes().to_vec(),
@@ -269,11 +342,15 @@ impl RedisStore {
         }
     }
 
-    fn eval(&self, key: &[u8], cost: u64, now_us: Option<u64>) -> Result<Verdict, Error> {
+    fn eval(&self, key: &[u8], op: Op, now_us: Option<u64>) -> Result<Verdict, Error> {
         let keys = script::key_names(&self.prefix, key, &self.rates);
-        let cmd = self.script.evalsha(&keys, &self.rates, cost, now_us);
-        let fallback = self.script.eval(&keys, &self.rates, cost, now_us);
-        let value = self.call("check", &cmd, Some(&fallback))?;
+        let cmd = self.script.evalsha(&keys, &self.rates, op, now_us);
+        let fallback = self.script.eval(&keys, &self.rates, op, now_us);
+        let what = match op {
+            Op::Check(_) => "check",
+            Op::Adjust(_) => "adjust",
+        };
+        let value = self.call(what, &cmd, Some(&fallback))?;
         script::parse_reply(&value, self.rates.len()).map_err(Error::Backend)
     }
 
@@ -281,12 +358,65 @@ impl RedisStore {
     /// the local over-limit cache and the counters. For the test vectors only.
     #[doc(hidden)]
     pub fn check_at(&self, key: &[u8], cost: u64, now_us: u64) -> Result<Verdict, Error> {
-        self.eval(key, cost, Some(now_us))
+        self.eval(key, Op::Check(cost), Some(now_us))
     }
 
-    /// The Redis key names of `key` (one per rate; see `script.rs`).
+    /// One adjust at a given server time in µs instead of `TIME`, bypassing
+    /// the local over-limit cache. For the test vectors only.
+    #[doc(hidden)]
+    pub fn adjust_at(&self, key: &[u8], delta: i64, now_us: u64) -> Result<Verdict, Error> {
+        self.eval(key, Op::Adjust(delta), Some(now_us))
+    }
+
+    /// What this store limits, for `wrong_kind`'s message.
+    fn limits(&self) -> Limits {
+        match self.leases {
+            Some(l) => Limits::Leases(l),
+            None => Limits::Rates(self.rates.clone()),
+        }
+    }
+
+    /// A fresh lease id: nonzero, and never the same twice in this process
+    /// (the counter goes through a bijection of u64, splitmix64's mixer,
+    /// after adding a start made of the handle's random seed and the pid,
+    /// so that the children of a fork(), which inherit the seed and the
+    /// counter, draw other ids than their parent and each other). Two
+    /// processes draw the same id only by a 2^-64 chance per pair of ids,
+    /// and even then the script refuses to reuse a live one (ZADD NX) and a
+    /// new id is drawn.
+    fn next_lease_id(&self) -> u64 {
+        let start = self.lease_seed ^ mix64(u64::from(std::process::id()));
+        loop {
+            let n = self.lease_counter.fetch_add(1, Ordering::Relaxed);
+            let z = mix64(start.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+            if z != 0 {
+                return z;
+            }
+        }
+    }
+
+    /// One call of the concurrency script on `key` (see `leases.lua`).
+    fn leases_call(&self, what: &str, l: &Leases, key: &[u8], op: &str, id: u64) -> Result<Value, Error> {
+        let name = script::lease_key_name(&self.prefix, key, l.slots, l.lease);
+        let (lease, slots, id) = (l.lease.to_string(), l.slots.to_string(), id.to_string());
+        let args: [&[u8]; 4] = [op.as_bytes(), lease.as_bytes(), slots.as_bytes(), id.as_bytes()];
+        let cmd = self.leases_script.leases_call(false, &name, &args);
+        let fallback = self.leases_script.leases_call(true, &name, &args);
+        self.call(what, &cmd, Some(&fallback))
+    }
+
+    /// The Redis key name of `key` on a concurrency limiter (see `script.rs`).
+    pub fn lease_key_name(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.leases.map(|l| script::lease_key_name(&self.prefix, key, l.slots, l.lease))
+    }
+
+    /// The Redis key names of `key` (one per rate, or its set of leases;
+    /// see `script.rs`).
     pub fn key_names(&self, key: &[u8]) -> Vec<Vec<u8>> {
-        script::key_names(&self.prefix, key, &self.rates)
+        match self.lease_key_name(key) {
+            Some(name) => vec![name],
+            None => script::key_names(&self.prefix, key, &self.rates),
+        }
     }
 
     /// Checks answered by the local over-limit cache, without Redis.
@@ -302,6 +432,10 @@ impl RedisStore {
 
 impl Store for RedisStore {
     fn check(&self, key: &[u8], cost: u64) -> Result<Answer, Error> {
+        if self.rates.is_empty() {
+            // (the limiter refuses it first; never run the script on no keys)
+            return Err(wrong_kind(&self.limits(), "rl_check"));
+        }
         let now = self.clock.now();
         let fp = (cost > 0).then(|| self.denials.fingerprint(key));
         if let Some(fp) = fp {
@@ -313,7 +447,7 @@ impl Store for RedisStore {
                 return Ok(Answer { verdict, tick_ns: TICK_NS });
             }
         }
-        let verdict = self.eval(key, cost, None)?;
+        let verdict = self.eval(key, Op::Check(cost), None)?;
         if verdict.outcome.allowed {
             self.allowed.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -328,20 +462,71 @@ impl Store for RedisStore {
         Ok(Answer { verdict, tick_ns: TICK_NS })
     }
 
-    fn adjust(&self, _key: &[u8], _delta: i64) -> Result<Answer, Error> {
-        Err(Error::Invalid("rl_adjust: not yet available with backend=redis".into()))
+    /// One `EVALSHA` of check.lua with op "a" (see the module docs).
+    fn adjust(&self, key: &[u8], delta: i64) -> Result<Answer, Error> {
+        if self.rates.is_empty() {
+            return Err(wrong_kind(&self.limits(), "rl_adjust"));
+        }
+        let now = self.clock.now();
+        let fp = self.denials.fingerprint(key);
+        let result = self.eval(key, Op::Adjust(delta), None);
+        if delta < 0 {
+            // After the round trip (whatever it answered): a denial
+            // remembered from before the refund must not outlive it here.
+            self.denials.forget(fp);
+        }
+        let verdict = result?;
+        if !verdict.outcome.allowed {
+            // A key in debt: checks of it are denied until retry_after
+            // (by this handle's own reckoning; another handle's refund is
+            // the cache's known caveat, see the module docs).
+            self.denials.remember(fp, 1, now, verdict);
+        }
+        Ok(Answer { verdict, tick_ns: TICK_NS })
     }
 
-    fn acquire(&self, _key: &[u8]) -> Result<(Answer, u64), Error> {
-        Err(Error::Invalid("rl_acquire: not yet available with backend=redis".into()))
+    /// One `EVALSHA` of leases.lua with op "a".
+    fn acquire(&self, key: &[u8]) -> Result<(Answer, u64), Error> {
+        let Some(l) = self.leases else { return Err(wrong_kind(&self.limits(), "rl_acquire")) };
+        // A collision of ids is a 2^-64 event: a few draws settle it.
+        for _ in 0..4 {
+            let id = self.next_lease_id();
+            let value = self.leases_call("acquire", &l, key, "a", id)?;
+            let Some(outcome): Option<Outcome> = script::parse_acquire(&value).map_err(Error::Backend)? else {
+                continue;
+            };
+            if outcome.allowed {
+                self.allowed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.limited.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(top) = &self.top {
+                top.record(key, outcome.allowed);
+            }
+            let answer = Answer { verdict: Verdict { index: 0, outcome }, tick_ns: TICK_NS };
+            return Ok((answer, if outcome.allowed { id } else { 0 }));
+        }
+        Err(Error::Backend("redis: acquire: the lease ids drawn were all taken".into()))
     }
 
-    fn renew(&self, _key: &[u8], _lease: u64) -> Result<bool, Error> {
-        Err(Error::Invalid("rl_renew: not yet available with backend=redis".into()))
+    /// One `EVALSHA` of leases.lua with op "r" (none for id 0, never issued).
+    fn renew(&self, key: &[u8], lease: u64) -> Result<bool, Error> {
+        let Some(l) = self.leases else { return Err(wrong_kind(&self.limits(), "rl_renew")) };
+        if lease == 0 {
+            return Ok(false);
+        }
+        let value = self.leases_call("renew", &l, key, "r", lease)?;
+        script::parse_held(&value).map_err(Error::Backend)
     }
 
-    fn release(&self, _key: &[u8], _lease: u64) -> Result<bool, Error> {
-        Err(Error::Invalid("rl_release: not yet available with backend=redis".into()))
+    /// One `EVALSHA` of leases.lua with op "x" (none for id 0, never issued).
+    fn release(&self, key: &[u8], lease: u64) -> Result<bool, Error> {
+        let Some(l) = self.leases else { return Err(wrong_kind(&self.limits(), "rl_release")) };
+        if lease == 0 {
+            return Ok(false);
+        }
+        let value = self.leases_call("release", &l, key, "x", lease)?;
+        script::parse_held(&value).map_err(Error::Backend)
     }
 
     /// `DEL` of the key's Redis keys (all its rates), and of its local denial.

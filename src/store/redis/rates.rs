@@ -19,6 +19,11 @@
 //! - a token bucket faster than one unit per microsecond (LIMIT above PERIOD
 //!   in µs, e.g. `rate=2000000/s`), which microsecond ticks cannot express.
 //!
+//! An adjust (`rl_adjust`) sends |delta| at most 2^50 (`script::clamp_delta`)
+//! and a charge stops at [`MAX_AHEAD`] µs of a bucket's debt or a window
+//! count of [`MAX_COUNT`] ([`bound_adjusted`] states it in Rust): a debt
+//! of 71 years is "never" in practice, and everything stays exact.
+//!
 //! Products that can exceed 2^53 (the sliding window's `previous × (period −
 //! elapsed)` against `limit × period`) are computed exactly by the script in
 //! two 52-bit limbs (`mul2`/`muldiv` in check.lua), not restricted.
@@ -31,6 +36,39 @@ pub const TICK_NS: u64 = 1000;
 
 /// The largest count or duration (in µs) a rate may involve on Redis.
 pub const MAX_QUANTITY: u64 = 1 << 50;
+
+/// How far past now a charge may move a token bucket's tat on Redis, in µs
+/// (`MAX_AHEAD` in check.lua).
+pub const MAX_AHEAD: u64 = 1 << 51;
+
+/// The largest count a charge may leave in a window on Redis (`MAX_COUNT`
+/// in check.lua).
+pub const MAX_COUNT: u64 = 1 << 51;
+
+/// The state check.lua keeps after an adjust of `delta` at `now`: `after`
+/// holds what `algorithm::adjust_all` made of `before`, and becomes the
+/// same with a charge stopped at [`MAX_AHEAD`] / [`MAX_COUNT`] (never
+/// below where the state already was). The Rust statement of the script's
+/// bounds, for tests/redis_vectors.rs; the store itself runs the script.
+pub fn bound_adjusted(rates: &[Rate], before: &[u64], after: &mut [u64], now: u64, delta: i64) {
+    if delta <= 0 {
+        return;
+    }
+    let mut at = 0;
+    for r in rates {
+        match r.algorithm {
+            Algorithm::TokenBucket => {
+                after[at] = before[at].max(after[at].min(now.saturating_add(MAX_AHEAD)));
+            }
+            // [start, count, ..]: the count of the window `after` is in.
+            Algorithm::FixedWindow | Algorithm::SlidingWindow => {
+                let old = if before[at] == after[at] { before[at + 1] } else { 0 };
+                after[at + 1] = old.max(after[at + 1].min(MAX_COUNT));
+            }
+        }
+        at += r.words();
+    }
+}
 
 /// The configuration's rates in microsecond ticks, or why Redis cannot run them.
 pub fn rates_in_us(config: &Config) -> Result<Vec<Rate>, String> {

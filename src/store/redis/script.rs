@@ -1,5 +1,7 @@
-//! The Lua script (check.lua) and how one check is put to it: the key names,
-//! the arguments and the reply.
+//! The Lua scripts and how one call is put to them: the key names, the
+//! arguments and the replies. `check.lua` runs the checks and adjusts of a
+//! rate limiter (its header documents its arguments and reply), `leases.lua`
+//! the acquires, renews and releases of a concurrency limiter (likewise).
 //!
 //! **Key names.** Each rate of a key has its own Redis key, so that each gets
 //! the exact TTL of its own state:
@@ -8,6 +10,7 @@
 //! {<prefix><key>}:t<limit>/<period_us>/<burst>     token bucket
 //! {<prefix><key>}:f<limit>/<period_us>             fixed window
 //! {<prefix><key>}:s<limit>/<period_us>             sliding window
+//! {<prefix><key>}:c<N>/<lease_us>                   concurrency limiter
 //! ```
 //!
 //! The rate is part of the name, so limiters with other rates (or a rolling
@@ -19,41 +22,93 @@
 //! and all names of one check share everything up to the first `}`, they
 //! share the tag even when `<key>` itself contains braces. The tag is never
 //! empty because the prefix is non-empty and may not contain `{` or `}`
-//! (checked at `rl_create`).
+//! (checked at `rl_create`). A concurrency limiter has one key per key, a
+//! sorted set of its leases (`leases.lua`), under the same hash-tag rule.
 
 use redis::{Cmd, Value};
 
 use crate::algorithm::{Algorithm, Outcome, Rate, Verdict, NEVER};
 
-/// The script's source.
+/// The rate script's source (checks and adjusts).
 pub const SOURCE: &str = include_str!("check.lua");
+/// The concurrency script's source (acquire, renew, release).
+pub const LEASES_SOURCE: &str = include_str!("leases.lua");
 
-/// The script and its SHA-1 (what `EVALSHA` names it by).
+/// The largest |delta| an adjust sends (2^50, the script's exact range for
+/// one count: `rates.rs`). An `i64` may be up to 2^63, which Lua's doubles
+/// cannot hold exactly; and nothing is lost by the clamp: every limit and
+/// burst is at most 2^50, so a refund of 2^50 units empties any window, and
+/// a charge of 2^50 units puts any rate as far into debt as the script keeps
+/// (`check.lua`: 2^51 µs ahead, or a count of 2^51).
+pub const MAX_DELTA: i64 = 1 << 50;
+
+/// `delta` within what the script takes (see [`MAX_DELTA`]).
+pub fn clamp_delta(delta: i64) -> i64 {
+    delta.clamp(-MAX_DELTA, MAX_DELTA)
+}
+
+/// What the rate script is asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `rl_check` of a cost (0: a peek).
+    Check(u64),
+    /// `rl_adjust` by a delta (already clamped: [`clamp_delta`]).
+    Adjust(i64),
+}
+
+/// A script and its SHA-1 (what `EVALSHA` names it by).
 pub struct Script {
+    pub source: &'static str,
     pub sha: String,
 }
 
 impl Script {
+    /// The rate script (`check.lua`).
     pub fn new() -> Script {
-        Script { sha: redis::Script::new(SOURCE).get_hash().to_owned() }
+        Script::of(SOURCE)
     }
 
-    /// `EVALSHA sha n key... cost now rate-args...` for one check.
-    /// `now_us` overrides the server's clock (tests only).
-    pub fn evalsha(&self, keys: &[Vec<u8>], rates: &[Rate], cost: u64, now_us: Option<u64>) -> Cmd {
+    /// The concurrency script (`leases.lua`).
+    pub fn leases() -> Script {
+        Script::of(LEASES_SOURCE)
+    }
+
+    fn of(source: &'static str) -> Script {
+        Script { source, sha: redis::Script::new(source).get_hash().to_owned() }
+    }
+
+    /// `EVALSHA sha n key... op amount now rate-args...` for one check or
+    /// adjust. `now_us` overrides the server's clock (tests only).
+    pub fn evalsha(&self, keys: &[Vec<u8>], rates: &[Rate], op: Op, now_us: Option<u64>) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&self.sha);
-        push_args(&mut cmd, keys, rates, cost, now_us);
+        push_args(&mut cmd, keys, rates, op, now_us);
         cmd
     }
 
     /// The same call as `EVAL` with the full source: used once after a
-    /// `NOSCRIPT` reply; it runs the check and puts the script back into the
+    /// `NOSCRIPT` reply; it runs the call and puts the script back into the
     /// server's script cache, so the next `EVALSHA` finds it.
-    pub fn eval(&self, keys: &[Vec<u8>], rates: &[Rate], cost: u64, now_us: Option<u64>) -> Cmd {
+    pub fn eval(&self, keys: &[Vec<u8>], rates: &[Rate], op: Op, now_us: Option<u64>) -> Cmd {
         let mut cmd = redis::cmd("EVAL");
-        cmd.arg(SOURCE);
-        push_args(&mut cmd, keys, rates, cost, now_us);
+        cmd.arg(self.source);
+        push_args(&mut cmd, keys, rates, op, now_us);
+        cmd
+    }
+
+    /// `EVALSHA` (or, with `full`, `EVAL`) of the concurrency script on the
+    /// key `name`: `args` are its ARGV (see `leases.lua`).
+    pub fn leases_call(&self, full: bool, name: &[u8], args: &[&[u8]]) -> Cmd {
+        let mut cmd = redis::cmd(if full { "EVAL" } else { "EVALSHA" });
+        if full {
+            cmd.arg(self.source);
+        } else {
+            cmd.arg(&self.sha);
+        }
+        cmd.arg(1).arg(name);
+        for a in args {
+            cmd.arg(*a);
+        }
         cmd
     }
 }
@@ -64,12 +119,15 @@ impl Default for Script {
     }
 }
 
-fn push_args(cmd: &mut Cmd, keys: &[Vec<u8>], rates: &[Rate], cost: u64, now_us: Option<u64>) {
+fn push_args(cmd: &mut Cmd, keys: &[Vec<u8>], rates: &[Rate], op: Op, now_us: Option<u64>) {
     cmd.arg(keys.len());
     for k in keys {
         cmd.arg(k.as_slice());
     }
-    cmd.arg(cost);
+    match op {
+        Op::Check(cost) => cmd.arg("c").arg(cost),
+        Op::Adjust(delta) => cmd.arg("a").arg(clamp_delta(delta)),
+    };
     match now_us {
         Some(t) => cmd.arg(t),
         None => cmd.arg(""),
@@ -82,6 +140,71 @@ fn push_args(cmd: &mut Cmd, keys: &[Vec<u8>], rates: &[Rate], cost: u64, now_us:
         };
         cmd.arg(code).arg(r.limit).arg(r.period).arg(r.burst).arg(r.interval);
     }
+}
+
+/// The Redis key name of `key` on a concurrency limiter of `slots` leases
+/// of `lease_us` µs each (see the module documentation).
+pub fn lease_key_name(prefix: &[u8], key: &[u8], slots: usize, lease_us: u64) -> Vec<u8> {
+    let suffix = format!("}}:c{slots}/{lease_us}");
+    let mut name = Vec::with_capacity(1 + prefix.len() + key.len() + suffix.len());
+    name.push(b'{');
+    name.extend_from_slice(prefix);
+    name.extend_from_slice(key);
+    name.extend_from_slice(suffix.as_bytes());
+    name
+}
+
+/// The reply of the concurrency script's acquire: the outcome in µs, or
+/// None if the id was taken (see `leases.lua`).
+pub fn parse_acquire(value: &Value) -> Result<Option<Outcome>, String> {
+    let bad = || format!("unexpected reply from the concurrency script: {}", shown(value));
+    let Value::Array(items) = value else { return Err(bad()) };
+    let mut n = Vec::with_capacity(5);
+    for item in items {
+        match item {
+            Value::Int(v) => n.push(*v),
+            _ => return Err(bad()),
+        }
+    }
+    match n[..] {
+        [-1] => Ok(None),
+        [allowed @ (0 | 1), limit, remaining, reset, retry]
+            if limit > 0 && (0..=limit).contains(&remaining) && reset >= 0 && retry >= 0 =>
+        {
+            Ok(Some(Outcome {
+                allowed: allowed == 1,
+                limit: limit as u64,
+                remaining: remaining as u64,
+                reset: reset as u64,
+                retry_after: retry as u64,
+            }))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// The reply of the concurrency script's renew or release: whether the
+/// lease was held.
+pub fn parse_held(value: &Value) -> Result<bool, String> {
+    match value {
+        Value::Int(0) => Ok(false),
+        Value::Int(1) => Ok(true),
+        _ => Err(format!("unexpected reply from the concurrency script: {}", shown(value))),
+    }
+}
+
+/// The start of a reply of any shape and size, to quote in an error.
+fn shown(value: &Value) -> String {
+    let mut text = format!("{value:?}");
+    if text.len() > 200 {
+        let mut cut = 200;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
 }
 
 /// The Redis key names of `key`'s rates (see the module documentation).
@@ -106,19 +229,8 @@ pub fn key_names(prefix: &[u8], key: &[u8], rates: &[Rate]) -> Vec<Vec<u8>> {
 
 /// The script's reply as a verdict in microsecond ticks.
 pub fn parse_reply(value: &Value, rates: usize) -> Result<Verdict, String> {
-    let bad = || {
-        // A reply of another shape can be anything, of any size: show its start.
-        let mut text = format!("{value:?}");
-        if text.len() > 200 {
-            let mut cut = 200;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-            text.push_str("...");
-        }
-        format!("unexpected reply from the rate-limit script: {text}")
-    };
+    // A reply of another shape can be anything, of any size: show its start.
+    let bad = || format!("unexpected reply from the rate-limit script: {}", shown(value));
     let Value::Array(items) = value else { return Err(bad()) };
     let mut n = [0i64; 6];
     if items.len() != 6 {
@@ -185,5 +297,40 @@ mod tests {
         let huge = Value::BulkString(vec![b'x'; 1 << 20]);
         let e = parse_reply(&huge, 1).unwrap_err();
         assert!(e.starts_with("unexpected reply") && e.ends_with("...") && e.len() < 300, "{}", &e[..e.len().min(300)]);
+    }
+
+    #[test]
+    fn lease_names_share_the_hash_tag_rule() {
+        assert_eq!(lease_key_name(b"rl:", b"a}b\0{", 4, 30_000_000), b"{rl:a}b\0{}:c4/30000000".to_vec());
+    }
+
+    #[test]
+    fn deltas_are_clamped_to_the_exact_range() {
+        assert_eq!(clamp_delta(i64::MAX), 1 << 50);
+        assert_eq!(clamp_delta(i64::MIN), -(1 << 50));
+        assert_eq!(clamp_delta(-7), -7);
+        let cmd = Script::new().evalsha(&[b"k".to_vec()], &[], Op::Adjust(i64::MIN), None);
+        let args: Vec<Vec<u8>> = cmd
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => b.to_vec(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(args[4..6], [b"a".to_vec(), b"-1125899906842624".to_vec()]);
+    }
+
+    #[test]
+    fn lease_replies() {
+        let ints = |v: &[i64]| Value::Array(v.iter().map(|&i| Value::Int(i)).collect());
+        let o = parse_acquire(&ints(&[0, 4, 0, 900, 100])).unwrap().unwrap();
+        assert_eq!((o.allowed, o.limit, o.remaining, o.reset, o.retry_after), (false, 4, 0, 900, 100));
+        assert_eq!(parse_acquire(&ints(&[-1])).unwrap(), None);
+        for bad in [ints(&[1, 4, 5, 0, 0]), ints(&[2, 4, 0, 0, 0]), ints(&[1, 4, 0, -1, 0]), ints(&[]), Value::Nil] {
+            assert!(parse_acquire(&bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_held(&Value::Int(1)), Ok(true));
+        assert_eq!(parse_held(&Value::Int(0)), Ok(false));
+        assert!(parse_held(&Value::Int(2)).is_err());
     }
 }
