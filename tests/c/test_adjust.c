@@ -17,10 +17,6 @@
  * epoch, end months from now), so nothing moves while they run. The
  * scenarios that wait for a debt to be paid use periods of 1 s or less and
  * sleep retry_after_ms plus a margin of 40 ms or more.
- *
- * Until backend=redis implements rl_adjust, a limiter whose rl_adjust answers
- * RL_ERR_INVALID "... not yet available ..." makes the test print a SKIP line
- * for that scenario.
  */
 #define _POSIX_C_SOURCE 200809L /* nanosleep, getpid: before any header */
 
@@ -53,30 +49,6 @@ static int adj(rl_limiter *lim, const char *key, int64_t delta, rl_decision *d)
     return rl_adjust(lim, key, strlen(key), delta, d);
 }
 
-/* Whether this limiter's backend has no rl_adjust yet (redis, until its
- * scripts land): then prints a SKIP line for `what` and returns 1. */
-static int adjust_unavailable(rl_limiter *lim, const char *what)
-{
-    rl_decision d;
-    int rc = rl_adjust(lim, "adjust-probe", 12, 0, &d);
-    if (rc == RL_ERR_INVALID && strstr(rl_last_error(), "not yet available")) {
-        printf("SKIP %s: %s\n", what, rl_last_error());
-        fflush(stdout);
-        return 1;
-    }
-    return 0;
-}
-
-static rl_limiter *create_adjustable(const char *config, const char *what)
-{
-    rl_limiter *lim = create(config);
-    if (lim && adjust_unavailable(lim, what)) {
-        rl_destroy(lim);
-        return NULL;
-    }
-    return lim;
-}
-
 /* A decision that says "a cost-1 check would pass now". */
 static int says_allowed(const rl_decision *d)
 {
@@ -89,7 +61,7 @@ static int says_allowed(const rl_decision *d)
  * far more than was ever spent. */
 static void test_reserve_then_settle(const char *config)
 {
-    rl_limiter *lim = create_adjustable(config, config);
+    rl_limiter *lim = create(config);
     int tb = strstr(config, "token_bucket") != NULL;
     rl_decision d;
 
@@ -180,7 +152,7 @@ static void test_reserve_then_settle(const char *config)
 /* A key never seen: a refund leaves it fresh; a charge is charged. */
 static void test_unseen_keys(const char *config)
 {
-    rl_limiter *lim = create_adjustable(config, config);
+    rl_limiter *lim = create(config);
     rl_decision d;
 
     if (!lim)
@@ -255,7 +227,7 @@ static void check_made_fresh(rl_limiter *lim, const char *key, const char *confi
  * saturate"); no crash, no wrap-around, decisions one can obey. */
 static void test_extreme_deltas(const char *config)
 {
-    rl_limiter *lim = create_adjustable(config, config);
+    rl_limiter *lim = create(config);
     int tb = strstr(config, "token_bucket") != NULL;
     rl_decision d;
 
@@ -291,7 +263,7 @@ static void test_extreme_deltas(const char *config)
 static void test_out_predicts_a_check(const char *config)
 {
     static const int64_t DELTAS[] = {3, 7, -1, 1, -2, 0, 5, -20, 10, -1, 0, -3, 12, INT64_MIN, 9, 1};
-    rl_limiter *lim = create_adjustable(config, config);
+    rl_limiter *lim = create(config);
     rl_decision a, c;
     size_t i;
 
@@ -318,7 +290,7 @@ static void test_out_predicts_a_check(const char *config)
 /* rl_stats: an adjust is neither an allowed nor a limited check. */
 static void test_not_counted_in_stats(void)
 {
-    rl_limiter *lim = create_adjustable("rate=10/hour", "stats");
+    rl_limiter *lim = create("rate=10/hour");
     rl_decision d;
     rl_stats s;
 
@@ -341,7 +313,7 @@ static void test_not_counted_in_stats(void)
  * reported allowed with retry_after_ms > 0 (a would-be 429). */
 static void test_dry_run(void)
 {
-    rl_limiter *lim = create_adjustable("rate=10/hour dry_run=on", "dry run");
+    rl_limiter *lim = create("rate=10/hour dry_run=on");
     rl_decision d;
 
     if (!lim)
@@ -366,7 +338,7 @@ static void test_dry_run(void)
  * debt of 5 plus the unit asked for: a cost-1 check passes in 600 ms. */
 static void test_token_bucket_debt_paid_back(void)
 {
-    rl_limiter *lim = create_adjustable("rate=10/s", "token bucket debt");
+    rl_limiter *lim = create("rate=10/s");
     rl_decision d;
 
     if (!lim)
@@ -415,7 +387,7 @@ static void align(rl_limiter *lim, const char *probe_key, int sliding)
 static void test_window_debt_paid_back(int sliding)
 {
     const char *config = sliding ? "rate=5/400ms algorithm=sliding_window" : "rate=5/400ms algorithm=fixed_window";
-    rl_limiter *lim = create_adjustable(config, config);
+    rl_limiter *lim = create(config);
     rl_decision d;
     uint64_t window_left;
 
@@ -450,7 +422,7 @@ static void test_window_debt_paid_back(int sliding)
  * window; those of the previous window were spent in a window that ended. */
 static void test_sliding_refund_only_current_window(void)
 {
-    rl_limiter *lim = create_adjustable("rate=10/s algorithm=sliding_window", "sliding refund");
+    rl_limiter *lim = create("rate=10/s algorithm=sliding_window");
     rl_decision d;
 
     if (!lim)
@@ -474,7 +446,7 @@ static void test_sliding_refund_only_current_window(void)
  * is that of the rate with least remaining, or the longest retry_after. */
 static void test_multi_rate(void)
 {
-    rl_limiter *lim = create_adjustable("rate=10/s,100/hour", "multi-rate");
+    rl_limiter *lim = create("rate=10/s,100/hour");
     rl_decision d;
 
     if (!lim)
@@ -538,7 +510,7 @@ static void test_multi_rate(void)
 
 static void test_arguments(void)
 {
-    rl_limiter *lim = create_adjustable("rate=5/hour", "arguments");
+    rl_limiter *lim = create("rate=5/hour");
     rl_decision d;
 
     if (!lim)
@@ -601,17 +573,15 @@ static void test_concurrency_limiter(void)
     CHECK_EQ(rl_adjust(lim, "k", 1, 0, &d), RL_ERR_INVALID);
     CHECK_EQ(d.allowed, 0);
     /* and it took no place */
-    if (rl_acquire(lim, "k", 1, &lease, &d) == RL_OK)
-        CHECK_EQ(d.remaining, 1);
-    else
-        printf("SKIP adjust on a concurrency limiter, the places: %s\n", rl_last_error());
+    CHECK_EQ(rl_acquire(lim, "k", 1, &lease, &d), RL_OK);
+    CHECK_EQ(d.remaining, 1);
     rl_destroy(lim);
 }
 
 /* Keys are bytes: NULs inside, 1 MiB long. */
 static void test_hostile_keys(void)
 {
-    rl_limiter *lim = create_adjustable("rate=5/hour", "hostile keys");
+    rl_limiter *lim = create("rate=5/hour");
     const size_t big = (size_t)1 << 20;
     unsigned char *a, *b;
     rl_decision d;
@@ -700,7 +670,7 @@ static void *settle(void *arg)
  * (1000 - 991 = 9 < 10), and 9 units left. */
 static void test_threads_settle_on_one_key(void)
 {
-    rl_limiter *lim = create_adjustable("rate=1000/hour", "threads");
+    rl_limiter *lim = create("rate=1000/hour");
     struct settler s[THREADS];
     pthread_t t[THREADS];
     int i, round, admitted[2] = {0, 0}, errors = 0, bad = 0, drained = 0;
@@ -815,12 +785,6 @@ static void test_processes_settle_on_one_key(void)
     }
     if (!CHECK_EQ(rl_create(shared_config, &lim), RL_OK))
         return;
-    if (adjust_unavailable(lim, "processes")) {
-        rl_destroy(lim);
-        if (own_region[0])
-            (void)rl_shm_unlink(own_region);
-        return;
-    }
     first = run_settling_processes(100);
     second = run_settling_processes(150);
     CHECK_EQ(first, 400);

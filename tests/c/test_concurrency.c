@@ -17,10 +17,6 @@
  * backend=memory a region of its own, `backend=shm name=/rl-test-conc-<pid>`,
  * unlinked at the end.
  *
- * Until backend=redis implements leases, a limiter whose rl_acquire answers
- * RL_ERR_INVALID "... not yet available ..." makes the test print a SKIP line
- * for that scenario.
- *
  * Timing: leases are 10 s or longer where nothing may expire; the expiry
  * scenarios use leases of 300 ms to 1 s, sleep 60 ms or more past their
  * end, and leave 200 ms or more between a step and a lease's end.
@@ -59,33 +55,6 @@ static int rel(rl_limiter *lim, const char *key, uint64_t lease)
 static int renew(rl_limiter *lim, const char *key, uint64_t lease)
 {
     return rl_renew(lim, key, strlen(key), lease);
-}
-
-/* Whether this limiter's backend has no leases yet (redis, until its scripts
- * land): then prints a SKIP line for `what` and returns 1. */
-static int leases_unavailable(rl_limiter *lim, const char *what)
-{
-    rl_decision d;
-    uint64_t lease = 0;
-    int rc = rl_acquire(lim, "lease-probe", 11, &lease, &d);
-    if (rc == RL_ERR_INVALID && strstr(rl_last_error(), "not yet available")) {
-        printf("SKIP %s: %s\n", what, rl_last_error());
-        fflush(stdout);
-        return 1;
-    }
-    if (rc == RL_OK && lease)
-        (void)rl_release(lim, "lease-probe", 11, lease);
-    return 0;
-}
-
-static rl_limiter *create_leasing(const char *config, const char *what)
-{
-    rl_limiter *lim = create(config);
-    if (lim && leases_unavailable(lim, what)) {
-        rl_destroy(lim);
-        return NULL;
-    }
-    return lim;
 }
 
 /* ---- configuration ---------------------------------------------------- */
@@ -159,7 +128,7 @@ static void test_config_limits(void)
  * backend=memory, but reserved in /dev/shm at rl_create with shm.) */
 static void test_max_places(const char *config)
 {
-    rl_limiter *lim = create_leasing(config, config);
+    rl_limiter *lim = create(config);
     static uint64_t ids[1024];
     rl_decision d;
     uint64_t lease;
@@ -196,7 +165,7 @@ static void test_max_places(const char *config)
 
 static void test_acquire_release_renew(void)
 {
-    rl_limiter *lim = create_leasing("concurrency=3 lease=10s", "acquire/release");
+    rl_limiter *lim = create("concurrency=3 lease=10s");
     rl_decision d;
     uint64_t ids[3], lease, other, stale;
     int i;
@@ -287,7 +256,7 @@ static void test_acquire_release_renew(void)
 /* A renewed lease holds a whole lease length from the renew. */
 static void test_renew_holds_on(void)
 {
-    rl_limiter *lim = create_leasing("concurrency=1 lease=600ms", "renew");
+    rl_limiter *lim = create("concurrency=1 lease=600ms");
     rl_decision d;
     uint64_t a, b;
 
@@ -314,7 +283,7 @@ static void test_renew_holds_on(void)
 /* Leases nobody releases expire: renew and release then say 0. */
 static void test_leases_expire(void)
 {
-    rl_limiter *lim = create_leasing("concurrency=2 lease=300ms", "expiry");
+    rl_limiter *lim = create("concurrency=2 lease=300ms");
     rl_decision d;
     uint64_t a, b, c;
 
@@ -346,7 +315,7 @@ static void test_leases_expire(void)
  * say 0 and leave the new holder's lease alone. */
 static void test_stale_id_after_expiry(void)
 {
-    rl_limiter *lim = create_leasing("concurrency=1 lease=300ms", "stale id");
+    rl_limiter *lim = create("concurrency=1 lease=300ms");
     rl_decision d;
     uint64_t a, b, c;
 
@@ -372,7 +341,7 @@ static void test_stale_id_after_expiry(void)
  * forgotten leases free nothing later (not even the new holder's place). */
 static void test_reset_forgets_leases(void)
 {
-    rl_limiter *lim = create_leasing("concurrency=1 lease=10s", "reset");
+    rl_limiter *lim = create("concurrency=1 lease=10s");
     rl_decision d;
     uint64_t a, b, c;
 
@@ -407,10 +376,9 @@ static void test_released_keys_are_swept(void)
 
     if (test_backend_is("redis"))
         return;
-    lim = create_leasing("concurrency=3 lease=10s", "sweep");
+    lim = create("concurrency=3 lease=10s");
     if (!lim)
         return;
-    CHECK(rl_sweep(lim) >= 0); /* the probe's key, released */
     for (i = 0; i < 6; i++)
         CHECK_EQ(acq(lim, i < 3 ? "a" : "b", &ids[i], &d), RL_OK);
     CHECK_EQ(rl_sweep(lim), 0); /* all held: nothing to drop */
@@ -442,7 +410,7 @@ static void test_full_table_keeps_live_leases(void)
 
     if (test_backend_is("redis"))
         return; /* no capacity */
-    lim = create_leasing("concurrency=1 lease=60s capacity=16", "full table");
+    lim = create("concurrency=1 lease=60s capacity=16");
     if (!lim)
         return;
     for (i = 0; i < 64; i++) {
@@ -480,7 +448,7 @@ static void test_full_table_keeps_live_leases(void)
 
 static void test_arguments(void)
 {
-    rl_limiter *lim = create_leasing("concurrency=2 lease=10s", "arguments");
+    rl_limiter *lim = create("concurrency=2 lease=10s");
     rl_decision d;
     uint64_t lease;
 
@@ -616,14 +584,14 @@ static void test_wrong_kind(void)
  * retry_after_ms > 0; it takes nothing, and counts in `limited`. */
 static void test_dry_run(void)
 {
-    rl_limiter *lim = create_leasing("concurrency=1 lease=10s dry_run=on", "dry run");
+    rl_limiter *lim = create("concurrency=1 lease=10s dry_run=on");
     rl_decision d;
     uint64_t a, b;
     rl_stats before, s;
 
     if (!lim)
         return;
-    CHECK_EQ(rl_stats_get(lim, &before), RL_OK); /* (the probe's acquire) */
+    CHECK_EQ(rl_stats_get(lim, &before), RL_OK);
     CHECK_EQ(acq(lim, "k", &a, &d), RL_OK);
     CHECK_EQ(d.allowed, 1);
     CHECK(a != 0);
@@ -700,7 +668,7 @@ static void *hammer(void *arg)
 
 static void test_threads(void)
 {
-    rl_limiter *lim = create_leasing("concurrency=4 lease=60s", "threads");
+    rl_limiter *lim = create("concurrency=4 lease=60s");
     struct hammer h[THREADS];
     pthread_t t[THREADS];
     int i, acquired = 0, denied = 0, errors = 0, bad = 0, bad_releases = 0;
@@ -849,11 +817,6 @@ static void test_processes_share_the_places(void)
         fprintf(stderr, "    rl_create(\"%s\"): %s\n", shared_config, rl_last_error());
         return;
     }
-    if (leases_unavailable(lim, "processes")) {
-        rl_destroy(lim);
-        drop_shared_config();
-        return;
-    }
     c = mmap(NULL, sizeof *c, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (!CHECK(c != MAP_FAILED) || !CHECK(pipe(go) == 0)) {
         rl_destroy(lim);
@@ -957,11 +920,6 @@ static void test_killed_holder(void)
     make_shared_config("concurrency=2 lease=1s");
     if (!CHECK_EQ(rl_create(shared_config, &lim), RL_OK)) {
         fprintf(stderr, "    rl_create(\"%s\"): %s\n", shared_config, rl_last_error());
-        return;
-    }
-    if (leases_unavailable(lim, "killed holder")) {
-        rl_destroy(lim);
-        drop_shared_config();
         return;
     }
     if (!CHECK(pipe(ready) == 0)) {
