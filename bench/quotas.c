@@ -35,8 +35,6 @@
  * `INFO commandstats` read before and after them (a connection of its own)
  * to count the commands Redis ran for them. Prints per operation
  *     libratelimit (redis) TAB <op> TAB <ns per call> TAB calls=N TAB cmds=name:calls,...
- * or, while the backend answers RL_ERR_INVALID "... not yet available ...",
- *     libratelimit (redis) TAB <op> TAB pending TAB calls=0 TAB <the message>
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -332,11 +330,9 @@ static void redis_op(int port, enum op op, long calls)
     char config[256];
     struct cmdstats before, after;
     rl_limiter *lim = NULL;
-    rl_decision d;
-    uint64_t lease;
     double t0, t1;
     long i;
-    int j, first = 1, rc;
+    int j, first = 1;
 
     for (j = 0; j < REDIS_KEYS; j++)
         make_key(k[j], (unsigned long long)j);
@@ -347,17 +343,6 @@ static void redis_op(int port, enum op op, long calls)
         fprintf(stderr, "bench_quotas: rl_create(\"%s\"): %s\n", config, rl_last_error());
         exit(2);
     }
-    /* Not there yet? (backend=redis before its adjust/lease scripts land) */
-    rc = op == OP_ADJUST ? rl_adjust(lim, k[0], KEY_LEN, 0, &d)
-       : op == OP_LEASE  ? rl_acquire(lim, k[0], KEY_LEN, &lease, &d)
-                         : RL_OK;
-    if (rc == RL_ERR_INVALID && strstr(rl_last_error(), "not yet available")) {
-        printf("libratelimit (redis)\t%s\tpending\tcalls=0\t%s\n", OP_NAME[op], rl_last_error());
-        rl_destroy(lim);
-        return;
-    }
-    if (op == OP_LEASE && rc == RL_OK && lease)
-        (void)rl_release(lim, k[0], KEY_LEN, lease);
     /* warm-up: the connection, the scripts loaded, every key made */
     for (i = 0; i < 4 * REDIS_KEYS; i++)
         if (!call(lim, op, k[i % REDIS_KEYS], KEY_LEN, i / REDIS_KEYS)) {
