@@ -5,11 +5,13 @@
  * The configuration's rules; N places per key, each lease a distinct nonzero
  * id, the N+1th acquire denied until the earliest lease expires; a release
  * frees exactly its own lease (once), stale and forged ids free nothing; a
- * renew holds on; a lease nobody releases expires on its own; the calls of the
- * other kind of limiter are RL_ERR_INVALID; dry_run; 8 threads never hold
- * more than N places; and processes: forked workers sharing one key never
- * hold more than N, and a worker SIGKILLed holding leases loses them when
- * they expire, nothing else.
+ * renew holds on; a lease nobody releases expires on its own; rl_reset
+ * forgets a key's leases; released keys are swept; a full key table keeps
+ * live leases; the calls of the other kind of limiter are RL_ERR_INVALID;
+ * dry_run; 8 threads never hold more than N places; and processes: shm
+ * handles share a lease region, forked workers sharing one key never hold
+ * more than N, and a worker SIGKILLed holding leases loses them when they
+ * expire, nothing else.
  *
  * The first tests honour RL_TEST_BACKEND_CONFIG (every backend). The process
  * tests need state shared between processes: with backend=shm or redis the
