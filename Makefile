@@ -86,6 +86,21 @@ build/san/rlctl: c-examples/rlctl.c c-examples/keytext.h include/ratelimit.h $(L
 	$(CC) $(CSTD) $(CFLAGS) $(SAN) -Iinclude -o $@ $< -Ltarget/release -lratelimit \
 	    -Wl,-rpath,'$$ORIGIN/../../target/release'
 
+# llm_server: threads of its own (no event loop), so only the request-head
+# reader and the listening socket of http/, plus its helpers in llm/.
+LLM_SRC := c-examples/llm_server.c $(wildcard c-examples/llm/*.c) c-examples/http/request.c c-examples/http/listen.c
+LLM_DEP := $(LLM_SRC) $(wildcard c-examples/llm/*.h) c-examples/http/request.h c-examples/http/http.h
+
+build/llm_server: $(LLM_DEP) include/ratelimit.h $(LIB_SO)
+	@mkdir -p build
+	$(CC) $(CSTD) $(CFLAGS) -Iinclude -o $@ $(LLM_SRC) -Ltarget/release -lratelimit \
+	    -Wl,-rpath,'$$ORIGIN/../target/release' -lpthread
+
+build/san/llm_server: $(LLM_DEP) include/ratelimit.h $(LIB_SO)
+	@mkdir -p build/san
+	$(CC) $(CSTD) $(CFLAGS) $(SAN) -Iinclude -o $@ $(LLM_SRC) -Ltarget/release -lratelimit \
+	    -Wl,-rpath,'$$ORIGIN/../../target/release' -lpthread
+
 # ---- tests ----------------------------------------------------------------
 test: test-lint test-rust test-c test-metrics test-examples test-shm test-redis test-install test-loadtest
 
@@ -175,9 +190,18 @@ build/tests/test_http_request: tests/examples/test_http_request.c c-examples/htt
 	@mkdir -p build/tests
 	$(CC) $(CSTD) $(CFLAGS) $(SAN) -Ic-examples/http -o $@ $< c-examples/http/request.c
 
-test-examples: examples build/tests/test_http_request build/san/http_server
+# llm_server's JSON reader and durations on their own, then the server's
+# ASan/UBSan build driven with curl and Python clients (scripts/test_llm_server.sh).
+build/tests/test_llm_body: tests/examples/test_llm_body.c c-examples/llm/body.c c-examples/llm/body.h \
+                           c-examples/llm/duration.c c-examples/llm/duration.h
+	@mkdir -p build/tests
+	$(CC) $(CSTD) $(CFLAGS) $(SAN) -Ic-examples/llm -o $@ $< c-examples/llm/body.c c-examples/llm/duration.c
+
+test-examples: examples build/tests/test_http_request build/san/http_server build/tests/test_llm_body build/san/llm_server
 	build/tests/test_http_request
 	HTTP_SERVER=build/san/http_server scripts/test_examples.sh
+	build/tests/test_llm_body
+	LLM_SERVER=build/san/llm_server scripts/test_llm_server.sh
 
 # ---- shm backend tests ---------------------------------------------------
 # The whole C suite again on backend=shm (each limiter in its own region; the

@@ -3,11 +3,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::algorithm::Verdict;
 use crate::algorithm::{Leases, Limits, Rate, NEVER};
 use crate::config::{Backend, Config, OnError, NANOS_PER_MS};
 use crate::error::Error;
 use crate::metrics::Snapshot;
-use crate::store::{wrong_kind, Answer, MemoryStore, RedisStore, ShmStore, Store, StoreStats};
+use crate::store::{wrong_kind, MemoryStore, RedisStore, ShmStore, Store, StoreStats};
 use crate::top::{TopEntry, Which};
 
 /// One decision, in milliseconds, as the C API reports it.
@@ -137,8 +138,8 @@ impl Limiter {
         Limiter::new(&Config::parse(text)?)
     }
 
-    fn decision(&self, answer: Answer) -> Decision {
-        let Answer { verdict, tick_ns } = answer;
+    /// A backend's verdict, in ticks of `tick_ns`, as the caller's decision.
+    fn decision(&self, verdict: Verdict, tick_ns: u64) -> Decision {
         let o = verdict.outcome;
         Decision {
             allowed: o.allowed,
@@ -211,12 +212,12 @@ impl Limiter {
         (wrong_kind(&self.limits, op), d)
     }
 
-    /// Turns a backend's answer into the caller's decision (dry run
+    /// Turns a backend's verdict into the caller's decision (dry run
     /// included), or counts its error and gives `on_error`'s decision.
-    fn decided(&self, answer: Result<Answer, Error>) -> Result<Decision, (Error, Decision)> {
-        match answer {
-            Ok(answer) => {
-                let mut d = self.decision(answer);
+    fn decided(&self, verdict: Result<Verdict, Error>) -> Result<Decision, (Error, Decision)> {
+        match verdict {
+            Ok(verdict) => {
+                let mut d = self.decision(verdict, on_store!(&self.store, s => s.tick_ns()));
                 d.allowed |= self.config.dry_run;
                 Ok(d)
             }
@@ -244,11 +245,11 @@ impl Limiter {
             return Err(self.refused("rl_acquire"));
         }
         let mut lease = 0;
-        let answer = on_store!(&self.store, s => s.acquire(key)).map(|(answer, id)| {
+        let verdict = on_store!(&self.store, s => s.acquire(key)).map(|(verdict, id)| {
             lease = id;
-            answer
+            verdict
         });
-        self.decided(answer).map(|d| (d, lease))
+        self.decided(verdict).map(|d| (d, lease))
     }
 
     /// `result`, with a backend error counted in `errors` as a check's is.

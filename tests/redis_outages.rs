@@ -23,7 +23,10 @@ fn lim(port: u16, on_error: &str) -> Limiter {
         prefix("out")
     ))
     .expect("creating a limiter never fails because Redis is down");
-    assert!(t.elapsed() < Duration::from_millis(20), "rl_create touched the network");
+    // Touching the network would wait out the silent server's timeout; the
+    // margin below it is for a busy machine (the first limiter of a process
+    // also calibrates the clock).
+    assert!(t.elapsed() < Duration::from_millis(TIMEOUT_MS * 4 / 5), "rl_create touched the network");
     l
 }
 

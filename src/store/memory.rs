@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
-use super::{wrong_kind, Answer, Store, StoreStats};
+use super::{wrong_kind, Store, StoreStats};
 use crate::algorithm::{adjust_all, Limits, Verdict};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -147,8 +147,10 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
+    const TICK_NS: u64 = 1;
+
     #[inline]
-    fn check(&self, key: &[u8], cost: u64) -> Result<Answer, Error> {
+    fn check(&self, key: &[u8], cost: u64) -> Result<Verdict, Error> {
         let fp = self.seed.fingerprint(key);
         let place = self.geometry.place(fp);
         let now = self.clock.now();
@@ -162,19 +164,19 @@ impl Store for MemoryStore {
             let active = Top::sample(data.stats.allowed.wrapping_add(data.stats.limited));
             top.record(&mut data.top, fp, key, verdict.outcome.allowed, active);
         }
-        Ok(Answer { verdict, tick_ns: 1 })
+        Ok(verdict)
     }
 
-    fn adjust(&self, key: &[u8], delta: i64) -> Result<Answer, Error> {
+    fn adjust(&self, key: &[u8], delta: i64) -> Result<Verdict, Error> {
         let Limits::Rates(rates) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_adjust")) };
         let verdict = self.on_key(key, |shard, k, at, _| {
             let now = at.now;
             shard.update(rates.as_slice(), k, at, |_, _| {}, |words| adjust_all(rates, words, now, delta))
         });
-        Ok(Answer { verdict, tick_ns: 1 })
+        Ok(verdict)
     }
 
-    fn acquire(&self, key: &[u8]) -> Result<(Answer, u64), Error> {
+    fn acquire(&self, key: &[u8]) -> Result<(Verdict, u64), Error> {
         let Limits::Leases(leases) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_acquire")) };
         let (outcome, lease) = self.on_key(key, |shard, k, at, top_words| {
             let (outcome, lease) = shard.acquire(leases, k, at);
@@ -184,7 +186,7 @@ impl Store for MemoryStore {
             }
             (outcome, lease)
         });
-        Ok((Answer { verdict: Verdict { index: 0, outcome }, tick_ns: 1 }, lease))
+        Ok((Verdict { index: 0, outcome }, lease))
     }
 
     fn renew(&self, key: &[u8], lease: u64) -> Result<bool, Error> {
@@ -278,7 +280,7 @@ mod tests {
                         s.spawn(move || {
                             for k in 0..per_thread {
                                 let key = format!("t{t}-k{k}");
-                                assert!(store.check(key.as_bytes(), 1).unwrap().verdict.outcome.allowed);
+                                assert!(store.check(key.as_bytes(), 1).unwrap().outcome.allowed);
                             }
                         })
                     })

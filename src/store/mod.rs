@@ -43,24 +43,31 @@ pub struct StoreStats {
     pub evictions: u64,
 }
 
-/// A verdict plus the length of the backend's clock tick in nanoseconds, so
-/// that durations can be turned into milliseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Answer {
-    pub verdict: Verdict,
-    pub tick_ns: u64,
-}
-
 /// One backend. Implementations are shared by all threads of the process.
+///
+/// A backend answers with a `Verdict` (algorithm/: the deciding rate and its
+/// `Outcome`) whose durations are in the backend's ticks, `TICK_NS`
+/// nanoseconds each; the limiter turns it into the caller's `Decision`, in
+/// milliseconds. Three names, three layers: one rate's outcome, all rates'
+/// verdict, the caller's decision.
 pub trait Store: Send + Sync {
+    /// Nanoseconds per tick of this backend's clock (memory and shm count
+    /// nanoseconds, Redis microseconds).
+    const TICK_NS: u64;
+
+    /// `TICK_NS`, through a handle.
+    fn tick_ns(&self) -> u64 {
+        Self::TICK_NS
+    }
+
     /// Takes `cost` units for `key` from every rate, all or nothing.
-    fn check(&self, key: &[u8], cost: u64) -> Result<Answer, Error>;
+    fn check(&self, key: &[u8], cost: u64) -> Result<Verdict, Error>;
     /// Settles `delta` units after the fact on every rate of `key`
     /// (`rl_adjust`); the answer describes the key afterwards.
-    fn adjust(&self, key: &[u8], delta: i64) -> Result<Answer, Error>;
+    fn adjust(&self, key: &[u8], delta: i64) -> Result<Verdict, Error>;
     /// Takes one of `key`'s in-flight places (`rl_acquire`): the answer, and
     /// the lease's id (0 when denied).
-    fn acquire(&self, key: &[u8]) -> Result<(Answer, u64), Error>;
+    fn acquire(&self, key: &[u8]) -> Result<(Verdict, u64), Error>;
     /// Extends a held lease (`rl_renew`): whether it was held.
     fn renew(&self, key: &[u8], lease: u64) -> Result<bool, Error>;
     /// Frees a lease (`rl_release`): whether it was held.

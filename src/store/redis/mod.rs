@@ -100,7 +100,7 @@ use std::time::{Duration, Instant};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConnection};
 use redis::{Cmd, ConnectionLike, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 
-use super::{wrong_kind, Answer, Store, StoreStats};
+use super::{wrong_kind, Store, StoreStats};
 
 /// Consecutive failures (connect refused, timeout, connection reset) after
 /// which a handle fails fast, without a network call (`store/breaker.rs`).
@@ -431,7 +431,9 @@ impl RedisStore {
 }
 
 impl Store for RedisStore {
-    fn check(&self, key: &[u8], cost: u64) -> Result<Answer, Error> {
+    const TICK_NS: u64 = TICK_NS;
+
+    fn check(&self, key: &[u8], cost: u64) -> Result<Verdict, Error> {
         if self.rates.is_empty() {
             // (the limiter refuses it first; never run the script on no keys)
             return Err(wrong_kind(&self.limits(), "rl_check"));
@@ -444,7 +446,7 @@ impl Store for RedisStore {
                 if let Some(top) = &self.top {
                     top.record(key, false);
                 }
-                return Ok(Answer { verdict, tick_ns: TICK_NS });
+                return Ok(verdict);
             }
         }
         let verdict = self.eval(key, Op::Check(cost), None)?;
@@ -459,11 +461,11 @@ impl Store for RedisStore {
         if let Some(top) = &self.top {
             top.record(key, verdict.outcome.allowed);
         }
-        Ok(Answer { verdict, tick_ns: TICK_NS })
+        Ok(verdict)
     }
 
     /// One `EVALSHA` of check.lua with op "a" (see the module docs).
-    fn adjust(&self, key: &[u8], delta: i64) -> Result<Answer, Error> {
+    fn adjust(&self, key: &[u8], delta: i64) -> Result<Verdict, Error> {
         if self.rates.is_empty() {
             return Err(wrong_kind(&self.limits(), "rl_adjust"));
         }
@@ -482,11 +484,11 @@ impl Store for RedisStore {
             // the cache's known caveat, see the module docs).
             self.denials.remember(fp, 1, now, verdict);
         }
-        Ok(Answer { verdict, tick_ns: TICK_NS })
+        Ok(verdict)
     }
 
     /// One `EVALSHA` of leases.lua with op "a".
-    fn acquire(&self, key: &[u8]) -> Result<(Answer, u64), Error> {
+    fn acquire(&self, key: &[u8]) -> Result<(Verdict, u64), Error> {
         let Some(l) = self.leases else { return Err(wrong_kind(&self.limits(), "rl_acquire")) };
         // A collision of ids is a 2^-64 event: a few draws settle it.
         for _ in 0..4 {
@@ -503,7 +505,7 @@ impl Store for RedisStore {
             if let Some(top) = &self.top {
                 top.record(key, outcome.allowed);
             }
-            let answer = Answer { verdict: Verdict { index: 0, outcome }, tick_ns: TICK_NS };
+            let answer = Verdict { index: 0, outcome };
             return Ok((answer, if outcome.allowed { id } else { 0 }));
         }
         Err(Error::Backend("redis: acquire: the lease ids drawn were all taken".into()))

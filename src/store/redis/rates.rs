@@ -2,7 +2,7 @@
 //! range where Lua's numbers (IEEE doubles) count every integer exactly.
 //!
 //! Redis's `TIME` has microsecond resolution, so the script counts in
-//! microseconds (`Answer::tick_ns` = 1000) where memory and shm count in
+//! microseconds (`Store::TICK_NS` = 1000) where memory and shm count in
 //! nanoseconds. Every configured period is a whole number of milliseconds, so
 //! the conversion is exact.
 //!

@@ -47,7 +47,7 @@ use self::lock::Acquired;
 use self::owner::{Owner, MAX_OWNERS};
 use self::region::{Init, Region};
 use self::wait::{Budget, Patience};
-use super::{wrong_kind, Answer, Store, StoreStats};
+use super::{wrong_kind, Store, StoreStats};
 use crate::algorithm::{adjust_all, Limits, Verdict};
 use crate::config::{Backend, Config};
 use crate::error::Error;
@@ -474,8 +474,10 @@ impl ShmStore {
 }
 
 impl Store for ShmStore {
+    const TICK_NS: u64 = 1;
+
     #[inline]
-    fn check(&self, key: &[u8], cost: u64) -> Result<Answer, Error> {
+    fn check(&self, key: &[u8], cost: u64) -> Result<Verdict, Error> {
         let fp = self.seed.fingerprint(key);
         let place = self.layout.geometry.place(fp);
         let now = self.clock.now();
@@ -508,11 +510,11 @@ impl Store for ShmStore {
             verdict
         };
         self.heal(&budget, false);
-        Ok(Answer { verdict, tick_ns: 1 })
+        Ok(verdict)
     }
 
     /// Journaled as a check is (a multi-word state is rewritten in place).
-    fn adjust(&self, key: &[u8], delta: i64) -> Result<Answer, Error> {
+    fn adjust(&self, key: &[u8], delta: i64) -> Result<Verdict, Error> {
         let Limits::Rates(rates) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_adjust")) };
         let journaled = self.layout.geometry.stride > 2;
         let verdict = self.on_key(key, |shard, k, at, journal, _| {
@@ -526,13 +528,13 @@ impl Store for ShmStore {
             journal.end();
             verdict
         })?;
-        Ok(Answer { verdict, tick_ns: 1 })
+        Ok(verdict)
     }
 
     /// A lease operation writes one aligned word in place (leases.rs): a
     /// process killed in the middle leaves the old word or the new one, so
     /// it needs no undo record.
-    fn acquire(&self, key: &[u8]) -> Result<(Answer, u64), Error> {
+    fn acquire(&self, key: &[u8]) -> Result<(Verdict, u64), Error> {
         let Limits::Leases(leases) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_acquire")) };
         let (outcome, lease) = self.on_key(key, |shard, k, at, _, top_words| {
             let (outcome, lease) = shard.acquire(leases, k, at);
@@ -542,7 +544,7 @@ impl Store for ShmStore {
             }
             (outcome, lease)
         })?;
-        Ok((Answer { verdict: Verdict { index: 0, outcome }, tick_ns: 1 }, lease))
+        Ok((Verdict { index: 0, outcome }, lease))
     }
 
     fn renew(&self, key: &[u8], lease: u64) -> Result<bool, Error> {

@@ -160,10 +160,10 @@ fn an_attach_uses_the_stored_configuration() {
     );
     assert_eq!(config.mode, 0o600);
     assert_eq!(attached.layout, created.layout);
-    assert!(created.check(b"k", 2).unwrap().verdict.outcome.allowed);
-    let o = attached.check(b"k", 0).unwrap().verdict.outcome;
+    assert!(created.check(b"k", 2).unwrap().outcome.allowed);
+    let o = attached.check(b"k", 0).unwrap().outcome;
     assert_eq!((o.allowed, o.remaining), (true, 1));
-    assert!(!attached.check(b"k", 2).unwrap().verdict.outcome.allowed);
+    assert!(!attached.check(b"k", 2).unwrap().outcome.allowed);
 }
 
 /// An attach trusts the stored text only as far as the whole region agrees
@@ -237,8 +237,8 @@ fn an_attach_waits_for_a_creator_still_initialising() {
         )
     );
     assert_eq!(attached.layout, created.layout);
-    assert!(created.check(b"k", 7).unwrap().verdict.outcome.allowed);
-    assert!(!attached.check(b"k", 1).unwrap().verdict.outcome.allowed);
+    assert!(created.check(b"k", 7).unwrap().outcome.allowed);
+    assert!(!attached.check(b"k", 1).unwrap().outcome.allowed);
 }
 
 /// A process dies holding a shard lock in the middle of rewriting a stored
@@ -251,9 +251,9 @@ fn a_process_that_dies_holding_a_lock_is_repaired() {
     let config = "rate=5/1000d,7/1000d algorithm=fixed_window capacity=1000";
     let s = open(config, &name);
     for _ in 0..3 {
-        assert!(s.check(b"k", 1).unwrap().verdict.outcome.allowed);
+        assert!(s.check(b"k", 1).unwrap().outcome.allowed);
     }
-    assert!(s.check(b"other", 1).unwrap().verdict.outcome.allowed);
+    assert!(s.check(b"other", 1).unwrap().outcome.allowed);
     let fp = s.seed.fingerprint(b"k");
     let place = s.layout.geometry.place(fp);
 
@@ -278,7 +278,7 @@ fn a_process_that_dies_holding_a_lock_is_repaired() {
     // The next process (a fresh handle opened by name) recovers.
     let next = spawn(|| {
         let s2 = open(config, &name);
-        let v = s2.check(b"k", 1).unwrap().verdict;
+        let v = s2.check(b"k", 1).unwrap();
         let stats = s2.stats().unwrap();
         let ok = v.outcome.allowed && v.index == 0 && v.outcome.remaining == 1 && stats.keys == 2;
         if ok {
@@ -289,9 +289,9 @@ fn a_process_that_dies_holding_a_lock_is_repaired() {
     });
     assert_eq!(wait(next), 0, "the next process answered from the repaired state");
     assert_eq!(recoveries(&s), 1);
-    let v = s.check(b"k", 1).unwrap().verdict;
+    let v = s.check(b"k", 1).unwrap();
     assert!(v.outcome.allowed && v.outcome.remaining == 0);
-    assert!(!s.check(b"k", 1).unwrap().verdict.outcome.allowed);
+    assert!(!s.check(b"k", 1).unwrap().outcome.allowed);
     assert_eq!(s.stats().unwrap().keys, 2);
     assert_consistent(&s, false);
 }
@@ -333,7 +333,7 @@ fn a_process_killed_mid_sketch_record_leaves_sane_bounds() {
     assert_eq!(wait(child), 0);
     assert_eq!(listed(&s), [(b"a".to_vec(), 5, 0)], "the torn entry is not listed");
     assert_eq!(recoveries(&s), 1);
-    assert!(!s.check(b"b", 1).unwrap().verdict.outcome.allowed);
+    assert!(!s.check(b"b", 1).unwrap().outcome.allowed);
     // b's third denial: from the floor (2), so 3 with an error of 2.
     assert_eq!(listed(&s), [(b"a".to_vec(), 5, 0), (b"b".to_vec(), 3, 2)]);
     assert_consistent(&s, false);
@@ -359,7 +359,7 @@ fn a_dead_recounter_is_recovered() {
     });
     assert_eq!(wait(child), 0);
     let checker = spawn(|| {
-        let v = s.check(b"k7", 1).unwrap().verdict;
+        let v = s.check(b"k7", 1).unwrap();
         (!(v.outcome.allowed && v.outcome.remaining == 8)) as i32
     });
     assert_eq!(wait_within(checker, Duration::from_secs(20)), Some(0), "checks go on");
@@ -575,7 +575,7 @@ fn a_stopped_lock_holder_costs_errors_not_a_wedge() {
 fn a_stopped_holder_killed_during_a_wait_is_repaired() {
     let name = Name::new("stopped-then-killed");
     let s = open("rate=5/1000d capacity=1000 timeout_ms=30000", &name);
-    assert!(s.check(b"k", 2).unwrap().verdict.outcome.allowed);
+    assert!(s.check(b"k", 2).unwrap().outcome.allowed);
     let holder = StoppedHolder::new(&s, shard_of(&s, b"k"));
     let pid = holder.0;
     let killer = std::thread::spawn(move || {
@@ -584,7 +584,7 @@ fn a_stopped_holder_killed_during_a_wait_is_repaired() {
         unsafe { libc::kill(pid, libc::SIGKILL) };
     });
     let started = Instant::now();
-    let v = s.check(b"k", 1).unwrap().verdict;
+    let v = s.check(b"k", 1).unwrap();
     let took = started.elapsed();
     killer.join().unwrap();
     drop(holder);
@@ -618,12 +618,12 @@ fn a_recount_blocked_by_a_stopped_holder_gives_up_and_retries_later() {
 
     // The check itself is answered; only its recount waits, within the timeout.
     let started = Instant::now();
-    assert!(s.check(&key, 1).unwrap().verdict.outcome.allowed);
+    assert!(s.check(&key, 1).unwrap().outcome.allowed);
     assert_bounded(started.elapsed(), timeout, "a check that recounts");
     assert_eq!(s.dirty().load(Ordering::Relaxed), 1, "dirty stays set");
     // The next operations do not wait for the recount again.
     let started = Instant::now();
-    assert!(s.check(&key, 1).unwrap().verdict.outcome.allowed);
+    assert!(s.check(&key, 1).unwrap().outcome.allowed);
     assert!(started.elapsed() < timeout / 2, "a second recount waited: {:?}", started.elapsed());
 
     assert_eq!(holder.resume(), 0);
@@ -724,7 +724,7 @@ fn storm_of_killed_workers() {
                         a.sweep().unwrap();
                     }
                     5..=40 => {
-                        if b.check(b"quota", 1).unwrap().verdict.outcome.allowed {
+                        if b.check(b"quota", 1).unwrap().outcome.allowed {
                             admitted.fetch_add(1, Ordering::SeqCst);
                         } else {
                             counters.get(DENIED).fetch_add(1, Ordering::SeqCst);
@@ -735,7 +735,7 @@ fn storm_of_killed_workers() {
                         // entries replace old ones all the time, kills
                         // land in the middle of them.
                         let o = (r >> 40) % OFFENDERS;
-                        if !b.check(format!("offender-{o:02}").as_bytes(), 1).unwrap().verdict.outcome.allowed {
+                        if !b.check(format!("offender-{o:02}").as_bytes(), 1).unwrap().outcome.allowed {
                             counters.get(DENIED + 1 + o as usize).fetch_add(1, Ordering::SeqCst);
                         }
                     }
@@ -792,7 +792,7 @@ fn storm_of_killed_workers() {
     assert_consistent(&a, true);
     assert_consistent(&b, false);
     let counted = admitted.load(Ordering::SeqCst);
-    let peek = b.check(b"quota", 0).unwrap().verdict.outcome;
+    let peek = b.check(b"quota", 0).unwrap().outcome;
     let consumed = QUOTA - peek.remaining;
     eprintln!(
         "storm: {KILLS} kills in {took:?}, {} + {} locks recovered, quota key: {counted} admitted, {consumed} consumed",
@@ -891,7 +891,7 @@ fn a_forked_child_does_not_keep_its_dead_parent_alive() {
     let name = Name::new("fork-masks");
     let config = "rate=5/1000d capacity=1000 timeout_ms=30000";
     let s = open(config, &name);
-    assert!(s.check(b"k", 2).unwrap().verdict.outcome.allowed);
+    assert!(s.check(b"k", 2).unwrap().outcome.allowed);
     let shared = SharedCounters::new();
     let worker = spawn(|| {
         // Its own handle (a description of its own), which its child inherits.
@@ -914,7 +914,7 @@ fn a_forked_child_does_not_keep_its_dead_parent_alive() {
     // SAFETY: the worker's child, still running (now a child of init or a subreaper).
     unsafe { libc::kill(grandchild, libc::SIGKILL) };
     assert!(took < Duration::from_secs(5), "waited {took:?} for a lock whose holder is dead");
-    let v = answer.unwrap().verdict;
+    let v = answer.unwrap();
     assert!(v.outcome.allowed && v.outcome.remaining == 2, "{v:?}");
     assert_eq!(recoveries(&s), 1);
 }
@@ -974,7 +974,7 @@ fn keys_never_exceed_capacity_across_processes() {
                 spawn(move || {
                     let mut failed = 0;
                     for k in 0..per_proc {
-                        if !s.check(&numbered(p * per_proc + k), 1).unwrap().verdict.outcome.allowed {
+                        if !s.check(&numbered(p * per_proc + k), 1).unwrap().outcome.allowed {
                             failed = 1;
                         }
                     }
@@ -1045,7 +1045,7 @@ fn a_reused_descriptor_number_does_not_make_live_holders_dead() {
     const T: u64 = 300;
     let name = Name::new("reused-fd");
     let s = open(&format!("rate=5/1000d capacity=1000 timeout_ms={T}"), &name);
-    assert!(s.check(b"k", 1).unwrap().verdict.outcome.allowed);
+    assert!(s.check(b"k", 1).unwrap().outcome.allowed);
     let holder = StoppedHolder::new(&s, shard_of(&s, b"k"));
     let scratch = Scratch::new("reused-fd");
     let n = s.owner.raw_fd().unwrap();
@@ -1075,7 +1075,7 @@ fn a_holder_whose_descriptor_was_closed_stays_alive() {
     let name = Name::new("closed-fd-holder");
     let config = format!("rate=5/1000d capacity=1000 timeout_ms={T}");
     let s = open(&config, &name);
-    assert!(s.check(b"k", 1).unwrap().verdict.outcome.allowed);
+    assert!(s.check(b"k", 1).unwrap().outcome.allowed);
     let scratch = Scratch::new("closed-fd-holder");
     let n = s.owner.raw_fd().unwrap();
     let guard = s.lock(shard_of(&s, b"k"), &Budget::new()).unwrap();
@@ -1092,7 +1092,7 @@ fn a_holder_whose_descriptor_was_closed_stays_alive() {
     drop(guard);
     assert_eq!(recoveries(&s), 0);
     // The handle goes on with its locks (taking them needs no descriptor).
-    assert!(s.check(b"k", 1).unwrap().verdict.outcome.allowed);
+    assert!(s.check(b"k", 1).unwrap().outcome.allowed);
     drop(s);
     // SAFETY: the copy made by put_on, closed once.
     unsafe { libc::close(n) };
@@ -1111,7 +1111,7 @@ fn a_panic_inside_a_critical_section_leaves_the_shard_repaired() {
     let s = open(config, &name);
     assert!(s.layout.geometry.stride > 2, "a journaled slot");
     for _ in 0..3 {
-        assert!(s.check(b"k", 1).unwrap().verdict.outcome.allowed);
+        assert!(s.check(b"k", 1).unwrap().outcome.allowed);
     }
     PANIC_IN_CHECK.with(|p| p.set(true));
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.check(b"k", 1)));
@@ -1128,7 +1128,7 @@ fn a_panic_inside_a_critical_section_leaves_the_shard_repaired() {
         unsafe { libc::_exit(0) }
     });
     assert_eq!(wait(child), 0);
-    let v = s.check(b"k", 1).unwrap().verdict;
+    let v = s.check(b"k", 1).unwrap();
     assert_eq!(recoveries(&s), 1);
     assert!(v.outcome.allowed && v.index == 0 && v.outcome.remaining == 1, "the panicked check consumed: {v:?}");
     assert_consistent(&s, false);
@@ -1330,7 +1330,7 @@ fn a_forked_worker_survives_its_descriptors_being_closed() {
     const T: u64 = 300;
     let name = Name::new("closefrom-child");
     let s = open(&format!("rate=5/1000d capacity=1000 timeout_ms={T}"), &name);
-    assert!(s.check(b"k", 1).unwrap().verdict.outcome.allowed);
+    assert!(s.check(b"k", 1).unwrap().outcome.allowed);
     let n = s.owner.raw_fd().unwrap();
     let pid = spawn(|| {
         let scratch = Scratch::new("closefrom-child");
@@ -1358,7 +1358,7 @@ fn a_forked_worker_survives_its_descriptors_being_closed() {
     drop(holder);
     // (A new handle: this one fails fast on that shard for a cool-down.)
     let s2 = open(&format!("rate=5/1000d capacity=1000 timeout_ms={T}"), &name);
-    assert!(s2.check(b"k", 1).unwrap().verdict.outcome.allowed, "taken over once the worker died");
+    assert!(s2.check(b"k", 1).unwrap().outcome.allowed, "taken over once the worker died");
     assert_eq!(recoveries(&s), 1);
 }
 
@@ -1375,7 +1375,7 @@ fn leases_are_shared_by_processes_and_outlive_a_killed_holder_until_they_expire(
     let child = spawn(|| {
         let store = open("concurrency=3 lease=800ms", &name);
         let (answer, c) = store.acquire(b"k").unwrap();
-        if !answer.verdict.outcome.allowed || c == 0 || store.acquire(b"k").unwrap().1 != 0 {
+        if !answer.outcome.allowed || c == 0 || store.acquire(b"k").unwrap().1 != 0 {
             return 1;
         }
         // Another process's lease is released here: ids are region-wide.
@@ -1389,18 +1389,18 @@ fn leases_are_shared_by_processes_and_outlive_a_killed_holder_until_they_expire(
     assert_eq!(wait(child), 128 + libc::SIGKILL);
     assert!(!store.release(b"k", a).unwrap(), "released by the child already");
     let (answer, d) = store.acquire(b"k").unwrap();
-    assert!(answer.verdict.outcome.allowed && d != 0);
+    assert!(answer.outcome.allowed && d != 0);
     let (answer, none) = store.acquire(b"k").unwrap();
-    assert_eq!((answer.verdict.outcome.allowed, none), (false, 0), "the dead child's lease is still held");
+    assert_eq!((answer.outcome.allowed, none), (false, 0), "the dead child's lease is still held");
     let (other, _) = store.acquire(b"other key").unwrap();
-    assert!(other.verdict.outcome.allowed, "another key is not touched");
+    assert!(other.outcome.allowed, "another key is not touched");
     assert!(store.release(b"k", b).unwrap() && store.release(b"k", d).unwrap());
     std::thread::sleep(Duration::from_millis(1200));
     // Every lease has expired: the key is back to 3 free places.
     for _ in 0..3 {
-        assert!(store.acquire(b"k").unwrap().0.verdict.outcome.allowed);
+        assert!(store.acquire(b"k").unwrap().0.outcome.allowed);
     }
-    assert!(!store.acquire(b"k").unwrap().0.verdict.outcome.allowed);
+    assert!(!store.acquire(b"k").unwrap().0.outcome.allowed);
 }
 
 /// Threads of several processes hammer one key: at no moment more than N
@@ -1429,7 +1429,7 @@ fn never_more_than_n_holders_across_processes() {
             spawn(|| {
                 for _ in 0..3000 {
                     let (answer, lease) = store.acquire(b"hot").unwrap();
-                    if answer.verdict.outcome.allowed {
+                    if answer.outcome.allowed {
                         let now = holders.fetch_add(1, Ordering::SeqCst) + 1;
                         most.fetch_max(now, Ordering::SeqCst);
                         holders.fetch_sub(1, Ordering::SeqCst);
@@ -1447,7 +1447,7 @@ fn never_more_than_n_holders_across_processes() {
     }
     let most = most.load(Ordering::SeqCst);
     assert!((1..=4).contains(&most), "{most} holders at once");
-    assert_eq!(store.acquire(b"hot").unwrap().0.verdict.outcome.remaining, 3, "every lease was released");
+    assert_eq!(store.acquire(b"hot").unwrap().0.outcome.remaining, 3, "every lease was released");
     // SAFETY: unmaps the mapping made above; nothing uses it any more.
     unsafe { libc::munmap(shared, 16) };
 }
@@ -1460,17 +1460,17 @@ fn adjust_is_shared_by_processes() {
         let name = Name::new(&format!("adjust-{algorithm}"));
         let config = format!("rate=100/hour,1000/day algorithm={algorithm}");
         let store = open(&config, &name);
-        assert!(store.check(b"k", 50).unwrap().verdict.outcome.allowed);
+        assert!(store.check(b"k", 50).unwrap().outcome.allowed);
         let child = spawn(|| {
             let store = open(&config, &name);
-            let o = store.adjust(b"k", -40).unwrap().verdict.outcome;
+            let o = store.adjust(b"k", -40).unwrap().outcome;
             i32::from(!(o.allowed && o.remaining == 90))
         });
         assert_eq!(wait(child), 0, "{algorithm}");
-        let o = store.adjust(b"k", 200).unwrap().verdict.outcome;
+        let o = store.adjust(b"k", 200).unwrap().outcome;
         assert_eq!((o.allowed, o.remaining), (false, 0), "{algorithm}: in debt");
-        assert!(!store.check(b"k", 1).unwrap().verdict.outcome.allowed, "{algorithm}");
+        assert!(!store.check(b"k", 1).unwrap().outcome.allowed, "{algorithm}");
         let o = store.adjust(b"k", i64::MIN).unwrap();
-        assert_eq!((o.verdict.outcome.allowed, o.verdict.outcome.remaining), (true, 100), "{algorithm}: fresh again");
+        assert_eq!((o.outcome.allowed, o.outcome.remaining), (true, 100), "{algorithm}: fresh again");
     }
 }
