@@ -37,7 +37,7 @@ EXAMPLES := $(patsubst c-examples/%.c,build/%,$(wildcard c-examples/*.c))
 C_TESTS  := $(patsubst tests/c/%.c,build/tests/%,$(wildcard tests/c/test_*.c))
 
 .PHONY: all lib examples test test-rust test-lint test-install test-c test-metrics test-examples test-shm test-redis \
-        test-loadtest miri demo bench loadtest header install uninstall native-libs clean fuzz
+        test-loadtest miri demo bench bench-quotas loadtest header install uninstall native-libs clean fuzz
 
 all: lib
 
@@ -248,6 +248,11 @@ demo: lib examples
 bench: lib
 	scripts/bench.sh
 	bench/top.sh
+	bench/quotas.sh
+
+# Only the AI-quota rows (rl_adjust, rl_acquire+rl_release; bench/quotas.sh).
+bench-quotas: lib
+	bench/quotas.sh
 
 # The example servers under HTTP load (scripts/loadtest.sh, driven by wrk and
 # bench/loadtest/*.lua, on loopback ports): exact per-key counts under a burst
