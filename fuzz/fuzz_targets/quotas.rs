@@ -144,7 +144,8 @@ const SENTINEL: rl_decision = rl_decision {
 
 /// Whether to skip the `*lease = 0` check of rl_acquire with a NULL handle
 /// or a NULL out (see `Conc::bad_argument`).
-static SKIP_NULL_LEASE: LazyLock<bool> = LazyLock::new(|| std::env::var_os("RL_FUZZ_SKIP_NULL_LEASE").is_some_and(|v| v == "1"));
+static SKIP_NULL_LEASE: LazyLock<bool> =
+    LazyLock::new(|| std::env::var_os("RL_FUZZ_SKIP_NULL_LEASE").is_some_and(|v| v == "1"));
 
 /// What `*lease` holds before a call, to see whether it was written.
 const LEASE_SENTINEL: u64 = 0x5A5A_5A5A_5A5A_5A5A;
@@ -328,7 +329,7 @@ impl<S: Clone + Ord> Run<S> {
     fn key(&mut self, key: usize) -> (*const std::ffi::c_void, usize) {
         self.calls += 1;
         let bytes = &KEYS[key];
-        if bytes.is_empty() && self.calls % 2 == 0 {
+        if bytes.is_empty() && self.calls.is_multiple_of(2) {
             (std::ptr::null(), 0)
         } else {
             (bytes.as_ptr().cast(), bytes.len())
@@ -504,9 +505,19 @@ impl Rates {
 
     /// Keeps the key's states that gave the library's answer (there must be
     /// one); a new key may take the slot of another one that has expired.
-    fn agree(&mut self, key: usize, mut next: Vec<Possible<Words>>, d: &rl_decision, seen: &[rl_decision], inserted: bool) {
+    fn agree(
+        &mut self,
+        key: usize,
+        mut next: Vec<Possible<Words>>,
+        d: &rl_decision,
+        seen: &[rl_decision],
+        inserted: bool,
+    ) {
         if next.is_empty() {
-            fail!(self.run.story, "the library decided {d:?}; the algorithms, on the states the key may have: {seen:?}");
+            fail!(
+                self.run.story,
+                "the library decided {d:?}; the algorithms, on the states the key may have: {seen:?}"
+            );
         }
         next.sort();
         next.dedup();
@@ -789,7 +800,8 @@ impl Conc {
     fn pick_id(&self, input: &mut Input, key: usize) -> u64 {
         let c = input.byte();
         let now = self.run.now;
-        let of_key: Vec<(u64, u64)> = self.run.model.keys[key].iter().flat_map(|p| p.state.iter().flatten().copied()).collect();
+        let of_key: Vec<(u64, u64)> =
+            self.run.model.keys[key].iter().flat_map(|p| p.state.iter().flatten().copied()).collect();
         let held: Vec<u64> = of_key.iter().filter(|&&(_, e)| e > now).map(|&(id, _)| id).collect();
         let pick = |v: &[u64]| (!v.is_empty()).then(|| v[usize::from(c >> 3) % v.len()]);
         let any = pick(&self.history).unwrap_or(1 << 42);
@@ -952,7 +964,8 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some(c) = config.concurrency {
         let slots = c.slots as usize;
-        let mut conc = Conc { slots, lease_ns: c.lease_ns, run: run(lim, now, vec![None; slots], story), history: Vec::new() };
+        let mut conc =
+            Conc { slots, lease_ns: c.lease_ns, run: run(lim, now, vec![None; slots], story), history: Vec::new() };
         conc.run(&mut input);
     } else {
         let rates = rates_in_ns(&config);
