@@ -17,7 +17,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 seconds=${FUZZ_SECONDS:-60}
-targets=${FUZZ_TARGETS:-"config redis_url headers region api"}
+targets=${FUZZ_TARGETS:-"config redis_url headers region api quotas"}
 # FUZZ_JOBS=2 runs two processes of each target at once (one per core);
 # their executions are added up.
 jobs=${FUZZ_JOBS:-1}
