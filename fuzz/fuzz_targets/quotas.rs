@@ -142,11 +142,6 @@ const SENTINEL: rl_decision = rl_decision {
     window_ms: 0xA5A5_A5A5_A5A5_A5A5,
 };
 
-/// Whether to skip the `*lease = 0` check of rl_acquire with a NULL handle
-/// or a NULL out (see `Conc::bad_argument`).
-static SKIP_NULL_LEASE: LazyLock<bool> =
-    LazyLock::new(|| std::env::var_os("RL_FUZZ_SKIP_NULL_LEASE").is_some_and(|v| v == "1"));
-
 /// What `*lease` holds before a call, to see whether it was written.
 const LEASE_SENTINEL: u64 = 0x5A5A_5A5A_5A5A_5A5A;
 
@@ -883,9 +878,7 @@ impl Conc {
             _ => {}
         }
         // The header: every error of rl_acquire "denies with *lease = 0".
-        // RL_FUZZ_SKIP_NULL_LEASE=1 skips the cases (NULL handle, NULL out)
-        // where the library leaves *lease unwritten, to fuzz past them.
-        if matches!(kind, 1..=3) && lease != 0 && !(*SKIP_NULL_LEASE && kind != 2) {
+        if matches!(kind, 1..=3) && lease != 0 {
             fail!(self.run.story, "rl_acquire with a bad argument ({kind}) left *lease = {lease:#x}, not 0");
         }
     }
