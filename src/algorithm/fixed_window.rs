@@ -22,7 +22,7 @@ use super::{Outcome, Rate, State, NEVER};
 #[inline(always)]
 pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, State) {
     let now = now.max(state[0]);
-    let start = now - now % rate.period;
+    let start = now - rate.per_period.rem(now);
     let used = if state[0] == start { state[1].min(rate.limit) } else { 0 };
     let until_next = rate.period - (now - start); // `start + period` may not fit a u64
     let fits = cost <= rate.limit - used;
@@ -56,7 +56,7 @@ pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, Stat
 #[inline]
 pub fn adjust(rate: &Rate, state: &State, now: u64, delta: i64) -> State {
     let now = now.max(state[0]);
-    let start = now - now % rate.period;
+    let start = now - rate.per_period.rem(now);
     let used = if state[0] == start { state[1] } else { 0 };
     let d = delta.unsigned_abs();
     // A count stops at `MAX_DEBT`, so that the largest refund clears any.

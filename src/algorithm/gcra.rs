@@ -54,7 +54,7 @@ pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, Stat
         let outcome = Outcome {
             allowed: false,
             limit: rate.burst,
-            remaining: free / t,
+            remaining: rate.per_interval.div(free),
             reset: ahead.saturating_add(behind),
             retry_after: if retry_after == NEVER { NEVER } else { retry_after.saturating_add(behind).min(NEVER - 1) },
         };
@@ -68,7 +68,7 @@ pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, Stat
         let outcome = Outcome {
             allowed: true,
             limit: rate.burst,
-            remaining: (free - need) / t,
+            remaining: rate.per_interval.div(free - need),
             reset: (ahead + need).saturating_add(behind),
             retry_after: 0,
         };

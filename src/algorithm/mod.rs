@@ -17,6 +17,7 @@
 //! a peek (cost 0) allowed and a denial changing nothing. Each algorithm's
 //! file says how.
 
+mod divisor;
 mod fixed_window;
 mod gcra;
 mod leases;
@@ -24,6 +25,7 @@ mod multi_rate;
 mod sliding_window;
 
 pub use crate::config::Algorithm;
+pub use divisor::Divisor;
 pub use leases::{Leases, MAX_SLOTS};
 pub use multi_rate::{adjust_all, check_all, fresh_at_all, Verdict};
 
@@ -90,6 +92,10 @@ pub struct Rate {
     /// Token bucket: the whole bucket in ticks, `burst * interval`: how far
     /// ahead of now the tat may run (GCRA's tolerance).
     pub bucket_ticks: u64,
+    /// Division by `interval` (token bucket) and by `period` (windows)
+    /// without a division instruction (divisor.rs).
+    pub per_interval: Divisor,
+    pub per_period: Divisor,
 }
 
 impl Rate {
@@ -101,7 +107,16 @@ impl Rate {
             Algorithm::TokenBucket => burst.checked_mul(interval).expect("the config parser bounds burst * interval"),
             _ => 0,
         };
-        Rate { algorithm, limit, period, burst, interval, bucket_ticks }
+        Rate {
+            algorithm,
+            limit,
+            period,
+            burst,
+            interval,
+            bucket_ticks,
+            per_interval: Divisor::new(interval),
+            per_period: Divisor::new(period),
+        }
     }
 
     /// How many state words this rate keeps.

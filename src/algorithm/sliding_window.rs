@@ -29,7 +29,7 @@ use super::{Outcome, Rate, State, NEVER};
 pub fn decide(rate: &Rate, state: &State, now: u64, cost: u64) -> (Outcome, State) {
     let now = now.max(state[0]);
     let period = rate.period;
-    let start = now - now % period;
+    let start = now - rate.per_period.rem(now);
     let (current, previous) = if state[0] == start {
         (state[1], state[2])
     } else if state[0].checked_add(period) == Some(start) {
@@ -114,7 +114,7 @@ fn retry_after(rate: &Rate, start: u64, current: u64, previous: u64, now: u64, c
 pub fn adjust(rate: &Rate, state: &State, now: u64, delta: i64) -> State {
     let now = now.max(state[0]);
     let period = rate.period;
-    let start = now - now % period;
+    let start = now - rate.per_period.rem(now);
     let (current, previous) = if state[0] == start {
         (state[1], state[2])
     } else if state[0].checked_add(period) == Some(start) {
