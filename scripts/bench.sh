@@ -14,6 +14,8 @@
 #   build/bench/bench_ratelimit   libratelimit via the C API   (bench/driver.c + lim_ratelimit.h)
 #   build/bench/bench_shm         the same, backend=shm        (bench/driver.c + lim_shm.h),
 #                                 plus the 2-process cases (fork after rl_create)
+#   build/bench/bench_tight       a tight hand-rolled C limiter (bench/driver.c + lim_tight.h + tight.c):
+#                                 the tutorial's fixed window in one open-addressing table, keys inline
 #   build/bench/bench_handrolled  the tutorial C limiter       (bench/driver.c + handrolled.c)
 #   governor bench binary         governor's keyed limiter     (bench/governor.rs)
 # To add a column or rows (a backend, a new case), add a runner to RUNNERS
@@ -55,6 +57,8 @@ $CC $CFLAGS_BENCH -Iinclude -Ibench -DLIMITER_HEADER='"lim_ratelimit.h"' \
 $CC $CFLAGS_BENCH -Iinclude -Ibench -DLIMITER_HEADER='"lim_shm.h"' \
     -o build/bench/bench_shm bench/driver.c \
     -Ltarget/release -lratelimit -Wl,-rpath,"$PWD/target/release" -lpthread
+$CC $CFLAGS_BENCH -Ibench -DLIMITER_HEADER='"lim_tight.h"' \
+    -o build/bench/bench_tight bench/driver.c bench/tight.c -lpthread
 $CC $CFLAGS_BENCH -Ibench -DLIMITER_HEADER='"lim_handrolled.h"' \
     -o build/bench/bench_handrolled bench/driver.c bench/handrolled.c -lpthread
 $CC $CFLAGS_BENCH -Iinclude -Ibench -o build/bench/bench_redis bench/redis_driver.c \
@@ -65,7 +69,7 @@ governor_bin=$(cargo bench --locked --bench governor --no-run --message-format=j
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
 [[ -n $governor_bin && -x $governor_bin ]] || die "could not build bench/governor.rs (try: cargo bench --bench governor --no-run)"
 
-RUNNERS=(build/bench/bench_ratelimit build/bench/bench_shm "$governor_bin" build/bench/bench_handrolled)
+RUNNERS=(build/bench/bench_ratelimit build/bench/bench_shm "$governor_bin" build/bench/bench_tight build/bench/bench_handrolled)
 
 # ---- run ----------------------------------------------------------------
 raw=$(mktemp)
