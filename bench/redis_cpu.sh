@@ -34,10 +34,22 @@ order=(tb1-ok tb1-deny tb2-ok tb2-deny sw1-ok sw1-deny fw1-ok fw1-deny)
 shas=()
 for src in "$@"; do shas+=("$("${CLI[@]}" script load "$(cat "$src")")"); done
 # usec_per_call of one redis-benchmark run: ARGS...
+# With CPU_METRIC=thread: the server main thread's CPU time per request
+# (/proc/PID/task/PID/schedstat, ns), which time other processes take from
+# it does not inflate (usec_per_call is wall time); includes the network.
+PID=$("${CLI[@]}" info server | tr -d '\r' | sed -n 's/^process_id://p')
+cpu_ns() { cut -d' ' -f1 "/proc/$PID/task/$PID/schedstat"; }
 run() {
+  local t0 t1
   "${CLI[@]}" config resetstat >/dev/null
+  t0=$(cpu_ns)
   eval "redis-benchmark -p $PORT -c 8 -n $N -r 4 -q $*" >/dev/null 2>&1
-  "${CLI[@]}" info commandstats | tr -d '\r' | sed -n 's/^cmdstat_evalsha:.*usec_per_call=\([0-9.]*\).*/\1/p'
+  t1=$(cpu_ns)
+  if [[ ${CPU_METRIC:-} == thread ]]; then
+    awk -v a="$t0" -v b="$t1" -v n="$N" 'BEGIN { printf "%.2f\n", (b - a) / n / 1000 }'
+  else
+    "${CLI[@]}" info commandstats | tr -d '\r' | sed -n 's/^cmdstat_evalsha:.*usec_per_call=\([0-9.]*\).*/\1/p'
+  fi
 }
 minof() { tr ' ' '\n' | sort -g | head -n 1; }
 # The minimum over REPS runs, the scripts interleaved within each repetition

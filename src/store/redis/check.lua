@@ -221,6 +221,71 @@ local function sliding(limit, period, s1, s2, s3, now, cost)
   return false, limit, free, reset, retry
 end
 
+-- Writes a state (its words) with the TTL until it is a fresh key's again.
+-- A state already fresh (a refund all the way back) is deleted: dropping it
+-- changes no decision. (Not under a test's time override, whose clock may go
+-- back to before the state was fresh: there it is kept, as the Rust side
+-- keeps it.)
+local function store(key, code, fresh_at, n1, n2, n3)
+  if fresh_at <= now and not overridden then
+    redis.call('DEL', key)
+    return
+  end
+  -- Milliseconds until the state is a fresh key's, rounded up.
+  local ttl = 1
+  if fresh_at > now then ttl = idiv(fresh_at - now + 999, 1000) end
+  if overridden and ttl < 60000 then ttl = 60000 end
+  local text
+  if code == 't' then
+    text = format('%d', n1)
+  elseif code == 'f' then
+    text = format('%d %d', n1, n2)
+  else
+    text = format('%d %d %d', n1, n2, n3)
+  end
+  redis.call('SET', key, text, 'PX', format('%d', ttl))
+end
+
+-- The state of rate i's key: its words (0 when missing).
+local function load(key, code)
+  local stored = redis.call('GET', key)
+  if not stored then return 0, 0, 0 end
+  if code == 't' then return tonumber(stored), 0, 0 end
+  local a, b, c = match(stored, '^(%d+) (%d+) ?(%d*)')
+  if code == 'f' then return tonumber(a), tonumber(b), 0 end
+  return tonumber(a), tonumber(b), tonumber(c) or 0
+end
+
+-- One rate's check of `cost`: decide (code: "t", "f" or "s").
+local function decide(code, limit, period, burst, interval, s1, s2, s3, cost)
+  if code == 't' then return gcra(burst, interval, s1, now, cost) end
+  if code == 'f' then return fixed(limit, period, s1, s2, now, cost) end
+  return sliding(limit, period, s1, s2, s3, now, cost)
+end
+
+local nkeys = #KEYS
+
+-- The common case, one rate checked: decide, write if allowed, reply.
+if nkeys == 1 and op == 'c' then
+  local code = ARGV[4]
+  local limit, period = tonumber(ARGV[5]), tonumber(ARGV[6])
+  local burst, interval = tonumber(ARGV[7]), tonumber(ARGV[8])
+  local s1, s2, s3 = load(KEYS[1], code)
+  local allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3 =
+    decide(code, limit, period, burst, interval, s1, s2, s3, amount)
+  local flag = 0
+  if allowed then
+    flag = 1
+    if amount > 0 then store(KEYS[1], code, fresh_at, n1, n2, n3) end
+  end
+  if retry == NEVER then retry = -1 end
+  return { 0, flag, lim, remaining, reset, retry }
+end
+
+-- Below: several rates, or an adjust (the functions only they use are made
+-- here, after the one-rate check returned: each `local function` is a new
+-- closure on every call).
+
 -- A count moved by delta: a charge up to MAX_COUNT (never below where it
 -- was), a refund down to none.
 local function moved(count, delta)
@@ -283,67 +348,6 @@ local function adjust_sliding(period, s1, s2, s3, now, delta)
     fresh = start + period
   end
   return fresh, start, n, prev
-end
-
--- Writes a state (its words) with the TTL until it is a fresh key's again.
--- A state already fresh (a refund all the way back) is deleted: dropping it
--- changes no decision. (Not under a test's time override, whose clock may go
--- back to before the state was fresh: there it is kept, as the Rust side
--- keeps it.)
-local function store(key, code, fresh_at, n1, n2, n3)
-  if fresh_at <= now and not overridden then
-    redis.call('DEL', key)
-    return
-  end
-  -- Milliseconds until the state is a fresh key's, rounded up.
-  local ttl = 1
-  if fresh_at > now then ttl = idiv(fresh_at - now + 999, 1000) end
-  if overridden and ttl < 60000 then ttl = 60000 end
-  local text
-  if code == 't' then
-    text = format('%d', n1)
-  elseif code == 'f' then
-    text = format('%d %d', n1, n2)
-  else
-    text = format('%d %d %d', n1, n2, n3)
-  end
-  redis.call('SET', key, text, 'PX', format('%d', ttl))
-end
-
--- The state of rate i's key: its words (0 when missing).
-local function load(key, code)
-  local stored = redis.call('GET', key)
-  if not stored then return 0, 0, 0 end
-  if code == 't' then return tonumber(match(stored, '%d+')), 0, 0 end
-  local a, b, c = match(stored, '^(%d+) (%d+) ?(%d*)')
-  if code == 'f' then return tonumber(a), tonumber(b), 0 end
-  return tonumber(a), tonumber(b), tonumber(c) or 0
-end
-
--- One rate's check of `cost`: decide (code: "t", "f" or "s").
-local function decide(code, limit, period, burst, interval, s1, s2, s3, cost)
-  if code == 't' then return gcra(burst, interval, s1, now, cost) end
-  if code == 'f' then return fixed(limit, period, s1, s2, now, cost) end
-  return sliding(limit, period, s1, s2, s3, now, cost)
-end
-
-local nkeys = #KEYS
-
--- The common case, one rate checked: decide, write if allowed, reply.
-if nkeys == 1 and op == 'c' then
-  local code = ARGV[4]
-  local limit, period = tonumber(ARGV[5]), tonumber(ARGV[6])
-  local burst, interval = tonumber(ARGV[7]), tonumber(ARGV[8])
-  local s1, s2, s3 = load(KEYS[1], code)
-  local allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3 =
-    decide(code, limit, period, burst, interval, s1, s2, s3, amount)
-  local flag = 0
-  if allowed then
-    flag = 1
-    if amount > 0 then store(KEYS[1], code, fresh_at, n1, n2, n3) end
-  end
-  if retry == NEVER then retry = -1 end
-  return { 0, flag, lim, remaining, reset, retry }
 end
 
 local best, best_allowed, best_limit, best_remaining, best_reset, best_retry
