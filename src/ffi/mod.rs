@@ -387,26 +387,41 @@ pub extern "C" fn rl_check(
 ) -> c_int {
     ffi_boundary! {
         on_panic: after_panic(lim, out);
-        let out = try_mut!(out);
-        if lim.is_null() {
-            *out = argument_denial(None);
+        decide_into(lim, key, key_len, out, |lim, key| lim.check(key, cost))
+    }
+}
+
+/// The body rl_check() and rl_adjust() share, inside their boundary: the
+/// argument checks (each error after filling `*out` with a denial when
+/// there is an `out`), then `decide` on the limiter and the key, whose
+/// decision goes into `*out` whatever the status.
+#[inline(always)]
+fn decide_into(
+    lim: *mut rl_limiter,
+    key: *const std::ffi::c_void,
+    key_len: usize,
+    out: *mut rl_decision,
+    decide: impl FnOnce(&Limiter, &[u8]) -> Result<Decision, (Error, Decision)>,
+) -> c_int {
+    let out = try_mut!(out);
+    if lim.is_null() {
+        *out = argument_denial(None);
+    }
+    let lim = try_ref!(lim);
+    if key.is_null() && key_len != 0 {
+        *out = argument_denial(Some(lim));
+    }
+    let key = try_slice!(key, key_len);
+    #[cfg(any(test, fuzzing))]
+    fault::check_point();
+    match decide(&lim.inner, key) {
+        Ok(d) => {
+            *out = d.into();
+            RL_OK
         }
-        let lim = try_ref!(lim);
-        if key.is_null() && key_len != 0 {
-            *out = argument_denial(Some(lim));
-        }
-        let key = try_slice!(key, key_len);
-        #[cfg(any(test, fuzzing))]
-        fault::check_point();
-        match lim.inner.check(key, cost) {
-            Ok(d) => {
-                *out = d.into();
-                RL_OK
-            }
-            Err((e, d)) => {
-                *out = d.into();
-                fail(e)
-            }
+        Err((e, d)) => {
+            *out = d.into();
+            fail(e)
         }
     }
 }
@@ -483,27 +498,7 @@ pub extern "C" fn rl_adjust(
 ) -> c_int {
     ffi_boundary! {
         on_panic: after_panic(lim, out);
-        let out = try_mut!(out);
-        if lim.is_null() {
-            *out = argument_denial(None);
-        }
-        let lim = try_ref!(lim);
-        if key.is_null() && key_len != 0 {
-            *out = argument_denial(Some(lim));
-        }
-        let key = try_slice!(key, key_len);
-        #[cfg(any(test, fuzzing))]
-        fault::check_point();
-        match lim.inner.adjust(key, delta) {
-            Ok(d) => {
-                *out = d.into();
-                RL_OK
-            }
-            Err((e, d)) => {
-                *out = d.into();
-                fail(e)
-            }
-        }
+        decide_into(lim, key, key_len, out, |lim, key| lim.adjust(key, delta))
     }
 }
 
