@@ -202,7 +202,7 @@ impl Limiter {
         if self.is_concurrency() {
             return Err(self.refused("rl_check"));
         }
-        self.decided(on_store!(&self.store, s => s.check(key, cost)))
+        self.decided(on_store!(&self.store, s => s.check(key, cost).map(|v| (v, s.tick_ns()))))
     }
 
     /// What an operation of the wrong kind (see `wrong_kind`) answers: an
@@ -212,12 +212,14 @@ impl Limiter {
         (wrong_kind(&self.limits, op), d)
     }
 
-    /// Turns a backend's verdict into the caller's decision (dry run
-    /// included), or counts its error and gives `on_error`'s decision.
-    fn decided(&self, verdict: Result<Verdict, Error>) -> Result<Decision, (Error, Decision)> {
+    /// Turns a backend's verdict, in ticks of `tick_ns`, into the caller's
+    /// decision (dry run included), or counts its error and gives
+    /// `on_error`'s decision. (The tick comes with the verdict, from the
+    /// same dispatch: the check path matches the backend once.)
+    fn decided(&self, verdict: Result<(Verdict, u64), Error>) -> Result<Decision, (Error, Decision)> {
         match verdict {
-            Ok(verdict) => {
-                let mut d = self.decision(verdict, on_store!(&self.store, s => s.tick_ns()));
+            Ok((verdict, tick_ns)) => {
+                let mut d = self.decision(verdict, tick_ns);
                 d.allowed |= self.config.dry_run;
                 Ok(d)
             }
@@ -234,7 +236,7 @@ impl Limiter {
         if self.is_concurrency() {
             return Err(self.refused("rl_adjust"));
         }
-        self.decided(on_store!(&self.store, s => s.adjust(key, delta)))
+        self.decided(on_store!(&self.store, s => s.adjust(key, delta).map(|v| (v, s.tick_ns()))))
     }
 
     /// Takes one of the key's in-flight places (see `rl_acquire`): the
@@ -245,10 +247,10 @@ impl Limiter {
             return Err(self.refused("rl_acquire"));
         }
         let mut lease = 0;
-        let verdict = on_store!(&self.store, s => s.acquire(key)).map(|(verdict, id)| {
+        let verdict = on_store!(&self.store, s => s.acquire(key).map(|(verdict, id)| {
             lease = id;
-            verdict
-        });
+            (verdict, s.tick_ns())
+        }));
         self.decided(verdict).map(|d| (d, lease))
     }
 
