@@ -33,52 +33,67 @@ impl Seed {
     }
 }
 
+/// One SipRound on the four state words.
 #[inline(always)]
-fn round(v: &mut [u64; 4]) {
-    v[0] = v[0].wrapping_add(v[1]);
-    v[1] = v[1].rotate_left(13) ^ v[0];
-    v[0] = v[0].rotate_left(32);
-    v[2] = v[2].wrapping_add(v[3]);
-    v[3] = v[3].rotate_left(16) ^ v[2];
-    v[0] = v[0].wrapping_add(v[3]);
-    v[3] = v[3].rotate_left(21) ^ v[0];
-    v[2] = v[2].wrapping_add(v[1]);
-    v[1] = v[1].rotate_left(17) ^ v[2];
-    v[2] = v[2].rotate_left(32);
+fn round(v0: &mut u64, v1: &mut u64, v2: &mut u64, v3: &mut u64) {
+    *v0 = v0.wrapping_add(*v1);
+    *v1 = v1.rotate_left(13) ^ *v0;
+    *v0 = v0.rotate_left(32);
+    *v2 = v2.wrapping_add(*v3);
+    *v3 = v3.rotate_left(16) ^ *v2;
+    *v0 = v0.wrapping_add(*v3);
+    *v3 = v3.rotate_left(21) ^ *v0;
+    *v2 = v2.wrapping_add(*v1);
+    *v1 = v1.rotate_left(17) ^ *v2;
+    *v2 = v2.rotate_left(32);
+}
+
+/// The last `tail.len()` (< 8) bytes of a message as a little-endian word,
+/// read with at most three loads instead of a loop over the bytes: 4..=7
+/// bytes as two overlapping 4-byte loads, 1..=3 as the first, middle and
+/// last bytes (which overlap the same way). The overlapping bytes are the
+/// same bytes, so OR-ing them in twice changes nothing.
+#[inline(always)]
+fn tail_word(tail: &[u8]) -> u64 {
+    let n = tail.len();
+    let u32_at = |i: usize| u32::from_le_bytes([tail[i], tail[i + 1], tail[i + 2], tail[i + 3]]) as u64;
+    if n >= 4 {
+        u32_at(0) | u32_at(n - 4) << (8 * (n - 4))
+    } else if n > 0 {
+        tail[0] as u64 | (tail[n / 2] as u64) << (8 * (n / 2)) | (tail[n - 1] as u64) << (8 * (n - 1))
+    } else {
+        0
+    }
 }
 
 /// SipHash-C-D with a 64-bit output, as specified by Aumasson and Bernstein.
+/// The state is four locals (registers), not an array.
 #[inline]
 fn siphash<const C: usize, const D: usize>(key: [u64; 2], data: &[u8]) -> u64 {
-    let mut v = [
-        key[0] ^ 0x736f_6d65_7073_6575,
-        key[1] ^ 0x646f_7261_6e64_6f6d,
-        key[0] ^ 0x6c79_6765_6e65_7261,
-        key[1] ^ 0x7465_6462_7974_6573,
-    ];
+    let mut v0 = key[0] ^ 0x736f_6d65_7073_6575;
+    let mut v1 = key[1] ^ 0x646f_7261_6e64_6f6d;
+    let mut v2 = key[0] ^ 0x6c79_6765_6e65_7261;
+    let mut v3 = key[1] ^ 0x7465_6462_7974_6573;
     let mut blocks = data.chunks_exact(8);
     for block in &mut blocks {
         let m = u64::from_le_bytes(block.try_into().unwrap());
-        v[3] ^= m;
+        v3 ^= m;
         for _ in 0..C {
-            round(&mut v);
+            round(&mut v0, &mut v1, &mut v2, &mut v3);
         }
-        v[0] ^= m;
+        v0 ^= m;
     }
-    let mut last = (data.len() as u64) << 56;
-    for (i, b) in blocks.remainder().iter().enumerate() {
-        last |= (*b as u64) << (8 * i);
-    }
-    v[3] ^= last;
+    let last = (data.len() as u64) << 56 | tail_word(blocks.remainder());
+    v3 ^= last;
     for _ in 0..C {
-        round(&mut v);
+        round(&mut v0, &mut v1, &mut v2, &mut v3);
     }
-    v[0] ^= last;
-    v[2] ^= 0xff;
+    v0 ^= last;
+    v2 ^= 0xff;
     for _ in 0..D {
-        round(&mut v);
+        round(&mut v0, &mut v1, &mut v2, &mut v3);
     }
-    v[0] ^ v[1] ^ v[2] ^ v[3]
+    v0 ^ v1 ^ v2 ^ v3
 }
 
 #[cfg(test)]
