@@ -2,6 +2,7 @@
 //! the same algorithms (`algorithm/`); only the home of the state differs.
 
 mod breaker;
+mod denials;
 mod memory;
 // Nothing in the shm backend but rl_shm_unlink (in ffi/) is part of the C API:
 /// cbindgen:ignore

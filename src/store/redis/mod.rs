@@ -8,7 +8,7 @@
 //! returns 0) and answers. If the server lost the script (`NOSCRIPT`: it was
 //! restarted or flushed) the same call is retried once as `EVAL`, which also
 //! puts the script back in its cache. A denial Redis gave is replayed locally
-//! until its `retry_after` (`denials.rs`): such checks cost no round trip.
+//! until its `retry_after` (`../denials.rs`): such checks cost no round trip.
 //!
 //! **Adjusts** (`rl_adjust`) are ONE `EVALSHA` of the same script with the
 //! operation "a": on the server's `TIME`, every rate of the key settles the
@@ -56,7 +56,7 @@
 //! Files: `url.rs` (the `url=` forms), `rates.rs` (microsecond ticks and the
 //! exact range of Lua numbers), `script.rs` + `check.lua` + `leases.lua`
 //! (key names, arguments, replies), `pool.rs` (connections per process,
-//! fork-safe), `../breaker.rs` (failing fast during an outage), `denials.rs` (the local
+//! fork-safe), `../breaker.rs` (failing fast during an outage), `../denials.rs` (the local
 //! over-limit cache).
 //!
 //! **Timeouts.** A check takes an idle connection or makes one (connect, and
@@ -88,7 +88,6 @@
 //! (every decided check, local denials included, in a `LocalTop`), not the
 //! fleet's: the fleet's heavy hitters are the sum of every host's lists.
 
-mod denials;
 mod pool;
 pub mod rates;
 pub mod script;
@@ -108,14 +107,16 @@ use super::{wrong_kind, Store, StoreStats};
 pub const THRESHOLD: u32 = 3;
 /// How long a handle fails fast before one check probes Redis again.
 pub const COOL_DOWN_MS: u64 = 1000;
+/// Entries of the over-limit cache (64 bytes each).
+const DENIALS: usize = 1024;
 use super::breaker::{Admit, Breaker};
+use super::denials::Denials;
 use crate::algorithm::{Leases, Limits, Outcome, Rate, Verdict};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{quoted, scrub, Error};
 use crate::keyhash::Seed;
 use crate::top::{LocalTop, TopEntry, Which, DEFAULT_TOP};
-use denials::Denials;
 use pool::Pool;
 pub use rates::TICK_NS;
 use script::{Op, Script};
@@ -203,6 +204,10 @@ pub struct RedisStore {
     pool: Pool<Conn>,
     breaker: Breaker,
     denials: Denials,
+    /// The seed of the fingerprints `denials` is indexed by.
+    denial_seed: Seed,
+    /// Checks answered from `denials`.
+    local_denials: AtomicU64,
     clock: Clock,
     allowed: AtomicU64,
     limited: AtomicU64,
@@ -280,7 +285,9 @@ impl RedisStore {
             // A probe's call takes at most about twice the timeout (a
             // cluster redirect), after which another check may probe.
             breaker: Breaker::new(THRESHOLD, COOL_DOWN_MS * 1_000_000, 2 * timeout.as_nanos() as u64 + 1_000_000),
-            denials: Denials::new(seed, max_cost),
+            denials: Denials::new(DENIALS, max_cost),
+            denial_seed: seed,
+            local_denials: AtomicU64::new(0),
             clock: Clock::new(),
             allowed: AtomicU64::new(0),
             limited: AtomicU64::new(0),
@@ -421,7 +428,7 @@ impl RedisStore {
 
     /// Checks answered by the local over-limit cache, without Redis.
     pub fn local_denials(&self) -> u64 {
-        self.denials.hits()
+        self.local_denials.load(Ordering::Relaxed)
     }
 
     /// Whether the handle is failing fast now (after repeated failures).
@@ -439,9 +446,10 @@ impl Store for RedisStore {
             return Err(wrong_kind(&self.limits(), "rl_check"));
         }
         let now = self.clock.now();
-        let fp = (cost > 0).then(|| self.denials.fingerprint(key));
+        let fp = (cost > 0).then(|| self.denial_seed.fingerprint(key));
         if let Some(fp) = fp {
-            if let Some(verdict) = self.denials.lookup(fp, cost, now) {
+            if let Some(verdict) = self.denials.lookup(fp, cost, now, TICK_NS) {
+                self.local_denials.fetch_add(1, Ordering::Relaxed);
                 self.limited.fetch_add(1, Ordering::Relaxed);
                 if let Some(top) = &self.top {
                     top.record(key, false);
@@ -455,7 +463,7 @@ impl Store for RedisStore {
         } else {
             self.limited.fetch_add(1, Ordering::Relaxed);
             if let Some(fp) = fp {
-                self.denials.remember(fp, cost, now, verdict);
+                self.denials.remember(fp, cost, now, TICK_NS, verdict);
             }
         }
         if let Some(top) = &self.top {
@@ -470,7 +478,7 @@ impl Store for RedisStore {
             return Err(wrong_kind(&self.limits(), "rl_adjust"));
         }
         let now = self.clock.now();
-        let fp = self.denials.fingerprint(key);
+        let fp = self.denial_seed.fingerprint(key);
         let result = self.eval(key, Op::Adjust(delta), None);
         if delta < 0 {
             // After the round trip (whatever it answered): a denial
@@ -482,7 +490,7 @@ impl Store for RedisStore {
             // A key in debt: checks of it are denied until retry_after
             // (by this handle's own reckoning; another handle's refund is
             // the cache's known caveat, see the module docs).
-            self.denials.remember(fp, 1, now, verdict);
+            self.denials.remember(fp, 1, now, TICK_NS, verdict);
         }
         Ok(verdict)
     }
@@ -533,7 +541,7 @@ impl Store for RedisStore {
 
     /// `DEL` of the key's Redis keys (all its rates), and of its local denial.
     fn reset(&self, key: &[u8]) -> Result<(), Error> {
-        self.denials.forget(self.denials.fingerprint(key));
+        self.denials.forget(self.denial_seed.fingerprint(key));
         let mut cmd = redis::cmd("DEL");
         for k in self.key_names(key) {
             cmd.arg(k);
@@ -561,7 +569,7 @@ impl Store for RedisStore {
     }
 
     fn local_denials(&self) -> u64 {
-        self.denials.hits()
+        self.local_denials.load(Ordering::Relaxed)
     }
 }
 
