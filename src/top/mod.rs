@@ -114,6 +114,16 @@ impl Top {
         }
     }
 
+    /// Records `n` denials of `key` at once, in both sketches (exactly in
+    /// Active too: its sampled counts stay an estimate). For denials answered
+    /// without the shard's lock and recorded later, under it.
+    pub fn record_denials(&self, words: &mut [u64], fp: u64, key: &[u8], n: u64) {
+        let w = sketch::words(self.n);
+        let (limited, rest) = words.split_at_mut(w);
+        sketch::Sketch::new(limited, self.n).record(fp, key, n);
+        sketch::Sketch::new(rest, self.n).record(fp, key, n);
+    }
+
     /// Appends the entries of one shard's sketch `which` to `out`.
     pub fn read(&self, words: &[u64], which: Which, out: &mut Vec<TopEntry>) {
         let w = sketch::words(self.n);

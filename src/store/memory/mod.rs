@@ -8,12 +8,28 @@
 //! With `top=N` each shard also holds the two heavy-hitter sketches of its
 //! keys (top/), updated under the shard's lock after each check: `rl_top`
 //! covers this handle.
+//!
+//! A key denied a check of cost 1 is remembered in the over-limit cache
+//! (`../denials.rs`) until it can pass, and the cost-1 checks of it are
+//! answered from there meanwhile: without the shard's lock, writing nothing
+//! the threads share (`tally.rs` counts them and brings them to `rl_top`),
+//! so a key under attack costs less per check than an allowed one, and two
+//! threads hammering it do not wait for each other. The answer is the one
+//! the table would give: the entry is remembered and forgotten under the
+//! shard's lock, forgotten whenever the key's state changes (an allowed
+//! check, an adjust, a reset), and while it holds, the only checks the
+//! table could answer differently are peeks and other costs, which are
+//! decided by the table. (A key evicted meanwhile is still denied until its
+//! entry runs out: it was over its limit, and the table only forgot it.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
+mod tally;
+
+use super::denials::Denials;
 use super::{wrong_kind, Store, StoreStats};
 use crate::algorithm::{adjust_all, Limits, Verdict};
 use crate::clock::Clock;
@@ -23,6 +39,7 @@ use crate::keyhash::Seed;
 use crate::limiter::limits_in_ns;
 use crate::table::{At, Geometry, KeyAt, Shard, ShardStats};
 use crate::top::{Top, TopEntry, Which};
+use tally::Tally;
 
 struct ShardData {
     words: Box<[u64]>,
@@ -43,7 +60,14 @@ pub struct MemoryStore {
     shards: Box<[CachePadded<Mutex<ShardData>>]>,
     /// None: `top=0`, nothing tracked.
     top: Option<Top>,
+    /// Cost-1 denials still in force, answered without a lock.
+    denials: Denials,
+    /// Denials answered from `denials`, counted per thread.
+    tally: Tally,
 }
+
+/// Entries of the over-limit cache (64 bytes each).
+const DENIALS: usize = 256;
 
 impl MemoryStore {
     /// The table `config` describes (`backend=memory`): its limits in
@@ -81,6 +105,7 @@ impl MemoryStore {
             })));
         }
         Ok(MemoryStore {
+            denials: Denials::new(DENIALS, limits.smallest_quota()),
             limits,
             geometry,
             capacity,
@@ -90,6 +115,7 @@ impl MemoryStore {
             reclaim_turn: AtomicU64::new(0),
             shards: shards.into_boxed_slice(),
             top,
+            tally: Tally::new(top.is_some()),
         })
     }
 
@@ -140,6 +166,15 @@ impl MemoryStore {
         f(&mut shard, KeyAt { fp, place }, &mut at, &mut data.top)
     }
 
+    /// Records `n` denials of `key` answered from the over-limit cache in
+    /// its shard's sketches (`tally.rs`).
+    fn record_denials(&self, fp: u64, key: &[u8], n: u64) {
+        if let Some(top) = &self.top {
+            let shard = self.geometry.place(fp).shard;
+            top.record_denials(&mut self.shards[shard].lock().top, fp, key, n);
+        }
+    }
+
     /// The table's view of a locked shard's words and stats.
     fn view_of<'a>(&'a self, words: &'a mut [u64], stats: &'a mut ShardStats) -> Shard<'a> {
         Shard { words, stats, total_keys: &self.total_keys, capacity: self.capacity, geometry: self.geometry }
@@ -155,11 +190,27 @@ impl Store for MemoryStore {
         let place = self.geometry.place(fp);
         let now = self.clock.now();
         let Limits::Rates(rates) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_check")) };
+        if cost == 1 {
+            if let Some(verdict) = self.denials.lookup(fp, 1, now, 1) {
+                if self.tally.count(fp, key, &mut |fp, key, n| self.record_denials(fp, key, n)) {
+                    return Ok(verdict);
+                }
+            }
+        }
         let mut data = self.shards[place.shard].lock();
         let data = &mut *data;
         let mut at = At { now, elsewhere: &mut |pass| self.on_other_shards(place.shard, pass) };
         let verdict =
             self.view_of(&mut data.words, &mut data.stats).check(rates, KeyAt { fp, place }, cost, &mut at, |_, _| {});
+        // Under the lock, so that no adjust or reset of the key falls
+        // between the decision and the cache (see the module docs).
+        if verdict.outcome.allowed {
+            if cost > 0 {
+                self.denials.forget(fp);
+            }
+        } else if cost == 1 {
+            self.denials.remember(fp, 1, now, 1, verdict);
+        }
         if let Some(top) = &self.top {
             let active = Top::sample(data.stats.allowed.wrapping_add(data.stats.limited));
             top.record(&mut data.top, fp, key, verdict.outcome.allowed, active);
@@ -171,6 +222,9 @@ impl Store for MemoryStore {
         let Limits::Rates(rates) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_adjust")) };
         let verdict = self.on_key(key, |shard, k, at, _| {
             let now = at.now;
+            if delta != 0 {
+                self.denials.forget(k.fp);
+            }
             // (A charge to a new key that found no room, see table's insert
             // step 6, is answered but not stored, as a check's would be.)
             shard.update(rates.as_slice(), k, at, |_, _| {}, |words| adjust_all(rates, words, now, delta)).0
@@ -204,7 +258,10 @@ impl Store for MemoryStore {
     fn reset(&self, key: &[u8]) -> Result<(), Error> {
         let fp = self.seed.fingerprint(key);
         let place = self.geometry.place(fp);
-        self.with_shard(place.shard, |s| s.remove(place, fp));
+        self.with_shard(place.shard, |s| {
+            self.denials.forget(fp);
+            s.remove(place, fp)
+        });
         Ok(())
     }
 
@@ -215,6 +272,7 @@ impl Store for MemoryStore {
 
     fn top(&self, which: Which, max: usize) -> Result<Vec<TopEntry>, Error> {
         let Some(top) = &self.top else { return Ok(Vec::new()) };
+        self.tally.flush(&mut |fp, key, n| self.record_denials(fp, key, n));
         let mut all = Vec::new();
         for shard in self.shards.iter() {
             top.read(&shard.lock().top, which, &mut all);
@@ -230,6 +288,7 @@ impl Store for MemoryStore {
             total.limited += s.limited;
             total.evictions += s.evictions;
         }
+        total.limited += self.tally.denied();
         total.keys = self.total_keys.load(Ordering::Relaxed);
         Ok(total)
     }
@@ -257,6 +316,41 @@ mod tests {
             counted += data.stats.keys;
         }
         (slots, counted)
+    }
+
+    /// A denied key answered from the over-limit cache answers as the
+    /// table would: a refund or a reset lets it pass at once, a charge
+    /// lengthens its wait at once, and every denial is counted.
+    #[test]
+    fn cached_denials_follow_every_change_of_the_key() {
+        let store = MemoryStore::new(&Config::parse("rate=2/h").unwrap()).unwrap();
+        let check = |cost| store.check(b"k", cost).unwrap().outcome;
+        assert!(check(1).allowed && check(1).allowed);
+        let denied = check(1);
+        assert!(!denied.allowed && denied.retry_after > 0);
+        // Answered from the cache now: the same answer, counted.
+        for _ in 0..10 {
+            let again = check(1);
+            assert!(!again.allowed && again.retry_after <= denied.retry_after && again.remaining == 0);
+        }
+        assert_eq!(store.stats().unwrap().limited, 11);
+        // A refund: allowed at once.
+        store.adjust(b"k", -1).unwrap();
+        assert!(check(1).allowed);
+        assert!(!check(1).allowed);
+        // A charge: the wait grows at once (one more interval of 30 min).
+        let before = check(1).retry_after;
+        store.adjust(b"k", 1).unwrap();
+        let after = check(1).retry_after;
+        assert!(after >= before + 1_799_000_000_000, "{before} -> {after}");
+        // A reset: fresh at once.
+        store.reset(b"k").unwrap();
+        assert!(check(1).allowed);
+        // Costs other than 1 are decided by the table: cost 2 of a key
+        // with one unit left is denied, cost 1 then still allowed.
+        assert!(!check(2).allowed);
+        assert!(check(1).allowed);
+        assert_eq!(store.stats().unwrap().limited, 11 + 1 + 2 + 1);
     }
 
     /// Threads insert distinct keys far past capacity while another polls
