@@ -29,6 +29,9 @@
 #define CASE_THREADS_ONE "2 threads, one key"
 #define CASE_PROCS_OWN "2 processes, own keys"
 #define CASE_PROCS_ONE "2 processes, one key"
+/* A key over its limit (1 per hour), hammered: every timed check is denied. */
+#define CASE_DENIED_HOT "denied: hot key"
+#define CASE_DENIED_THREADS "denied: 2 threads, one key"
 
 static unsigned long long splitmix64(unsigned long long x)
 {

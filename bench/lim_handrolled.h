@@ -13,9 +13,9 @@
 
 typedef hr_limiter limiter;
 
-static limiter *limiter_new(void)
+static limiter *limiter_new(int denying)
 {
-    return hr_limiter_new(1000000000UL, 1);
+    return denying ? hr_limiter_new(1, 3600) : hr_limiter_new(1000000000UL, 1);
 }
 
 static inline int limiter_check(limiter *lim, const char *key, size_t key_len)
@@ -24,8 +24,9 @@ static inline int limiter_check(limiter *lim, const char *key, size_t key_len)
     return hr_allow(lim, key);
 }
 
-static void limiter_free(limiter *lim)
+static void limiter_free(limiter *lim, long denied)
 {
+    (void)denied; /* it keeps no count */
     hr_limiter_free(lim);
 }
 

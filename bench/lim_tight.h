@@ -16,9 +16,9 @@
 
 typedef tl_limiter limiter;
 
-static limiter *limiter_new(void)
+static limiter *limiter_new(int denying)
 {
-    return tl_limiter_new(1000000000UL, 1, MANY_KEYS);
+    return denying ? tl_limiter_new(1, 3600, MANY_KEYS) : tl_limiter_new(1000000000UL, 1, MANY_KEYS);
 }
 
 /* Only 1 counts as allowed: a refusal (-1: key too long, table full) is a
@@ -28,8 +28,9 @@ static inline int limiter_check(limiter *lim, const char *key, size_t key_len)
     return tl_allow(lim, key, key_len) == 1;
 }
 
-static void limiter_free(limiter *lim)
+static void limiter_free(limiter *lim, long denied)
 {
+    (void)denied; /* it keeps no count */
     tl_limiter_free(lim);
 }
 

@@ -18,6 +18,9 @@
 #                                 the tutorial's fixed window in one open-addressing table, keys inline
 #   build/bench/bench_handrolled  the tutorial C limiter       (bench/driver.c + handrolled.c)
 #   governor bench binary         governor's keyed limiter     (bench/governor.rs)
+#   floor bench binary            the physical floor: clock + keyed hash + one atomic per check,
+#                                 nothing else (bench/floor.rs)
+# (bench/cases.rs holds the cases of the two Rust runners; bench/driver.c the C ones'.)
 # To add a column or rows (a backend, a new case), add a runner to RUNNERS
 # that prints lines in the same format: the table is pivoted from whatever
 # (limiter, case) pairs appear, in order of first appearance. A cell the
@@ -69,7 +72,12 @@ governor_bin=$(cargo bench --locked --bench governor --no-run --message-format=j
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
 [[ -n $governor_bin && -x $governor_bin ]] || die "could not build bench/governor.rs (try: cargo bench --bench governor --no-run)"
 
-RUNNERS=(build/bench/bench_ratelimit build/bench/bench_shm "$governor_bin" build/bench/bench_tight build/bench/bench_handrolled)
+echo "bench: building the physical floor (cargo bench --no-run)" >&2
+floor_bin=$(cargo bench --locked --bench floor --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+[[ -n $floor_bin && -x $floor_bin ]] || die "could not build bench/floor.rs (try: cargo bench --bench floor --no-run)"
+
+RUNNERS=(build/bench/bench_ratelimit build/bench/bench_shm "$governor_bin" build/bench/bench_tight build/bench/bench_handrolled "$floor_bin")
 
 # ---- run ----------------------------------------------------------------
 raw=$(mktemp)
@@ -115,6 +123,7 @@ table=$(awk -F'\t' -v base="$BASELINE" '
         v[$1 SUBSEP $2] = v[$1 SUBSEP $2] " " $3
     }
     END {
+        refs[1] = "tight hand-rolled C"; refs[2] = "governor (Rust)"; refs[3] = "physical floor"
         # Baseline last, ours first (runner order), whatever order runs came in.
         hdr = "| ns per check (median) |"; sep = "| --- |"
         for (i = 1; i <= nl; i++) { hdr = hdr " " lims[i] " |"; sep = sep " ---: |" }
@@ -149,6 +158,30 @@ table=$(awk -F'\t' -v base="$BASELINE" '
             }
             print row
         }
+        # The issue targets, side by side: each of our columns against the
+        # tight hand-rolled limiter, governor and the physical floor, row by
+        # row (2-process rows against their 2-thread figures, marked *).
+        print ""
+        hdr = "| ratio (median / median) |"; sep = "| --- |"
+        for (i = 1; i <= nl; i++) {
+            if (lims[i] !~ /^libratelimit/) continue
+            for (r = 1; r <= 3; r++) { hdr = hdr " " lims[i] " / " refs[r] " |"; sep = sep " ---: |" }
+        }
+        print hdr; print sep
+        for (c = 1; c <= nc; c++) {
+            row = "| " cases[c] " |"
+            alt = cases[c]; sub(/^2 processes,/, "2 threads,", alt)
+            for (i = 1; i <= nl; i++) {
+                if (lims[i] !~ /^libratelimit/) continue
+                k = lims[i] SUBSEP cases[c]
+                for (r = 1; r <= 3; r++) {
+                    kr = refs[r] SUBSEP cases[c]; mark = ""
+                    if (!(kr in v) && (refs[r] SUBSEP alt) in v) { kr = refs[r] SUBSEP alt; mark = "*" }
+                    row = row " " (((k in v) && (kr in v)) ? sprintf("%.2fx%s", median(v[k]) / median(v[kr]), mark) : "—") " |"
+                }
+            }
+            print row
+        }
     }' "$raw")
 
 block=$(cat <<EOF
@@ -162,6 +195,11 @@ per check; perfect scaling would equal the one-thread figure); the same for the
 2-process cases (shm only: fork after rl_create, both processes on the
 inherited handle). \* The hand-rolled limiter is in-process only, so it has no
 2-process figures: those ratios are to its 2-thread row with the same keys.
+"denied:" rows: a key over its limit (one check per hour, spent in the
+untimed warm-up), hammered; every timed check is a denial. The physical
+floor (bench/floor.rs) is a clock reading, a keyed hash and one atomic per
+check (a load for a denial), nothing else. The last table sets our columns
+against the tight hand-rolled limiter, governor and the floor.
 
 $table
 EOF
