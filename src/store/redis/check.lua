@@ -35,16 +35,27 @@
 -- clamp of |delta|) makes any key fresh again. (src/store/redis/rates.rs states the same
 -- bounds in Rust, for the test vectors.)
 --
+-- Two parts, split by the line "-- each call --": above it, definitions
+-- only (constants and functions, no KEYS, ARGV or redis.call); below it,
+-- what runs per call. As an EVAL script the whole file runs on every call.
+-- As a Redis Function (Redis >= 7, script.rs `library`) the part above is
+-- the library's body, run once at FUNCTION LOAD, and the part below becomes
+-- the function, with KEYS and ARGV its parameters: no closure is made per
+-- call. The library's body sees no global but `redis`, so the standard
+-- functions are fetched at the top of each call.
+--
 -- Lua numbers are doubles: every integer below 2^53 is exact. The limiter
 -- keeps counts and durations at most 2^50 (src/store/redis/rates.rs); the one
 -- product that can exceed 2^53, previous × (period − elapsed) against
 -- (limit − count) × period, is computed exactly with mul2/muldiv below.
 -- math.fmod is exact on doubles; `%` is not, and is not used.
 
-local fmod, floor = math.fmod, math.floor
+-- The standard functions used, as locals (cheaper than globals): set at the
+-- top of each call (see above).
+local fmod, floor, tonumber, format, match
 local TWO26 = 67108864
 local TWO52 = 4503599627370496
-local NEVER = math.huge
+local NEVER = 1 / 0
 
 -- a / b, rounded down, for integers 0 <= a < 2^53, 0 < b.
 local function idiv(a, b)
@@ -94,18 +105,10 @@ local MAX_COUNT = 1125899906842624 -- 2^50
 -- iterators made per rate; a state is read with one tonumber/match and
 -- written with one string.format('%d ...') (Lua 5.1 formats %d through a C
 -- long: exact for every integer below 2^53).
-local tonumber, format, match = tonumber, string.format, string.match
 
-local op = ARGV[1]
-local amount = tonumber(ARGV[2])
-local overridden = ARGV[3] ~= ''
-local now
-if overridden then
-  now = tonumber(ARGV[3])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+-- The time of this call (µs) and whether a test overrides it: set below,
+-- on each call.
+local now, overridden
 
 -- Each algorithm decides one check of `cost` units at `now` on the state
 -- s1, s2, s3: allowed, limit, remaining, reset, retry_after (NEVER =
@@ -261,6 +264,21 @@ local function decide(code, limit, period, burst, interval, s1, s2, s3, cost)
   if code == 't' then return gcra(burst, interval, s1, now, cost) end
   if code == 'f' then return fixed(limit, period, s1, s2, now, cost) end
   return sliding(limit, period, s1, s2, s3, now, cost)
+end
+
+-- each call --
+-- (Unset on every EVAL, and on the first call of a Function library.)
+if tonumber == nil then
+  fmod, floor, tonumber, format, match = math.fmod, math.floor, _G.tonumber, string.format, string.match
+end
+local op = ARGV[1]
+local amount = tonumber(ARGV[2])
+overridden = ARGV[3] ~= ''
+if overridden then
+  now = tonumber(ARGV[3])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
 local nkeys = #KEYS
