@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # bench/redis_cpu.sh [SCRIPT.lua...] — Redis CPU per call of check.lua (or
 # of each script given, interleaved), by case: INFO commandstats
-# usec_per_call of EVALSHA (which includes the commands the script runs
+# usec_per_call of EVALSHA or FCALL (which includes the commands the script runs
 # inside), redis-benchmark replaying one check per request (8 clients, 4
 # keys per case via -r 4: many calls on a few keys). "ok" cases never deny;
 # "deny" cases run a small rate hammered far past its limit (mostly denied,
-# some allowed). The floor is EVALSHA of `return 1` on the same server.
+# some allowed). The floor is `return 1`, called the same way, on the same server.
 # Prints a markdown table of the minimum over the repetitions.
 # Run under scripts/with_redis.sh. Env: CPU_N (requests per run, 10000),
 # CPU_REPS (repetitions, 7), CPU_METRIC (see run below), CPU_CALLS (how each script is called, one
