@@ -198,3 +198,32 @@ fn without_functions_checks_use_evalsha() {
     });
     assert_eq!(seen, vec!["evalsha"; 3], "no FCALL tried again");
 }
+
+/// An ACL that refuses FCALL, or only FUNCTION LOAD: checks fall back to
+/// EVALSHA for good, and decide the same.
+#[test]
+fn functions_refused_by_an_acl_checks_use_evalsha() {
+    let Some(bin) = env_or_skip("RL_TEST_REDIS_SERVER", "functions_refused_by_an_acl") else { return };
+    let server = Server::start(&bin);
+    let mut admin = server.conn();
+    for (user, refused) in [("nofcall", "-fcall"), ("noload", "-function")] {
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(user)
+            .arg("on")
+            .arg(">pw")
+            .arg("~*")
+            .arg("+@all")
+            .arg(refused)
+            .query(&mut admin)
+            .unwrap();
+        let url = format!("redis://{user}:pw@127.0.0.1:{}", server.port);
+        let l = Limiter::from_config_str(&format!("rate=2/minute backend=redis url={url} prefix={user}:")).unwrap();
+        assert!(l.check(b"k", 1).unwrap().allowed, "{user}");
+        let seen = commands_during(server.port, &mut admin, || {
+            assert!(l.check(b"k", 1).unwrap().allowed);
+            assert!(!l.check(b"k", 1).unwrap().allowed);
+        });
+        assert_eq!(seen, vec!["evalsha"; 2], "{user}: no FCALL tried again");
+    }
+}

@@ -185,6 +185,12 @@ fn is_missing_function(e: &RedisError) -> bool {
         && e.detail().is_some_and(|d| d.starts_with("Function not found"))
 }
 
+/// Whether `e` is `FUNCTION LOAD` refusing the library itself (its Lua).
+fn is_refused_library(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::ResponseError)
+        && e.detail().is_some_and(|d| d.starts_with("Error registering functions") || d.starts_with("Error compiling"))
+}
+
 /// Whether `e` says the server takes no `FCALL`: a server before Redis 7
 /// ("unknown command"), or an ACL that does not allow it (NOPERM).
 fn is_without_functions(e: &RedisError) -> bool {
@@ -402,8 +408,14 @@ impl RedisStore {
                         Ok(_) => return run(&fcall),
                         Err(e) if is_connection_failure(&e) => return Err(e),
                         // A server that has FCALL but will not load the
-                        // library (an ACL, a Lua it does not take): scripts.
-                        Err(_) => self.functions.store(false, Ordering::Relaxed),
+                        // library (an ACL, a Lua it does not take): scripts
+                        // from now on.
+                        Err(e) if is_without_functions(&e) || is_refused_library(&e) => {
+                            self.functions.store(false, Ordering::Relaxed)
+                        }
+                        // Anything else (out of memory, a replica) may pass:
+                        // this call tries the script, the next the function.
+                        Err(_) => {}
                     },
                     Err(e) if is_without_functions(&e) => self.functions.store(false, Ordering::Relaxed),
                     result => return result,
