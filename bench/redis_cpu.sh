@@ -54,22 +54,22 @@ library() {
 k() { echo "{rl:__rand_int__}:$1"; }
 # The arguments after the sha of each case.
 declare -A cases=(
-  [tb1-ok]="1 $(k t1) c 1 '' t 1000000 1000000 1000000 1"
-  [tb1-deny]="1 $(k t2) c 1 '' t 1000 1000000 10 1000"
-  [tb2-ok]="2 $(k t3) $(k t4) c 1 '' t 1000000 1000000 1000000 1 t 100000000 60000000 100000000 1"
-  [tb2-deny]="2 $(k t5) $(k t6) c 1 '' t 1000 1000000 10 1000 t 50000 60000000 50000 1200"
-  [sw1-ok]="1 $(k s1) c 1 '' s 100000000 60000000 100000000 1"
-  [sw1-deny]="1 $(k s2) c 1 '' s 1000 1000000 1000 1000"
-  [fw1-ok]="1 $(k f1) c 1 '' f 100000000 60000000 100000000 1"
-  [fw1-deny]="1 $(k f2) c 1 '' f 1000 1000000 1000 1000"
+  [tb1-ok]="1 $(k t1) c 1 '' t 1000000 1"
+  [tb1-deny]="1 $(k t2) c 1 '' t 10 1000"
+  [tb2-ok]="2 $(k t3) $(k t4) c 1 '' t 1000000 1 t 100000000 1"
+  [tb2-deny]="2 $(k t5) $(k t6) c 1 '' t 10 1000 t 50000 1200"
+  [sw1-ok]="1 $(k s1) c 1 '' s 100000000 60000000"
+  [sw1-deny]="1 $(k s2) c 1 '' s 1000 1000000"
+  [fw1-ok]="1 $(k f1) c 1 '' f 100000000 60000000"
+  [fw1-deny]="1 $(k f2) c 1 '' f 1000 1000000"
 )
 if [[ ${CPU_METRIC:-} == ir ]]; then
   # A callgrind'ed server answers ~3,000 requests/s: the deny cases' rates
   # at 10/s per key, so that they deny there too.
-  cases[tb1-deny]="1 $(k t2) c 1 '' t 10 1000000 10 100000"
-  cases[tb2-deny]="2 $(k t5) $(k t6) c 1 '' t 10 1000000 10 100000 t 50000 60000000 50000 1200"
-  cases[sw1-deny]="1 $(k s2) c 1 '' s 10 1000000 10 100000"
-  cases[fw1-deny]="1 $(k f2) c 1 '' f 10 1000000 10 100000"
+  cases[tb1-deny]="1 $(k t2) c 1 '' t 10 100000"
+  cases[tb2-deny]="2 $(k t5) $(k t6) c 1 '' t 10 100000 t 50000 1200"
+  cases[sw1-deny]="1 $(k s2) c 1 '' s 10 1000000"
+  cases[fw1-deny]="1 $(k f2) c 1 '' f 10 1000000"
 fi
 order=(tb1-ok tb1-deny tb2-ok tb2-deny sw1-ok sw1-deny fw1-ok fw1-deny)
 # One column per script and way of calling it: the command and its first

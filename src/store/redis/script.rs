@@ -184,7 +184,11 @@ fn push_args(cmd: &mut Cmd, keys: &[Vec<u8>], rates: &[Rate], op: Op, now_us: Op
             Algorithm::FixedWindow => "f",
             Algorithm::SlidingWindow => "s",
         };
-        cmd.arg(code).arg(r.limit).arg(r.period).arg(r.burst).arg(r.interval);
+        // (each algorithm reads two numbers: `check.lua`'s header)
+        match r.algorithm {
+            Algorithm::TokenBucket => cmd.arg(code).arg(r.burst).arg(r.interval),
+            Algorithm::FixedWindow | Algorithm::SlidingWindow => cmd.arg(code).arg(r.limit).arg(r.period),
+        };
     }
 }
 
