@@ -129,7 +129,7 @@ if [[ ${REDIS:-1} != 0 ]]; then
         version=$(grep -m1 '^Redis server' "$raw.err" || echo "Redis")
         rm -f "$raw.err"
         rtable=$(awk -F'\t' '
-            function sortkey(c) { return (c ~ /^eval/ ? "0" : "1") c }
+            function sortkey(c) { return (c ~ /^(eval|fcall)/ ? "0" : "1") c }
             BEGIN {
                 print "| backend=redis, 1 thread, 16 keys | ns per call | commands Redis ran per call (INFO commandstats) |"
                 print "| --- | ---: | --- |"
@@ -138,7 +138,7 @@ if [[ ${REDIS:-1} != 0 ]]; then
                 calls = $4; sub(/^calls=/, "", calls)
                 cmds = $5; sub(/^cmds=/, "", cmds)
                 n = split(cmds, c, ","); total = 0; parts = ""
-                # The command clients send (evalsha) first, then those run inside it, by name.
+                # The command clients send (fcall or evalsha) first, then those run inside it, by name.
                 for (i = 2; i <= n; i++) {
                     t = c[i]
                     for (j = i - 1; j >= 1 && sortkey(c[j]) > sortkey(t); j--) c[j + 1] = c[j]

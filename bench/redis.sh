@@ -71,10 +71,11 @@ monitor_case() { # case iterations
 say "counting client commands with MONITOR"
 monitor_case allowed 200
 mon_allowed=$mon
-# One of those commands exactly as the library sent it (its EVALSHA of
-# check.lua: sha, key, arguments), for redis-benchmark to replay.
+# One of those commands exactly as the library sent it (its FCALL of
+# check.lua's function, or EVALSHA on a server without functions: name,
+# key, arguments), for redis-benchmark to replay.
 mapfile -t script_cmd < <(sed 's/^[^]]*] //' "$work/first" | grep -o '"[^"]*"' | sed 's/^"//; s/"$//')
-[[ ${script_cmd[0]:-} == EVALSHA ]] || { say "no EVALSHA seen with MONITOR"; exit 1; }
+[[ ${script_cmd[0]:-} =~ ^(FCALL|EVALSHA)$ ]] || { say "no FCALL or EVALSHA seen with MONITOR"; exit 1; }
 monitor_case denied 10000
 mon_denied=$mon
 

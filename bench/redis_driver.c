@@ -6,7 +6,7 @@
  *   PORT  a throwaway redis-server on 127.0.0.1 (bench/redis.sh starts one)
  *   CASE  "allowed": every thread checks its own 16 keys round-robin,
  *                    `rate=1000000/s` (burst 10^6): nothing is denied, every
- *                    check is one EVALSHA
+ *                    check is one FCALL (EVALSHA before Redis 7)
  *         "denied":  every thread checks the same key, `rate=1/hour`, which
  *                    Redis denied once before the timing starts: every timed
  *                    check is answered by the local over-limit cache
@@ -20,7 +20,7 @@
  * program reads `INFO commandstats` itself (a plain TCP connection of its
  * own, RESP inline command), runs the timed checks, and reads it again: the
  * difference counts exactly the commands Redis executed for the timed
- * checks, by name — EVALSHA/EVAL that clients sent and the commands the
+ * checks, by name — FCALL or EVALSHA/EVAL that clients sent and the commands the
  * script ran inside them (TIME, GET, SET) alike; `info` itself is left out.
  *
  * Prints one line:

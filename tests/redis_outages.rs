@@ -140,18 +140,22 @@ fn recovers_after_redis_restarts() {
 }
 
 #[test]
-fn one_evalsha_per_check_none_for_cached_denials() {
-    let Some(bin) = env_or_skip("RL_TEST_REDIS_SERVER", "one_evalsha_per_check") else { return };
+fn one_fcall_per_check_none_for_cached_denials() {
+    let Some(bin) = env_or_skip("RL_TEST_REDIS_SERVER", "one_fcall_per_check") else { return };
     let server = Server::start(&bin);
     let mut admin = server.conn();
     let l = Limiter::from_config_str(&format!("rate=10/minute,100/hour backend=redis url={}", server.url())).unwrap();
-    l.check(b"warm-up", 1).unwrap(); // loads the script (NOSCRIPT -> EVAL, once)
+    // The first check loads the function library, once.
+    let seen = commands_during(server.port, &mut admin, || {
+        l.check(b"warm-up", 1).unwrap();
+    });
+    assert_eq!(seen, ["fcall", "function", "fcall"], "FCALL, not found, FUNCTION LOAD, FCALL");
     let seen = commands_during(server.port, &mut admin, || {
         for i in 0..50 {
             l.check(format!("k{i}").as_bytes(), 1).unwrap();
         }
     });
-    assert_eq!(seen, vec!["evalsha"; 50], "50 checks: one EVALSHA each, nothing else");
+    assert_eq!(seen, vec!["fcall"; 50], "50 checks: one FCALL each, nothing else");
     let mut denied = 0;
     let seen = commands_during(server.port, &mut admin, || {
         for _ in 0..100 {
@@ -160,11 +164,66 @@ fn one_evalsha_per_check_none_for_cached_denials() {
     });
     assert_eq!(denied, 90);
     // 10 allowed + 1 denial from Redis; the other 89 denials are local
-    assert_eq!(seen, vec!["evalsha"; 11]);
+    assert_eq!(seen, vec!["fcall"; 11]);
     assert_eq!(l.stats().unwrap().local_denials, 89);
-    eprintln!("commands per check: 1 EVALSHA; 0 for the 89 cached denials");
-    // a script flush: the next check reloads it once
+    eprintln!("commands per check: 1 FCALL; 0 for the 89 cached denials");
+    // A function flush (as a restart loses the library): the next check
+    // loads it again, once; a script flush changes nothing.
+    let _: () = redis::cmd("FUNCTION").arg("FLUSH").query(&mut admin).unwrap();
     let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut admin).unwrap();
-    assert!(l.check(b"after-flush", 1).unwrap().allowed);
-    assert!(l.check(b"after-flush", 1).unwrap().allowed);
+    let seen = commands_during(server.port, &mut admin, || {
+        assert!(l.check(b"after-flush", 1).unwrap().allowed);
+        assert!(l.check(b"after-flush", 1).unwrap().allowed);
+    });
+    assert_eq!(seen, ["fcall", "function", "fcall", "fcall"]);
+}
+
+/// A server without Redis Functions (before Redis 7; here FCALL renamed
+/// away): checks fall back to EVALSHA for good, and decide the same.
+#[test]
+fn without_functions_checks_use_evalsha() {
+    let Some(bin) = env_or_skip("RL_TEST_REDIS_SERVER", "without_functions") else { return };
+    let server = Server::start_with(&bin, &["--rename-command", "FCALL", ""]);
+    let mut admin = server.conn();
+    let l = Limiter::from_config_str(&format!("rate=3/minute backend=redis url={}", server.url())).unwrap();
+    let seen = commands_during(server.port, &mut admin, || {
+        assert!(l.check(b"k", 1).unwrap().allowed);
+    });
+    // (MONITOR does not show the refused FCALL)
+    assert_eq!(seen, ["evalsha", "eval"], "unknown command -> EVALSHA, NOSCRIPT -> EVAL");
+    let seen = commands_during(server.port, &mut admin, || {
+        assert!(l.check(b"k", 1).unwrap().allowed);
+        assert!(l.check(b"k", 1).unwrap().allowed);
+        assert!(!l.check(b"k", 1).unwrap().allowed);
+    });
+    assert_eq!(seen, vec!["evalsha"; 3], "no FCALL tried again");
+}
+
+/// An ACL that refuses FCALL, or only FUNCTION LOAD: checks fall back to
+/// EVALSHA for good, and decide the same.
+#[test]
+fn functions_refused_by_an_acl_checks_use_evalsha() {
+    let Some(bin) = env_or_skip("RL_TEST_REDIS_SERVER", "functions_refused_by_an_acl") else { return };
+    let server = Server::start(&bin);
+    let mut admin = server.conn();
+    for (user, refused) in [("nofcall", "-fcall"), ("noload", "-function")] {
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(user)
+            .arg("on")
+            .arg(">pw")
+            .arg("~*")
+            .arg("+@all")
+            .arg(refused)
+            .query(&mut admin)
+            .unwrap();
+        let url = format!("redis://{user}:pw@127.0.0.1:{}", server.port);
+        let l = Limiter::from_config_str(&format!("rate=2/minute backend=redis url={url} prefix={user}:")).unwrap();
+        assert!(l.check(b"k", 1).unwrap().allowed, "{user}");
+        let seen = commands_during(server.port, &mut admin, || {
+            assert!(l.check(b"k", 1).unwrap().allowed);
+            assert!(!l.check(b"k", 1).unwrap().allowed);
+        });
+        assert_eq!(seen, vec!["evalsha"; 2], "{user}: no FCALL tried again");
+    }
 }

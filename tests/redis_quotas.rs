@@ -349,7 +349,8 @@ fn a_concurrency_store_refuses_checks_without_a_round_trip() {
     assert_eq!(store.key_names(b"k"), vec![b"{rl:k}:c3/2000000".to_vec()]);
 }
 
-/// Exactly one command (EVALSHA) per adjust, acquire, renew and release,
+/// Exactly one command per adjust (FCALL), acquire, renew and release
+/// (EVALSHA),
 /// as MONITOR sees them.
 #[test]
 fn one_command_per_call() {
@@ -360,7 +361,8 @@ fn one_command_per_call() {
         Limiter::from_config_str(&format!("rate=10/minute,100/hour backend=redis url={}", server.url())).unwrap();
     let conc =
         Limiter::from_config_str(&format!("concurrency=2 lease=10s backend=redis url={}", server.url())).unwrap();
-    // Load both scripts (NOSCRIPT -> EVAL, once each).
+    // Load both scripts (the rate script's function: FCALL, "not found",
+    // FUNCTION LOAD, FCALL; the other: NOSCRIPT -> EVAL), once each.
     rates.adjust(b"warm-up", 1).unwrap();
     let (_, l) = conc.acquire(b"warm-up").unwrap();
     conc.release(b"warm-up", l).unwrap();
@@ -371,7 +373,7 @@ fn one_command_per_call() {
             calls += 1;
         }
     });
-    assert_eq!(seen, vec!["evalsha"; calls], "one EVALSHA per adjust");
+    assert_eq!(seen, vec!["fcall"; calls], "one FCALL per adjust");
     let seen = commands_during(server.port, &mut admin, || {
         let (_, x) = conc.acquire(b"c").unwrap();
         let (_, y) = conc.acquire(b"c").unwrap();
@@ -384,7 +386,7 @@ fn one_command_per_call() {
         assert!(conc.release(b"c", y).unwrap());
     });
     assert_eq!(seen, vec!["evalsha"; 8], "one EVALSHA per acquire, renew and release");
-    eprintln!("commands per call: 1 EVALSHA for rl_adjust, rl_acquire, rl_renew, rl_release");
+    eprintln!("commands per call: 1 FCALL for rl_adjust, 1 EVALSHA for rl_acquire, rl_renew, rl_release");
     // A script flush: the next calls reload their scripts once.
     let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut admin).unwrap();
     // (the last refund, clamped to 2^50 units, took every debt back)

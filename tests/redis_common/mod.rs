@@ -41,14 +41,21 @@ pub struct Server {
     child: Option<Child>,
     dir: std::path::PathBuf,
     binary: String,
+    extra: Vec<String>,
 }
 
 impl Server {
     pub fn start(binary: &str) -> Server {
+        Server::start_with(binary, &[])
+    }
+
+    /// A server started with `extra` arguments (configuration directives).
+    pub fn start_with(binary: &str, extra: &[&str]) -> Server {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("rl-test-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut s = Server { port, child: None, dir, binary: binary.to_owned() };
+        let extra = extra.iter().map(|a| a.to_string()).collect();
+        let mut s = Server { port, child: None, dir, binary: binary.to_owned(), extra };
         s.restart();
         s
     }
@@ -59,6 +66,7 @@ impl Server {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

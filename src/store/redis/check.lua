@@ -18,8 +18,10 @@
 -- ARGV[3]  "" to use the server's TIME, or a time in µs (tests only: with an
 --          override every written key lives at least a minute, so that a
 --          test's virtual clock never races real expiry)
--- ARGV[4 + 5*(i-1) ...]  rate i: algorithm ("t", "f" or "s"), limit, period
---          (µs), burst, interval (µs per unit = ceil(period / limit))
+-- ARGV[4 + 3*(i-1) ...]  rate i: its algorithm and the two numbers it
+--          reads: "t", burst, interval (µs per unit = ceil(period / limit));
+--          "f" or "s", limit, period (µs). (Each argument costs the server
+--          about as much as the arithmetic of a check: none is sent unread.)
 --
 -- Reply (both operations): { rate_index (0-based), allowed (1/0), limit,
 --          remaining, reset_us, retry_after_us (-1 = never) }
@@ -35,16 +37,27 @@
 -- clamp of |delta|) makes any key fresh again. (src/store/redis/rates.rs states the same
 -- bounds in Rust, for the test vectors.)
 --
+-- Two parts, split by the line "-- each call --": above it, definitions
+-- only (constants and functions, no KEYS, ARGV or redis.call); below it,
+-- what runs per call. As an EVAL script the whole file runs on every call.
+-- As a Redis Function (Redis >= 7, script.rs `library`) the part above is
+-- the library's body, run once at FUNCTION LOAD, and the part below becomes
+-- the function, with KEYS and ARGV its parameters: no closure is made per
+-- call. The library's body sees no global but `redis`, so the standard
+-- functions are fetched at the top of each call.
+--
 -- Lua numbers are doubles: every integer below 2^53 is exact. The limiter
 -- keeps counts and durations at most 2^50 (src/store/redis/rates.rs); the one
 -- product that can exceed 2^53, previous × (period − elapsed) against
 -- (limit − count) × period, is computed exactly with mul2/muldiv below.
 -- math.fmod is exact on doubles; `%` is not, and is not used.
 
-local fmod, floor = math.fmod, math.floor
+-- The standard functions used, as locals (cheaper than globals): set at the
+-- top of each call (see above).
+local fmod, floor, tonumber, format, match
 local TWO26 = 67108864
 local TWO52 = 4503599627370496
-local NEVER = math.huge
+local NEVER = 1 / 0
 
 -- a / b, rounded down, for integers 0 <= a < 2^53, 0 < b.
 local function idiv(a, b)
@@ -94,18 +107,10 @@ local MAX_COUNT = 1125899906842624 -- 2^50
 -- iterators made per rate; a state is read with one tonumber/match and
 -- written with one string.format('%d ...') (Lua 5.1 formats %d through a C
 -- long: exact for every integer below 2^53).
-local tonumber, format, match = tonumber, string.format, string.match
 
-local op = ARGV[1]
-local amount = tonumber(ARGV[2])
-local overridden = ARGV[3] ~= ''
-local now
-if overridden then
-  now = tonumber(ARGV[3])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+-- The time of this call (µs) and whether a test overrides it: set below,
+-- on each call.
+local now, overridden
 
 -- Each algorithm decides one check of `cost` units at `now` on the state
 -- s1, s2, s3: allowed, limit, remaining, reset, retry_after (NEVER =
@@ -263,16 +268,42 @@ local function decide(code, limit, period, burst, interval, s1, s2, s3, cost)
   return sliding(limit, period, s1, s2, s3, now, cost)
 end
 
+-- each call --
+-- (Unset on every EVAL, and on the first call of a Function library.)
+if tonumber == nil then
+  fmod, floor, tonumber, format, match = math.fmod, math.floor, _G.tonumber, string.format, string.match
+end
+local op = ARGV[1]
+-- (tonumber is C's strtod, ~1,500 instructions a number: the common cost
+-- of 1 is compared, and each rate reads only the two numbers its
+-- algorithm uses)
+local amount = ARGV[2]
+if amount == '1' then amount = 1 else amount = tonumber(amount) end
+overridden = ARGV[3] ~= ''
+if overridden then
+  now = tonumber(ARGV[3])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
 local nkeys = #KEYS
 
 -- The common case, one rate checked: decide, write if allowed, reply.
 if nkeys == 1 and op == 'c' then
   local code = ARGV[4]
-  local limit, period = tonumber(ARGV[5]), tonumber(ARGV[6])
-  local burst, interval = tonumber(ARGV[7]), tonumber(ARGV[8])
   local s1, s2, s3 = load(KEYS[1], code)
-  local allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3 =
-    decide(code, limit, period, burst, interval, s1, s2, s3, amount)
+  local allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3
+  if code == 't' then
+    allowed, lim, remaining, reset, retry, fresh_at, n1 =
+      gcra(tonumber(ARGV[5]), tonumber(ARGV[6]), s1, now, amount)
+  elseif code == 'f' then
+    allowed, lim, remaining, reset, retry, fresh_at, n1, n2 =
+      fixed(tonumber(ARGV[5]), tonumber(ARGV[6]), s1, s2, now, amount)
+  else
+    allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3 =
+      sliding(tonumber(ARGV[5]), tonumber(ARGV[6]), s1, s2, s3, now, amount)
+  end
   local flag = 0
   if allowed then
     flag = 1
@@ -372,10 +403,14 @@ local all_allowed = true
 -- Pending writes of a check, 5 slots per rate: code, fresh_at, words.
 local writes = {}
 for i = 1, nkeys do
-  local a = 4 + 5 * (i - 1)
+  local a = 4 + 3 * (i - 1)
   local code = ARGV[a]
-  local limit, period = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local burst, interval = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local limit, period, burst, interval = 0, 0, 0, 0
+  if code == 't' then
+    burst, interval = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  else
+    limit, period = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  end
   local s1, s2, s3 = load(KEYS[i], code)
   if op == 'a' then
     if amount ~= 0 then

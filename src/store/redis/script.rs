@@ -56,10 +56,21 @@ pub enum Op {
     Adjust(i64),
 }
 
-/// A script and its SHA-1 (what `EVALSHA` names it by).
+/// The line of a script that ends its definitions: above it, what a Redis
+/// Function library runs once when loaded; below it, what its function runs
+/// per call (`check.lua` explains).
+const EACH_CALL: &str = "\n-- each call --\n";
+
+/// A script and its SHA-1 (what `EVALSHA` names it by), and the name of
+/// the Redis Function made of it (see [`Script::library`]).
 pub struct Script {
     pub source: &'static str,
     pub sha: String,
+    /// `rl_<sha>`: the name of the library and of its one function. The
+    /// source's hash is in it because a function name is global to the
+    /// server: two versions of the library (a rolling deploy) never replace
+    /// each other's function.
+    pub function: String,
 }
 
 impl Script {
@@ -74,7 +85,42 @@ impl Script {
     }
 
     fn of(source: &'static str) -> Script {
-        Script { source, sha: redis::Script::new(source).get_hash().to_owned() }
+        let sha = redis::Script::new(source).get_hash().to_owned();
+        Script { source, function: format!("rl_{sha}"), sha }
+    }
+
+    /// The source as a Redis Function library (Redis >= 7, `FUNCTION
+    /// LOAD`): the lines above the script's "-- each call --" line are the
+    /// library's body, run once when it is loaded; the lines from it on are
+    /// the body of its one function, `function(KEYS, ARGV)`, registered
+    /// under [`Script::function`]. So what the script only defines (its
+    /// helper functions) is made once, not on every call as with `EVAL`.
+    /// A script without that line becomes the function whole.
+    pub fn library(&self) -> String {
+        let (defs, each_call) = match self.source.find(EACH_CALL) {
+            Some(i) => self.source.split_at(i + 1),
+            None => ("", self.source),
+        };
+        let name = &self.function;
+        format!("#!lua name={name}\n{defs}redis.register_function('{name}', function(KEYS, ARGV)\n{each_call}\nend)\n")
+    }
+
+    /// `FUNCTION LOAD REPLACE` of [`Script::library`]: REPLACE, so that it
+    /// succeeds where the library is loaded already (on every primary of a
+    /// cluster, where the redis crate sends it, some may have it).
+    pub fn function_load(&self) -> Cmd {
+        let mut cmd = redis::cmd("FUNCTION");
+        cmd.arg("LOAD").arg("REPLACE").arg(self.library());
+        cmd
+    }
+
+    /// `FCALL rl_<sha> n key... op amount now rate-args...`: the same call
+    /// as [`Script::evalsha`], to the script's Redis Function.
+    pub fn fcall(&self, keys: &[Vec<u8>], rates: &[Rate], op: Op, now_us: Option<u64>) -> Cmd {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg(&self.function);
+        push_args(&mut cmd, keys, rates, op, now_us);
+        cmd
     }
 
     /// `EVALSHA sha n key... op amount now rate-args...` for one check or
@@ -138,7 +184,11 @@ fn push_args(cmd: &mut Cmd, keys: &[Vec<u8>], rates: &[Rate], op: Op, now_us: Op
             Algorithm::FixedWindow => "f",
             Algorithm::SlidingWindow => "s",
         };
-        cmd.arg(code).arg(r.limit).arg(r.period).arg(r.burst).arg(r.interval);
+        // (each algorithm reads two numbers: `check.lua`'s header)
+        match r.algorithm {
+            Algorithm::TokenBucket => cmd.arg(code).arg(r.burst).arg(r.interval),
+            Algorithm::FixedWindow | Algorithm::SlidingWindow => cmd.arg(code).arg(r.limit).arg(r.period),
+        };
     }
 }
 
@@ -318,6 +368,28 @@ mod tests {
             })
             .collect();
         assert_eq!(args[4..6], [b"a".to_vec(), b"-1125899906842624".to_vec()]);
+    }
+
+    #[test]
+    fn the_library_is_the_script_split_at_its_each_call_line() {
+        let s = Script::new();
+        assert_eq!(s.function, format!("rl_{}", s.sha));
+        let lib = s.library();
+        let (defs, each_call) = SOURCE.split_at(SOURCE.find(EACH_CALL).expect("check.lua has the line") + 1);
+        let head = format!("#!lua name={}\n", s.function);
+        let register = format!("redis.register_function('{}', function(KEYS, ARGV)\n", s.function);
+        assert_eq!(lib, format!("{head}{defs}{register}{each_call}\nend)\n"));
+        // No KEYS or ARGV above the line: in a library they would be
+        // globals, which a function may not read.
+        for word in ["KEYS", "ARGV"] {
+            assert!(
+                !defs.lines().any(|l| !l.trim_start().starts_with("--") && l.contains(word)),
+                "{word} above the line"
+            );
+        }
+        // A script without the line is the function whole.
+        let leases = Script::leases().library();
+        assert!(leases.ends_with(&format!("function(KEYS, ARGV)\n{LEASES_SOURCE}\nend)\n")));
     }
 
     #[test]
