@@ -114,8 +114,16 @@ impl Denials {
 
     #[inline]
     fn entry(&self, fp: u64) -> &Entry {
-        // The low bit of a fingerprint is always 1: index by the high bits.
-        &self.entries[(fp >> 40) as usize % self.entries.len()]
+        // The low bit of a fingerprint is always 1: index by the high bits,
+        // scaled to the length by a multiply (no division on the check path).
+        &self.entries[(((fp >> 32) * self.entries.len() as u64) >> 32) as usize]
+    }
+
+    /// Whether the key `fp` has an entry, in force or not (one load): a
+    /// check that finds none need not `forget` after an allowed answer.
+    #[inline]
+    pub fn holds(&self, fp: u64) -> bool {
+        self.entry(fp).fp.load(Ordering::Relaxed) == fp
     }
 
     /// A denial still in force at `now_ns` for `cost` units of the key

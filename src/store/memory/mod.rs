@@ -190,7 +190,9 @@ impl Store for MemoryStore {
         let place = self.geometry.place(fp);
         let now = self.clock.now();
         let Limits::Rates(rates) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_check")) };
-        if cost == 1 {
+        // One load tells whether the key has an entry; most keys have none.
+        let cached = self.denials.holds(fp);
+        if cached && cost == 1 {
             if let Some(verdict) = self.denials.lookup(fp, 1, now, 1) {
                 if self.tally.count(fp, key, &mut |fp, key, n| self.record_denials(fp, key, n)) {
                     return Ok(verdict);
@@ -203,9 +205,12 @@ impl Store for MemoryStore {
         let verdict =
             self.view_of(&mut data.words, &mut data.stats).check(rates, KeyAt { fp, place }, cost, &mut at, |_, _| {});
         // Under the lock, so that no adjust or reset of the key falls
-        // between the decision and the cache (see the module docs).
+        // between the decision and the cache (see the module docs). (An
+        // entry of the key made since `cached` was read would be a denial
+        // decided under this lock before this check: this check cannot then
+        // be allowed unless the entry ran out, or the key was evicted.)
         if verdict.outcome.allowed {
-            if cost > 0 {
+            if cached && cost > 0 {
                 self.denials.forget(fp);
             }
         } else if cost == 1 {
