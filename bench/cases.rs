@@ -25,9 +25,9 @@ pub fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Key i, exactly as bench/keys.h makes it: 32 hex characters.
+/// Key i, exactly as bench/keys.h makes it: "api-key-" and 8 digits.
 pub fn make_key(i: u64) -> String {
-    format!("{:016x}{:016x}", splitmix64(2 * i), splitmix64(2 * i + 1))
+    format!("api-key-{i:08}")
 }
 
 /// As shuffle() in bench/keys.h: Fisher-Yates, j = splitmix64(SEED + i) % (i + 1).

@@ -1,9 +1,9 @@
 /*
  * keys.h — the keys every limiter in `make bench` is checked with.
  *
- * Key i is 32 lowercase hex characters, like an API key:
- *     hex16(splitmix64(2i)) hex16(splitmix64(2i + 1))
- * bench/governor.rs makes the very same strings. Keys 0..MANY_KEYS are the
+ * Key i is "api-key-" and i in 8 decimal digits (16 bytes), as in the
+ * issue that set the round-2 targets; bench/cases.rs (governor, the floor)
+ * makes the very same strings. Keys 0..MANY_KEYS are the
  * "100k keys" case (key 0 is also the hot key); the two threads of
  * "2 threads, own keys" (and the two processes of "2 processes, own keys")
  * take the next THREAD_KEYS keys each.
@@ -18,7 +18,7 @@
 
 #include <stdio.h>
 
-#define KEY_LEN 32
+#define KEY_LEN 16
 #define MANY_KEYS 100000
 #define THREAD_KEYS 1000
 #define TOTAL_KEYS (MANY_KEYS + 2 * THREAD_KEYS)
@@ -43,7 +43,7 @@ static unsigned long long splitmix64(unsigned long long x)
 
 static void make_key(char out[KEY_LEN + 1], unsigned long long i)
 {
-    snprintf(out, KEY_LEN + 1, "%016llx%016llx", splitmix64(2 * i), splitmix64(2 * i + 1));
+    snprintf(out, KEY_LEN + 1, "api-key-%08llu", i);
 }
 
 /* Fisher-Yates with j = splitmix64(SHUFFLE_SEED + i) % (i + 1), i = n-1 .. 1. */

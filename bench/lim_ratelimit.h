@@ -14,7 +14,7 @@
 #include <stdlib.h>
 
 #ifndef RL_BENCH_CONFIG
-#define RL_BENCH_CONFIG "rate=1000000000/s"
+#define RL_BENCH_CONFIG "rate=1000000000/minute capacity=400000"
 #endif
 #define RL_BENCH_DENYING_RATE "rate=1/h"
 #ifndef LIMITER_NAME

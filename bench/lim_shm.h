@@ -33,7 +33,7 @@ static limiter *limiter_new(int denying)
     char name[64], config[128];
     rl_limiter *lim = NULL;
     snprintf(name, sizeof name, "/rl-bench-%ld-%u", (long)getpid(), n++);
-    snprintf(config, sizeof config, "%s backend=shm name=%s", denying ? RL_BENCH_DENYING_RATE : "rate=1000000000/s",
+    snprintf(config, sizeof config, "%s backend=shm name=%s", denying ? RL_BENCH_DENYING_RATE : RL_BENCH_CONFIG,
              name);
     if (rl_create(config, &lim) != RL_OK) {
         fprintf(stderr, "rl_create(\"%s\"): %s\n", config, rl_last_error());

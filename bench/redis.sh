@@ -101,7 +101,7 @@ rb() { # row command...
 }
 ROW_ALLOWED="libratelimit, own keys (all allowed)"
 ROW_DENIED="libratelimit, one key over its limit"
-ROW_SCRIPT="redis-benchmark, the library's EVALSHA replayed"
+ROW_SCRIPT="redis-benchmark, the library's call replayed"
 ROW_EVALSHA="redis-benchmark EVALSHA (return 1)"
 ROW_PING="redis-benchmark PING"
 runs=(allowed denied)
@@ -148,7 +148,7 @@ table=$(awk -F'\t' -v ping="$ROW_PING" -v script="$ROW_SCRIPT" -v evalsha="$ROW_
         for (i = 2; i <= n; i++) { if (a[i] + 0 < lo + 0) lo = a[i]; if (a[i] + 0 > hi + 0) hi = a[i] }
         return sprintf("%s–%s", thousands(lo), thousands(hi))
     }
-    function sortkey(name) { return (name == "evalsha" || name == "eval" || name == "ping" ? "0" : "1") name }
+    function sortkey(name) { return (name == "evalsha" || name == "eval" || name == "fcall" || name == "ping" ? "0" : "1") name }
     function thousands(x,    s, r) {
         s = sprintf("%.0f", x); r = ""
         while (length(s) > 3) { r = "," substr(s, length(s) - 2) r; s = substr(s, 1, length(s) - 3) }
@@ -186,7 +186,7 @@ table=$(awk -F'\t' -v ping="$ROW_PING" -v script="$ROW_SCRIPT" -v evalsha="$ROW_
                 parts = parts (parts == "" ? "" : ", ") nm[i] " " sprintf("%.4g", calls[row, nm[i]] / checks[row])
                 # Time of the commands clients send; a script'"'"'s usec includes
                 # the commands it runs inside.
-                if (nm[i] == "evalsha" || nm[i] == "eval" || nm[i] == "ping") us += usec[row, nm[i]]
+                if (nm[i] == "evalsha" || nm[i] == "eval" || nm[i] == "fcall" || nm[i] == "ping") us += usec[row, nm[i]]
             }
             what = row == allowed || row == denied ? "checks" : "requests"
             ran = sprintf("%.4g", total / checks[row]) (parts == "" ? "" : " (" parts ")") " over " thousands(checks[row]) " " what
