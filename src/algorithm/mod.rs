@@ -41,15 +41,6 @@ pub enum Limits {
 }
 
 impl Limits {
-    /// The largest cost that can ever pass: the smallest quota of the
-    /// rates (0 for a concurrency limiter, which has no costs).
-    pub fn smallest_quota(&self) -> u64 {
-        match self {
-            Limits::Rates(rates) => rates.iter().map(Rate::quota).min().unwrap_or(0),
-            Limits::Leases(_) => 0,
-        }
-    }
-
     /// Words of state per key.
     pub fn state_words(&self) -> usize {
         match self {

@@ -32,7 +32,7 @@
 
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
-use crate::algorithm::{Outcome, Verdict, NEVER};
+use crate::algorithm::{Outcome, Rate, Verdict, NEVER};
 
 /// One remembered denial. All times are the backend's local clock, ns.
 #[repr(align(64))]
@@ -44,7 +44,11 @@ struct Entry {
     fp: AtomicU64,
     /// The denied cost: checks of this cost or more are denied.
     cost: AtomicU64,
-    /// Until when the denial holds.
+    /// The reading the denial was decided at, and until when it holds:
+    /// it answers readings in between (an earlier one, another thread's
+    /// clock behind this one's, is decided by the backend, which counts a
+    /// window's durations from the window's start rather than from it).
+    at: AtomicU64,
     until: AtomicU64,
     /// When the deciding rate is back to its full quota (`u64::MAX`: never).
     reset_at: AtomicU64,
@@ -53,11 +57,15 @@ struct Entry {
     index: AtomicU64,
 }
 
+// One cache line per entry.
+const _: () = assert!(std::mem::size_of::<Entry>() == 64);
+
 /// A remembered denial, as read whole from its entry.
 #[derive(Clone, Copy)]
 struct Denial {
     fp: u64,
     cost: u64,
+    at: u64,
     until: u64,
     reset_at: u64,
     limit: u64,
@@ -72,6 +80,7 @@ impl Entry {
         let d = Denial {
             fp: self.fp.load(Ordering::Relaxed),
             cost: self.cost.load(Ordering::Relaxed),
+            at: self.at.load(Ordering::Relaxed),
             until: self.until.load(Ordering::Relaxed),
             reset_at: self.reset_at.load(Ordering::Relaxed),
             limit: self.limit.load(Ordering::Relaxed),
@@ -90,6 +99,7 @@ impl Entry {
         fence(Ordering::Release);
         self.fp.store(d.fp, Ordering::Relaxed);
         self.cost.store(d.cost, Ordering::Relaxed);
+        self.at.store(d.at, Ordering::Relaxed);
         self.until.store(d.until, Ordering::Relaxed);
         self.reset_at.store(d.reset_at, Ordering::Relaxed);
         self.limit.store(d.limit, Ordering::Relaxed);
@@ -106,9 +116,10 @@ pub struct Denials {
 }
 
 impl Denials {
-    /// A cache of `entries` denials (64 bytes each), for a limiter whose
-    /// smallest quota is `max_cost`.
-    pub fn new(entries: usize, max_cost: u64) -> Denials {
+    /// A cache of `entries` denials (64 bytes each) for a limiter of
+    /// `rates` (none: a concurrency limiter, whose checks it never answers).
+    pub fn new(entries: usize, rates: &[Rate]) -> Denials {
+        let max_cost = rates.iter().map(Rate::quota).min().unwrap_or(0);
         Denials { max_cost, entries: (0..entries.max(1)).map(|_| Entry::default()).collect() }
     }
 
@@ -130,13 +141,12 @@ impl Denials {
     /// `fp`, its durations in ticks of `tick_ns` (rounded up).
     #[inline]
     pub fn lookup(&self, fp: u64, cost: u64, now_ns: u64, tick_ns: u64) -> Option<Verdict> {
-        let entry = self.entry(fp);
         // The cheap miss first: a plain read of the fingerprint.
-        if entry.fp.load(Ordering::Relaxed) != fp || cost == 0 || cost > self.max_cost {
+        if cost == 0 || cost > self.max_cost || !self.holds(fp) {
             return None;
         }
-        let d = entry.read()?;
-        if d.fp != fp || cost < d.cost || now_ns >= d.until {
+        let d = self.entry(fp).read()?;
+        if d.fp != fp || cost < d.cost || now_ns < d.at || now_ns >= d.until {
             return None;
         }
         let retry_after = (d.until - now_ns).div_ceil(tick_ns);
@@ -161,7 +171,7 @@ impl Denials {
             NEVER => u64::MAX,
             reset => at_ns.saturating_add(reset.saturating_mul(tick_ns)).min(u64::MAX - 1),
         };
-        let d = Denial { fp, cost, until, reset_at, limit: o.limit, index: verdict.index as u64 };
+        let d = Denial { fp, cost, at: at_ns, until, reset_at, limit: o.limit, index: verdict.index as u64 };
         self.entry(fp).write(d);
     }
 
@@ -170,7 +180,7 @@ impl Denials {
     pub fn forget(&self, fp: u64) {
         let entry = self.entry(fp);
         if entry.fp.load(Ordering::Relaxed) == fp {
-            entry.write(Denial { fp: 0, cost: 0, until: 0, reset_at: 0, limit: 0, index: 0 });
+            entry.write(Denial { fp: 0, cost: 0, at: 0, until: 0, reset_at: 0, limit: 0, index: 0 });
         }
     }
 }
@@ -178,6 +188,7 @@ impl Denials {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::algorithm::Algorithm;
 
     fn denied(retry: u64) -> Verdict {
         Verdict {
@@ -189,7 +200,7 @@ mod tests {
     /// µs ticks, as Redis uses the cache.
     #[test]
     fn holds_until_retry_after_for_same_or_larger_cost() {
-        let d = Denials::new(1024, 5);
+        let d = Denials::new(1024, &[Rate::new(Algorithm::TokenBucket, 5, 1_000_000, 5)]);
         let fp = 0x1234_5678_9abc_def1;
         d.remember(fp, 2, 1_000_000, 1000, denied(500));
         assert!(d.lookup(fp, 1, 1_000_000, 1000).is_none(), "a smaller cost may pass");
@@ -209,7 +220,7 @@ mod tests {
     /// ns ticks, as memory uses it: durations count down to the reading.
     #[test]
     fn nanosecond_ticks_count_down_exactly() {
-        let d = Denials::new(4, 1);
+        let d = Denials::new(4, &[Rate::new(Algorithm::TokenBucket, 1, 1_000_000, 1)]);
         let fp = 0xff00_0000_0000_0001;
         let v = Verdict {
             index: 0,
@@ -231,7 +242,7 @@ mod tests {
     /// checks are then asked again at readings up to the denial's end.
     #[test]
     fn a_cached_cost_1_denial_is_the_algorithms_answer_until_it_ends() {
-        use crate::algorithm::{check_all, Algorithm, Rate, STATE_WORDS};
+        use crate::algorithm::{check_all, STATE_WORDS};
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move |n: u64| {
             rng ^= rng << 13;
@@ -250,9 +261,8 @@ mod tests {
         ];
         let mut checked = 0;
         for rates in &configs {
-            let max_cost = rates.iter().map(Rate::quota).min().unwrap();
             for round in 0..300 {
-                let d = Denials::new(8, max_cost);
+                let d = Denials::new(8, rates);
                 let fp = (round as u64) << 40 | 1;
                 let mut words = [0u64; 2 * STATE_WORDS];
                 let words = &mut words[..rates.iter().map(Rate::words).sum::<usize>()];
@@ -269,6 +279,9 @@ mod tests {
                     now += next(200_000);
                 };
                 d.remember(fp, 1, now, 1, denial);
+                // A reading behind the denial's (another thread's) is the
+                // backend's to decide: a window counts from its start.
+                assert!(d.lookup(fp, 1, now - 1, 1).is_none());
                 let until = now + denial.outcome.retry_after;
                 let mut t = now;
                 while t < until {
@@ -293,7 +306,7 @@ mod tests {
     /// fields all from one write), never a mix of two.
     #[test]
     fn concurrent_readers_never_see_a_torn_entry() {
-        let d = Denials::new(1, u64::MAX);
+        let d = Denials::new(1, &[Rate::new(Algorithm::TokenBucket, 1, 1_000_000, 1)]);
         let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
             for w in 0..2u64 {

@@ -105,7 +105,7 @@ impl MemoryStore {
             })));
         }
         Ok(MemoryStore {
-            denials: Denials::new(DENIALS, limits.smallest_quota()),
+            denials: Denials::new(DENIALS, limits.rates()),
             limits,
             geometry,
             capacity,
@@ -339,6 +339,8 @@ mod tests {
             assert!(!again.allowed && again.retry_after <= denied.retry_after && again.remaining == 0);
         }
         assert_eq!(store.stats().unwrap().limited, 11);
+        // A peek is the table's: allowed, and not counted.
+        assert!(check(0).allowed);
         // A refund: allowed at once.
         store.adjust(b"k", -1).unwrap();
         assert!(check(1).allowed);
@@ -356,6 +358,21 @@ mod tests {
         assert!(!check(2).allowed);
         assert!(check(1).allowed);
         assert_eq!(store.stats().unwrap().limited, 11 + 1 + 2 + 1);
+    }
+
+    /// A key over its limit that the full table evicts is still denied at
+    /// cost 1 until its cached denial runs out (it was over its limit; the
+    /// table only forgot it), while another cost is the table's: fresh.
+    #[test]
+    fn an_evicted_key_stays_denied_until_its_cached_denial_ends() {
+        let store = MemoryStore::new(&Config::parse("rate=2/h capacity=1").unwrap()).unwrap();
+        let check = |key: &[u8], cost| store.check(key, cost).unwrap().outcome;
+        assert!(check(b"k", 1).allowed && check(b"k", 1).allowed);
+        assert!(!check(b"k", 1).allowed);
+        assert!(check(b"other", 1).allowed);
+        assert_eq!(store.stats().unwrap().evictions, 1, "k was evicted for other");
+        assert!(!check(b"k", 1).allowed, "k is still over its limit");
+        assert!(check(b"k", 2).allowed, "the table has forgotten k");
     }
 
     /// Threads insert distinct keys far past capacity while another polls

@@ -179,6 +179,20 @@ fn is_connection_failure(e: &RedisError) -> bool {
     }
 }
 
+/// Sends `evalsha`; if the server has lost the script (NOSCRIPT: it was
+/// restarted or flushed), the same call as `EVAL` (made by `eval` only
+/// then), which also puts the script back in its cache.
+fn evalsha_or_eval(
+    run: &mut dyn FnMut(&Cmd) -> RedisResult<Value>,
+    evalsha: &Cmd,
+    eval: impl FnOnce() -> Cmd,
+) -> RedisResult<Value> {
+    match run(evalsha) {
+        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => run(&eval()),
+        result => result,
+    }
+}
+
 /// Whether `e` says the server has no Redis Function by the name called:
 /// it never had the library, or lost it (a restart, `FUNCTION FLUSH`).
 fn is_missing_function(e: &RedisError) -> bool {
@@ -307,7 +321,7 @@ impl RedisStore {
             Client::Single(redis::Client::open(target.connection_info(0)).map_err(refused)?)
         };
         let seed = Seed::random().map_err(|e| Error::Io(format!("reading /dev/urandom for the hash seed: {e}")))?;
-        let max_cost = rates.iter().map(Rate::quota).min().unwrap_or(0);
+        let denials = Denials::new(DENIALS, &rates);
         Ok(RedisStore {
             rates,
             leases: None,
@@ -324,7 +338,7 @@ impl RedisStore {
             // A probe's call takes at most about twice the timeout (a
             // cluster redirect), after which another check may probe.
             breaker: Breaker::new(THRESHOLD, COOL_DOWN_MS * 1_000_000, 2 * timeout.as_nanos() as u64 + 1_000_000),
-            denials: Denials::new(DENIALS, max_cost),
+            denials,
             denial_seed: seed,
             local_denials: AtomicU64::new(0),
             clock: Clock::new(),
@@ -341,13 +355,10 @@ impl RedisStore {
         }
     }
 
-    /// Runs `cmd` (and, if the server answers NOSCRIPT, `fallback`) on a
-    /// pooled connection within the timeout, minding the breaker.
-    fn call(&self, what: &str, cmd: &Cmd, fallback: Option<&Cmd>) -> Result<Value, Error> {
-        self.call_with(what, |run| match (run(cmd), fallback) {
-            (Err(e), Some(fallback)) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => run(fallback),
-            (result, _) => result,
-        })
+    /// Runs `cmd` on a pooled connection within the timeout, minding the
+    /// breaker.
+    fn call(&self, what: &str, cmd: &Cmd) -> Result<Value, Error> {
+        self.call_with(what, |run| run(cmd))
     }
 
     /// Runs `calls` on a pooled connection within the timeout, minding the
@@ -428,12 +439,8 @@ impl RedisStore {
                     result => return result,
                 }
             }
-            match run(&self.script.evalsha(&keys, &self.rates, op, now_us)) {
-                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    run(&self.script.eval(&keys, &self.rates, op, now_us))
-                }
-                result => result,
-            }
+            let evalsha = self.script.evalsha(&keys, &self.rates, op, now_us);
+            evalsha_or_eval(run, &evalsha, || self.script.eval(&keys, &self.rates, op, now_us))
         })?;
         script::parse_reply(&value, self.rates.len()).map_err(Error::Backend)
     }
@@ -484,9 +491,10 @@ impl RedisStore {
         let name = script::lease_key_name(&self.prefix, key, l.slots, l.lease);
         let (lease, slots, id) = (l.lease.to_string(), l.slots.to_string(), id.to_string());
         let args: [&[u8]; 4] = [op.as_bytes(), lease.as_bytes(), slots.as_bytes(), id.as_bytes()];
-        let cmd = self.leases_script.leases_call(false, &name, &args);
-        let fallback = self.leases_script.leases_call(true, &name, &args);
-        self.call(what, &cmd, Some(&fallback))
+        let evalsha = self.leases_script.leases_call(false, &name, &args);
+        self.call_with(what, |run| {
+            evalsha_or_eval(run, &evalsha, || self.leases_script.leases_call(true, &name, &args))
+        })
     }
 
     /// The Redis key name of `key` on a concurrency limiter (see `script.rs`).
@@ -623,7 +631,7 @@ impl Store for RedisStore {
         for k in self.key_names(key) {
             cmd.arg(k);
         }
-        self.call("reset", &cmd, None).map(|_| ())
+        self.call("reset", &cmd).map(|_| ())
     }
 
     /// Redis expires keys by their TTL: nothing to reclaim here.
