@@ -37,7 +37,8 @@ EXAMPLES := $(patsubst c-examples/%.c,build/%,$(wildcard c-examples/*.c))
 C_TESTS  := $(patsubst tests/c/%.c,build/tests/%,$(wildcard tests/c/test_*.c))
 
 .PHONY: all lib examples test test-rust test-lint test-install test-c test-metrics test-examples test-shm test-redis \
-        test-loadtest miri demo bench bench-quotas loadtest header install uninstall native-libs clean fuzz
+        test-loadtest miri demo bench bench-quotas loadtest header install uninstall native-libs clean fuzz \
+        nginx-module test-nginx bench-nginx
 
 all: lib
 
@@ -102,7 +103,7 @@ build/san/llm_server: $(LLM_DEP) include/ratelimit.h $(LIB_SO)
 	    -Wl,-rpath,'$$ORIGIN/../../target/release' -lpthread
 
 # ---- tests ----------------------------------------------------------------
-test: test-lint test-rust test-c test-metrics test-examples test-shm test-redis test-install test-loadtest
+test: test-lint test-rust test-c test-metrics test-examples test-shm test-redis test-install test-loadtest test-nginx
 
 # The Rust suite twice: in a debug build, where integer overflow panics, and
 # in the release build the C programs use.
@@ -236,6 +237,32 @@ test-redis: lib $(C_TESTS) $(VENV)/$(VENV_STAMP)
 # and FUZZ_SANITIZER too). Then Miri over the pure modules (`make miri`),
 # which takes minutes, too long for `make test`.
 FUZZ_SECONDS ?= 60
+
+# ---- the nginx module ------------------------------------------------------
+# nginx/ built against Debian's nginx-dev source tree for the distribution's
+# nginx (scripts/nginx_module.sh installs nginx-light and nginx-dev as root);
+# libratelimit linked in statically. test-nginx runs real nginx processes
+# (tests/nginx/test_nginx.py), a second build of the module under ASan and
+# UBSan (LD_PRELOADed into the stock nginx) included.
+NGINX_MODULE     := build/nginx/ngx_http_ratelimit_module.so
+NGINX_MODULE_SAN := build/nginx/san/ngx_http_ratelimit_module.so
+NGINX_MODULE_DEP := $(C_LIB_A) $(NATIVE_LIBS) nginx/config nginx/ngx_http_ratelimit_module.c \
+                    include/ratelimit.h scripts/nginx_module.sh
+
+nginx-module: $(NGINX_MODULE)
+
+$(NGINX_MODULE): $(NGINX_MODULE_DEP)
+	scripts/nginx_module.sh $@
+
+$(NGINX_MODULE_SAN): $(NGINX_MODULE_DEP)
+	scripts/nginx_module.sh $@ "$(SAN)"
+
+test-nginx: $(NGINX_MODULE) $(NGINX_MODULE_SAN) $(VENV)/$(VENV_STAMP)
+	scripts/with_redis.sh $(VENV)/bin/python tests/nginx/test_nginx.py $(NGINX_MODULE)
+	scripts/with_redis.sh scripts/nginx_san.sh $(VENV)/bin/python tests/nginx/test_nginx.py $(NGINX_MODULE_SAN)
+
+bench-nginx: $(NGINX_MODULE)
+	scripts/with_redis.sh bench/nginx.sh $(NGINX_MODULE)
 
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh

@@ -1,0 +1,564 @@
+#!/usr/bin/env python3
+"""The nginx module in a real nginx: tests/nginx/test_nginx.py MODULE.so
+
+Starts the distribution's nginx (master and workers, on loopback ports from
+the kernel) with the module loaded, drives it over HTTP, and stops it, for
+each case below. Needs Redis for the cases marked so: RL_TEST_REDIS_URL
+(scripts/with_redis.sh); without it they fail, they are not skipped.
+Standard library only. Every wait is bounded; the whole run takes about a
+minute. Prints one line per case; exits 1 if any failed.
+
+    python3 tests/nginx/test_nginx.py build/nginx/ngx_http_ratelimit_module.so [CASE...]
+"""
+
+import concurrent.futures
+import http.client
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+MODULE = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else None
+ONLY = sys.argv[2:]
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+# Region names of this run (removed at the end, whatever happens).
+RUN = "ngxt%d" % os.getpid()
+# The environment of nginx processes: scripts/nginx_san.sh makes them (and
+# only them) load the sanitizers' runtimes, for a module built with them.
+NGINX_ENV = dict(os.environ)
+if os.environ.get("RL_NGINX_PRELOAD"):
+    NGINX_ENV["LD_PRELOAD"] = os.environ["RL_NGINX_PRELOAD"]
+    NGINX_ENV["ASAN_OPTIONS"] = os.environ.get("RL_NGINX_SAN_OPTIONS", "")
+    NGINX_ENV["UBSAN_OPTIONS"] = os.environ.get("RL_NGINX_UBSAN_OPTIONS", "")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Nginx:
+    """One nginx: a directory of its own, `http_body` the http{} block's text
+    ({port} and {html} substituted), `workers` worker processes."""
+
+    def __init__(self, http_body, workers=4, extra_main=""):
+        self.dir = tempfile.mkdtemp(prefix="rl-nginx-")
+        # Workers run as nobody when nginx is started as root: they must read it.
+        os.chmod(self.dir, 0o755)
+        os.makedirs(os.path.join(self.dir, "html"))
+        os.chmod(os.path.join(self.dir, "html"), 0o755)
+        with open(os.path.join(self.dir, "html", "index.html"), "w") as f:
+            f.write("ok\n")
+        os.chmod(os.path.join(self.dir, "html", "index.html"), 0o644)
+        self.port = free_port()
+        self.workers = workers
+        self.extra_main = extra_main
+        self.proc = None
+        self.write(http_body)
+
+    @property
+    def conf(self):
+        return os.path.join(self.dir, "nginx.conf")
+
+    @property
+    def error_log(self):
+        return os.path.join(self.dir, "error.log")
+
+    def write(self, http_body):
+        d = self.dir
+        body = http_body.replace("{port}", str(self.port)).replace("{html}", d + "/html")
+        with open(self.conf, "w") as f:
+            f.write(
+                f"""load_module {MODULE};
+daemon off;
+master_process on;
+worker_processes {self.workers};
+error_log {d}/error.log info;
+pid {d}/nginx.pid;
+{self.extra_main}
+events {{ worker_connections 512; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    keepalive_timeout 0;
+{body}
+}}
+"""
+            )
+
+    def test_config(self):
+        """`nginx -t`: (exit status, what it printed)."""
+        p = subprocess.run(
+            [NGINX, "-t", "-p", self.dir, "-c", self.conf, "-e", self.error_log],
+            capture_output=True, text=True, timeout=30, env=NGINX_ENV)
+        return p.returncode, p.stdout + p.stderr
+
+    def start(self):
+        with open(os.path.join(self.dir, "stderr.log"), "w") as err:
+            self.proc = subprocess.Popen(
+                [NGINX, "-p", self.dir, "-c", self.conf, "-e", self.error_log],
+                stdout=subprocess.DEVNULL, stderr=err, env=NGINX_ENV)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("nginx exited at start: " + self.log())
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    pass
+                if len(self.worker_pids()) == self.workers:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("nginx did not start listening: " + self.log())
+
+    def worker_pids(self):
+        out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(self.proc.pid)],
+                             capture_output=True, text=True).stdout
+        return sorted(int(l.split()[0]) for l in out.splitlines() if "worker process" in l
+                      and "shutting down" not in l)
+
+    def reload(self):
+        """nginx -s reload, then waits until only new workers serve."""
+        old = set(self.worker_pids())
+        os.kill(self.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            pids = set(self.worker_pids())
+            if len(pids) == self.workers and not (pids & old):
+                # Old workers may still finish their connections: wait them out.
+                while time.monotonic() < deadline:
+                    if not any(os.path.exists(f"/proc/{p}") for p in old):
+                        return
+                    time.sleep(0.05)
+            time.sleep(0.05)
+        raise AssertionError("reload did not replace the workers: " + self.log())
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log(self):
+        text = ""
+        for name in ("stderr.log", "error.log"):
+            try:
+                with open(os.path.join(self.dir, name), errors="replace") as f:
+                    text += f.read()
+            except OSError:
+                pass
+        return text
+
+    def get(self, path="/", headers=None, timeout=10):
+        """(status, headers as a dict, body, seconds taken)."""
+        t = time.monotonic()
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            c.request("GET", path, headers=headers or {})
+            r = c.getresponse()
+            body = r.read()
+            return r.status, dict(r.getheaders()), body, time.monotonic() - t
+        finally:
+            c.close()
+
+    def many(self, n, parallel, path="/", headers=None):
+        """n requests, `parallel` at a time, each on its own connection:
+        the list of statuses (None for a request that failed)."""
+        def one(_):
+            try:
+                return self.get(path, headers)[0]
+            except OSError:
+                return None
+        with concurrent.futures.ThreadPoolExecutor(parallel) as ex:
+            return list(ex.map(one, range(n)))
+
+
+def shm_zone(tag, rate):
+    return f'"rate={rate} backend=shm name=/{RUN}-{tag}"'
+
+
+def location(zone_line, extra=""):
+    return f"""
+    server {{
+        listen 127.0.0.1:{{port}};
+        add_header X-Pid $pid always;
+        location / {{
+            {zone_line}
+            {extra}
+            root {{html}};
+        }}
+        location /free {{
+            alias {{html}}/;
+        }}
+    }}"""
+
+
+CASES = []
+
+
+def case(f):
+    CASES.append(f)
+    return f
+
+
+def run(ngx, body):
+    """Runs `body(ngx)` on a started nginx, stopping it whatever happens."""
+    try:
+        ngx.start()
+        body(ngx)
+    finally:
+        ngx.stop()
+
+
+@case
+def exact_quota_across_four_workers():
+    ngx = Nginx(f"ratelimit_zone api {shm_zone('exact', '20/hour')};"
+                + location("ratelimit zone=api key=$http_x_api_key;"))
+
+    def body(ngx):
+        pids = set()
+        lock = threading.Lock()
+
+        def one(_):
+            s, h, _, _ = ngx.get("/", {"X-Api-Key": "k"})
+            with lock:
+                pids.add(h.get("X-Pid"))
+            return s
+        with concurrent.futures.ThreadPoolExecutor(48) as ex:
+            statuses = list(ex.map(one, range(60)))
+        assert statuses.count(200) == 20, statuses
+        assert statuses.count(429) == 40, statuses
+        assert len(pids) >= 2, f"all 60 requests went to one worker: {pids}"
+    run(ngx, body)
+
+
+@case
+def a_killed_worker_loses_nothing():
+    ngx = Nginx(f"ratelimit_zone api {shm_zone('kill', '400/hour')};"
+                + location("ratelimit zone=api key=$http_x_api_key;"))
+
+    def body(ngx):
+        victim = ngx.worker_pids()[0]
+        statuses = []
+
+        ended = []
+
+        def load():
+            statuses.extend(ngx.many(600, 16, "/", {"X-Api-Key": "k"}))
+            ended.append(time.monotonic())
+        t = threading.Thread(target=load)
+        t.start()
+        time.sleep(0.1)
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        t.join(60)
+        assert not t.is_alive()
+        assert ended[0] > killed_at + 0.05, "the load was over before the kill"
+        failed = statuses.count(None)
+        ok = statuses.count(200)
+        # The master replaced the worker; the zone still answers, exactly:
+        # every unit taken was answered, but those of requests the dead
+        # worker had checked and not yet answered.
+        deadline = time.monotonic() + 10
+        while len(ngx.worker_pids()) != 4 or victim in ngx.worker_pids():
+            assert time.monotonic() < deadline, "the killed worker was not replaced"
+            time.sleep(0.05)
+        more = ngx.many(400, 16, "/", {"X-Api-Key": "k"})
+        assert None not in more, more
+        total = ok + more.count(200)
+        assert 400 - failed <= total <= 400, (ok, failed, more.count(200))
+        print(f"      (killed worker {victim} during the load: {ok} served, {failed} cut off, "
+              f"then {more.count(200)} served)", flush=True)
+        s, h, _, took = ngx.get("/", {"X-Api-Key": "other"})
+        assert s == 200 and took < 1, (s, took)
+    run(ngx, body)
+
+
+@case
+def reload_keeps_an_unchanged_zone_and_applies_a_changed_one():
+    zone = lambda rate: f"ratelimit_zone api {shm_zone('reload', rate)};"
+    loc = location("ratelimit zone=api key=$http_x_api_key;")
+    ngx = Nginx(zone("5/hour") + loc)
+
+    def body(ngx):
+        assert ngx.many(5, 1, "/", {"X-Api-Key": "k"}) == [200] * 5
+        ngx.reload()
+        s, h, _, _ = ngx.get("/", {"X-Api-Key": "k"})
+        assert s == 429, "an unchanged zone lost its state on reload"
+        ngx.write(zone("8/hour") + loc)
+        ngx.reload()
+        statuses = ngx.many(9, 1, "/", {"X-Api-Key": "k"})
+        assert statuses == [200] * 8 + [429], statuses
+        s, h, _, _ = ngx.get("/", {"X-Api-Key": "k2"})
+        assert h.get("X-RateLimit-Limit") == "8", h
+        assert "emerg" not in ngx.log(), ngx.log()
+    run(ngx, body)
+
+
+@case
+def empty_keys_are_not_accounted():
+    ngx = Nginx(f"ratelimit_zone api {shm_zone('empty', '1/hour')};"
+                + location("ratelimit zone=api key=$http_x_api_key;"))
+
+    def body(ngx):
+        for _ in range(5):
+            s, h, _, _ = ngx.get("/")
+            assert s == 200 and "X-RateLimit-Limit" not in h, (s, h)
+        assert ngx.many(2, 1, "/", {"X-Api-Key": "k"}) == [200, 429]
+    run(ngx, body)
+
+
+@case
+def costs_are_whole_numbers():
+    ngx = Nginx(f"ratelimit_zone api {shm_zone('cost', '5/hour')};"
+                + location("ratelimit zone=api key=$http_x_api_key cost=$http_x_cost;"))
+
+    def body(ngx):
+        for bad in ["abc", "-1", "2.5", "1e3", "", "1 1", "99999999999999999999"]:
+            s, _, _, _ = ngx.get("/", {"X-Api-Key": "k", "X-Cost": bad})
+            assert s == 500, (bad, s)
+        assert ngx.log().count("is not a whole number") == 7, ngx.log()
+        s, h, _, _ = ngx.get("/", {"X-Api-Key": "k", "X-Cost": "3"})
+        assert s == 200 and h["X-RateLimit-Remaining"] == "2", h
+        s, h, body, _ = ngx.get("/", {"X-Api-Key": "k", "X-Cost": "3"})
+        assert s == 429 and h["X-RateLimit-Remaining"] == "2", h
+        assert h["Content-Type"] == "application/json"
+        assert re.fullmatch(rb'\{"error":"rate_limited","retry_after_ms":\d+\}', body), body
+        assert int(h["Retry-After"]) >= 1
+        s, h, _, _ = ngx.get("/", {"X-Api-Key": "k", "X-Cost": "0"})
+        assert s == 200, s
+        s, h, body, _ = ngx.get("/", {"X-Api-Key": "k", "X-Cost": "6"})
+        assert s == 429 and "Retry-After" not in h, h  # above the quota: never
+    run(ngx, body)
+
+
+@case
+def a_bad_config_fails_nginx_t_with_the_librarys_message():
+    ngx = Nginx('ratelimit_zone api "rate=5/fortnight backend=shm name=/x";'
+                + location("ratelimit zone=api key=$http_x_api_key;"))
+    try:
+        rc, out = ngx.test_config()
+        assert rc != 0, out
+        assert 'ratelimit zone "api"' in out and "fortnight" in out, out
+    finally:
+        ngx.stop()
+    ngx = Nginx(f"ratelimit_zone api {shm_zone('t', '5/hour')};"
+                + location("ratelimit zone=nope key=$http_x_api_key;"))
+    try:
+        rc, out = ngx.test_config()
+        assert rc != 0 and 'unknown ratelimit zone "nope"' in out, out
+    finally:
+        ngx.stop()
+    # A good one passes, and leaves no region behind.
+    ngx = Nginx(f"ratelimit_zone api {shm_zone('t', '5/hour')};"
+                + location("ratelimit zone=api key=$http_x_api_key;"))
+    try:
+        rc, out = ngx.test_config()
+        assert rc == 0, out
+        assert not os.path.exists(f"/dev/shm/{RUN}-t"), "nginx -t left its region"
+    finally:
+        ngx.stop()
+
+
+@case
+def dry_run_status_headers_and_log_level():
+    ngx = Nginx(
+        f"ratelimit_zone api {shm_zone('dry', '2/hour')};\n"
+        f"ratelimit_zone b {shm_zone('b', '1/hour')};\n"
+        """
+    server {
+        listen 127.0.0.1:{port};
+        location /dry {
+            ratelimit zone=api key=$http_x_api_key;
+            ratelimit_dry_run on;
+            alias {html}/;
+        }
+        location /ietf {
+            ratelimit zone=b key=$http_x_api_key;
+            ratelimit_headers ietf;
+            ratelimit_status 503;
+            ratelimit_log_level warn;
+            alias {html}/;
+        }
+        location /off {
+            ratelimit zone=b key=$http_x_api_key;
+            ratelimit_headers off;
+            alias {html}/;
+        }
+    }""", workers=1)
+
+    def body(ngx):
+        statuses = ngx.many(4, 1, "/dry/", {"X-Api-Key": "k"})
+        assert statuses == [200] * 4, statuses
+        s, h, _, _ = ngx.get("/dry/", {"X-Api-Key": "k"})
+        assert h["X-RateLimit-Remaining"] == "0" and "Retry-After" not in h, h
+        assert ngx.log().count("limiting requests, dry run, by zone \"api\"") == 3, ngx.log()
+        s, h, _, _ = ngx.get("/ietf/", {"X-Api-Key": "k"})
+        assert s == 200 and "RateLimit-Policy" in h and "X-RateLimit-Limit" not in h, h
+        s, h, _, _ = ngx.get("/ietf/", {"X-Api-Key": "k"})
+        assert s == 503 and "Retry-After" in h, (s, h)
+        assert re.search(r'\[warn\].*limiting requests by zone "b", key "k"', ngx.log()), ngx.log()
+        s, h, _, _ = ngx.get("/off/", {"X-Api-Key": "k"})
+        assert s == 429 and not any(k.lower().startswith(("x-ratelimit", "ratelimit", "retry"))
+                                    for k in h), h
+        # A hostile key is logged escaped, never raw.
+        s, _, _, _ = ngx.get("/off/", {"X-Api-Key": 'a"b\\c\x01'})
+        s, _, _, _ = ngx.get("/off/", {"X-Api-Key": 'a"b\\c\x01'})
+        assert s == 429
+        assert 'key "a\\"b\\\\c\\x01"' in ngx.log(), ngx.log()
+    run(ngx, body)
+
+
+@case
+def several_zones_are_all_or_nothing():
+    ngx = Nginx(
+        f"ratelimit_zone a {shm_zone('a', '10/hour')};\n"
+        f"ratelimit_zone b {shm_zone('b2', '2/hour')};\n"
+        """
+    server {
+        listen 127.0.0.1:{port};
+        location /both {
+            ratelimit zone=a key=$http_x_api_key;
+            ratelimit zone=b key=$http_x_api_key;
+            alias {html}/;
+        }
+        location /a {
+            ratelimit zone=a key=$http_x_api_key;
+            alias {html}/;
+        }
+    }""", workers=2)
+
+    def body(ngx):
+        assert ngx.many(4, 1, "/both/", {"X-Api-Key": "k"}) == [200, 200, 429, 429]
+        s, h, _, _ = ngx.get("/a/", {"X-Api-Key": "k"})
+        # Two requests served took 2 of a's 10; the denied ones took nothing.
+        assert s == 200 and h["X-RateLimit-Remaining"] == "7", h
+    run(ngx, body)
+
+
+def redis_url():
+    url = os.environ.get("RL_TEST_REDIS_URL")
+    assert url, "RL_TEST_REDIS_URL is not set: run under scripts/with_redis.sh"
+    return url
+
+
+@case
+def two_nginx_share_a_redis_zone_exactly():
+    zone = (f'ratelimit_zone fleet "rate=30/hour backend=redis url={redis_url()} '
+            f'prefix={RUN}:fleet:";')
+    a = Nginx(zone + location("ratelimit zone=fleet key=$http_x_api_key;"), workers=2)
+    b = Nginx(zone + location("ratelimit zone=fleet key=$http_x_api_key;"), workers=2)
+    try:
+        a.start()
+        b.start()
+
+        def one(i):
+            return (a if i % 2 else b).get("/", {"X-Api-Key": "k"})[0]
+        with concurrent.futures.ThreadPoolExecutor(40) as ex:
+            statuses = list(ex.map(one, range(50)))
+        assert statuses.count(200) == 30 and statuses.count(429) == 20, statuses
+    finally:
+        a.stop()
+        b.stop()
+
+
+@case
+def a_blackholed_redis_never_stalls_the_event_loop():
+    # A server that accepts connections and never answers.
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        hole.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(hole.accept()[0])
+            except OSError:
+                pass
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    port = hole.getsockname()[1]
+    ngx = Nginx(
+        f'ratelimit_zone deny "rate=5/hour backend=redis url=redis://127.0.0.1:{port} '
+        f'timeout_ms=1500 on_error=deny";\n'
+        f'ratelimit_zone allow "rate=5/hour backend=redis url=redis://127.0.0.1:{port} '
+        f'timeout_ms=1500 on_error=allow";\n'
+        """
+    server {
+        listen 127.0.0.1:{port};
+        location /deny { ratelimit zone=deny key=$http_x_api_key; alias {html}/; }
+        location /allow { ratelimit zone=allow key=$http_x_api_key; alias {html}/; }
+        location /free { alias {html}/; }
+    }""", workers=1)
+
+    def body(ngx):
+        results = {}
+
+        def slow(path):
+            results.setdefault(path, []).append(ngx.get(path, {"X-Api-Key": "k"}, timeout=20))
+        waiting = [threading.Thread(target=slow, args=(p,)) for p in ["/deny/", "/allow/"] * 4]
+        for w in waiting:
+            w.start()
+        time.sleep(0.3)
+        # The one worker's event loop answers other locations at once.
+        for _ in range(5):
+            s, _, _, took = ngx.get("/free/")
+            assert s == 200 and took < 0.5, (s, took)
+        for w in waiting:
+            w.join(30)
+        for s, h, _, took in results["/deny/"]:
+            assert s == 429 and took < 1.5 + 3, (s, took)
+        for s, h, _, took in results["/allow/"]:
+            assert s == 200 and took < 1.5 + 3, (s, took)
+        assert "timed out" in ngx.log() or "backend" in ngx.log(), ngx.log()
+    try:
+        run(ngx, body)
+    finally:
+        stop.set()
+        hole.close()
+        for c in held:
+            c.close()
+
+
+def main():
+    assert MODULE and os.path.exists(MODULE), "usage: test_nginx.py MODULE.so [CASE...]"
+    failed = 0
+    for f in CASES:
+        if ONLY and not any(o in f.__name__ for o in ONLY):
+            continue
+        t = time.monotonic()
+        try:
+            f()
+            print(f"ok    {f.__name__} ({time.monotonic() - t:.1f} s)", flush=True)
+        except Exception:
+            failed += 1
+            print(f"FAIL  {f.__name__}", flush=True)
+            traceback.print_exc()
+    for name in os.listdir("/dev/shm"):
+        if name.startswith(RUN):
+            os.unlink(os.path.join("/dev/shm", name))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
