@@ -261,8 +261,8 @@ test-nginx: $(NGINX_MODULE) $(NGINX_MODULE_SAN) $(VENV)/$(VENV_STAMP)
 	scripts/with_redis.sh $(VENV)/bin/python tests/nginx/test_nginx.py $(NGINX_MODULE)
 	scripts/with_redis.sh scripts/nginx_san.sh $(VENV)/bin/python tests/nginx/test_nginx.py $(NGINX_MODULE_SAN)
 
-bench-nginx: $(NGINX_MODULE)
-	scripts/with_redis.sh bench/nginx.sh $(NGINX_MODULE)
+bench-nginx: $(NGINX_MODULE) $(VENV)/$(VENV_STAMP)
+	scripts/with_redis.sh $(VENV)/bin/python bench/nginx.py $(NGINX_MODULE)
 
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh

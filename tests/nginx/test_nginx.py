@@ -12,182 +12,26 @@ minute. Prints one line per case; exits 1 if any failed.
 """
 
 import concurrent.futures
-import http.client
 import os
 import re
-import shutil
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
 MODULE = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else None
 ONLY = sys.argv[2:]
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 # Region names of this run (removed at the end, whatever happens).
 RUN = "ngxt%d" % os.getpid()
-# The environment of nginx processes: scripts/nginx_san.sh makes them (and
-# only them) load the sanitizers' runtimes, for a module built with them.
-NGINX_ENV = dict(os.environ)
-if os.environ.get("RL_NGINX_PRELOAD"):
-    NGINX_ENV["LD_PRELOAD"] = os.environ["RL_NGINX_PRELOAD"]
-    NGINX_ENV["ASAN_OPTIONS"] = os.environ.get("RL_NGINX_SAN_OPTIONS", "")
-    NGINX_ENV["UBSAN_OPTIONS"] = os.environ.get("RL_NGINX_UBSAN_OPTIONS", "")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Nginx:
-    """One nginx: a directory of its own, `http_body` the http{} block's text
-    ({port} and {html} substituted), `workers` worker processes."""
-
-    def __init__(self, http_body, workers=4, extra_main=""):
-        self.dir = tempfile.mkdtemp(prefix="rl-nginx-")
-        # Workers run as nobody when nginx is started as root: they must read it.
-        os.chmod(self.dir, 0o755)
-        os.makedirs(os.path.join(self.dir, "html"))
-        os.chmod(os.path.join(self.dir, "html"), 0o755)
-        with open(os.path.join(self.dir, "html", "index.html"), "w") as f:
-            f.write("ok\n")
-        os.chmod(os.path.join(self.dir, "html", "index.html"), 0o644)
-        self.port = free_port()
-        self.workers = workers
-        self.extra_main = extra_main
-        self.proc = None
-        self.write(http_body)
-
-    @property
-    def conf(self):
-        return os.path.join(self.dir, "nginx.conf")
-
-    @property
-    def error_log(self):
-        return os.path.join(self.dir, "error.log")
-
-    def write(self, http_body):
-        d = self.dir
-        body = http_body.replace("{port}", str(self.port)).replace("{html}", d + "/html")
-        with open(self.conf, "w") as f:
-            f.write(
-                f"""load_module {MODULE};
-daemon off;
-master_process on;
-worker_processes {self.workers};
-error_log {d}/error.log info;
-pid {d}/nginx.pid;
-{self.extra_main}
-events {{ worker_connections 512; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    keepalive_timeout 0;
-{body}
-}}
-"""
-            )
-
-    def test_config(self):
-        """`nginx -t`: (exit status, what it printed)."""
-        p = subprocess.run(
-            [NGINX, "-t", "-p", self.dir, "-c", self.conf, "-e", self.error_log],
-            capture_output=True, text=True, timeout=30, env=NGINX_ENV)
-        return p.returncode, p.stdout + p.stderr
-
-    def start(self):
-        with open(os.path.join(self.dir, "stderr.log"), "w") as err:
-            self.proc = subprocess.Popen(
-                [NGINX, "-p", self.dir, "-c", self.conf, "-e", self.error_log],
-                stdout=subprocess.DEVNULL, stderr=err, env=NGINX_ENV)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError("nginx exited at start: " + self.log())
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    pass
-                if len(self.worker_pids()) == self.workers:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("nginx did not start listening: " + self.log())
-
-    def worker_pids(self):
-        out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(self.proc.pid)],
-                             capture_output=True, text=True).stdout
-        return sorted(int(l.split()[0]) for l in out.splitlines() if "worker process" in l
-                      and "shutting down" not in l)
-
-    def reload(self):
-        """nginx -s reload, then waits until only new workers serve."""
-        old = set(self.worker_pids())
-        os.kill(self.proc.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            pids = set(self.worker_pids())
-            if len(pids) == self.workers and not (pids & old):
-                # Old workers may still finish their connections: wait them out.
-                while time.monotonic() < deadline:
-                    if not any(os.path.exists(f"/proc/{p}") for p in old):
-                        return
-                    time.sleep(0.05)
-            time.sleep(0.05)
-        raise AssertionError("reload did not replace the workers: " + self.log())
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def log(self):
-        text = ""
-        for name in ("stderr.log", "error.log"):
-            try:
-                with open(os.path.join(self.dir, name), errors="replace") as f:
-                    text += f.read()
-            except OSError:
-                pass
-        return text
-
-    def get(self, path="/", headers=None, timeout=10):
-        """(status, headers as a dict, body, seconds taken)."""
-        t = time.monotonic()
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            c.request("GET", path, headers=headers or {})
-            r = c.getresponse()
-            body = r.read()
-            return r.status, dict(r.getheaders()), body, time.monotonic() - t
-        finally:
-            c.close()
-
-    def many(self, n, parallel, path="/", headers=None):
-        """n requests, `parallel` at a time, each on its own connection:
-        the list of statuses (None for a request that failed)."""
-        def one(_):
-            try:
-                return self.get(path, headers)[0]
-            except OSError:
-                return None
-        with concurrent.futures.ThreadPoolExecutor(parallel) as ex:
-            return list(ex.map(one, range(n)))
+def Nginx(http_body, workers=4, extra_main=""):
+    return harness.Nginx(MODULE, http_body, workers, extra_main)
 
 
 def shm_zone(tag, rate):
@@ -450,6 +294,65 @@ def several_zones_are_all_or_nothing():
         s, h, _, _ = ngx.get("/a/", {"X-Api-Key": "k"})
         # Two requests served took 2 of a's 10; the denied ones took nothing.
         assert s == 200 and h["X-RateLimit-Remaining"] == "7", h
+    run(ngx, body)
+
+
+@case
+def a_memory_zone_counts_per_worker_and_says_so():
+    ngx = Nginx('ratelimit_zone m "rate=5/hour";'
+                + location("ratelimit zone=m key=$http_x_api_key;"), workers=2)
+
+    def body(ngx):
+        assert re.search(r'\[notice\].*ratelimit zone "m" is backend=memory: each of the 2 workers',
+                         ngx.log()), ngx.log()
+    run(ngx, body)
+
+
+@case
+def an_internal_redirect_is_checked_once():
+    ngx = Nginx(
+        f"ratelimit_zone api {shm_zone('redirect', '3/hour')};\n"
+        """
+    server {
+        listen 127.0.0.1:{port};
+        ratelimit zone=api key=$http_x_api_key;
+        location / {
+            root {html};
+            try_files $uri /fallback/;
+        }
+        location /fallback/ {
+            alias {html}/;
+        }
+    }""", workers=1)
+
+    def body(ngx):
+        statuses = ngx.many(4, 1, "/missing", {"X-Api-Key": "k"})
+        assert statuses == [200, 200, 200, 429], statuses
+    run(ngx, body)
+
+
+@case
+def the_readme_configuration_works():
+    readme = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                               "README.md")).read()
+    section = readme[readme.index("## Using it from nginx"):]
+    conf = section[section.index("```nginx\n") + 9:]
+    conf = conf[:conf.index("```")]
+    for old, new in [("/ABS/PATH/build/nginx/ngx_http_ratelimit_module.so", MODULE),
+                     ("listen 8080;", "listen 127.0.0.1:{port};"),
+                     ("redis://127.0.0.1:6379", redis_url()),
+                     ("name=/ngx-api", f"name=/{RUN}-readme")]:
+        assert old in conf, old
+        conf = conf.replace(old, new)
+    ngx = Nginx(conf)
+
+    def body(ngx):
+        assert ngx.test_config()[0] == 0, ngx.log()
+        statuses = ngx.many(7, 1, "/", {"X-Api-Key": "alice"})
+        assert statuses == [200] * 5 + [429] * 2, statuses
+        s, h, _, _ = ngx.get("/", {"X-Api-Key": "bob"})
+        assert s == 200 and h["X-RateLimit-Remaining"] == "4", h
+        assert [ngx.get("/health")[0] for _ in range(8)] == [200] * 8
     run(ngx, body)
 
 
