@@ -46,6 +46,7 @@
 typedef struct {
     ngx_str_t                    name;
     ngx_str_t                    config;
+    char                        *shm_name;    /* backend=shm: name=, or NULL */
     rl_limiter                  *lim;
     /* From rl_describe(): where its state is and what a failure means. */
     unsigned                     redis:1;
@@ -925,6 +926,7 @@ ngx_http_ratelimit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     zone->name = value[1];
     zone->config = value[2];
+    zone->shm_name = NULL;
     config = (char *) value[2].data;   /* NUL-terminated by the parser */
 
     /*
@@ -948,6 +950,19 @@ ngx_http_ratelimit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         st = RL_OK;
 
     } else if (st == RL_ERR_INCOMPATIBLE && name != NULL) {
+        for (i = 0; i < rmcf->zones.nelts; i++) {
+            if (zones[i]->shm_name != NULL
+                && ngx_strcmp(zones[i]->shm_name, name) == 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "ratelimit zone \"%V\": zone \"%V\" "
+                                   "uses the region name=%s with another "
+                                   "configuration", &value[1],
+                                   &zones[i]->name, name);
+                return NGX_CONF_ERROR;
+            }
+        }
+
         /*
          * An shm region of that name made with another configuration: the
          * new one takes effect, starting afresh (workers of the old
@@ -1028,6 +1043,8 @@ ngx_http_ratelimit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 #endif
         }
     }
+
+    zone->shm_name = name;
 
     slot = ngx_array_push(&rmcf->zones);
     if (slot == NULL) {

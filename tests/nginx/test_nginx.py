@@ -210,6 +210,17 @@ def a_bad_config_fails_nginx_t_with_the_librarys_message():
         assert rc != 0 and 'unknown ratelimit zone "nope"' in out, out
     finally:
         ngx.stop()
+    # Two zones cannot share one region with two configurations.
+    ngx = Nginx(f"ratelimit_zone a {shm_zone('same', '5/hour')};\n"
+                f"ratelimit_zone b {shm_zone('same', '6/hour')};\n"
+                + location("ratelimit zone=a key=$http_x_api_key;"))
+    try:
+        ngx.start()
+        raise AssertionError("nginx started with two configurations for one region")
+    except AssertionError as e:
+        assert 'zone "a" uses the region name=/' in str(e), e
+    finally:
+        ngx.stop()
     # A good one passes, and leaves no region behind.
     ngx = Nginx(f"ratelimit_zone api {shm_zone('t', '5/hour')};"
                 + location("ratelimit zone=api key=$http_x_api_key;"))
