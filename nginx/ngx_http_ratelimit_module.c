@@ -558,9 +558,11 @@ ngx_http_ratelimit_answer(ngx_http_request_t *r,
                           c->cost, c->decision.retry_after_ms);
         }
 
-        if (shown < 0
-            || (ctx->denied < 0
-                && c->decision.remaining
+        /* Shown when served: the rate with the least remaining (a failed
+         * check's decision, made up by on_error, tells nothing). */
+        if (c->status == RL_OK
+            && (shown < 0
+                || c->decision.remaining
                    < ctx->checks[shown].decision.remaining))
         {
             shown = i;
