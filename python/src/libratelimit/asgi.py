@@ -15,7 +15,9 @@ Each HTTP request is checked once before the app sees it. Denied: status 429,
 the library's headers (rl_format_headers(d, 0): ``X-RateLimit-*`` and
 ``Retry-After``) and the JSON body ``{"error":"rate_limited","retry_after_ms":N}``;
 the app is not called. Allowed: the app's response carries the same
-``X-RateLimit-*`` headers. Other scopes (websocket, lifespan) pass through.
+``X-RateLimit-*`` headers, except those it sets itself (e.g. from a
+per-route :func:`libratelimit.fastapi.limit`, which then win). Other scopes
+(websocket, lifespan) pass through.
 """
 
 import asyncio
@@ -132,7 +134,10 @@ class RateLimitMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = dict(message)
-                message["headers"] = list(message.get("headers") or ()) + headers
+                own = list(message.get("headers") or ())
+                # The app's own rate-limit headers (a per-route limit's) win.
+                names = {name.lower() for name, _ in own}
+                message["headers"] = own + [h for h in headers if h[0] not in names]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
