@@ -38,7 +38,7 @@ C_TESTS  := $(patsubst tests/c/%.c,build/tests/%,$(wildcard tests/c/test_*.c))
 
 .PHONY: all lib examples test test-rust test-lint test-install test-c test-metrics test-examples test-shm test-redis \
         test-loadtest miri demo bench bench-quotas loadtest header install uninstall native-libs clean fuzz \
-        nginx-module test-nginx bench-nginx
+        nginx-module test-nginx bench-nginx test-python bench-python
 
 all: lib
 
@@ -103,7 +103,8 @@ build/san/llm_server: $(LLM_DEP) include/ratelimit.h $(LIB_SO)
 	    -Wl,-rpath,'$$ORIGIN/../../target/release' -lpthread
 
 # ---- tests ----------------------------------------------------------------
-test: test-lint test-rust test-c test-metrics test-examples test-shm test-redis test-install test-loadtest test-nginx
+test: test-lint test-rust test-c test-metrics test-examples test-shm test-redis test-install test-loadtest test-nginx \
+      test-python
 
 # The Rust suite twice: in a debug build, where integer overflow panics, and
 # in the release build the C programs use.
@@ -172,12 +173,16 @@ build/tests/header_c89: tests/c/header_c89.c include/ratelimit.h
 # (build/venv, made by scripts/make_venv.sh; never the system Python's
 # packages), fed hostile keys through ctypes (scripts/metrics_parse.py), on
 # memory, then on shm. test-redis runs it on redis too.
-PROMETHEUS_CLIENT := prometheus-client==0.26.0
+# The same venv holds the Python package's test and bench requirements,
+# pinned in python/requirements-dev.txt (pytest, FastAPI, httpx, uvicorn,
+# gunicorn, limits, slowapi, redis); a change to that file remakes it.
+PROMETHEUS_CLIENT   := prometheus-client==0.26.0
+PYTHON_REQUIREMENTS := python/requirements-dev.txt
 VENV       := build/venv
-VENV_STAMP := .installed-$(PROMETHEUS_CLIENT)
+VENV_STAMP := .installed-$(PROMETHEUS_CLIENT)-dev
 
-$(VENV)/$(VENV_STAMP): scripts/make_venv.sh
-	scripts/make_venv.sh $(VENV) $(VENV_STAMP) '$(PROMETHEUS_CLIENT)'
+$(VENV)/$(VENV_STAMP): scripts/make_venv.sh $(PYTHON_REQUIREMENTS)
+	scripts/make_venv.sh $(VENV) $(VENV_STAMP) '$(PROMETHEUS_CLIENT)' -r $(PYTHON_REQUIREMENTS)
 
 test-metrics: lib $(VENV)/$(VENV_STAMP)
 	$(VENV)/bin/python scripts/metrics_parse.py
@@ -229,6 +234,34 @@ test-shm: lib $(C_TESTS) build/san/prefork_server build/san/rlctl
 # Rust suites tests/redis_*.rs against them, and stops them (scripts/with_redis.sh).
 test-redis: lib $(C_TESTS) $(VENV)/$(VENV_STAMP)
 	scripts/with_redis.sh scripts/redis_tests.sh
+
+# ---- the Python package ----------------------------------------------------
+# python/: the package `libratelimit` (ctypes over the C ABI), installed into
+# build/venv as `pip install ./python` installs it, with the freshly built
+# libratelimit.so bundled (python/setup.py). test-python runs its pytest suite
+# (python/tests: the API on memory, shm and Redis, the ASGI middleware and the
+# FastAPI dependency, real uvicorn and gunicorn servers with 4 workers, fork,
+# threads, bad input, README's examples) with throwaway Redis servers.
+PYTHON_SRC := $(shell find python/src -name '*.py' -o -name py.typed) python/pyproject.toml python/setup.py
+PYTHON_INSTALLED := $(VENV)/.installed-libratelimit
+
+$(PYTHON_INSTALLED): $(LIB_SO) $(PYTHON_SRC) $(VENV)/$(VENV_STAMP)
+	rm -rf python/build
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-build-isolation \
+	    --no-deps --force-reinstall ./python
+	rm -rf python/build
+	touch $@
+
+test-python: lib $(PYTHON_INSTALLED)
+	RL_TEST_REQUIRE_REDIS=1 scripts/with_redis.sh $(VENV)/bin/python -m pytest -p no:cacheprovider -q python/tests
+
+# Per-check cost from Python (libratelimit memory/shm/redis, `limits`,
+# slowapi's check) and req/s of FastAPI with 4 uvicorn workers, our
+# middleware (shm) against slowapi (Redis), under wrk; writes
+# PYTHON_BENCH_NOTE.md. A few minutes. Installs wrk when missing (as root).
+bench-python: lib $(PYTHON_INSTALLED)
+	bash -c '. scripts/need_package.sh && need_package wrk wrk'
+	scripts/with_redis.sh $(VENV)/bin/python python/bench/bench.py
 
 # ---- fuzzing ---------------------------------------------------------------
 # cargo-fuzz on the nightly toolchain (installed if missing): each target of
