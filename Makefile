@@ -257,8 +257,8 @@ test-python: lib $(PYTHON_INSTALLED)
 
 # Per-check cost from Python (libratelimit memory/shm/redis, `limits`,
 # slowapi's check) and req/s of FastAPI with 4 uvicorn workers, our
-# middleware (shm) against slowapi (Redis), under wrk; writes
-# PYTHON_BENCH_NOTE.md. A few minutes. Installs wrk when missing (as root).
+# middleware (shm) against slowapi (Redis), under wrk (see BENCHMARKS.md,
+# "Python"). A few minutes. Installs wrk when missing (as root).
 bench-python: lib $(PYTHON_INSTALLED)
 	bash -c '. scripts/need_package.sh && need_package wrk wrk'
 	scripts/with_redis.sh $(VENV)/bin/python python/bench/bench.py

@@ -12,8 +12,8 @@
 
 The host is small and noisy: the cases of each part run interleaved, round
 after round, and the table gives the median over rounds and the spread
-(min-max). Writes PYTHON_BENCH_NOTE.md at the repository's root (unless
-BENCH_NO_NOTE=1). Run under scripts/with_redis.sh (RL_TEST_REDIS_URL).
+(min-max); BENCHMARKS.md ("Python") holds a run and what it says. Run
+under scripts/with_redis.sh (RL_TEST_REDIS_URL).
 BENCH_ROUNDS (5), BENCH_HTTP_ROUNDS (3), BENCH_HTTP_SECONDS (8).
 """
 
@@ -31,7 +31,6 @@ import time
 
 import libratelimit
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 HERE = os.path.dirname(os.path.abspath(__file__))
 REDIS = os.environ["RL_TEST_REDIS_URL"]
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
@@ -242,53 +241,17 @@ def main():
         lines.append(f"| {label} | {statistics.median(rps):,.0f} | {spread(rps, lambda v: f'{v:,.0f}')} | "
                      f"{statistics.median(p99):.1f} |")
     table = "\n".join(lines)
-    load = f"{load_before:.1f} before the run, {os.getloadavg()[0]:.1f} after"
-    print(table)
-    if os.environ.get("BENCH_NO_NOTE") == "1":
-        return
     versions = []
     for pkg in ("limits", "slowapi", "fastapi", "uvicorn", "redis"):
         from importlib.metadata import version
 
         versions.append(f"{pkg} {version(pkg)}")
     redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
-    note = f"""# The Python package against `limits` and slowapi
-
-Measured by `make bench-python` (python/bench/bench.py) on {time.strftime('%Y-%m-%d')}: {os.cpu_count()} vCPUs,
-{platform.platform()}, Python {platform.python_version()}, libratelimit {libratelimit.version()},
-{', '.join(versions)}, {' '.join(redis_version[:3])} on loopback (a throwaway server of
-scripts/with_redis.sh).
-
-Every limit allows every check (10^9 per hour): this is the cost of
-asking, on the path every served request takes. Per check: {ROUNDS} rounds, each
-case at least 0.25 s of checks per round, the cases interleaved within each
-round; keys rotate over 10 000 client addresses. slowapi's row is
-`Limiter._check_request_limit(request, view, True)`, what SlowAPIMiddleware
-calls for each request (its default fixed window over `limits`), without
-HTTP. HTTP: the same route (`GET /` answering `{{"ok":true}}`) under
-`uvicorn --workers 4`, {HTTP_ROUNDS} rounds of `{' '.join(WRK)}` against each app
-in turn (the three servers up at once, idle but for the one under load); wrk
-shares the 2 vCPUs with the 4 workers, so the absolute numbers are the
-host's; the differences between the rows are the point. No run had a
-non-2xx answer.
-
-{table}
-
-The host's 1-minute load average was {load} (other work shares
-it): read the medians, and the spreads as the noise. What the rows say:
-a libratelimit check from Python is the ctypes call (its argument
-conversions cost more than the C check, ~0.1 us here) plus a little
-wrapping, the same for memory and shm; redis adds one round trip. `limits`
-does its bookkeeping in Python (a lock, string keys, timestamps for the
-moving window) around its storage's calls; slowapi adds its per-request work (the list of limits,
-`inspect.signature` of the key function) on top of `limits`. Over HTTP,
-FastAPI's own cost per request dominates: the shm middleware is within the
-noise of no limiter, while slowapi's Redis calls cut the throughput. The
-p99 column, with 64 connections on 2 loaded vCPUs, is mostly queueing noise.
-"""
-    with open(os.path.join(ROOT, "PYTHON_BENCH_NOTE.md"), "w") as f:
-        f.write(note)
-    print("wrote PYTHON_BENCH_NOTE.md", file=sys.stderr)
+    print(f"{time.strftime('%Y-%m-%d')}: {os.cpu_count()} vCPUs, {platform.platform()}, "
+          f"Python {platform.python_version()}, libratelimit {libratelimit.version()}, "
+          f"{', '.join(versions)}, {' '.join(redis_version[:3])}; load average "
+          f"{load_before:.1f} before the run, {os.getloadavg()[0]:.1f} after\n")
+    print(table)
 
 
 if __name__ == "__main__":
