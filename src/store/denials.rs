@@ -258,6 +258,17 @@ impl<S: Deref<Target = [Entry]>> Denials<S> {
 }
 
 #[cfg(test)]
+impl<S: Deref<Target = [Entry]>> Denials<S> {
+    /// Tests: leaves the entry of `fp` as a writer killed mid-write would:
+    /// its number odd, a field rewritten (to let every reading pass).
+    pub fn tear(&self, fp: u64) {
+        let e = self.entry(fp);
+        e.seq.fetch_add(1, Ordering::Relaxed);
+        e.until.store(u64::MAX, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::algorithm::Algorithm;

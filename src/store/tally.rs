@@ -239,6 +239,20 @@ impl<S: Deref<Target = [Stripe]>> Tally<S> {
     }
 }
 
+#[cfg(test)]
+impl<S: Deref<Target = [Stripe]>> Tally<S> {
+    /// Tests: takes the stripe `salt` picks for this caller, for `me`, and
+    /// never gives it back (as a holder killed with it); false if held.
+    pub fn hold_and_leave(&self, me: u64, salt: u64) -> bool {
+        self.stripe(salt).try_hold(me).map(std::mem::forget).is_some()
+    }
+
+    /// Tests: the denials pending in all stripes.
+    pub fn pending(&self) -> u64 {
+        self.stripes.iter().map(|s| get(&s.pending)).sum()
+    }
+}
+
 /// `Tally::flush`'s wait for a stripe of this process's own heap (memory):
 /// held for a few dozen instructions at a time, by a live thread.
 pub fn spin(holder: &AtomicU64, me: u64) -> bool {
