@@ -1809,3 +1809,23 @@ fn random_bytes_in_the_cache_and_stripes_never_mislead() {
         assert_eq!(wait_within(child, Duration::from_secs(20)), Some(0), "round {round}");
     }
 }
+
+/// A region of layout version 5 (no over-limit cache, no stripes) is
+/// refused, by an opener and by an attach, naming both versions: this
+/// library never reads its end as a cache.
+#[test]
+fn a_version_5_region_is_refused() {
+    let name = Name::new("version-5");
+    let s = open("rate=5/s", &name);
+    // SAFETY: a header atomic.
+    unsafe { (*s.header()).version.store(5, Ordering::Relaxed) };
+    let c = Config::parse(&format!("rate=5/s backend=shm name={}", name.0)).unwrap();
+    for result in [ShmStore::open(&c).map(drop), ShmStore::attach(&attach_config(&name)).map(drop)] {
+        match result {
+            Err(Error::Incompatible(m)) => {
+                assert!(m.contains("has layout version 5, this library uses version 6"), "{m}")
+            }
+            r => panic!("{r:?}"),
+        }
+    }
+}
