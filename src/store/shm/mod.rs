@@ -18,7 +18,13 @@
 //! gets an owner word of its own, owner.rs); a handle opened by name in each
 //! worker works just as well. A check takes one shard lock,
 //! touches at most the key's two 8-way sets (plus a bounded reclaim pass when
-//! the table is full), and allocates nothing. With `top=N` each shard also
+//! the table is full), and allocates nothing. A key over its limit is
+//! answered without the lock, as memory answers it: from the over-limit
+//! cache in the region (`../denials.rs`, each shard's entries written under
+//! its lock and emptied by its repair), counted in the caller's stripe of
+//! the region (`../tally.rs`), so that a refund or reset by any process
+//! clears the key's entry at once and `limited` and `rl_top` count every
+//! such denial (layout.rs, items 9 and 10, for what a kill can leave). With `top=N` each shard also
 //! holds its keys' heavy-hitter sketches (top/), updated under the same
 //! lock: `rl_top` on any handle covers the whole region.
 //!
