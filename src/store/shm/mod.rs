@@ -502,21 +502,22 @@ impl ShmStore {
 
     /// Records `n` denials of `key` answered from the over-limit cache in
     /// its shard's sketches, under the shard's lock (`../tally.rs`); false
-    /// if the lock was not acquired (they stay pending in their stripe).
-    fn record_denials(&self, fp: u64, key: &[u8], n: u64) -> bool {
+    /// if the lock was not acquired within the caller's `budget` (they
+    /// stay pending in their stripe).
+    fn record_denials(&self, budget: &Budget, fp: u64, key: &[u8], n: u64) -> bool {
         let Some(top) = &self.layout.top else { return true };
-        let budget = Budget::new();
-        let Ok(mut guard) = self.lock(self.layout.geometry.place(fp).shard, &budget) else { return false };
+        let Ok(mut guard) = self.lock(self.layout.geometry.place(fp).shard, budget) else { return false };
         top.record_denials(guard.all_parts().top, fp, key, n);
         drop(guard);
-        self.heal(&budget, false);
+        self.heal(budget, false);
         true
     }
 
     /// Hands every stripe's pending denials to the sketches. A stripe held
     /// by a dead process is taken over (its state is whole at every
     /// instruction, `../tally.rs`); one held by a live one is waited for
-    /// within `budget` if `wait`, else left. Returns the stripes left.
+    /// if `wait`, else left. All waits (for stripes and shards) within
+    /// `budget`. Returns the stripes left.
     fn flush_stripes(&self, budget: &Budget, wait: bool) -> Result<usize, Error> {
         let me = self.owner.word(self.generations())?;
         let deadline = self.patience.deadline(budget);
@@ -527,7 +528,7 @@ impl ShmStore {
             let w = holder.load(Ordering::Relaxed);
             w != 0 && !self.alive(w) && holder.compare_exchange(w, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
         };
-        Ok(self.tally.flush(me, &mut take, &mut |fp, key, n| self.record_denials(fp, key, n)))
+        Ok(self.tally.flush(me, &mut take, &mut |fp, key, n| self.record_denials(budget, fp, key, n)))
     }
 }
 
@@ -553,7 +554,7 @@ impl Store for ShmStore {
         if cached && cost == 1 {
             if let Some(verdict) = self.denials.lookup(fp, 1, now, 1) {
                 if let Ok(me) = self.owner.word(self.generations()) {
-                    if self.tally.count(me, me, fp, key, &mut |fp, key, n| self.record_denials(fp, key, n)) {
+                    if self.tally.count(me, me, fp, key, &mut |fp, key, n| self.record_denials(&budget, fp, key, n)) {
                         return Ok(verdict);
                     }
                 }
