@@ -1,5 +1,5 @@
 //! The over-limit cache: denials answered without taking the key's lock
-//! (memory) or making a round trip (Redis).
+//! (memory, shm) or making a round trip (Redis).
 //!
 //! A key denied with a finite `retry_after` stays denied until then for the
 //! same cost or more: spending only pushes it later, and nothing else can
@@ -11,11 +11,12 @@
 //! (which can never pass).
 //!
 //! How exact that answer is depends on what the backend remembers:
-//! - memory remembers only cost-1 denials and asks only for cost 1, and
-//!   forgets a key whenever its state changes (an allowed check, any
-//!   adjust, a reset), under the key's lock: the cached answer is the one
-//!   the table would give at that reading (`remaining` is 0 throughout, and
-//!   the durations run down with the clock); see `store/memory.rs`;
+//! - memory and shm remember only cost-1 denials and ask only for cost 1,
+//!   and forget a key whenever its state changes (an allowed check, any
+//!   adjust, a reset), under the key's shard lock: the cached answer is the
+//!   one the table would give at that reading (`remaining` is 0
+//!   throughout, and the durations run down with the clock); see
+//!   `store/memory/mod.rs` and `store/shm/mod.rs`;
 //! - Redis answers a larger cost from a smaller cost's denial (its
 //!   `retry_after` then a lower bound), and another host's refund or reset
 //!   is seen only when the entry runs out; see `store/redis/mod.rs`.
@@ -23,21 +24,40 @@
 //! The cache is a fixed array of entries indexed by the key's keyed
 //! fingerprint (`keyhash.rs`, secret seed, so clients cannot aim keys at
 //! one entry); a newer denial overwrites an older one in the same entry.
+//! Where the array lives is the backend's: a boxed slice in the heap
+//! (memory, Redis), or the shm region (`Denials::over` a view of it), one
+//! implementation for all. The index scales the fingerprint's high 32 bits
+//! to the array's length exactly as `table::Geometry::place` scales them to
+//! the shards, so with `shards * k` entries the entries of a shard's keys
+//! are that shard's own block of `k` (`floor(floor(x k) / k) = floor(x)`):
+//! shm writes a block only under its shard's lock, and the shard's repair
+//! clears it (`clear_block`).
+//!
 //! Each entry is one cache line guarded by its own sequence number (a
 //! seqlock): a lookup reads the line and the number twice and writes
-//! nothing, so threads hammering a denied key share the line read-only and
-//! never wait for each other. A writer that finds the entry being written
-//! by another gives up (it is a cache). All fields are atomics, read and
-//! written relaxed, so a torn read is detected, never undefined.
+//! nothing, so threads (and processes) hammering a denied key share the
+//! line read-only and never wait for each other. A writer that finds the
+//! entry being written by another gives up (it is a cache). All fields are
+//! atomics, read and written relaxed, so a torn read is detected, never
+//! undefined; an odd number (a writer at it, or one killed mid-write) is a
+//! miss, never a wait. Nothing read from an entry is trusted beyond what it
+//! is checked for: the number even and unchanged, the fingerprint the
+//! key's, the reading inside `[at, until)`, the rate index one of the
+//! limiter's and the limit that rate's quota (in shm any process, or a
+//! stray write, can put any bytes there).
 
+use std::ops::Deref;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use crate::algorithm::{Outcome, Rate, Verdict, NEVER};
+use crate::config::MAX_RATES;
 
 /// One remembered denial. All times are the backend's local clock, ns.
-#[repr(align(64))]
+/// Only atomics, `repr(C)`, one cache line: any bytes are a valid value, so
+/// shm lays entries in its region as they are (store/shm/layout.rs).
+#[repr(C, align(64))]
 #[derive(Default)]
-struct Entry {
+pub struct Entry {
     /// Even: the fields are whole; odd: a writer is rewriting them.
     seq: AtomicU64,
     /// Key fingerprint (never 0); 0 = empty.
@@ -57,8 +77,9 @@ struct Entry {
     index: AtomicU64,
 }
 
-// One cache line per entry.
-const _: () = assert!(std::mem::size_of::<Entry>() == 64);
+/// Bytes of an entry: one cache line.
+pub const ENTRY_BYTES: usize = 64;
+const _: () = assert!(std::mem::size_of::<Entry>() == ENTRY_BYTES);
 
 /// A remembered denial, as read whole from its entry.
 #[derive(Clone, Copy)]
@@ -71,6 +92,8 @@ struct Denial {
     limit: u64,
     index: u64,
 }
+
+const EMPTY: Denial = Denial { fp: 0, cost: 0, at: 0, until: 0, reset_at: 0, limit: 0, index: 0 };
 
 impl Entry {
     /// The entry's fields, if no writer changed them while they were read.
@@ -96,6 +119,12 @@ impl Entry {
         if seq % 2 == 1 || self.seq.compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
             return;
         }
+        self.fill(seq + 1, d);
+    }
+
+    /// With the number at the odd `odd`: writes the fields, then makes the
+    /// number even (`odd + 1`, never a value a reader saw before).
+    fn fill(&self, odd: u64, d: Denial) {
         fence(Ordering::Release);
         self.fp.store(d.fp, Ordering::Relaxed);
         self.cost.store(d.cost, Ordering::Relaxed);
@@ -104,23 +133,49 @@ impl Entry {
         self.reset_at.store(d.reset_at, Ordering::Relaxed);
         self.limit.store(d.limit, Ordering::Relaxed);
         self.index.store(d.index, Ordering::Relaxed);
-        self.seq.store(seq + 2, Ordering::Release);
+        self.seq.store(odd.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Empties the entry whatever its number says: for a writer that died
+    /// mid-write (its number left odd), by the one who repairs its shard.
+    fn clear(&self) {
+        let odd = self.seq.load(Ordering::Relaxed) | 1;
+        self.seq.store(odd, Ordering::Relaxed);
+        self.fill(odd, EMPTY);
     }
 }
 
-pub struct Denials {
+/// The cache over entries kept in `S`: a `Box<[Entry]>` of its own, or a
+/// view of the shm region's.
+pub struct Denials<S = Box<[Entry]>> {
     /// The smallest quota of the limiter's rates: a larger cost can never
     /// pass, and is never answered here.
     max_cost: u64,
-    entries: Box<[Entry]>,
+    /// Each rate's quota, what an entry's `limit` must be for its `index`
+    /// (`rates` of them).
+    quotas: [u64; MAX_RATES],
+    rates: usize,
+    entries: S,
 }
 
 impl Denials {
     /// A cache of `entries` denials (64 bytes each) for a limiter of
     /// `rates` (none: a concurrency limiter, whose checks it never answers).
     pub fn new(entries: usize, rates: &[Rate]) -> Denials {
+        Denials::over((0..entries.max(1)).map(|_| Entry::default()).collect(), rates)
+    }
+}
+
+impl<S: Deref<Target = [Entry]>> Denials<S> {
+    /// The cache in `entries` (at least one), for a limiter of `rates`.
+    pub fn over(entries: S, rates: &[Rate]) -> Denials<S> {
+        assert!(!entries.is_empty());
         let max_cost = rates.iter().map(Rate::quota).min().unwrap_or(0);
-        Denials { max_cost, entries: (0..entries.max(1)).map(|_| Entry::default()).collect() }
+        let mut quotas = [0; MAX_RATES];
+        for (q, r) in quotas.iter_mut().zip(rates) {
+            *q = r.quota();
+        }
+        Denials { max_cost, quotas, rates: rates.len().min(MAX_RATES), entries }
     }
 
     #[inline]
@@ -149,13 +204,18 @@ impl Denials {
         if d.fp != fp || cost < d.cost || now_ns < d.at || now_ns >= d.until {
             return None;
         }
+        // Checked, never trusted: a rate of this limiter, with its quota.
+        let index = d.index as usize;
+        if index >= self.rates || d.limit != self.quotas[index] {
+            return None;
+        }
         let retry_after = (d.until - now_ns).div_ceil(tick_ns);
         let reset = match d.reset_at {
             u64::MAX => NEVER,
             at => at.saturating_sub(now_ns).div_ceil(tick_ns).max(retry_after),
         };
         let outcome = Outcome { allowed: false, limit: d.limit, remaining: 0, reset, retry_after };
-        Some(Verdict { index: d.index as usize, outcome })
+        Some(Verdict { index, outcome })
     }
 
     /// The key `fp` was denied `cost` units by a decision made at `at_ns`
@@ -180,8 +240,31 @@ impl Denials {
     pub fn forget(&self, fp: u64) {
         let entry = self.entry(fp);
         if entry.fp.load(Ordering::Relaxed) == fp {
-            entry.write(Denial { fp: 0, cost: 0, at: 0, until: 0, reset_at: 0, limit: 0, index: 0 });
+            entry.write(EMPTY);
         }
+    }
+
+    /// Empties block `block` of `blocks` equal blocks (shm: a shard's
+    /// entries, see the module docs), whatever state its entries are in.
+    /// Only for the one writer of the block: shm's repair, under the
+    /// shard's lock, after a writer died. Cannot panic.
+    pub fn clear_block(&self, block: usize, blocks: usize) {
+        let per = self.entries.len() / blocks.max(1);
+        let start = block.saturating_mul(per);
+        for entry in self.entries.get(start..start.saturating_add(per)).unwrap_or_default() {
+            entry.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+impl<S: Deref<Target = [Entry]>> Denials<S> {
+    /// Tests: leaves the entry of `fp` as a writer killed mid-write would:
+    /// its number odd, a field rewritten (to let every reading pass).
+    pub fn tear(&self, fp: u64) {
+        let e = self.entry(fp);
+        e.seq.fetch_add(1, Ordering::Relaxed);
+        e.until.store(u64::MAX, Ordering::Relaxed);
     }
 }
 
@@ -200,7 +283,9 @@ mod tests {
     /// µs ticks, as Redis uses the cache.
     #[test]
     fn holds_until_retry_after_for_same_or_larger_cost() {
-        let d = Denials::new(1024, &[Rate::new(Algorithm::TokenBucket, 5, 1_000_000, 5)]);
+        let rates =
+            [Rate::new(Algorithm::TokenBucket, 10, 1_000_000, 10), Rate::new(Algorithm::TokenBucket, 5, 1_000_000, 5)];
+        let d = Denials::new(1024, &rates);
         let fp = 0x1234_5678_9abc_def1;
         d.remember(fp, 2, 1_000_000, 1000, denied(500));
         assert!(d.lookup(fp, 1, 1_000_000, 1000).is_none(), "a smaller cost may pass");
@@ -306,7 +391,10 @@ mod tests {
     /// fields all from one write), never a mix of two.
     #[test]
     fn concurrent_readers_never_see_a_torn_entry() {
-        let d = Denials::new(1, &[Rate::new(Algorithm::TokenBucket, 1, 1_000_000, 1)]);
+        // Rate n's quota is n: the index and limit of every write agree.
+        let rates: Vec<Rate> =
+            (0..5).map(|n: u64| Rate::new(Algorithm::TokenBucket, n.max(1), 1_000_000, n.max(1))).collect();
+        let d = Denials::new(1, &rates);
         let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
             for w in 0..2u64 {
@@ -344,5 +432,97 @@ mod tests {
             stop.store(true, Ordering::Relaxed);
             assert!(seen.expect("a torn read") > 0, "no lookup ever hit");
         });
+    }
+
+    /// With `shards * k` entries, every key's entry is in its shard's block
+    /// of `k` (the shm backend's per-shard entries rest on it).
+    #[test]
+    fn a_keys_entry_is_in_its_shards_block() {
+        use crate::table::Geometry;
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for capacity in [1u64, 600, 20_000, 100_000, 1_000_000] {
+            let g = Geometry::new(capacity, 1);
+            for k in [1usize, 3, 4, 7] {
+                let d = Denials::new(g.shards * k, &[Rate::new(Algorithm::TokenBucket, 1, 1, 1)]);
+                for _ in 0..10_000 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let fp = x | 1;
+                    let at = (d.entry(fp) as *const Entry as usize - d.entries.as_ptr() as usize) / ENTRY_BYTES;
+                    assert_eq!(at / k, g.place(fp).shard, "capacity {capacity}, {k} per shard, fp {fp:x}");
+                }
+            }
+        }
+    }
+
+    /// Entries of any bytes (a damaged shm region) are read without a
+    /// panic or a wait, and answer only for the fingerprint they hold, with
+    /// a rate of the limiter and its quota; an entry left odd (a writer
+    /// killed mid-write) is a miss until cleared, and clearing empties it.
+    #[test]
+    fn damaged_entries_are_checked_never_trusted() {
+        let rates = [Rate::new(Algorithm::TokenBucket, 3, 1_000_000, 3), Rate::new(Algorithm::FixedWindow, 9, 1, 9)];
+        let d = Denials::new(8, &rates);
+        fn words(e: &Entry) -> [&AtomicU64; 8] {
+            [&e.seq, &e.fp, &e.cost, &e.at, &e.until, &e.reset_at, &e.limit, &e.index]
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20_000 {
+            let fp = next() | 1;
+            let e = d.entry(fp);
+            for w in words(e) {
+                w.store(next() >> (next() % 64), Ordering::Relaxed);
+            }
+            if round % 2 == 0 {
+                // Every field plausible but one, picked at random.
+                let good = [next() & !1, fp, 1, 10, 1000, 2000, 3, 0];
+                for (w, v) in words(e).into_iter().zip(good) {
+                    w.store(v, Ordering::Relaxed);
+                }
+                let bad = (next() % 8) as usize;
+                let v = [1, fp ^ 2, 2, 600, 500, 0, 4, 2][bad];
+                words(e)[bad].store(v, Ordering::Relaxed);
+                // A reading of 500 answers only if the broken field does not matter.
+                let got = d.lookup(fp, 1, 500, 1);
+                if bad == 5 {
+                    // A reset before the retry is read as the retry: a valid answer.
+                    let o = got.expect("only reset_at is off").outcome;
+                    assert_eq!((o.retry_after, o.reset, o.limit), (500, 500, 3));
+                } else {
+                    assert!(got.is_none(), "field {bad} damaged, answered {got:?}");
+                }
+            }
+            if let Some(v) = d.lookup(fp, 1, next() >> 1, 1) {
+                assert!(v.index < 2 && v.outcome.limit == rates[v.index].quota() && !v.outcome.allowed);
+                assert_eq!(e.fp.load(Ordering::Relaxed), fp);
+            }
+            assert!(d.lookup(fp ^ 4, 1, 500, 1).is_none() || e.fp.load(Ordering::Relaxed) == fp ^ 4);
+        }
+        // Odd: a miss, and no writer can use the entry; a clear makes it whole and empty.
+        d.clear_block(0, 1);
+        let fp = 0xabcd_0000_0000_0001;
+        let v =
+            Verdict { index: 0, outcome: Outcome { allowed: false, limit: 3, remaining: 0, reset: 9, retry_after: 5 } };
+        d.remember(fp, 1, 100, 1, v);
+        assert!(d.lookup(fp, 1, 101, 1).is_some());
+        let e = d.entry(fp);
+        e.seq.fetch_add(1, Ordering::Relaxed);
+        assert!(d.lookup(fp, 1, 101, 1).is_none(), "odd: a miss");
+        d.remember(fp, 1, 100, 1, v);
+        d.forget(fp);
+        assert!(d.lookup(fp, 1, 101, 1).is_none());
+        let odd = e.seq.load(Ordering::Relaxed);
+        d.clear_block(0, 1);
+        assert!(e.seq.load(Ordering::Relaxed) % 2 == 0 && e.seq.load(Ordering::Relaxed) > odd);
+        assert!(!d.holds(fp));
+        d.remember(fp, 1, 100, 1, v);
+        assert!(d.lookup(fp, 1, 101, 1).is_some(), "usable again");
     }
 }

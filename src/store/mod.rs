@@ -2,8 +2,13 @@
 //! the same algorithms (`algorithm/`); only the home of the state differs.
 
 mod breaker;
+// The over-limit cache and its tally, the backends' own (and generic over
+// where their entries live, which cbindgen cannot parse):
+/// cbindgen:ignore
 mod denials;
 mod memory;
+/// cbindgen:ignore
+mod tally;
 // Nothing in the shm backend but rl_shm_unlink (in ffi/) is part of the C API:
 /// cbindgen:ignore
 mod shm;

@@ -12,7 +12,7 @@
 //! A key denied a check of cost 1 is remembered in the over-limit cache
 //! (`../denials.rs`) until it can pass, and the cost-1 checks of it are
 //! answered from there meanwhile: without the shard's lock, writing nothing
-//! the threads share (`tally.rs` counts them and brings them to `rl_top`),
+//! the threads share (`../tally.rs` counts them and brings them to `rl_top`),
 //! so a key under attack costs less per check than an allowed one, and two
 //! threads hammering it do not wait for each other. The answer is the one
 //! the table would give: the entry is remembered and forgotten under the
@@ -27,9 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
-mod tally;
-
 use super::denials::Denials;
+use super::tally::{spin, Tally};
 use super::{wrong_kind, Store, StoreStats};
 use crate::algorithm::{adjust_all, Limits, Verdict};
 use crate::clock::Clock;
@@ -39,7 +38,6 @@ use crate::keyhash::Seed;
 use crate::limiter::limits_in_ns;
 use crate::table::{At, Geometry, KeyAt, Shard, ShardStats};
 use crate::top::{Top, TopEntry, Which};
-use tally::Tally;
 
 struct ShardData {
     words: Box<[u64]>,
@@ -68,6 +66,8 @@ pub struct MemoryStore {
 
 /// Entries of the over-limit cache (64 bytes each).
 const DENIALS: usize = 256;
+/// Stripes counting its denials (128 bytes each).
+const STRIPES: usize = 64;
 
 impl MemoryStore {
     /// The table `config` describes (`backend=memory`): its limits in
@@ -115,7 +115,7 @@ impl MemoryStore {
             reclaim_turn: AtomicU64::new(0),
             shards: shards.into_boxed_slice(),
             top,
-            tally: Tally::new(top.is_some()),
+            tally: Tally::new(STRIPES, top.is_some()),
         })
     }
 
@@ -167,12 +167,13 @@ impl MemoryStore {
     }
 
     /// Records `n` denials of `key` answered from the over-limit cache in
-    /// its shard's sketches (`tally.rs`).
-    fn record_denials(&self, fp: u64, key: &[u8], n: u64) {
+    /// its shard's sketches (`../tally.rs`). Always done.
+    fn record_denials(&self, fp: u64, key: &[u8], n: u64) -> bool {
         if let Some(top) = &self.top {
             let shard = self.geometry.place(fp).shard;
             top.record_denials(&mut self.shards[shard].lock().top, fp, key, n);
         }
+        true
     }
 
     /// The table's view of a locked shard's words and stats.
@@ -194,7 +195,7 @@ impl Store for MemoryStore {
         let cached = self.denials.holds(fp);
         if cached && cost == 1 {
             if let Some(verdict) = self.denials.lookup(fp, 1, now, 1) {
-                if self.tally.count(fp, key, &mut |fp, key, n| self.record_denials(fp, key, n)) {
+                if self.tally.count(1, 0, fp, key, &mut |fp, key, n| self.record_denials(fp, key, n)) {
                     return Ok(verdict);
                 }
             }
@@ -277,7 +278,7 @@ impl Store for MemoryStore {
 
     fn top(&self, which: Which, max: usize) -> Result<Vec<TopEntry>, Error> {
         let Some(top) = &self.top else { return Ok(Vec::new()) };
-        self.tally.flush(&mut |fp, key, n| self.record_denials(fp, key, n));
+        self.tally.flush(1, &mut spin, &mut |fp, key, n| self.record_denials(fp, key, n));
         let mut all = Vec::new();
         for shard in self.shards.iter() {
             top.read(&shard.lock().top, which, &mut all);

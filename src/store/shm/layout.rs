@@ -8,11 +8,12 @@
 //! position below is computed by each process from its own configuration and
 //! checked against the values the creator wrote in the header.
 //!
-//! This is layout version 5 (`LAYOUT_VERSION`): the whole configuration
-//! text (for attaching by name) and the rl_top sketches, together. Two
-//! development builds each used version 4 for one of them; neither opens a
-//! version 5 region (nor this library theirs): RL_ERR_INCOMPATIBLE, naming
-//! both versions.
+//! This is layout version 6 (`LAYOUT_VERSION`): version 5 (the whole
+//! configuration text, for attaching by name, and the rl_top sketches)
+//! with the over-limit cache and its tally's stripes at the end. A region
+//! of another version (5, or the two development builds' 4) is not opened
+//! by this library, nor this library's by theirs: RL_ERR_INCOMPATIBLE,
+//! naming both versions.
 //!
 //! ```text
 //! offset             size                  what
@@ -34,7 +35,18 @@
 //!                                          words (top/sketch.rs), the pair
 //!                                          rounded up to whole cache lines;
 //!                                          nothing when top=0
-//! region_bytes       (= top_offset + the sketches' bytes): the object's size
+//! denials_offset     shards * denials_per_shard * 64
+//!   (= end of sketches)                    the over-limit cache (store/denials.rs):
+//!                                          per shard, its block of
+//!                                          `denials_per_shard(shards)` entries
+//!                                          (256 in all, at least 4 per shard),
+//!                                          one cache line each: seq, fp, cost,
+//!                                          at, until, reset_at, limit, index
+//! tally_offset       STRIPES * 128 (32 KiB)
+//!   (= end of cache, to 128)               the tally's stripes (store/tally.rs):
+//!                                          two cache lines each: holder, denied,
+//!                                          pending_fp, pending, key_len, key[9]
+//! region_bytes       (= tally_offset + 32 KiB): the object's size
 //! ```
 //!
 //! The header (all integers native-endian; the region never leaves the host):
@@ -59,14 +71,17 @@
 //! 200  recoveries       u64   locks taken over from dead processes, ever
 //! 208  top              u64   counters per sketch (`top=`), 0 for none
 //! 216  top_offset       u64   where the sketches start
-//! 224  (pad to 256)
+//! 224  denials_offset   u64   where the over-limit cache starts
+//! 232  denials_per_shard u64  its entries per shard
+//! 240  tally_offset     u64   where the tally's stripes start
+//! 248  stripes          u64   how many (STRIPES, 256)
 //! 256  recount_lock     u64   a lock (lock.rs) serialising recounts (own line)
 //! 320  config_text_offset u64 where the configuration text is (HEADER_BYTES)
 //! 328  config_text_len  u64   its length in bytes, at most CONFIG_TEXT_MAX
 //! 336  (pad to 384 = HEADER_BYTES)
 //! ```
 //!
-//! Everything from `region_bytes` to `shard_words`, `top`, `top_offset`,
+//! Everything from `region_bytes` to `shard_words`, `top` to `stripes`,
 //! `config_text_offset` and `config_text_len` is compared, at open, with
 //! what the opener computes from its configuration (region.rs, `check`).
 //!
@@ -115,7 +130,9 @@
 //! keys. (nginx's limit_req keeps 128 bytes per state.) The rl_top sketches
 //! add `2 * (1 + 12 * top) * 8` bytes per shard, rounded up to 64: 6 KiB
 //! per shard for the default top=32, 388 KiB for 64 shards (a capacity of
-//! 16 384 or more), 6 KiB for 1 shard (a capacity under 512).
+//! 16 384 or more), 6 KiB for 1 shard (a capacity under 512). The
+//! over-limit cache adds 16 KiB (256 entries of 64 bytes; a few more when
+//! the shards do not divide 256), and the tally's stripes 32 KiB.
 //!
 //! ## Locks: a robust lock per shard, not per-slot atomics
 //!
@@ -231,6 +248,36 @@
 //!    before `ready` is the case of the last paragraph below; a text damaged
 //!    by a stray writer is the next section's case (refused, never used).
 //!
+//! 9. **The over-limit cache** (store/denials.rs) of a shard is its block
+//!    of entries, written only under the shard's lock (a check's denial
+//!    remembered, an allowed check, adjust or reset forgetting it) and read
+//!    by anyone without a lock. Each entry is a seqlock: its number is made
+//!    odd, the fields written, the number made even (a value never seen
+//!    before). A writer killed in between leaves the number odd: readers
+//!    take an odd number as a miss and go to the locked path, which waits
+//!    for the dead holder's lock and takes it over (lock.rs), so no reader
+//!    ever waits on the entry itself. The heir's repair (mod.rs,
+//!    `Locked::repair`) then empties every entry of the shard (a denial may
+//!    also stand for a state its undo record just rolled back): the next
+//!    denials are remembered afresh. A kill costs locked checks for the
+//!    keys of that shard, never a wrong answer.
+//! 10. **The tally's stripes** (store/tally.rs) are held by one owner word
+//!     at a time (a compare-and-swap of `holder` from 0, a store of 0 to give
+//!     back), and every prefix of a holder's stores is a valid stripe: a kill
+//!     leaves the dead check counted in `denied` or not (nobody got its
+//!     answer), never a count lost or garbled; a pending batch paired with
+//!     its whole key; and a batch being recorded into the sketch (under that
+//!     shard's lock, then `pending` zeroed) recorded or not. A stripe left
+//!     held by a dead owner is taken over by `rl_top` and `rl_stats` (checked
+//!     with `alive`, as a lock is, owner.rs), which record its pending batch.
+//!     Until then the threads landing on it are answered by the table. So
+//!     `limited` (the shards' counters plus the stripes' `denied`) loses
+//!     nothing to a kill, and rl_top's Limited counts at most one batch
+//!     twice per kill that fell between a batch's record and `pending`
+//!     zeroed: a listed count stays at or above the true one. A sketch
+//!     record torn by the kill (item 7) is written again whole by whoever
+//!     records the batch after it. The heir's table repair touches neither.
+//!
 //! ## A damaged region
 //!
 //! Any process that can write the region can write anything into it (a stray
@@ -245,7 +292,9 @@
 //! are checked before use (a lock word's owner slot, owner.rs; the undo
 //! record's slot index, journal.rs; the reclaim cursor, taken modulo the
 //! shard's slots, table/; a sketch entry's key length, clamped to 64,
-//! top/sketch.rs); counters are only counted on (saturating, and a
+//! top/sketch.rs; an over-limit cache entry's number, fingerprint, reading
+//! interval, rate index and limit, store/denials.rs; a stripe's key length
+//! and fingerprint, store/tally.rs); counters are only counted on (saturating, and a
 //! shard counter past 2^62, or a key count above the shard's slots, is
 //! mended when the shard is next taken, mod.rs); a lock word that names no
 //! live owner is taken over and its shard repaired, and one that names a
@@ -265,13 +314,15 @@ use super::owner::MAX_OWNERS;
 use crate::algorithm::{Limits, STATE_WORDS};
 use crate::config::{concurrency_text, identity_text, Algorithm, ConcurrencySpec, RateSpec, MAX_RATES};
 use crate::keyhash::Seed;
+use crate::store::denials::{Entry, ENTRY_BYTES};
+use crate::store::tally::{Stripe, STRIPE_BYTES};
 use crate::table::{Geometry, ShardStats};
 use crate::top::Top;
 
 /// "rlshm", two zeros, then 1: a libratelimit region.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"rlshm\0\0\x01");
 /// Bumped whenever anything in this file changes meaning or place.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 /// The value of `Header::ready` once the region is initialised.
 pub const READY: u32 = 1;
 /// Most words a slot can have: the fingerprint and every rate's state.
@@ -311,7 +362,12 @@ pub struct Header {
     pub top: u64,
     /// Where the shards' sketches start.
     pub top_offset: u64,
-    _pad_dirty: [u64; 4],
+    /// Where the over-limit cache starts, and its entries per shard.
+    pub denials_offset: u64,
+    pub denials_per_shard: u64,
+    /// Where the tally's stripes start, and how many.
+    pub tally_offset: u64,
+    pub stripes: u64,
 
     pub recount_lock: AtomicU64,
     _pad_lock: [u64; 7],
@@ -355,6 +411,10 @@ const _: () = {
     assert!(offset_of!(Header, recoveries) == 200);
     assert!(offset_of!(Header, top) == 208);
     assert!(offset_of!(Header, top_offset) == 216);
+    assert!(offset_of!(Header, denials_offset) == 224);
+    assert!(offset_of!(Header, denials_per_shard) == 232);
+    assert!(offset_of!(Header, tally_offset) == 240);
+    assert!(offset_of!(Header, stripes) == 248);
     assert!(offset_of!(Header, recount_lock) == 256);
     assert!(offset_of!(Header, config_text_offset) == 320);
     assert!(offset_of!(Header, config_text_len) == 328);
@@ -365,7 +425,19 @@ const _: () = {
     // Shard headers start on a cache line after the owner slots (the text area is
     // a whole number of cache lines).
     assert!((HEADER_BYTES + MAX_OWNERS * 8) % 64 == 0);
+    // The over-limit cache and the tally lie in the region as they are.
+    assert!(ENTRY_BYTES == 64 && std::mem::align_of::<Entry>() == 64);
+    assert!(STRIPE_BYTES == 128 && std::mem::align_of::<Stripe>() == 128);
 };
+
+/// Stripes of the tally in a region: room for the threads of a few dozen
+/// worker processes (two that share one lose speed, never a count).
+pub const STRIPES: usize = 256;
+/// Entries of the over-limit cache per shard: 256 in all (as memory has),
+/// at least 4 per shard.
+pub fn denials_per_shard(shards: usize) -> usize {
+    256usize.div_ceil(shards.max(1)).max(4)
+}
 
 /// Where everything is, for one configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -380,6 +452,11 @@ pub struct Layout {
     /// `top.shard_words()` words per shard, in shard order.
     pub top: Option<Top>,
     pub top_offset: usize,
+    /// The over-limit cache: `denials_per_shard` entries per shard, in shard order.
+    pub denials_offset: usize,
+    pub denials_per_shard: usize,
+    /// The tally's `STRIPES` stripes, on a 128-byte boundary.
+    pub tally_offset: usize,
     pub region_bytes: usize,
     /// The configuration in words, whole: what must match between
     /// processes, kept at `config_text_offset`.
@@ -402,7 +479,10 @@ impl Layout {
         let top_offset = slots_offset.checked_add(table_bytes)?;
         let top = Top::new(top);
         let top_bytes = geometry.shards * top.map_or(0, |t| t.shard_words()) * 8;
-        let region_bytes = top_offset.checked_add(top_bytes)?;
+        let denials_offset = top_offset.checked_add(top_bytes)?;
+        let denials_per_shard = denials_per_shard(geometry.shards);
+        let tally_offset = (denials_offset + geometry.shards * denials_per_shard * ENTRY_BYTES).next_multiple_of(128);
+        let region_bytes = tally_offset.checked_add(STRIPES * STRIPE_BYTES)?;
         // Region sizes are off_t for ftruncate.
         if region_bytes > i64::MAX as usize {
             return None;
@@ -421,6 +501,9 @@ impl Layout {
             slots_offset,
             top,
             top_offset,
+            denials_offset,
+            denials_per_shard,
+            tally_offset,
             region_bytes,
             config_text,
             config_hash,
@@ -475,12 +558,22 @@ mod tests {
         assert_eq!(l.top_offset, l.slots_offset + 64 * l.geometry.shard_words() * 8);
         // Two sketches of 1 + 12 * 32 words, rounded up to 64 bytes: 6208 bytes per shard.
         assert_eq!(l.top.map(|t| t.shard_words() * 8), Some(6208));
-        assert_eq!(l.region_bytes, l.top_offset + 64 * 6208);
+        assert_eq!(l.denials_offset, l.top_offset + 64 * 6208);
+        // 4 entries of 64 bytes per shard, then 256 stripes of 128 bytes.
+        assert_eq!(l.denials_per_shard, 4);
+        assert_eq!(l.tally_offset, l.denials_offset + 64 * 4 * 64);
+        assert_eq!(l.region_bytes, l.tally_offset + 256 * 128);
         assert!(l.shard_headers_offset % 64 == 0 && l.slots_offset % 64 == 0 && l.top_offset % 64 == 0);
+        assert!(l.denials_offset % 64 == 0 && l.tally_offset % 128 == 0);
 
         let off = layout("rate=100/minute top=0");
         assert!(off.config_text.ends_with(" capacity=100000 top=0"), "{}", off.config_text);
-        assert_eq!((off.top, off.region_bytes), (None, off.top_offset));
+        assert_eq!((off.top, off.denials_offset), (None, off.top_offset));
+        assert_eq!(off.region_bytes, off.tally_offset + 256 * 128);
+        // One shard (a capacity under 512): 256 entries, all its own.
+        let small = layout("rate=1/s capacity=100 top=0");
+        assert_eq!((small.geometry.shards, small.denials_per_shard), (1, 256));
+        assert_eq!(small.tally_offset, (small.denials_offset + 256 * 64).next_multiple_of(128));
         assert_ne!(off.config_hash, l.config_hash);
         assert_ne!(layout("rate=100/minute top=33").config_hash, l.config_hash);
     }

@@ -18,7 +18,13 @@
 //! gets an owner word of its own, owner.rs); a handle opened by name in each
 //! worker works just as well. A check takes one shard lock,
 //! touches at most the key's two 8-way sets (plus a bounded reclaim pass when
-//! the table is full), and allocates nothing. With `top=N` each shard also
+//! the table is full), and allocates nothing. A key over its limit is
+//! answered without the lock, as memory answers it: from the over-limit
+//! cache in the region (`../denials.rs`, each shard's entries written under
+//! its lock and emptied by its repair), counted in the caller's stripe of
+//! the region (`../tally.rs`), so that a refund or reset by any process
+//! clears the key's entry at once and `limited` and `rl_top` count every
+//! such denial (layout.rs, items 9 and 10, for what a kill can leave). With `top=N` each shard also
 //! holds its keys' heavy-hitter sketches (top/), updated under the same
 //! lock: `rl_top` on any handle covers the whole region.
 //!
@@ -42,11 +48,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use self::clock::SharedClock;
-use self::layout::{Header, Journal, Layout, ShardHeader, SHARD_HEADER_BYTES};
+use self::layout::{Header, Journal, Layout, ShardHeader, SHARD_HEADER_BYTES, STRIPES};
 use self::lock::Acquired;
 use self::owner::{Owner, MAX_OWNERS};
-use self::region::{Init, Region};
+use self::region::{InRegion, Init, Region};
 use self::wait::{Budget, Patience};
+use super::denials::{Denials, Entry};
+use super::tally::{Stripe, Tally};
 use super::{wrong_kind, Store, StoreStats};
 use crate::algorithm::{adjust_all, Limits, Verdict};
 use crate::config::{Backend, Config};
@@ -83,6 +91,11 @@ pub struct ShmStore {
     patience: Patience,
     /// Which shard the next cross-shard reclaim pass starts at (per process).
     reclaim_turn: AtomicU64,
+    /// The region's over-limit cache: cost-1 denials still in force,
+    /// answered without a lock (`../denials.rs`).
+    denials: Denials<InRegion<Entry>>,
+    /// The region's stripes counting those denials (`../tally.rs`).
+    tally: Tally<InRegion<Stripe>>,
 }
 
 /// A shard lock held by this thread; unlocks when dropped.
@@ -173,6 +186,10 @@ impl<'a> Locked<'a> {
         let stride = self.store.layout.geometry.stride;
         let (words, stats, journal) = self.parts();
         journal::repair(words, stats, journal, stride);
+        // The shard's over-limit cache entries: one may be half-written
+        // (its number odd), and any may stand for a state the undo record
+        // just rolled back. Emptied: a miss costs only the locked path.
+        self.store.denials.clear_block(self.index, self.store.layout.geometry.shards);
         let h = self.store.header();
         // SAFETY: header atomics, only ever accessed atomically.
         unsafe {
@@ -273,6 +290,15 @@ impl ShmStore {
         let patience = Patience::new(Duration::from_millis(timeout_ms), layout.geometry.shards);
         let owner = Owner::new(&fd, name, generations(&region, &layout))?;
         drop(fd); // the mapping keeps the object; the owner has its own descriptor
+        let entries = layout.geometry.shards * layout.denials_per_shard;
+        // SAFETY: both areas lie inside the checked mapping (its size and
+        // offsets were compared with the layout), aligned (64 and 128 bytes,
+        // layout.rs); entries and stripes are atomics only; the views live in
+        // the store next to the region, which outlives their every use.
+        let (entries, stripes) =
+            unsafe { (region.view(layout.denials_offset, entries), region.view(layout.tally_offset, STRIPES)) };
+        let denials = Denials::over(entries, limits.rates());
+        let tally = Tally::over(stripes, layout.top.is_some());
         Ok(ShmStore {
             region,
             name: name.to_owned(),
@@ -283,6 +309,8 @@ impl ShmStore {
             owner,
             patience,
             reclaim_turn: AtomicU64::new(0),
+            denials,
+            tally,
         })
     }
 
@@ -471,6 +499,37 @@ impl ShmStore {
         }
         None
     }
+
+    /// Records `n` denials of `key` answered from the over-limit cache in
+    /// its shard's sketches, under the shard's lock (`../tally.rs`); false
+    /// if the lock was not acquired within the caller's `budget` (they
+    /// stay pending in their stripe).
+    fn record_denials(&self, budget: &Budget, fp: u64, key: &[u8], n: u64) -> bool {
+        let Some(top) = &self.layout.top else { return true };
+        let Ok(mut guard) = self.lock(self.layout.geometry.place(fp).shard, budget) else { return false };
+        top.record_denials(guard.all_parts().top, fp, key, n);
+        drop(guard);
+        self.heal(budget, false);
+        true
+    }
+
+    /// Hands every stripe's pending denials to the sketches. A stripe held
+    /// by a dead process is taken over (its state is whole at every
+    /// instruction, `../tally.rs`); one held by a live one is waited for
+    /// if `wait`, else left. All waits (for stripes and shards) within
+    /// `budget`. Returns the stripes left.
+    fn flush_stripes(&self, budget: &Budget, wait: bool) -> Result<usize, Error> {
+        let me = self.owner.word(self.generations())?;
+        let deadline = self.patience.deadline(budget);
+        let mut take = |holder: &AtomicU64, me: u64| {
+            if wait {
+                return lock::lock_until(holder, me, deadline, |w| self.alive(w)).is_some();
+            }
+            let w = holder.load(Ordering::Relaxed);
+            w != 0 && !self.alive(w) && holder.compare_exchange(w, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        };
+        Ok(self.tally.flush(me, &mut take, &mut |fp, key, n| self.record_denials(budget, fp, key, n)))
+    }
 }
 
 impl Store for ShmStore {
@@ -488,6 +547,19 @@ impl Store for ShmStore {
         // layout.rs, step 3).
         let journaled = self.layout.geometry.stride > 2;
         let Limits::Rates(rates) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_check")) };
+        // A key over its limit: answered from the over-limit cache, without
+        // the shard's lock, counted in this thread's stripe (as memory does;
+        // see its module docs for why the answer is the table's).
+        let cached = self.denials.holds(fp);
+        if cached && cost == 1 {
+            if let Some(verdict) = self.denials.lookup(fp, 1, now, 1) {
+                if let Ok(me) = self.owner.word(self.generations()) {
+                    if self.tally.count(me, me, fp, key, &mut |fp, key, n| self.record_denials(&budget, fp, key, n)) {
+                        return Ok(verdict);
+                    }
+                }
+            }
+        }
         let verdict = {
             let mut guard = self.lock(place.shard, &budget)?;
             let (mut shard, journal, top_words) = guard.shard();
@@ -502,6 +574,15 @@ impl Store for ShmStore {
                 panic!("injected: a panic inside a check's critical section");
             }
             journal.end();
+            // Under the lock, as memory does: no adjust or reset of the key
+            // falls between the decision and the cache.
+            if verdict.outcome.allowed {
+                if cached && cost > 0 {
+                    self.denials.forget(fp);
+                }
+            } else if cost == 1 {
+                self.denials.remember(fp, 1, now, 1, verdict);
+            }
             // Its own crash argument (top/sketch.rs): needs no undo record.
             if let Some(top) = &self.layout.top {
                 let active = Top::sample(shard.stats.allowed.wrapping_add(shard.stats.limited));
@@ -519,6 +600,9 @@ impl Store for ShmStore {
         let journaled = self.layout.geometry.stride > 2;
         let verdict = self.on_key(key, |shard, k, at, journal, _| {
             let now = at.now;
+            if delta != 0 {
+                self.denials.forget(k.fp);
+            }
             let hook = |i, old: &[u64]| {
                 if journaled {
                     journal.begin(i, old)
@@ -564,6 +648,7 @@ impl Store for ShmStore {
         let budget = Budget::new();
         {
             let mut guard = self.lock(place.shard, &budget)?;
+            self.denials.forget(fp);
             guard.shard().0.remove(place, fp);
         }
         self.heal(&budget, false);
@@ -597,6 +682,9 @@ impl Store for ShmStore {
     fn top(&self, which: Which, max: usize) -> Result<Vec<TopEntry>, Error> {
         let Some(top) = &self.layout.top else { return Ok(Vec::new()) };
         let budget = Budget::new();
+        // The stripes' pending denials first, so that the counts are exact
+        // (a stripe held past the budget by a stopped process keeps its own).
+        self.flush_stripes(&budget, true)?;
         let mut all = Vec::new();
         for i in 0..self.layout.geometry.shards {
             let mut guard = self.lock(i, &budget)?;
@@ -619,6 +707,11 @@ impl Store for ShmStore {
             total.limited = total.limited.saturating_add(s.limited);
             total.evictions = total.evictions.saturating_add(s.evictions);
         }
+        // The denials answered from the over-limit cache, counted in the
+        // stripes. (Stripes left held by dead processes are taken over on
+        // the way, so that the threads landing on them use them again.)
+        self.flush_stripes(&budget, false)?;
+        total.limited = total.limited.saturating_add(self.tally.denied());
         total.keys = self.total_keys().load(Ordering::Relaxed);
         Ok(total)
     }

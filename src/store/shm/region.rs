@@ -25,7 +25,9 @@ use std::ptr::{addr_of, addr_of_mut, NonNull};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::layout::{Header, Layout, CONFIG_TEXT_MAX, HEADER_BYTES, LAYOUT_VERSION, MAGIC, READY, SHARD_HEADER_BYTES};
+use super::layout::{
+    Header, Layout, CONFIG_TEXT_MAX, HEADER_BYTES, LAYOUT_VERSION, MAGIC, READY, SHARD_HEADER_BYTES, STRIPES,
+};
 use super::owner::MAX_OWNERS;
 use crate::error::Error;
 
@@ -64,6 +66,43 @@ impl Region {
 
     pub fn header(&self) -> *mut Header {
         self.base.as_ptr().cast()
+    }
+
+    /// The `len` values of `T` at byte `offset` of the mapping.
+    ///
+    /// # Safety
+    ///
+    /// They must lie inside the mapping, aligned for `T`; `T` must be made
+    /// of atomics only (any bytes a valid value, shared by any process);
+    /// and the view must not be used after this `Region` is dropped.
+    pub unsafe fn view<T>(&self, offset: usize, len: usize) -> InRegion<T> {
+        debug_assert!(offset + len * std::mem::size_of::<T>() <= self.len);
+        // SAFETY: inside the mapping (the caller's promise), so not null.
+        InRegion { at: unsafe { NonNull::new_unchecked(self.base.as_ptr().add(offset).cast()) }, len }
+    }
+}
+
+/// A slice of the region (the over-limit cache's entries, the tally's
+/// stripes), made by `Region::view`.
+pub struct InRegion<T> {
+    at: NonNull<T>,
+    len: usize,
+}
+
+// SAFETY: a view of atomics in a MAP_SHARED mapping (`Region::view`'s
+// contract): usable from any thread, as the region itself is.
+unsafe impl<T: Sync> Send for InRegion<T> {}
+// SAFETY: as above.
+unsafe impl<T: Sync> Sync for InRegion<T> {}
+
+impl<T> std::ops::Deref for InRegion<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        // SAFETY: `len` aligned values of atomics inside a mapping that
+        // outlives the view (`Region::view`'s contract); only shared
+        // references are ever made to them.
+        unsafe { std::slice::from_raw_parts(self.at.as_ptr(), self.len) }
     }
 }
 
@@ -244,6 +283,10 @@ fn initialise(region: &Region, layout: &Layout, init: &Init) {
         addr_of_mut!((*h).shard_words).write(g.shard_words() as u64);
         addr_of_mut!((*h).top).write(layout.top.map_or(0, |t| t.entries() as u64));
         addr_of_mut!((*h).top_offset).write(layout.top_offset as u64);
+        addr_of_mut!((*h).denials_offset).write(layout.denials_offset as u64);
+        addr_of_mut!((*h).denials_per_shard).write(layout.denials_per_shard as u64);
+        addr_of_mut!((*h).tally_offset).write(layout.tally_offset as u64);
+        addr_of_mut!((*h).stripes).write(STRIPES as u64);
         let text = layout.config_text.as_bytes();
         addr_of_mut!((*h).config_text_offset).write(layout.config_text_offset as u64);
         addr_of_mut!((*h).config_text_len).write(text.len() as u64);
@@ -441,6 +484,10 @@ fn check(region: &Region, size: usize, name: &str, layout: &Layout) -> Result<()
                 addr_of!((*h).shard_words).read(),
                 addr_of!((*h).top).read(),
                 addr_of!((*h).top_offset).read(),
+                addr_of!((*h).denials_offset).read(),
+                addr_of!((*h).denials_per_shard).read(),
+                addr_of!((*h).tally_offset).read(),
+                addr_of!((*h).stripes).read(),
                 addr_of!((*h).config_text_offset).read(),
                 addr_of!((*h).config_text_len).read(),
             ],
@@ -484,6 +531,10 @@ fn check(region: &Region, size: usize, name: &str, layout: &Layout) -> Result<()
         g.shard_words() as u64,
         layout.top.map_or(0, |t| t.entries() as u64),
         layout.top_offset as u64,
+        layout.denials_offset as u64,
+        layout.denials_per_shard as u64,
+        layout.tally_offset as u64,
+        STRIPES as u64,
         layout.config_text_offset as u64,
         layout.config_text.len() as u64,
     ];

@@ -1166,7 +1166,8 @@ fn damage(x: &mut u64, live: &[u64]) -> (u64, u32) {
 }
 
 /// Random bytes and words of live regions (header, owner slots, lock words,
-/// shard counters and cursors, undo records, slots) are overwritten, round
+/// shard counters and cursors, undo records, slots, sketches, the
+/// over-limit cache and the stripes) are overwritten, round
 /// after round, while worker processes check, reset, sweep, read stats and
 /// open new handles. Answers for damaged keys may be odd and operations may
 /// fail, but no worker crashes or panics, and no operation waits past its
@@ -1258,6 +1259,8 @@ fn a_corrupted_region_never_crashes_or_hangs() {
             l.owners_offset,
             l.shard_headers_offset,
             l.slots_offset,
+            l.denials_offset,
+            l.tally_offset,
         )
     };
     let regions = [areas(&a), areas(&b)];
@@ -1268,15 +1271,17 @@ fn a_corrupted_region_never_crashes_or_hangs() {
     for round in 0..ROUNDS {
         std::thread::sleep(Duration::from_millis(40));
         for _ in 0..16 {
-            let (base, len, shards, owners, headers, slots) = regions[round % 2];
+            let (base, len, shards, owners, headers, slots, denials, tally) = regions[round % 2];
             let mut pick = |n: usize| (next(&mut seed) % n as u64) as usize;
             let shard = headers + pick(shards) * SHARD_HEADER_BYTES;
-            let at = match pick(12) {
+            let at = match pick(14) {
                 0 => pick(HEADER_BYTES / 8) * 8,
                 1 => owners + pick(MAX_OWNERS) * 8,
                 2 | 3 => shard,                                                          // its lock word
                 4 | 5 => shard + std::mem::offset_of!(ShardHeader, stats) + pick(5) * 8, // counters, cursor
                 6 | 7 => shard + std::mem::offset_of!(ShardHeader, journal) + pick(2 + layout::MAX_STRIDE) * 8,
+                8 => denials + pick((tally - denials) / 8) * 8, // the over-limit cache
+                9 => tally + pick((len - tally) / 8) * 8,       // the stripes
                 _ => slots + pick((len - slots) / 8) * 8,
             };
             let (value, bytes) = damage(&mut seed, &live);
@@ -1472,5 +1477,355 @@ fn adjust_is_shared_by_processes() {
         assert!(!store.check(b"k", 1).unwrap().outcome.allowed, "{algorithm}");
         let o = store.adjust(b"k", i64::MIN).unwrap();
         assert_eq!((o.outcome.allowed, o.outcome.remaining), (true, 100), "{algorithm}: fresh again");
+    }
+}
+
+/// The key's shard and slot state, copied under the shard's lock.
+fn state_of(s: &ShmStore, key: &[u8]) -> Vec<u64> {
+    let fp = s.seed.fingerprint(key);
+    let place = s.layout.geometry.place(fp);
+    let stride = s.layout.geometry.stride;
+    let mut guard = s.lock(place.shard, &Budget::new()).unwrap();
+    let (shard, ..) = guard.shard();
+    let i = shard.find(place, fp).expect("the key is stored");
+    shard.words[i * stride + 1..(i + 1) * stride].to_vec()
+}
+
+/// The over-limit cache in the region answers exactly as the table would:
+/// for each algorithm and a two-rate mix, a key driven to a cost-1 denial
+/// is looked up at readings from the denial's up to past its end, and each
+/// answer is compared with the algorithm's on the key's stored state at
+/// that reading; the checks the handle then answers are the cache's
+/// (counted in a stripe, not under the lock), and a handle in another
+/// process finds the same entry.
+#[test]
+fn cached_denials_are_the_tables_answers() {
+    use crate::algorithm::check_all;
+    let configs = [
+        "rate=3/1000d",
+        "rate=4/1000d burst=2",
+        "rate=5/1000d algorithm=fixed_window",
+        "rate=9/1000d algorithm=sliding_window",
+        "rate=10/1000d,30/700d algorithm=sliding_window",
+        "rate=2/1000d,3/1000d algorithm=fixed_window capacity=100",
+    ];
+    let mut x = 0x1234_5678_9abc_def1u64;
+    for (c, config) in configs.iter().enumerate() {
+        let name = Name::new(&format!("exact-{c}"));
+        let s = open(config, &name);
+        let Limits::Rates(rates) = &s.limits else { unreachable!() };
+        let key = b"over";
+        while s.check(key, 1).unwrap().outcome.allowed {}
+        let fp = s.seed.fingerprint(key);
+        let now = s.clock.now();
+        let first = s.denials.lookup(fp, 1, now, 1).expect("the denial is cached");
+        let until = now + first.outcome.retry_after;
+        let state = state_of(&s, key);
+        for _ in 0..2000 {
+            let t = now + next(&mut x) % (first.outcome.retry_after + first.outcome.retry_after / 4 + 1);
+            let decided = check_all(rates, &mut state.clone(), t, 1);
+            match s.denials.lookup(fp, 1, t, 1) {
+                Some(cached) => assert_eq!(cached, decided, "{config} at {t} (until {until})"),
+                None => assert!(t >= until && decided.outcome.allowed, "{config} at {t}: a miss before {until}"),
+            }
+        }
+        // Through the handle: answered from the cache, counted in a stripe.
+        let (limited, counted) = (s.stats().unwrap().limited, s.tally.denied());
+        for _ in 0..100 {
+            let v = s.check(key, 1).unwrap();
+            assert!(!v.outcome.allowed && v.outcome.retry_after <= first.outcome.retry_after && v.index == first.index);
+        }
+        assert_eq!(s.tally.denied() - counted, 100, "{config}: answered from the cache");
+        assert_eq!(s.stats().unwrap().limited, limited + 100);
+        // Another process, its own handle, the same entry.
+        let child = spawn(|| {
+            let s2 = open(config, &name);
+            let before = s2.tally.denied();
+            let v = s2.check(key, 1).unwrap();
+            i32::from(v.outcome.allowed || s2.tally.denied() != before + 1)
+        });
+        assert_eq!(wait(child), 0, "{config}: another process answered from the cache");
+        assert_eq!(s.stats().unwrap().limited, limited + 101);
+    }
+}
+
+/// A refund, a charge or a reset made by another process takes effect at
+/// once on the next check of a key answered from the over-limit cache.
+#[test]
+fn refunds_charges_and_resets_from_another_process_take_effect_at_once() {
+    let name = Name::new("cache-changes");
+    let s = open("rate=2/h", &name);
+    let check = |cost| s.check(b"k", cost).unwrap().outcome;
+    let elsewhere = |f: &dyn Fn(&ShmStore)| {
+        let child = spawn(|| {
+            f(&open("rate=2/h", &name));
+            0
+        });
+        assert_eq!(wait(child), 0);
+    };
+    assert!(check(1).allowed && check(1).allowed);
+    let denied = check(1);
+    assert!(!denied.allowed && denied.retry_after > 0);
+    for _ in 0..10 {
+        let again = check(1);
+        assert!(!again.allowed && again.retry_after <= denied.retry_after && again.remaining == 0);
+    }
+    assert_eq!((s.stats().unwrap().limited, s.tally.denied()), (11, 10), "ten from the cache");
+    assert!(check(0).allowed, "a peek is the table's");
+    elsewhere(&|s| assert!(s.adjust(b"k", -1).is_ok()));
+    assert!(check(1).allowed, "refunded");
+    assert!(!check(1).allowed);
+    let before = check(1).retry_after;
+    elsewhere(&|s| assert!(s.adjust(b"k", 1).is_ok()));
+    let after = check(1).retry_after;
+    assert!(after >= before + 1_799_000_000_000, "{before} -> {after}");
+    elsewhere(&|s| s.reset(b"k").unwrap());
+    assert!(check(1).allowed, "reset");
+    assert!(!check(2).allowed && check(1).allowed, "other costs are the table's");
+    assert_eq!(s.stats().unwrap().limited, 11 + 1 + 2 + 1);
+}
+
+/// A writer killed in the middle of an entry (its number odd, a field
+/// rewritten to admit every reading) while holding the shard's lock: the
+/// torn entry is never answered from; the next check of the key goes to
+/// the locked path, takes the dead lock over, and the repair empties the
+/// shard's entries, after which the key's denials are cached again. A torn
+/// entry without a dead writer (damage) costs the locked path, nothing more.
+#[test]
+fn a_writer_killed_mid_entry_costs_a_locked_check_never_a_wrong_answer() {
+    let name = Name::new("torn-entry");
+    let config = "rate=2/1000d,3/1000d algorithm=fixed_window capacity=1000";
+    let s = open(config, &name);
+    while s.check(b"k", 1).unwrap().outcome.allowed {}
+    let fp = s.seed.fingerprint(b"k");
+    let shard = s.layout.geometry.place(fp).shard;
+    assert!(s.denials.lookup(fp, 1, s.clock.now(), 1).is_some());
+    let table = s.check(b"k", 1).unwrap();
+    let child = spawn(|| {
+        let guard = s.lock(shard, &Budget::new()).unwrap();
+        s.denials.tear(fp);
+        std::mem::forget(guard);
+        // SAFETY: dies holding the lock, mid-write, as a SIGKILL would leave it.
+        unsafe { libc::_exit(0) }
+    });
+    assert_eq!(wait(child), 0);
+    assert!(s.denials.lookup(fp, 1, s.clock.now(), 1).is_none(), "an odd entry is a miss");
+    let counted = s.tally.denied();
+    let started = Instant::now();
+    let v = s.check(b"k", 1).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert!(!v.outcome.allowed && v.index == table.index && v.outcome.retry_after <= table.outcome.retry_after);
+    assert_eq!((recoveries(&s), s.tally.denied()), (1, counted), "decided under the lock taken over");
+    // Remembered again by that check: the next one is the cache's.
+    assert!(!s.check(b"k", 1).unwrap().outcome.allowed);
+    assert_eq!(s.tally.denied(), counted + 1);
+    // Damage alone (no writer, the lock free): every check decided under
+    // the lock, rightly, until a repair of the shard.
+    s.denials.tear(fp);
+    for _ in 0..5 {
+        let v = s.check(b"k", 1).unwrap();
+        assert!(!v.outcome.allowed && v.outcome.retry_after <= table.outcome.retry_after);
+    }
+    assert_eq!(s.tally.denied(), counted + 1);
+    assert!(s.check(b"k", 0).unwrap().outcome.allowed == s.check(b"k", 0).unwrap().outcome.allowed);
+    assert_consistent(&s, false);
+}
+
+/// A process dies holding its stripe, with a batch of a key's denials
+/// pending in it (and another key's batch handed over before): `limited`
+/// counts every denial it was answered, and `rl_top` (which takes the dead
+/// holder's stripe over) lists every one of them, exactly.
+#[test]
+fn a_process_killed_holding_a_stripe_loses_no_denial() {
+    let name = Name::new("dead-stripe");
+    let s = open("rate=1/1000d capacity=100 top=4", &name);
+    for key in [&b"k"[..], b"j"] {
+        assert!(s.check(key, 1).unwrap().outcome.allowed);
+        assert!(!s.check(key, 1).unwrap().outcome.allowed);
+    }
+    let child = spawn(|| {
+        let denied = |key: &[u8]| !s.check(key, 1).unwrap().outcome.allowed;
+        let all = (0..5).all(|_| denied(b"k")) && (0..3).all(|_| denied(b"j"));
+        let me = s.owner.word(s.generations()).unwrap();
+        // Dies holding its stripe (j's 3 still pending in it).
+        if all && s.tally.denied() == 8 && s.tally.hold_and_leave(me, me) {
+            // SAFETY: dies holding the stripe, as a SIGKILL would leave it.
+            unsafe { libc::_exit(0) }
+        }
+        1
+    });
+    assert_eq!(wait(child), 0);
+    assert_eq!(s.tally.pending(), 3, "j's batch is pending in the dead process's stripe");
+    // Denials of k go on in this process, from its own stripe.
+    assert!(!s.check(b"k", 1).unwrap().outcome.allowed);
+    assert_eq!(s.stats().unwrap().limited, 2 + 8 + 1);
+    let top = s.top(Which::Limited, 10).unwrap();
+    let counts: Vec<_> = top.iter().map(|e| (e.key[..e.key_len as usize].to_vec(), e.count, e.error)).collect();
+    assert_eq!(counts, [(b"k".to_vec(), 7, 0), (b"j".to_vec(), 4, 0)]);
+    assert_eq!(s.tally.pending(), 0);
+    // The stripe was taken over and given back: a process landing on it counts again.
+    let child = spawn(|| {
+        let me = s.owner.word(s.generations()).unwrap();
+        i32::from(!s.tally.hold_and_leave(me, me))
+    });
+    assert_eq!(wait(child), 0, "the dead process's stripe is free again");
+}
+
+/// Processes denying the same key at once, from the over-limit cache,
+/// lose no count in `limited`, nor in `rl_top`.
+#[test]
+fn processes_denying_one_key_lose_no_count() {
+    const PROCS: usize = 4;
+    const CHECKS: u64 = 20_000;
+    let name = Name::new("deny-procs");
+    let s = open("rate=1/1000d", &name);
+    assert!(s.check(b"k", 1).unwrap().outcome.allowed);
+    assert!(!s.check(b"k", 1).unwrap().outcome.allowed);
+    let pids: Vec<_> = (0..PROCS)
+        .map(|_| spawn(|| i32::from(!(0..CHECKS).all(|_| !s.check(b"k", 1).unwrap().outcome.allowed))))
+        .collect();
+    for pid in pids {
+        assert_eq!(wait(pid), 0);
+    }
+    let total = 1 + PROCS as u64 * CHECKS;
+    assert_eq!(s.stats().unwrap().limited, total);
+    assert!(s.tally.denied() > total / 2, "most were answered from the cache: {}", s.tally.denied());
+    let top = s.top(Which::Limited, 1).unwrap();
+    assert_eq!((top[0].count, top[0].error), (total, 0));
+}
+
+/// Workers deny a few keys from the cache and are SIGKILLed at random
+/// moments, again and again. Afterwards every operation completes, and
+/// `limited` holds every denial a worker was answered (plus at most the
+/// one each kill cut short), and `rl_top` lists each key with at least
+/// the denials seen.
+#[test]
+fn workers_killed_while_denying_lose_no_count() {
+    const KEYS: u64 = 6;
+    const KILLS: usize = 150;
+    let name = Name::new("deny-kills");
+    let s = open("rate=1/1000d capacity=1000 top=8", &name);
+    let key = |k: u64| format!("d-{k}").into_bytes();
+    for k in 0..KEYS {
+        assert!(s.check(&key(k), 1).unwrap().outcome.allowed);
+        assert!(!s.check(&key(k), 1).unwrap().outcome.allowed);
+    }
+    let counters = SharedCounters::new();
+    let worker = |w: usize, seed: u64| {
+        let (s, counters, key) = (&s, &counters, &key);
+        move || -> i32 {
+            let mut x = seed | 1;
+            loop {
+                // Runs of one key, so that batches build up and are handed over.
+                let k = next(&mut x) % KEYS;
+                for _ in 0..next(&mut x) % 8 {
+                    if !s.check(&key(k), 1).unwrap().outcome.allowed {
+                        counters.get(10 + k as usize).fetch_add(1, Ordering::SeqCst);
+                    }
+                    counters.get(w).fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    };
+    let mut seed = 0xDEAD_BEEF_u64;
+    let mut pids: Vec<libc::pid_t> = (0..3).map(|w| spawn(worker(w, next(&mut seed)))).collect();
+    for _ in 0..KILLS {
+        let w = (next(&mut seed) % 3) as usize;
+        let before = counters.get(w).load(Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while counters.get(w).load(Ordering::Relaxed) < before + 20 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_micros(next(&mut seed) % 500));
+        // SAFETY: our child.
+        unsafe { libc::kill(pids[w], libc::SIGKILL) };
+        assert_eq!(wait(pids[w]), 128 + libc::SIGKILL);
+        pids[w] = spawn(worker(w, next(&mut seed)));
+    }
+    for pid in pids {
+        // SAFETY: our child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        wait(pid);
+    }
+    let checker = spawn(|| {
+        s.stats().unwrap();
+        s.top(Which::Limited, 8).unwrap();
+        i32::from((0..KEYS).any(|k| s.check(&key(k), 1).unwrap().outcome.allowed))
+    });
+    assert_eq!(wait_within(checker, Duration::from_secs(30)), Some(0), "operations after the kills completed");
+    let seen: Vec<u64> = (0..KEYS).map(|k| counters.get(10 + k as usize).load(Ordering::SeqCst)).collect();
+    // The initial denial of each key, and the checker's.
+    let answered = seen.iter().sum::<u64>() + 2 * KEYS;
+    let limited = s.stats().unwrap().limited;
+    eprintln!("deny-kills: {answered} denials answered, limited {limited}, {} recoveries", recoveries(&s));
+    assert!(answered <= limited && limited <= answered + KILLS as u64, "{answered} answered, {limited} counted");
+    let top = s.top(Which::Limited, 8).unwrap();
+    assert_eq!(top.len(), KEYS as usize);
+    for e in &top {
+        let k: u64 = std::str::from_utf8(&e.key[2..e.key_len as usize]).unwrap().parse().unwrap();
+        assert!(e.count >= seen[k as usize] + 2 && e.error == 0, "d-{k}: {e:?}, {} seen", seen[k as usize]);
+    }
+    assert_consistent(&s, false);
+}
+
+/// Random bytes over the whole over-limit cache and every stripe: checks,
+/// stats and top neither crash nor hang, and no key is answered other than
+/// the table would (fresh keys pass, a key over its limit is denied).
+#[test]
+fn random_bytes_in_the_cache_and_stripes_never_mislead() {
+    let name = Name::new("cache-bytes");
+    let s = open("rate=2/1000d,3/1000d algorithm=fixed_window timeout_ms=100", &name);
+    while s.check(b"over", 1).unwrap().outcome.allowed {}
+    let mut x = 0xC0FF_EE00_u64 | 1;
+    let l = &s.layout;
+    let (from, to) = (l.denials_offset, l.region_bytes);
+    for round in 0..20 {
+        for at in (from..to).step_by(8) {
+            let word = match next(&mut x) % 4 {
+                0 => 0,
+                1 => next(&mut x) % 8,
+                _ => next(&mut x),
+            };
+            // SAFETY: an 8-byte aligned word inside the mapping; every word
+            // of these areas is an atomic, any value is one.
+            unsafe { (*s.region.base().add(at).cast::<AtomicU64>()).store(word, Ordering::Relaxed) };
+        }
+        let child = spawn(|| {
+            for i in 0..200 {
+                let fresh = format!("fresh-{round}-{i}");
+                let f = s.check(fresh.as_bytes(), 1).unwrap();
+                let o = s.check(b"over", 1).unwrap();
+                if !f.outcome.allowed || o.outcome.allowed {
+                    let text = format!("round {round} {i}: fresh {f:?} over {o:?}\n");
+                    // SAFETY: writes a buffer we own to stderr.
+                    unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
+                    return 1;
+                }
+            }
+            s.stats().unwrap();
+            s.top(Which::Limited, 10).unwrap();
+            0
+        });
+        assert_eq!(wait_within(child, Duration::from_secs(20)), Some(0), "round {round}");
+    }
+}
+
+/// A region of layout version 5 (no over-limit cache, no stripes) is
+/// refused, by an opener and by an attach, naming both versions: this
+/// library never reads its end as a cache.
+#[test]
+fn a_version_5_region_is_refused() {
+    let name = Name::new("version-5");
+    let s = open("rate=5/s", &name);
+    // SAFETY: a header atomic.
+    unsafe { (*s.header()).version.store(5, Ordering::Relaxed) };
+    let c = Config::parse(&format!("rate=5/s backend=shm name={}", name.0)).unwrap();
+    for result in [ShmStore::open(&c).map(drop), ShmStore::attach(&attach_config(&name)).map(drop)] {
+        match result {
+            Err(Error::Incompatible(m)) => {
+                assert!(m.contains("has layout version 5, this library uses version 6"), "{m}")
+            }
+            r => panic!("{r:?}"),
+        }
     }
 }
