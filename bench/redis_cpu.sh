@@ -10,7 +10,14 @@
 # Run under scripts/with_redis.sh. Env: CPU_N (requests per run, 10000),
 # CPU_REPS (repetitions, 7), CPU_METRIC (see run below), CPU_CALLS (how each script is called, one
 # column each: "evalsha" (default), "fcall" (the script as a Redis Function
-# library, as script.rs builds it: Redis >= 7) or "evalsha fcall").
+# library, as script.rs builds it: Redis >= 7) or "evalsha fcall"),
+# CPU_FOREIGN (another library's script, not check.lua's arguments: one more
+# column per way of calling it, measured on the same server in the same run)
+# with CPU_FOREIGN_ARGS (its arguments after the sha, one case a line:
+# "CASE: NUMKEYS KEY... ARG...", @KEY standing for a key of the case's own;
+# cases it has no line for are left empty, "—") and CPU_FOREIGN_CALLS (how
+# it is called, as CPU_CALLS; default CPU_CALLS), e.g.
+#   CPU_FOREIGN=/tmp/redis_rate_allow.lua CPU_FOREIGN_CALLS=evalsha CPU_FOREIGN_ARGS=$'tb1-ok: 1 @KEY 1000000 1000000 1 1'
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${RL_TEST_REDIS_URL:?run me under scripts/with_redis.sh}"
@@ -71,12 +78,24 @@ if [[ ${CPU_METRIC:-} == ir ]]; then
   cases[sw1-deny]="1 $(k s2) c 1 '' s 10 1000000"
   cases[fw1-deny]="1 $(k f2) c 1 '' f 10 1000000"
 fi
+# The foreign script's cases, by name (same keys scheme: {rl:...}).
+declare -A fcases=()
+if [[ -n ${CPU_FOREIGN:-} ]]; then
+  while IFS= read -r line; do
+    [[ $line =~ ^[[:space:]]*([a-z0-9-]+):[[:space:]]*(.*)$ ]] || continue
+    fcases[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]//@KEY/$(k "x${BASH_REMATCH[1]}")}
+  done <<<"${CPU_FOREIGN_ARGS:-}"
+  ((${#fcases[@]})) || { echo "CPU_FOREIGN_ARGS has no \"CASE: ARGS\" line" >&2; exit 1; }
+fi
 order=(tb1-ok tb1-deny tb2-ok tb2-deny sw1-ok sw1-deny fw1-ok fw1-deny)
 # One column per script and way of calling it: the command and its first
 # argument (sha or function name).
-cols=() heads=() j=0
-for src in "$@"; do
-  for call in "${CALLS[@]}"; do
+cols=() heads=() foreign=() j=0
+for src in "$@" ${CPU_FOREIGN:+"$CPU_FOREIGN"}; do
+  calls=("${CALLS[@]}")
+  [[ -n ${CPU_FOREIGN:-} && $src == "$CPU_FOREIGN" ]] && calls=(${CPU_FOREIGN_CALLS:-${CALLS[*]}})
+  for call in "${calls[@]}"; do
+    foreign+=("$([[ -n ${CPU_FOREIGN:-} && $src == "$CPU_FOREIGN" ]] && echo 1 || echo 0)")
     if [[ $call == fcall ]]; then
       "${CLI[@]}" function load "$(library "$src" "f$j")" >/dev/null
       cols+=("FCALL f$j")
@@ -87,10 +106,17 @@ for src in "$@"; do
     j=$((j + 1))
   done
 done
+# The arguments column J sends in case C (empty: it has no such case).
+args_of() {
+  local a
+  if ((${foreign[$2]})); then a=${fcases[$1]:-}; else a=${cases[$1]}; fi
+  echo "${a//\{rl:/\{rl$2:}"
+}
 # Each column must answer each case (not an error, which would be cheap).
 for c in "${order[@]}"; do
   for ((j = 0; j < ${#cols[@]}; j++)); do
-    col=${cols[$j]} args=${cases[$c]//\{rl:/\{rl$j:}
+    col=${cols[$j]} args=$(args_of "$c" "$j")
+    [[ -n $args ]] || continue
     reply=$(eval "${CLI[*]} $col ${args//__rand_int__/000000000000}" 2>&1)
     if [[ $reply == *ERR* || $reply == *rror* ]]; then echo "$col $c: $reply" >&2; exit 1; fi
   done
@@ -139,7 +165,8 @@ for ((r = 0; r < REPS; r++)); do
   for c in "${order[@]}"; do
     for ((j = 0; j < ${#cols[@]}; j++)); do
       # Each column its own keys: the scripts may keep states of other shapes.
-      res[$c,$j]+=" $(run ${cols[$j]} "${cases[$c]//\{rl:/\{rl$j:}")"
+      args=$(args_of "$c" "$j")
+      [[ -n $args ]] && res[$c,$j]+=" $(run ${cols[$j]} "$args")"
     done
   done
 done
@@ -147,6 +174,8 @@ printf '| case |'; for h in "${heads[@]}"; do printf ' %s |' "$h"; done; echo
 printf '| --- |'; for h in "${heads[@]}"; do printf ' ---: |'; done; echo
 for c in floor "${order[@]}"; do
   if [[ $c == floor ]]; then printf '| return 1 (floor) |'; else printf '| %s |' "$c"; fi
-  for ((j = 0; j < ${#cols[@]}; j++)); do printf ' %s |' "$(minof <<<"${res[$c,$j]# }")"; done
+  for ((j = 0; j < ${#cols[@]}; j++)); do
+    if [[ -n ${res[$c,$j]:-} ]]; then printf ' %s |' "$(minof <<<"${res[$c,$j]# }")"; else printf ' — |'; fi
+  done
   echo
 done
