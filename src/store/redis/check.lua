@@ -104,7 +104,7 @@ local MAX_AHEAD = 1125899906842624 -- 2^50
 local MAX_COUNT = 1125899906842624 -- 2^50
 
 -- Cost (Redis CPU per call, bench/redis_cpu.sh): no tables, closures or
--- iterators made per rate; a state is read with one tonumber/match and
+-- iterators made per rate; a state is read with one `+ 0` (or match) and
 -- written with one string.format('%d ...') (Lua 5.1 formats %d through a C
 -- long: exact for every integer below 2^53).
 
@@ -255,10 +255,10 @@ end
 local function load(key, code)
   local stored = redis.call('GET', key)
   if not stored then return 0, 0, 0 end
-  if code == 't' then return tonumber(stored), 0, 0 end
+  if code == 't' then return stored + 0, 0, 0 end
   local a, b, c = match(stored, '^(%d+) (%d+) ?(%d*)')
-  if code == 'f' then return tonumber(a), tonumber(b), 0 end
-  return tonumber(a), tonumber(b), tonumber(c) or 0
+  if code == 'f' then return a + 0, b + 0, 0 end
+  return a + 0, b + 0, tonumber(c) or 0
 end
 
 -- One rate's check of `cost`: decide (code: "t", "f" or "s").
@@ -274,17 +274,19 @@ if tonumber == nil then
   fmod, floor, tonumber, format, match = math.fmod, math.floor, _G.tonumber, string.format, string.match
 end
 local op = ARGV[1]
--- (tonumber is C's strtod, ~1,500 instructions a number: the common cost
--- of 1 is compared, and each rate reads only the two numbers its
--- algorithm uses)
+-- (A string becomes a number by arithmetic, `s + 0`, not by tonumber: both
+-- are C's strtod, the same number, but Lua 5.1's tonumber runs it twice
+-- (lua_isnumber, then lua_tonumber), ~900 instructions each. The common
+-- cost of 1 is compared, and each rate reads only the two numbers its
+-- algorithm uses.)
 local amount = ARGV[2]
-if amount == '1' then amount = 1 else amount = tonumber(amount) end
+if amount == '1' then amount = 1 else amount = amount + 0 end
 overridden = ARGV[3] ~= ''
 if overridden then
-  now = tonumber(ARGV[3])
+  now = ARGV[3] + 0
 else
   local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  now = t[1] * 1000000 + t[2]
 end
 
 local nkeys = #KEYS
@@ -296,13 +298,13 @@ if nkeys == 1 and op == 'c' then
   local allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3
   if code == 't' then
     allowed, lim, remaining, reset, retry, fresh_at, n1 =
-      gcra(tonumber(ARGV[5]), tonumber(ARGV[6]), s1, now, amount)
+      gcra(ARGV[5] + 0, ARGV[6] + 0, s1, now, amount)
   elseif code == 'f' then
     allowed, lim, remaining, reset, retry, fresh_at, n1, n2 =
-      fixed(tonumber(ARGV[5]), tonumber(ARGV[6]), s1, s2, now, amount)
+      fixed(ARGV[5] + 0, ARGV[6] + 0, s1, s2, now, amount)
   else
     allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3 =
-      sliding(tonumber(ARGV[5]), tonumber(ARGV[6]), s1, s2, s3, now, amount)
+      sliding(ARGV[5] + 0, ARGV[6] + 0, s1, s2, s3, now, amount)
   end
   local flag = 0
   if allowed then
@@ -407,9 +409,9 @@ for i = 1, nkeys do
   local code = ARGV[a]
   local limit, period, burst, interval = 0, 0, 0, 0
   if code == 't' then
-    burst, interval = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    burst, interval = ARGV[a + 1] + 0, ARGV[a + 2] + 0
   else
-    limit, period = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    limit, period = ARGV[a + 1] + 0, ARGV[a + 2] + 0
   end
   local s1, s2, s3 = load(KEYS[i], code)
   if op == 'a' then
