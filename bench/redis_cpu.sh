@@ -8,13 +8,15 @@
 # some allowed). The floor is `return 1`, called the same way, on the same server.
 # Prints a markdown table of the minimum over the repetitions.
 # Run under scripts/with_redis.sh. Env: CPU_N (requests per run, 10000),
-# CPU_REPS (repetitions, 7), CPU_METRIC (see run below), CPU_CALLS (how each script is called, one
+# CPU_REPS (repetitions, 7), CPU_METRIC (see run below), CPU_CASES (the cases
+# to run, by name, default all), CPU_CALLS (how each script is called, one
 # column each: "evalsha" (default), "fcall" (the script as a Redis Function
 # library, as script.rs builds it: Redis >= 7) or "evalsha fcall"),
 # CPU_FOREIGN (another library's script, not check.lua's arguments: one more
 # column per way of calling it, measured on the same server in the same run)
 # with CPU_FOREIGN_ARGS (its arguments after the sha, one case a line:
-# "CASE: NUMKEYS KEY... ARG...", @KEY standing for a key of the case's own;
+# "CASE: NUMKEYS KEY... ARG...", @KEY standing for a key of the case's own
+# (@KEY2 for a second: the suffix stays);
 # cases it has no line for are left empty, "—") and CPU_FOREIGN_CALLS (how
 # it is called, as CPU_CALLS; default CPU_CALLS), e.g.
 #   CPU_FOREIGN=/tmp/redis_rate_allow.lua CPU_FOREIGN_CALLS=evalsha CPU_FOREIGN_ARGS=$'tb1-ok: 1 @KEY 1000000 1000000 1 1'
@@ -61,22 +63,22 @@ library() {
 k() { echo "{rl:__rand_int__}:$1"; }
 # The arguments after the sha of each case.
 declare -A cases=(
-  [tb1-ok]="1 $(k t1) c 1 '' t 1000000 1"
-  [tb1-deny]="1 $(k t2) c 1 '' t 10 1000"
-  [tb2-ok]="2 $(k t3) $(k t4) c 1 '' t 1000000 1 t 100000000 1"
-  [tb2-deny]="2 $(k t5) $(k t6) c 1 '' t 10 1000 t 50000 1200"
-  [sw1-ok]="1 $(k s1) c 1 '' s 100000000 60000000"
-  [sw1-deny]="1 $(k s2) c 1 '' s 1000 1000000"
-  [fw1-ok]="1 $(k f1) c 1 '' f 100000000 60000000"
-  [fw1-deny]="1 $(k f2) c 1 '' f 1000 1000000"
+  [tb1-ok]="1 $(k t1) 1 t 1000000 1"
+  [tb1-deny]="1 $(k t2) 1 t 10 1000"
+  [tb2-ok]="2 $(k t3) $(k t4) 1 t 1000000 1 t 100000000 1"
+  [tb2-deny]="2 $(k t5) $(k t6) 1 t 10 1000 t 50000 1200"
+  [sw1-ok]="1 $(k s1) 1 s 100000000 60000000"
+  [sw1-deny]="1 $(k s2) 1 s 1000 1000000"
+  [fw1-ok]="1 $(k f1) 1 f 100000000 60000000"
+  [fw1-deny]="1 $(k f2) 1 f 1000 1000000"
 )
 if [[ ${CPU_METRIC:-} == ir ]]; then
   # A callgrind'ed server answers ~3,000 requests/s: the deny cases' rates
   # at 10/s per key, so that they deny there too.
-  cases[tb1-deny]="1 $(k t2) c 1 '' t 10 100000"
-  cases[tb2-deny]="2 $(k t5) $(k t6) c 1 '' t 10 100000 t 50000 1200"
-  cases[sw1-deny]="1 $(k s2) c 1 '' s 10 1000000"
-  cases[fw1-deny]="1 $(k f2) c 1 '' f 10 1000000"
+  cases[tb1-deny]="1 $(k t2) 1 t 10 100000"
+  cases[tb2-deny]="2 $(k t5) $(k t6) 1 t 10 100000 t 50000 1200"
+  cases[sw1-deny]="1 $(k s2) 1 s 10 1000000"
+  cases[fw1-deny]="1 $(k f2) 1 f 10 1000000"
 fi
 # The foreign script's cases, by name (same keys scheme: {rl:...}).
 declare -A fcases=()
@@ -87,7 +89,7 @@ if [[ -n ${CPU_FOREIGN:-} ]]; then
   done <<<"${CPU_FOREIGN_ARGS:-}"
   ((${#fcases[@]})) || { echo "CPU_FOREIGN_ARGS has no \"CASE: ARGS\" line" >&2; exit 1; }
 fi
-order=(tb1-ok tb1-deny tb2-ok tb2-deny sw1-ok sw1-deny fw1-ok fw1-deny)
+order=(${CPU_CASES:-tb1-ok tb1-deny tb2-ok tb2-deny sw1-ok sw1-deny fw1-ok fw1-deny})
 # One column per script and way of calling it: the command and its first
 # argument (sha or function name).
 cols=() heads=() foreign=() j=0

@@ -7,24 +7,37 @@
 -- KEYS[i]  the state of rate i: a string of decimal words
 --          (token bucket "tat"; fixed window "start count";
 --           sliding window "start current previous"). Missing = fresh.
--- ARGV[1]  the operation:
---          "c"  check: all or nothing (algorithm::check_all)
---          "a"  adjust: settle a cost after the fact on every rate
---               (algorithm::adjust_all)
--- ARGV[2]  check: the cost (units; 0 is a peek and never writes)
---          adjust: the delta, a signed integer with |delta| <= 2^50 (the
---          caller clamps it: script.rs); > 0 charges, never denied, may go
---          into debt; < 0 refunds, never past a fresh key; 0 peeks
--- ARGV[3]  "" to use the server's TIME, or a time in µs (tests only: with an
---          override every written key lives at least a minute, so that a
---          test's virtual clock never races real expiry)
--- ARGV[4 + 3*(i-1) ...]  rate i: its algorithm and the two numbers it
+-- ARGV[1]  the operation and its amount:
+--          "N"   check of cost N (units; 0 is a peek and never writes): all
+--                or nothing (algorithm::check_all)
+--          "aD"  adjust by D: settle a cost after the fact on every rate
+--                (algorithm::adjust_all); D is a signed integer with
+--                |D| <= 2^50 (the caller clamps it: script.rs); > 0 charges,
+--                never denied, may go into debt; < 0 refunds, never past a
+--                fresh key; 0 peeks
+-- ARGV[2 + 3*(i-1) ...]  rate i: its algorithm and the two numbers it
 --          reads: "t", burst, interval (µs per unit = ceil(period / limit));
---          "f" or "s", limit, period (µs). (Each argument costs the server
---          about as much as the arithmetic of a check: none is sent unread.)
+--          "f" or "s", limit, period (µs)
+-- ARGV[2 + 3*#KEYS]  absent: the server's TIME; or a time in µs (tests
+--          only: with an override every written key lives at least a
+--          minute, so that a test's virtual clock never races real expiry)
+-- (Each argument costs the server ~1,200 instructions, as much as a good
+-- part of a check's arithmetic: none is sent unread, the operation and its
+-- amount share one, and the time override is left out when unused.)
 --
--- Reply (both operations): { rate_index (0-based), allowed (1/0), limit,
---          remaining, reset_us, retry_after_us (-1 = never) }
+-- Reply of an allowed check, when it fits: one integer
+--          (remaining * (R + 1) + reset_us) * #KEYS + rate_index
+--          (rate_index 0-based), where R is the longest reset an allowed
+--          check of that rate can have: token bucket burst * interval,
+--          fixed window period, sliding window 2 * period. Its limit is the
+--          rate's own (burst, or limit), retry_after 0. It fits when
+--          reset_us <= R and the whole is below 2^53 (so exact); for most
+--          rates it always does ((limit + 1) * (R + 1) * #KEYS <= 2^53).
+--          (Redis converts a table reply for ~7,000 instructions, an
+--          integer for ~200: bench/redis_cpu.sh.)
+-- Any other reply (denials, adjusts, allowed checks that do not fit):
+--          { rate_index (0-based), allowed (1/0), limit, remaining,
+--          reset_us, retry_after_us (-1 = never) }
 -- For an adjust it describes the key afterwards: allowed = whether a check
 -- of cost 1 would pass now, retry_after = until it does (0 when allowed),
 -- limit/remaining/reset = a peek's; the deciding rate is chosen as a check
@@ -54,9 +67,10 @@
 
 -- The standard functions used, as locals (cheaper than globals): set at the
 -- top of each call (see above).
-local fmod, floor, tonumber, format, match
+local fmod, floor, tonumber, format, match, byte, sub
 local TWO26 = 67108864
 local TWO52 = 4503599627370496
+local TWO53 = 9007199254740992
 local NEVER = 1 / 0
 
 -- a / b, rounded down, for integers 0 <= a < 2^53, 0 < b.
@@ -268,51 +282,70 @@ local function decide(code, limit, period, burst, interval, s1, s2, s3, cost)
   return sliding(limit, period, s1, s2, s3, now, cost)
 end
 
+-- The reply of an allowed check as one integer (see the header), or nil
+-- where it does not fit: rate i (1-based) of n, whose longest reset is r.
+local function packed(i, n, remaining, reset, r)
+  if reset > r then return nil end
+  local v = (remaining * (r + 1) + reset) * n + (i - 1)
+  -- Every partial result is at most v: all exact when v < 2^53, and v
+  -- rounds to at least 2^53 when it is not.
+  if v < TWO53 then return v end
+  return nil
+end
+
 -- each call --
 -- (Unset on every EVAL, and on the first call of a Function library.)
 if tonumber == nil then
-  fmod, floor, tonumber, format, match = math.fmod, math.floor, _G.tonumber, string.format, string.match
+  fmod, floor, tonumber, format, match, byte, sub =
+    math.fmod, math.floor, _G.tonumber, string.format, string.match, string.byte, string.sub
 end
-local op = ARGV[1]
+local nkeys = #KEYS
 -- (A string becomes a number by arithmetic, `s + 0`, not by tonumber: both
 -- are C's strtod, the same number, but Lua 5.1's tonumber runs it twice
 -- (lua_isnumber, then lua_tonumber), ~900 instructions each. The common
 -- cost of 1 is compared, and each rate reads only the two numbers its
 -- algorithm uses.)
-local amount = ARGV[2]
-if amount == '1' then amount = 1 else amount = amount + 0 end
-overridden = ARGV[3] ~= ''
+local op, amount = 'c', ARGV[1]
+if amount == '1' then
+  amount = 1
+elseif byte(amount) == 97 then -- "a": an adjust
+  op, amount = 'a', sub(amount, 2) + 0
+else
+  amount = amount + 0
+end
+local at = ARGV[2 + 3 * nkeys]
+overridden = at ~= nil
 if overridden then
-  now = ARGV[3] + 0
+  now = at + 0
 else
   local t = redis.call('TIME')
   now = t[1] * 1000000 + t[2]
 end
 
-local nkeys = #KEYS
-
 -- The common case, one rate checked: decide, write if allowed, reply.
 if nkeys == 1 and op == 'c' then
-  local code = ARGV[4]
+  local code = ARGV[2]
   local s1, s2, s3 = load(KEYS[1], code)
-  local allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3
+  local x, y = ARGV[3] + 0, ARGV[4] + 0
+  local allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3, r
   if code == 't' then
-    allowed, lim, remaining, reset, retry, fresh_at, n1 =
-      gcra(ARGV[5] + 0, ARGV[6] + 0, s1, now, amount)
+    allowed, lim, remaining, reset, retry, fresh_at, n1 = gcra(x, y, s1, now, amount)
+    r = x * y
   elseif code == 'f' then
-    allowed, lim, remaining, reset, retry, fresh_at, n1, n2 =
-      fixed(ARGV[5] + 0, ARGV[6] + 0, s1, s2, now, amount)
+    allowed, lim, remaining, reset, retry, fresh_at, n1, n2 = fixed(x, y, s1, s2, now, amount)
+    r = y
   else
-    allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3 =
-      sliding(ARGV[5] + 0, ARGV[6] + 0, s1, s2, s3, now, amount)
+    allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3 = sliding(x, y, s1, s2, s3, now, amount)
+    r = 2 * y
   end
-  local flag = 0
   if allowed then
-    flag = 1
     if amount > 0 then store(KEYS[1], code, fresh_at, n1, n2, n3) end
+    local v = packed(1, 1, remaining, reset, r)
+    if v then return v end
+    return { 0, 1, lim, remaining, reset, 0 }
   end
   if retry == NEVER then retry = -1 end
-  return { 0, flag, lim, remaining, reset, retry }
+  return { 0, 0, lim, remaining, reset, retry }
 end
 
 -- Below: several rates, or an adjust (the functions only they use are made
@@ -383,8 +416,8 @@ local function adjust_sliding(period, s1, s2, s3, now, delta)
   return fresh, start, n, prev
 end
 
-local best, best_allowed, best_limit, best_remaining, best_reset, best_retry
-local function consider(i, allowed, lim, remaining, reset, retry)
+local best, best_allowed, best_limit, best_remaining, best_reset, best_retry, best_r
+local function consider(i, allowed, lim, remaining, reset, retry, r)
   local better
   if best == nil then
     better = true
@@ -396,8 +429,8 @@ local function consider(i, allowed, lim, remaining, reset, retry)
     better = retry > best_retry
   end
   if better then
-    best, best_allowed, best_limit, best_remaining, best_reset, best_retry =
-      i, allowed, lim, remaining, reset, retry
+    best, best_allowed, best_limit, best_remaining, best_reset, best_retry, best_r =
+      i, allowed, lim, remaining, reset, retry, r
   end
 end
 
@@ -405,13 +438,16 @@ local all_allowed = true
 -- Pending writes of a check, 5 slots per rate: code, fresh_at, words.
 local writes = {}
 for i = 1, nkeys do
-  local a = 4 + 3 * (i - 1)
+  local a = 2 + 3 * (i - 1)
   local code = ARGV[a]
-  local limit, period, burst, interval = 0, 0, 0, 0
+  local limit, period, burst, interval, r = 0, 0, 0, 0, 0
   if code == 't' then
     burst, interval = ARGV[a + 1] + 0, ARGV[a + 2] + 0
+    r = burst * interval
   else
     limit, period = ARGV[a + 1] + 0, ARGV[a + 2] + 0
+    r = period
+    if code == 's' then r = 2 * period end
   end
   local s1, s2, s3 = load(KEYS[i], code)
   if op == 'a' then
@@ -431,11 +467,11 @@ for i = 1, nkeys do
     end
     local _, lim, remaining, reset = decide(code, limit, period, burst, interval, s1, s2, s3, 0)
     local allowed, _, _, _, retry = decide(code, limit, period, burst, interval, s1, s2, s3, 1)
-    consider(i, allowed, lim, remaining, reset, retry)
+    consider(i, allowed, lim, remaining, reset, retry, r)
   else
     local allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3 =
       decide(code, limit, period, burst, interval, s1, s2, s3, amount)
-    consider(i, allowed, lim, remaining, reset, retry)
+    consider(i, allowed, lim, remaining, reset, retry, r)
     all_allowed = all_allowed and allowed
     local w = 5 * (i - 1)
     writes[w + 1], writes[w + 2], writes[w + 3], writes[w + 4], writes[w + 5] =
@@ -450,6 +486,10 @@ if op ~= 'a' and all_allowed and amount > 0 then
   end
 end
 
+if op ~= 'a' and best_allowed then
+  local v = packed(best, nkeys, best_remaining, best_reset, best_r)
+  if v then return v end
+end
 if best_retry == NEVER then best_retry = -1 end
 local allowed_flag = 0
 if best_allowed then allowed_flag = 1 end
