@@ -28,7 +28,7 @@ CLI=(redis-cli -p "$PORT")
 BENCH=(redis-benchmark -p "$PORT")
 N=${CPU_N:-10000}
 REPS=${CPU_REPS:-7}
-if [[ ${CPU_METRIC:-} == ir ]]; then
+if [[ ${CPU_METRIC:-} == ir || ${CPU_METRIC:-} == ircall ]]; then
   # Instructions instead of time: a server of our own under valgrind's
   # callgrind (on a unix socket), whose counts the load on the machine does
   # not change: one repetition of fewer requests is enough.
@@ -72,7 +72,7 @@ declare -A cases=(
   [fw1-ok]="1 $(k f1) 1 f 100000000 60000000"
   [fw1-deny]="1 $(k f2) 1 f 1000 1000000"
 )
-if [[ ${CPU_METRIC:-} == ir ]]; then
+if [[ ${CPU_METRIC:-} == ir* ]]; then
   # A callgrind'ed server answers ~3,000 requests/s: the deny cases' rates
   # at 10/s per key, so that they deny there too.
   cases[tb1-deny]="1 $(k t2) 1 t 10 100000"
@@ -126,6 +126,9 @@ done
 # usec_per_call of one redis-benchmark run: ARGS...
 # With CPU_METRIC=ir: thousands of instructions the server ran per request
 # (callgrind's count, user space only: parsing, the script, the reply).
+# With CPU_METRIC=ircall: those of the command alone (Redis's call(), with
+# the commands the script runs inside it): what usec_per_call times, in
+# instructions (needs callgrind_annotate).
 # With CPU_METRIC=thread: the server main thread's CPU time per request
 # (/proc/PID/task/PID/schedstat, ns), which time other processes take from
 # it does not inflate (usec_per_call is wall time); includes the network.
@@ -135,12 +138,18 @@ run() {
   local t0 t1
   local cmd=${1,,}
   "${CLI[@]}" config resetstat >/dev/null
-  if [[ ${CPU_METRIC:-} == ir ]]; then
+  if [[ ${CPU_METRIC:-} == ir* ]]; then
     callgrind_control -z "$IRPID" >/dev/null 2>&1
     eval "${BENCH[*]} -c 8 -n $N -r 4 -q $*" >/dev/null 2>&1
     rm -f "$IRDIR"/out.*
     callgrind_control -d "$IRPID" >/dev/null 2>&1
-    awk -v n="$N" '/^totals:/ { printf "%.2f\n", $2 / n / 1000 }' "$IRDIR"/out.*
+    if [[ $CPU_METRIC == ircall ]]; then
+      # The outermost call() (a script's inner commands are call'2).
+      callgrind_annotate --inclusive=yes --threshold=100 "$IRDIR"/out.* 2>/dev/null |
+        awk -v n="$N" '!done && $3 ~ /:call$/ { gsub(/,/, "", $1); printf "%.2f\n", $1 / n / 1000; done = 1 }'
+    else
+      awk -v n="$N" '/^totals:/ { printf "%.2f\n", $2 / n / 1000 }' "$IRDIR"/out.*
+    fi
     return
   fi
   t0=$(cpu_ns)

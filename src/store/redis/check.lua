@@ -368,13 +368,16 @@ if nkeys == 1 and op == 'c' then
   return { 0, 0, lim, remaining, reset, retry }
 end
 
--- Below: several rates, or an adjust (the functions only they use are made
--- here, after the one-rate check returned: each `local function` is a new
--- closure on every call).
+-- Below: several rates, or an adjust. The functions only an adjust uses
+-- are made here, and only for an adjust: each function made below the
+-- line is a new closure on every call. (Above it they would be made once
+-- by FCALL, but on every call by EVALSHA, checks included.)
+local moved, adjust_gcra, adjust_fixed, adjust_sliding
+if op == 'a' then
 
 -- A count moved by delta: a charge up to MAX_COUNT (never below where it
 -- was), a refund down to none.
-local function moved(count, delta)
+moved = function(count, delta)
   if delta >= 0 then
     if delta >= MAX_COUNT - count then
       if count > MAX_COUNT then return count end
@@ -389,7 +392,7 @@ end
 -- Adjusts (gcra.rs, fixed_window.rs, sliding_window.rs `adjust`): the time
 -- from which the new state is a fresh key's (nil: the state is unchanged)
 -- and the new state's words.
-local function adjust_gcra(interval, tat, now, delta)
+adjust_gcra = function(interval, tat, now, delta)
   if delta >= 0 then
     local base = tat
     if base < now then base = now end
@@ -405,7 +408,7 @@ local function adjust_gcra(interval, tat, now, delta)
   return tat - ticks, tat - ticks
 end
 
-local function adjust_fixed(period, s1, s2, now, delta)
+adjust_fixed = function(period, s1, s2, now, delta)
   if s1 > now then now = s1 end
   local start = now - fmod(now, period)
   local used = 0
@@ -416,7 +419,7 @@ local function adjust_fixed(period, s1, s2, now, delta)
   return start + period, start, n
 end
 
-local function adjust_sliding(period, s1, s2, s3, now, delta)
+adjust_sliding = function(period, s1, s2, s3, now, delta)
   if s1 > now then now = s1 end
   local start = now - fmod(now, period)
   local cur, prev = 0, 0
@@ -436,24 +439,10 @@ local function adjust_sliding(period, s1, s2, s3, now, delta)
   return fresh, start, n, prev
 end
 
-local best, best_allowed, best_limit, best_remaining, best_reset, best_retry, best_r
-local function consider(i, allowed, lim, remaining, reset, retry, r)
-  local better
-  if best == nil then
-    better = true
-  elseif allowed ~= best_allowed then
-    better = not allowed
-  elseif allowed then
-    better = remaining < best_remaining
-  else
-    better = retry > best_retry
-  end
-  if better then
-    best, best_allowed, best_limit, best_remaining, best_reset, best_retry, best_r =
-      i, allowed, lim, remaining, reset, retry, r
-  end
-end
+end -- of the adjust's functions
 
+-- The deciding rate so far, as algorithm::check_all chooses it.
+local best, best_allowed, best_limit, best_remaining, best_reset, best_retry, best_r
 local all_allowed = true
 -- Pending writes of a check, 7 slots per rate: code, fresh_at, the new
 -- words, the two old words store reads. Made with room for two rates: a
@@ -473,6 +462,7 @@ for i = 1, nkeys do
     if code == 's' then r = 2 * period end
   end
   local s1, s2, s3 = load(KEYS[i], code)
+  local allowed, lim, remaining, reset, retry
   if op == 'a' then
     if amount ~= 0 then
       local fresh_at, n1, n2, n3
@@ -488,17 +478,34 @@ for i = 1, nkeys do
         s1, s2, s3 = n1, n2 or 0, n3 or 0
       end
     end
-    local _, lim, remaining, reset = decide(code, limit, period, burst, interval, s1, s2, s3, 0)
-    local allowed, _, _, _, retry = decide(code, limit, period, burst, interval, s1, s2, s3, 1)
-    consider(i, allowed, lim, remaining, reset, retry, r)
+    local _
+    _, lim, remaining, reset = decide(code, limit, period, burst, interval, s1, s2, s3, 0)
+    allowed, _, _, _, retry = decide(code, limit, period, burst, interval, s1, s2, s3, 1)
   else
-    local allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3 =
+    local fresh_at, n1, n2, n3
+    allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3 =
       decide(code, limit, period, burst, interval, s1, s2, s3, amount)
-    consider(i, allowed, lim, remaining, reset, retry, r)
     all_allowed = all_allowed and allowed
     local w = 7 * (i - 1)
     writes[w + 1], writes[w + 2], writes[w + 3], writes[w + 4], writes[w + 5], writes[w + 6], writes[w + 7] =
       code, fresh_at, n1, n2, n3, s1, s2
+  end
+  -- A denial decides before any allowance; among allowances the least
+  -- remaining, among denials the longest retry; ties go to the first.
+  -- (Inline: a function made below the line would be a closure a call.)
+  local better
+  if best == nil then
+    better = true
+  elseif allowed ~= best_allowed then
+    better = not allowed
+  elseif allowed then
+    better = remaining < best_remaining
+  else
+    better = retry > best_retry
+  end
+  if better then
+    best, best_allowed, best_limit, best_remaining, best_reset, best_retry, best_r =
+      i, allowed, lim, remaining, reset, retry, r
   end
 end
 
