@@ -5,7 +5,8 @@
 -- holds the decisions both must give.
 --
 -- KEYS[i]  the state of rate i: a string of decimal words
---          (token bucket "tat"; fixed window "start count";
+--          (token bucket "tat", or "+tat" when its expiry is on a grid:
+--           store; fixed window "start count";
 --           sliding window "start current previous"). Missing = fresh.
 -- ARGV[1]  the operation and its amount:
 --          "N"   check of cost N (units; 0 is a peek and never writes): all
@@ -245,14 +246,36 @@ end
 local KEEPTTL = (redis.REDIS_VERSION_NUM or 0) >= 0x060000
 
 -- Writes a state (its words) with the TTL until it is a fresh key's again;
--- s1, s2 are the words it replaces (0 for a missing key).
+-- s1, s2 are the words it replaces (0 for a missing key), r the rate's
+-- longest reset (a token bucket's: the whole bucket, burst * interval).
 -- A state already fresh (a refund all the way back) is deleted: dropping it
 -- changes no decision. (Not under a test's time override, whose clock may go
 -- back to before the state was fresh: there it is kept, as the Rust side
 -- keeps it.)
-local function store(key, code, fresh_at, n1, n2, n3, s1, s2)
+local function store(key, code, fresh_at, n1, n2, n3, s1, s2, r)
   if fresh_at <= now and not overridden then
     redis.call('DEL', key)
+    return
+  end
+  -- A token bucket's tat moves on every allowed check, so its expiry
+  -- would be rewritten every time. Instead the key expires at the first
+  -- line after its tat on a grid of g = min(bucket, 1 s) of server time,
+  -- and the state is written "+tat" to say so ("+" is read as every
+  -- version of this script reads a number: the same tat). A new tat on
+  -- the same line as a "+" state's keeps the key's expiry (KEEPTTL,
+  -- ~6,800 instructions fewer); any other (a tat crossing the line, or a
+  -- state without the "+", whose expiry is only known to be at or after
+  -- its own tat) gets a PX to its line. A key lives at most g longer than
+  -- its state needs.
+  if code == 't' and KEEPTTL and not overridden then
+    local g = r
+    if g > 1000000 then g = 1000000 end
+    local line = n1 - fmod(n1, g) + g
+    if s2 == 1 and s1 - fmod(s1, g) + g == line then
+      redis.call('SET', key, format('+%d', n1), 'KEEPTTL')
+    else
+      redis.call('SET', key, format('+%d', n1), 'PX', format('%d', idiv(line - now + 999, 1000)))
+    end
     return
   end
   -- A window's count written again in the window it was written in (same
@@ -285,11 +308,15 @@ local function store(key, code, fresh_at, n1, n2, n3, s1, s2)
   redis.call('SET', key, text, 'PX', format('%d', ttl))
 end
 
--- The state of rate i's key: its words (0 when missing).
+-- The state of rate i's key: its words (0 when missing); a token bucket's
+-- second word is 1 for a "+tat" (store: its expiry is on the grid).
 local function load(key, code)
   local stored = redis.call('GET', key)
   if not stored then return 0, 0, 0 end
-  if code == 't' then return stored + 0, 0, 0 end
+  if code == 't' then
+    if byte(stored) == 43 then return stored + 0, 1, 0 end -- "+"
+    return stored + 0, 0, 0
+  end
   local a, b, c = match(stored, '^(%d+) (%d+) ?(%d*)')
   if code == 'f' then return a + 0, b + 0, 0 end
   return a + 0, b + 0, tonumber(c) or 0
@@ -359,7 +386,7 @@ if nkeys == 1 and op == 'c' then
     r = 2 * y
   end
   if allowed then
-    if amount > 0 then store(KEYS[1], code, fresh_at, n1, n2, n3, s1, s2) end
+    if amount > 0 then store(KEYS[1], code, fresh_at, n1, n2, n3, s1, s2, r) end
     local v = packed(1, 1, remaining, reset, r)
     if v then return v end
     return { 0, 1, lim, remaining, reset, 0 }
@@ -444,11 +471,11 @@ end -- of the adjust's functions
 -- The deciding rate so far, as algorithm::check_all chooses it.
 local best, best_allowed, best_limit, best_remaining, best_reset, best_retry, best_r
 local all_allowed = true
--- Pending writes of a check, 7 slots per rate: code, fresh_at, the new
--- words, the two old words store reads. Made with room for two rates: a
--- table grown slot by slot, some of them nil, costs ~9,000 instructions
--- more for two rates (bench/redis_cpu.sh).
-local writes = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+-- Pending writes of a check, 8 slots per rate: code, fresh_at, the new
+-- words, the two old words and the longest reset store reads. Made with
+-- room for two rates: a table grown slot by slot, some of them nil, costs
+-- ~9,000 instructions more for two rates (bench/redis_cpu.sh).
+local writes = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 for i = 1, nkeys do
   local a = 2 + 3 * (i - 1)
   local code = ARGV[a]
@@ -474,7 +501,7 @@ for i = 1, nkeys do
         fresh_at, n1, n2, n3 = adjust_sliding(period, s1, s2, s3, now, amount)
       end
       if fresh_at ~= nil then
-        store(KEYS[i], code, fresh_at, n1, n2, n3, s1, s2)
+        store(KEYS[i], code, fresh_at, n1, n2, n3, s1, s2, r)
         s1, s2, s3 = n1, n2 or 0, n3 or 0
       end
     end
@@ -486,9 +513,9 @@ for i = 1, nkeys do
     allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3 =
       decide(code, limit, period, burst, interval, s1, s2, s3, amount)
     all_allowed = all_allowed and allowed
-    local w = 7 * (i - 1)
-    writes[w + 1], writes[w + 2], writes[w + 3], writes[w + 4], writes[w + 5], writes[w + 6], writes[w + 7] =
-      code, fresh_at, n1, n2, n3, s1, s2
+    local w = 8 * (i - 1)
+    writes[w + 1], writes[w + 2], writes[w + 3], writes[w + 4], writes[w + 5], writes[w + 6], writes[w + 7],
+      writes[w + 8] = code, fresh_at, n1, n2, n3, s1, s2, r
   end
   -- A denial decides before any allowance; among allowances the least
   -- remaining, among denials the longest retry; ties go to the first.
@@ -511,9 +538,9 @@ end
 
 if op ~= 'a' and all_allowed and amount > 0 then
   for i = 1, nkeys do
-    local w = 7 * (i - 1)
+    local w = 8 * (i - 1)
     store(KEYS[i], writes[w + 1], writes[w + 2], writes[w + 3], writes[w + 4], writes[w + 5], writes[w + 6],
-      writes[w + 7])
+      writes[w + 7], writes[w + 8])
   end
 end
 

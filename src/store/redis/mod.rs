@@ -3,7 +3,8 @@
 //! Each check is ONE `FCALL` of the Lua script `check.lua` (its first argument the cost), which reads the
 //! key's states, decides with the same algorithms as `algorithm/` (in
 //! microsecond ticks, on the server's `TIME`, so all hosts agree), writes the
-//! new states with a TTL equal to the time until each is fresh again (no key
+//! new states with a TTL until each is fresh again (a token bucket's rounded
+//! up to a grid of min(bucket, 1 s): `check.lua`'s `store`; no key
 //! lives forever; Redis drops them itself, so `rl_sweep` reclaims nothing and
 //! returns 0) and answers. The script runs as a Redis Function (Redis >= 7:
 //! the library `rl_<sha of check.lua>`, whose definitions are made once at
