@@ -395,12 +395,74 @@ if nkeys == 1 and op == 'c' then
   return { 0, 0, lim, remaining, reset, retry }
 end
 
--- Below: several rates, or an adjust. The functions only an adjust uses
--- are made here, and only for an adjust: each function made below the
--- line is a new closure on every call. (Above it they would be made once
--- by FCALL, but on every call by EVALSHA, checks included.)
+-- Several rates checked: decide each as the one-rate check does, write
+-- them all if all allowed, reply for the deciding rate (algorithm::check_all:
+-- a denial decides before any allowance; among allowances the least
+-- remaining, among denials the longest retry; ties go to the first).
+if op == 'c' then
+  local best, best_allowed, best_limit, best_remaining, best_reset, best_retry, best_r
+  local all_allowed = true
+  -- Pending writes, 8 slots per rate: code, fresh_at, the new words, the
+  -- two old words and the longest reset store reads. Made with room for
+  -- two rates: a table grown slot by slot, some of them nil, costs ~9,000
+  -- instructions more for two rates (bench/redis_cpu.sh).
+  local writes = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+  for i = 1, nkeys do
+    local a = 3 * i - 1
+    local code = ARGV[a]
+    local s1, s2, s3 = load(KEYS[i], code)
+    local x, y = ARGV[a + 1] + 0, ARGV[a + 2] + 0
+    local allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3, r
+    if code == 't' then
+      allowed, lim, remaining, reset, retry, fresh_at, n1 = gcra(x, y, s1, now, amount)
+      r = x * y
+    elseif code == 'f' then
+      allowed, lim, remaining, reset, retry, fresh_at, n1, n2 = fixed(x, y, s1, s2, now, amount)
+      r = y
+    else
+      allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3 = sliding(x, y, s1, s2, s3, now, amount)
+      r = 2 * y
+    end
+    if allowed then
+      if all_allowed then
+        local w = 8 * i - 8
+        writes[w + 1], writes[w + 2], writes[w + 3], writes[w + 4], writes[w + 5], writes[w + 6], writes[w + 7],
+          writes[w + 8] = code, fresh_at, n1, n2, n3, s1, s2, r
+      end
+      if best == nil or (best_allowed and remaining < best_remaining) then
+        best, best_allowed, best_limit, best_remaining, best_reset, best_retry, best_r =
+          i, true, lim, remaining, reset, 0, r
+      end
+    else
+      all_allowed = false
+      if best == nil or best_allowed or retry > best_retry then
+        best, best_allowed, best_limit, best_remaining, best_reset, best_retry =
+          i, false, lim, remaining, reset, retry
+      end
+    end
+  end
+  if not all_allowed then
+    if best_retry == NEVER then best_retry = -1 end
+    return { best - 1, 0, best_limit, best_remaining, best_reset, best_retry }
+  end
+  if amount > 0 then
+    for i = 1, nkeys do
+      local w = 8 * i - 8
+      store(KEYS[i], writes[w + 1], writes[w + 2], writes[w + 3], writes[w + 4], writes[w + 5], writes[w + 6],
+        writes[w + 7], writes[w + 8])
+    end
+  end
+  local v = packed(best, nkeys, best_remaining, best_reset, best_r)
+  if v then return v end
+  return { best - 1, 1, best_limit, best_remaining, best_reset, 0 }
+end
+
+-- Below: an adjust. The functions only an adjust uses are made here, so
+-- only for an adjust: each function made below the line is a new closure
+-- on every call. (Above it they would be made once by FCALL, but on every
+-- call by EVALSHA, checks included.)
 local moved, adjust_gcra, adjust_fixed, adjust_sliding
-if op == 'a' then
+do
 
 -- A count moved by delta: a charge up to MAX_COUNT (never below where it
 -- was), a refund down to none.
@@ -468,14 +530,9 @@ end
 
 end -- of the adjust's functions
 
--- The deciding rate so far, as algorithm::check_all chooses it.
-local best, best_allowed, best_limit, best_remaining, best_reset, best_retry, best_r
-local all_allowed = true
--- Pending writes of a check, 8 slots per rate: code, fresh_at, the new
--- words, the two old words and the longest reset store reads. Made with
--- room for two rates: a table grown slot by slot, some of them nil, costs
--- ~9,000 instructions more for two rates (bench/redis_cpu.sh).
-local writes = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+-- Every rate settles the delta; the reply is for the rate a check of cost 1
+-- would be decided by, as chosen above.
+local best, best_allowed, best_limit, best_remaining, best_reset, best_retry
 for i = 1, nkeys do
   local a = 2 + 3 * (i - 1)
   local code = ARGV[a]
@@ -489,37 +546,22 @@ for i = 1, nkeys do
     if code == 's' then r = 2 * period end
   end
   local s1, s2, s3 = load(KEYS[i], code)
-  local allowed, lim, remaining, reset, retry
-  if op == 'a' then
-    if amount ~= 0 then
-      local fresh_at, n1, n2, n3
-      if code == 't' then
-        fresh_at, n1 = adjust_gcra(interval, s1, now, amount)
-      elseif code == 'f' then
-        fresh_at, n1, n2 = adjust_fixed(period, s1, s2, now, amount)
-      else
-        fresh_at, n1, n2, n3 = adjust_sliding(period, s1, s2, s3, now, amount)
-      end
-      if fresh_at ~= nil then
-        store(KEYS[i], code, fresh_at, n1, n2, n3, s1, s2, r)
-        s1, s2, s3 = n1, n2 or 0, n3 or 0
-      end
-    end
-    local _
-    _, lim, remaining, reset = decide(code, limit, period, burst, interval, s1, s2, s3, 0)
-    allowed, _, _, _, retry = decide(code, limit, period, burst, interval, s1, s2, s3, 1)
-  else
+  if amount ~= 0 then
     local fresh_at, n1, n2, n3
-    allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3 =
-      decide(code, limit, period, burst, interval, s1, s2, s3, amount)
-    all_allowed = all_allowed and allowed
-    local w = 8 * (i - 1)
-    writes[w + 1], writes[w + 2], writes[w + 3], writes[w + 4], writes[w + 5], writes[w + 6], writes[w + 7],
-      writes[w + 8] = code, fresh_at, n1, n2, n3, s1, s2, r
+    if code == 't' then
+      fresh_at, n1 = adjust_gcra(interval, s1, now, amount)
+    elseif code == 'f' then
+      fresh_at, n1, n2 = adjust_fixed(period, s1, s2, now, amount)
+    else
+      fresh_at, n1, n2, n3 = adjust_sliding(period, s1, s2, s3, now, amount)
+    end
+    if fresh_at ~= nil then
+      store(KEYS[i], code, fresh_at, n1, n2, n3, s1, s2, r)
+      s1, s2, s3 = n1, n2 or 0, n3 or 0
+    end
   end
-  -- A denial decides before any allowance; among allowances the least
-  -- remaining, among denials the longest retry; ties go to the first.
-  -- (Inline: a function made below the line would be a closure a call.)
+  local _, lim, remaining, reset = decide(code, limit, period, burst, interval, s1, s2, s3, 0)
+  local allowed, _, _, _, retry = decide(code, limit, period, burst, interval, s1, s2, s3, 1)
   local better
   if best == nil then
     better = true
@@ -531,23 +573,11 @@ for i = 1, nkeys do
     better = retry > best_retry
   end
   if better then
-    best, best_allowed, best_limit, best_remaining, best_reset, best_retry, best_r =
-      i, allowed, lim, remaining, reset, retry, r
+    best, best_allowed, best_limit, best_remaining, best_reset, best_retry =
+      i, allowed, lim, remaining, reset, retry
   end
 end
 
-if op ~= 'a' and all_allowed and amount > 0 then
-  for i = 1, nkeys do
-    local w = 8 * (i - 1)
-    store(KEYS[i], writes[w + 1], writes[w + 2], writes[w + 3], writes[w + 4], writes[w + 5], writes[w + 6],
-      writes[w + 7], writes[w + 8])
-  end
-end
-
-if op ~= 'a' and best_allowed then
-  local v = packed(best, nkeys, best_remaining, best_reset, best_r)
-  if v then return v end
-end
 if best_retry == NEVER then best_retry = -1 end
 local allowed_flag = 0
 if best_allowed then allowed_flag = 1 end
