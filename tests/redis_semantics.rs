@@ -112,12 +112,15 @@ fn binary_and_huge_keys() {
 fn every_key_has_a_ttl_until_fresh() {
     let Some(url) = env_or_skip("RL_TEST_REDIS_URL", "every_key_has_a_ttl_until_fresh") else { return };
     let mut c = conn(&url);
+    // A window's key lives until its state is fresh; a token bucket's until
+    // then rounded up to the next line of a grid of min(bucket, 1 s) of
+    // server time (check.lua's store): up to a second longer.
     for (rest, max_ms) in [
-        ("rate=5/s", 1_000),
-        ("rate=10/s,1000/hour", 3_600_000),
+        ("rate=5/s", 2_000),
+        ("rate=10/s,1000/hour", 3_601_000),
         ("rate=3/minute algorithm=fixed_window", 60_000),
         ("rate=3/minute algorithm=sliding_window", 120_000),
-        ("rate=1/s burst=20", 20_000),
+        ("rate=1/s burst=20", 21_000),
     ] {
         let pfx = prefix("ttl");
         let lim = limiter(&url, &pfx, rest);
@@ -136,13 +139,40 @@ fn every_key_has_a_ttl_until_fresh() {
             assert!(!String::from_utf8_lossy(k).contains("never-fits"), "a denied fresh key was written");
         }
     }
-    // A bucket's key lives exactly until it is full again: 2 units of 5/s = 400 ms.
+    // A bucket's key lives until it is full again, rounded up to the next
+    // whole second (the bucket is 1 s): 2 units of 5/s = 400 ms, so its
+    // expiry is the first whole second of server time after that.
     let pfx = prefix("ttl-exact");
     let lim = limiter(&url, &pfx, "rate=5/s");
     lim.check(b"x", 2).unwrap();
     let keys = keys_of(&mut c, &pfx);
-    let ttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query(&mut c).unwrap();
-    assert!(ttl > 300 && ttl <= 400, "PTTL {ttl}");
+    let (ttl, at) = ttl_and_expiry(&mut c, &keys[0]);
+    assert!(ttl > 300 && ttl <= 1_400, "PTTL {ttl}");
+    assert_eq!(at % 1_000, 0, "PEXPIRETIME {at}");
+    let state: String = redis::cmd("GET").arg(&keys[0]).query(&mut c).unwrap();
+    let stored: u64 = state.strip_prefix('+').expect("a \"+tat\" state").parse().unwrap();
+    assert!(stored <= at as u64 * 1_000 && stored + 1_000_000 > at as u64 * 1_000, "tat {stored}, expiry {at} ms");
+    // The state of a version that wrote "tat" with the expiry at the tat
+    // itself: read as it was meant, and given an expiry on the grid.
+    let now = server_us(&mut c);
+    let _: () = redis::cmd("SET").arg(&keys[0]).arg(now + 400_000).arg("PX").arg(400).query(&mut c).unwrap();
+    let d = lim.check(b"x", 1).unwrap();
+    assert_eq!((d.allowed, d.remaining), (true, 2), "{d:?}");
+    let (ttl, at) = ttl_and_expiry(&mut c, &keys[0]);
+    assert!(ttl > 500 && ttl <= 1_600 && at % 1_000 == 0, "PTTL {ttl}, PEXPIRETIME {at}");
+}
+
+/// A key's PTTL and PEXPIRETIME (ms).
+fn ttl_and_expiry(c: &mut redis::Connection, key: &[u8]) -> (i64, i64) {
+    let ttl: i64 = redis::cmd("PTTL").arg(key).query(c).unwrap();
+    let at: i64 = redis::cmd("PEXPIRETIME").arg(key).query(c).unwrap();
+    (ttl, at)
+}
+
+/// The server's TIME in µs.
+fn server_us(c: &mut redis::Connection) -> u64 {
+    let (s, us): (u64, u64) = redis::cmd("TIME").query(c).unwrap();
+    s * 1_000_000 + us
 }
 
 #[test]

@@ -5,26 +5,40 @@
 -- holds the decisions both must give.
 --
 -- KEYS[i]  the state of rate i: a string of decimal words
---          (token bucket "tat"; fixed window "start count";
+--          (token bucket "tat", or "+tat" when its expiry is on a grid:
+--           store; fixed window "start count";
 --           sliding window "start current previous"). Missing = fresh.
--- ARGV[1]  the operation:
---          "c"  check: all or nothing (algorithm::check_all)
---          "a"  adjust: settle a cost after the fact on every rate
---               (algorithm::adjust_all)
--- ARGV[2]  check: the cost (units; 0 is a peek and never writes)
---          adjust: the delta, a signed integer with |delta| <= 2^50 (the
---          caller clamps it: script.rs); > 0 charges, never denied, may go
---          into debt; < 0 refunds, never past a fresh key; 0 peeks
--- ARGV[3]  "" to use the server's TIME, or a time in µs (tests only: with an
---          override every written key lives at least a minute, so that a
---          test's virtual clock never races real expiry)
--- ARGV[4 + 3*(i-1) ...]  rate i: its algorithm and the two numbers it
+-- ARGV[1]  the operation and its amount:
+--          "N"   check of cost N (units; 0 is a peek and never writes): all
+--                or nothing (algorithm::check_all)
+--          "aD"  adjust by D: settle a cost after the fact on every rate
+--                (algorithm::adjust_all); D is a signed integer with
+--                |D| <= 2^50 (the caller clamps it: script.rs); > 0 charges,
+--                never denied, may go into debt; < 0 refunds, never past a
+--                fresh key; 0 peeks
+-- ARGV[2 + 3*(i-1) ...]  rate i: its algorithm and the two numbers it
 --          reads: "t", burst, interval (µs per unit = ceil(period / limit));
---          "f" or "s", limit, period (µs). (Each argument costs the server
---          about as much as the arithmetic of a check: none is sent unread.)
+--          "f" or "s", limit, period (µs)
+-- ARGV[2 + 3*#KEYS]  absent: the server's TIME; or a time in µs (tests
+--          only: with an override every written key lives at least a
+--          minute, so that a test's virtual clock never races real expiry)
+-- (Each argument costs the server ~1,200 instructions, as much as a good
+-- part of a check's arithmetic: none is sent unread, the operation and its
+-- amount share one, and the time override is left out when unused.)
 --
--- Reply (both operations): { rate_index (0-based), allowed (1/0), limit,
---          remaining, reset_us, retry_after_us (-1 = never) }
+-- Reply of an allowed check, when it fits: one integer
+--          (remaining * (R + 1) + reset_us) * #KEYS + rate_index
+--          (rate_index 0-based), where R is the longest reset an allowed
+--          check of that rate can have: token bucket burst * interval,
+--          fixed window period, sliding window 2 * period. Its limit is the
+--          rate's own (burst, or limit), retry_after 0. It fits when
+--          reset_us <= R and the whole is below 2^53 (so exact); for most
+--          rates it always does ((limit + 1) * (R + 1) * #KEYS <= 2^53).
+--          (Redis converts a table reply for ~7,000 instructions, an
+--          integer for ~200: bench/redis_cpu.sh.)
+-- Any other reply (denials, adjusts, allowed checks that do not fit):
+--          { rate_index (0-based), allowed (1/0), limit, remaining,
+--          reset_us, retry_after_us (-1 = never) }
 -- For an adjust it describes the key afterwards: allowed = whether a check
 -- of cost 1 would pass now, retry_after = until it does (0 when allowed),
 -- limit/remaining/reset = a peek's; the deciding rate is chosen as a check
@@ -54,9 +68,10 @@
 
 -- The standard functions used, as locals (cheaper than globals): set at the
 -- top of each call (see above).
-local fmod, floor, tonumber, format, match
+local fmod, floor, tonumber, format, match, byte, sub
 local TWO26 = 67108864
 local TWO52 = 4503599627370496
+local TWO53 = 9007199254740992
 local NEVER = 1 / 0
 
 -- a / b, rounded down, for integers 0 <= a < 2^53, 0 < b.
@@ -104,7 +119,7 @@ local MAX_AHEAD = 1125899906842624 -- 2^50
 local MAX_COUNT = 1125899906842624 -- 2^50
 
 -- Cost (Redis CPU per call, bench/redis_cpu.sh): no tables, closures or
--- iterators made per rate; a state is read with one tonumber/match and
+-- iterators made per rate; a state is read with one `+ 0` (or match) and
 -- written with one string.format('%d ...') (Lua 5.1 formats %d through a C
 -- long: exact for every integer below 2^53).
 
@@ -226,14 +241,56 @@ local function sliding(limit, period, s1, s2, s3, now, cost)
   return false, limit, free, reset, retry
 end
 
--- Writes a state (its words) with the TTL until it is a fresh key's again.
+-- Whether SET may keep a key's expiry (KEEPTTL: Redis >= 6.0; known from
+-- Redis 7.0 on, which tells scripts its version).
+local KEEPTTL = (redis.REDIS_VERSION_NUM or 0) >= 0x060000
+
+-- Writes a state (its words) with the TTL until it is a fresh key's again;
+-- s1, s2 are the words it replaces (0 for a missing key), r the rate's
+-- longest reset (a token bucket's: the whole bucket, burst * interval).
 -- A state already fresh (a refund all the way back) is deleted: dropping it
 -- changes no decision. (Not under a test's time override, whose clock may go
 -- back to before the state was fresh: there it is kept, as the Rust side
 -- keeps it.)
-local function store(key, code, fresh_at, n1, n2, n3)
+local function store(key, code, fresh_at, n1, n2, n3, s1, s2, r)
   if fresh_at <= now and not overridden then
     redis.call('DEL', key)
+    return
+  end
+  -- A token bucket's tat moves on every allowed check, so its expiry
+  -- would be rewritten every time. Instead the key expires at the first
+  -- line after its tat on a grid of g = min(bucket, 1 s) of server time,
+  -- and the state is written "+tat" to say so ("+" is read as every
+  -- version of this script reads a number: the same tat). A new tat on
+  -- the same line as a "+" state's keeps the key's expiry (KEEPTTL,
+  -- ~6,800 instructions fewer); any other (a tat crossing the line, or a
+  -- state without the "+", whose expiry is only known to be at or after
+  -- its own tat) gets a PX to its line. A key lives at most g longer than
+  -- its state needs.
+  if code == 't' and KEEPTTL and not overridden then
+    local g = r
+    if g > 1000000 then g = 1000000 end
+    local line = n1 - fmod(n1, g) + g
+    if s2 == 1 and s1 - fmod(s1, g) + g == line then
+      redis.call('SET', key, format('+%d', n1), 'KEEPTTL')
+    else
+      redis.call('SET', key, format('+%d', n1), 'PX', format('%d', idiv(line - now + 999, 1000)))
+    end
+    return
+  end
+  -- A window's count written again in the window it was written in (same
+  -- start, a count before and after) is fresh at the same time as before
+  -- (start + period; a sliding window start + 2 * period), and every
+  -- writer of a state gives it an expiry at or after that: the key's
+  -- expiry stands, and SET ... KEEPTTL (~6,000 instructions) does without
+  -- the PX (~6,800 more with formatting the TTL). Not under a time
+  -- override, whose keys live a minute from each write.
+  if code ~= 't' and s1 == n1 and s2 > 0 and n2 > 0 and KEEPTTL and not overridden then
+    if code == 'f' then
+      redis.call('SET', key, format('%d %d', n1, n2), 'KEEPTTL')
+    else
+      redis.call('SET', key, format('%d %d %d', n1, n2, n3), 'KEEPTTL')
+    end
     return
   end
   -- Milliseconds until the state is a fresh key's, rounded up.
@@ -251,14 +308,18 @@ local function store(key, code, fresh_at, n1, n2, n3)
   redis.call('SET', key, text, 'PX', format('%d', ttl))
 end
 
--- The state of rate i's key: its words (0 when missing).
+-- The state of rate i's key: its words (0 when missing); a token bucket's
+-- second word is 1 for a "+tat" (store: its expiry is on the grid).
 local function load(key, code)
   local stored = redis.call('GET', key)
   if not stored then return 0, 0, 0 end
-  if code == 't' then return tonumber(stored), 0, 0 end
+  if code == 't' then
+    if byte(stored) == 43 then return stored + 0, 1, 0 end -- "+"
+    return stored + 0, 0, 0
+  end
   local a, b, c = match(stored, '^(%d+) (%d+) ?(%d*)')
-  if code == 'f' then return tonumber(a), tonumber(b), 0 end
-  return tonumber(a), tonumber(b), tonumber(c) or 0
+  if code == 'f' then return a + 0, b + 0, 0 end
+  return a + 0, b + 0, tonumber(c) or 0
 end
 
 -- One rate's check of `cost`: decide (code: "t", "f" or "s").
@@ -268,58 +329,144 @@ local function decide(code, limit, period, burst, interval, s1, s2, s3, cost)
   return sliding(limit, period, s1, s2, s3, now, cost)
 end
 
+-- The reply of an allowed check as one integer (see the header), or nil
+-- where it does not fit: rate i (1-based) of n, whose longest reset is r.
+local function packed(i, n, remaining, reset, r)
+  if reset > r then return nil end
+  local v = (remaining * (r + 1) + reset) * n + (i - 1)
+  -- Every partial result is at most v: all exact when v < 2^53, and v
+  -- rounds to at least 2^53 when it is not.
+  if v < TWO53 then return v end
+  return nil
+end
+
 -- each call --
 -- (Unset on every EVAL, and on the first call of a Function library.)
 if tonumber == nil then
-  fmod, floor, tonumber, format, match = math.fmod, math.floor, _G.tonumber, string.format, string.match
+  fmod, floor, tonumber, format, match, byte, sub =
+    math.fmod, math.floor, _G.tonumber, string.format, string.match, string.byte, string.sub
 end
-local op = ARGV[1]
--- (tonumber is C's strtod, ~1,500 instructions a number: the common cost
--- of 1 is compared, and each rate reads only the two numbers its
--- algorithm uses)
-local amount = ARGV[2]
-if amount == '1' then amount = 1 else amount = tonumber(amount) end
-overridden = ARGV[3] ~= ''
+local nkeys = #KEYS
+-- (A string becomes a number by arithmetic, `s + 0`, not by tonumber: both
+-- are C's strtod, the same number, but Lua 5.1's tonumber runs it twice
+-- (lua_isnumber, then lua_tonumber): a 16-digit `+ 0` costs ~1,300
+-- instructions, tonumber ~1,000 more. The common cost of 1 is compared,
+-- and each rate reads only the two numbers its algorithm uses.)
+local op, amount = 'c', ARGV[1]
+if amount == '1' then
+  amount = 1
+elseif byte(amount) == 97 then -- "a": an adjust
+  op, amount = 'a', sub(amount, 2) + 0
+else
+  amount = amount + 0
+end
+local at = ARGV[2 + 3 * nkeys]
+overridden = at ~= nil
 if overridden then
-  now = tonumber(ARGV[3])
+  now = at + 0
 else
   local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  now = t[1] * 1000000 + t[2]
 end
-
-local nkeys = #KEYS
 
 -- The common case, one rate checked: decide, write if allowed, reply.
 if nkeys == 1 and op == 'c' then
-  local code = ARGV[4]
+  local code = ARGV[2]
   local s1, s2, s3 = load(KEYS[1], code)
-  local allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3
+  local x, y = ARGV[3] + 0, ARGV[4] + 0
+  local allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3, r
   if code == 't' then
-    allowed, lim, remaining, reset, retry, fresh_at, n1 =
-      gcra(tonumber(ARGV[5]), tonumber(ARGV[6]), s1, now, amount)
+    allowed, lim, remaining, reset, retry, fresh_at, n1 = gcra(x, y, s1, now, amount)
+    r = x * y
   elseif code == 'f' then
-    allowed, lim, remaining, reset, retry, fresh_at, n1, n2 =
-      fixed(tonumber(ARGV[5]), tonumber(ARGV[6]), s1, s2, now, amount)
+    allowed, lim, remaining, reset, retry, fresh_at, n1, n2 = fixed(x, y, s1, s2, now, amount)
+    r = y
   else
-    allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3 =
-      sliding(tonumber(ARGV[5]), tonumber(ARGV[6]), s1, s2, s3, now, amount)
+    allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3 = sliding(x, y, s1, s2, s3, now, amount)
+    r = 2 * y
   end
-  local flag = 0
   if allowed then
-    flag = 1
-    if amount > 0 then store(KEYS[1], code, fresh_at, n1, n2, n3) end
+    if amount > 0 then store(KEYS[1], code, fresh_at, n1, n2, n3, s1, s2, r) end
+    local v = packed(1, 1, remaining, reset, r)
+    if v then return v end
+    return { 0, 1, lim, remaining, reset, 0 }
   end
   if retry == NEVER then retry = -1 end
-  return { 0, flag, lim, remaining, reset, retry }
+  return { 0, 0, lim, remaining, reset, retry }
 end
 
--- Below: several rates, or an adjust (the functions only they use are made
--- here, after the one-rate check returned: each `local function` is a new
--- closure on every call).
+-- Several rates checked: decide each as the one-rate check does, write
+-- them all if all allowed, reply for the deciding rate (algorithm::check_all:
+-- a denial decides before any allowance; among allowances the least
+-- remaining, among denials the longest retry; ties go to the first).
+if op == 'c' then
+  local best, best_allowed, best_limit, best_remaining, best_reset, best_retry, best_r
+  local all_allowed = true
+  -- Pending writes, 8 slots per rate: code, fresh_at, the new words, the
+  -- two old words and the longest reset store reads. Made with room for
+  -- two rates: a table grown slot by slot, some of them nil, costs ~9,000
+  -- instructions more for two rates (bench/redis_cpu.sh).
+  local writes = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+  for i = 1, nkeys do
+    local a = 3 * i - 1
+    local code = ARGV[a]
+    local s1, s2, s3 = load(KEYS[i], code)
+    local x, y = ARGV[a + 1] + 0, ARGV[a + 2] + 0
+    local allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3, r
+    if code == 't' then
+      allowed, lim, remaining, reset, retry, fresh_at, n1 = gcra(x, y, s1, now, amount)
+      r = x * y
+    elseif code == 'f' then
+      allowed, lim, remaining, reset, retry, fresh_at, n1, n2 = fixed(x, y, s1, s2, now, amount)
+      r = y
+    else
+      allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3 = sliding(x, y, s1, s2, s3, now, amount)
+      r = 2 * y
+    end
+    if allowed then
+      if all_allowed then
+        local w = 8 * i - 8
+        writes[w + 1], writes[w + 2], writes[w + 3], writes[w + 4], writes[w + 5], writes[w + 6], writes[w + 7],
+          writes[w + 8] = code, fresh_at, n1, n2, n3, s1, s2, r
+      end
+      if best == nil or (best_allowed and remaining < best_remaining) then
+        best, best_allowed, best_limit, best_remaining, best_reset, best_retry, best_r =
+          i, true, lim, remaining, reset, 0, r
+      end
+    else
+      all_allowed = false
+      if best == nil or best_allowed or retry > best_retry then
+        best, best_allowed, best_limit, best_remaining, best_reset, best_retry =
+          i, false, lim, remaining, reset, retry
+      end
+    end
+  end
+  if not all_allowed then
+    if best_retry == NEVER then best_retry = -1 end
+    return { best - 1, 0, best_limit, best_remaining, best_reset, best_retry }
+  end
+  if amount > 0 then
+    for i = 1, nkeys do
+      local w = 8 * i - 8
+      store(KEYS[i], writes[w + 1], writes[w + 2], writes[w + 3], writes[w + 4], writes[w + 5], writes[w + 6],
+        writes[w + 7], writes[w + 8])
+    end
+  end
+  local v = packed(best, nkeys, best_remaining, best_reset, best_r)
+  if v then return v end
+  return { best - 1, 1, best_limit, best_remaining, best_reset, 0 }
+end
+
+-- Below: an adjust. The functions only an adjust uses are made here, so
+-- only for an adjust: each function made below the line is a new closure
+-- on every call. (Above it they would be made once by FCALL, but on every
+-- call by EVALSHA, checks included.)
+local moved, adjust_gcra, adjust_fixed, adjust_sliding
+do
 
 -- A count moved by delta: a charge up to MAX_COUNT (never below where it
 -- was), a refund down to none.
-local function moved(count, delta)
+moved = function(count, delta)
   if delta >= 0 then
     if delta >= MAX_COUNT - count then
       if count > MAX_COUNT then return count end
@@ -334,7 +481,7 @@ end
 -- Adjusts (gcra.rs, fixed_window.rs, sliding_window.rs `adjust`): the time
 -- from which the new state is a fresh key's (nil: the state is unchanged)
 -- and the new state's words.
-local function adjust_gcra(interval, tat, now, delta)
+adjust_gcra = function(interval, tat, now, delta)
   if delta >= 0 then
     local base = tat
     if base < now then base = now end
@@ -350,7 +497,7 @@ local function adjust_gcra(interval, tat, now, delta)
   return tat - ticks, tat - ticks
 end
 
-local function adjust_fixed(period, s1, s2, now, delta)
+adjust_fixed = function(period, s1, s2, now, delta)
   if s1 > now then now = s1 end
   local start = now - fmod(now, period)
   local used = 0
@@ -361,7 +508,7 @@ local function adjust_fixed(period, s1, s2, now, delta)
   return start + period, start, n
 end
 
-local function adjust_sliding(period, s1, s2, s3, now, delta)
+adjust_sliding = function(period, s1, s2, s3, now, delta)
   if s1 > now then now = s1 end
   local start = now - fmod(now, period)
   local cur, prev = 0, 0
@@ -381,8 +528,40 @@ local function adjust_sliding(period, s1, s2, s3, now, delta)
   return fresh, start, n, prev
 end
 
+end -- of the adjust's functions
+
+-- Every rate settles the delta; the reply is for the rate a check of cost 1
+-- would be decided by, as chosen above.
 local best, best_allowed, best_limit, best_remaining, best_reset, best_retry
-local function consider(i, allowed, lim, remaining, reset, retry)
+for i = 1, nkeys do
+  local a = 2 + 3 * (i - 1)
+  local code = ARGV[a]
+  local limit, period, burst, interval, r = 0, 0, 0, 0, 0
+  if code == 't' then
+    burst, interval = ARGV[a + 1] + 0, ARGV[a + 2] + 0
+    r = burst * interval
+  else
+    limit, period = ARGV[a + 1] + 0, ARGV[a + 2] + 0
+    r = period
+    if code == 's' then r = 2 * period end
+  end
+  local s1, s2, s3 = load(KEYS[i], code)
+  if amount ~= 0 then
+    local fresh_at, n1, n2, n3
+    if code == 't' then
+      fresh_at, n1 = adjust_gcra(interval, s1, now, amount)
+    elseif code == 'f' then
+      fresh_at, n1, n2 = adjust_fixed(period, s1, s2, now, amount)
+    else
+      fresh_at, n1, n2, n3 = adjust_sliding(period, s1, s2, s3, now, amount)
+    end
+    if fresh_at ~= nil then
+      store(KEYS[i], code, fresh_at, n1, n2, n3, s1, s2, r)
+      s1, s2, s3 = n1, n2 or 0, n3 or 0
+    end
+  end
+  local _, lim, remaining, reset = decide(code, limit, period, burst, interval, s1, s2, s3, 0)
+  local allowed, _, _, _, retry = decide(code, limit, period, burst, interval, s1, s2, s3, 1)
   local better
   if best == nil then
     better = true
@@ -396,55 +575,6 @@ local function consider(i, allowed, lim, remaining, reset, retry)
   if better then
     best, best_allowed, best_limit, best_remaining, best_reset, best_retry =
       i, allowed, lim, remaining, reset, retry
-  end
-end
-
-local all_allowed = true
--- Pending writes of a check, 5 slots per rate: code, fresh_at, words.
-local writes = {}
-for i = 1, nkeys do
-  local a = 4 + 3 * (i - 1)
-  local code = ARGV[a]
-  local limit, period, burst, interval = 0, 0, 0, 0
-  if code == 't' then
-    burst, interval = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  else
-    limit, period = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  end
-  local s1, s2, s3 = load(KEYS[i], code)
-  if op == 'a' then
-    if amount ~= 0 then
-      local fresh_at, n1, n2, n3
-      if code == 't' then
-        fresh_at, n1 = adjust_gcra(interval, s1, now, amount)
-      elseif code == 'f' then
-        fresh_at, n1, n2 = adjust_fixed(period, s1, s2, now, amount)
-      else
-        fresh_at, n1, n2, n3 = adjust_sliding(period, s1, s2, s3, now, amount)
-      end
-      if fresh_at ~= nil then
-        store(KEYS[i], code, fresh_at, n1, n2, n3)
-        s1, s2, s3 = n1, n2 or 0, n3 or 0
-      end
-    end
-    local _, lim, remaining, reset = decide(code, limit, period, burst, interval, s1, s2, s3, 0)
-    local allowed, _, _, _, retry = decide(code, limit, period, burst, interval, s1, s2, s3, 1)
-    consider(i, allowed, lim, remaining, reset, retry)
-  else
-    local allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3 =
-      decide(code, limit, period, burst, interval, s1, s2, s3, amount)
-    consider(i, allowed, lim, remaining, reset, retry)
-    all_allowed = all_allowed and allowed
-    local w = 5 * (i - 1)
-    writes[w + 1], writes[w + 2], writes[w + 3], writes[w + 4], writes[w + 5] =
-      code, fresh_at, n1, n2, n3
-  end
-end
-
-if op ~= 'a' and all_allowed and amount > 0 then
-  for i = 1, nkeys do
-    local w = 5 * (i - 1)
-    store(KEYS[i], writes[w + 1], writes[w + 2], writes[w + 3], writes[w + 4], writes[w + 5])
   end
 end
 

@@ -1,9 +1,10 @@
 //! `backend=redis`: every server of a fleet shares the limits.
 //!
-//! Each check is ONE `FCALL` of the Lua script `check.lua` (operation "c"), which reads the
+//! Each check is ONE `FCALL` of the Lua script `check.lua` (its first argument the cost), which reads the
 //! key's states, decides with the same algorithms as `algorithm/` (in
 //! microsecond ticks, on the server's `TIME`, so all hosts agree), writes the
-//! new states with a TTL equal to the time until each is fresh again (no key
+//! new states with a TTL until each is fresh again (a token bucket's rounded
+//! up to a grid of min(bucket, 1 s): `check.lua`'s `store`; no key
 //! lives forever; Redis drops them itself, so `rl_sweep` reclaims nothing and
 //! returns 0) and answers. The script runs as a Redis Function (Redis >= 7:
 //! the library `rl_<sha of check.lua>`, whose definitions are made once at
@@ -20,7 +21,7 @@
 //! (`../denials.rs`): such checks cost no round trip.
 //!
 //! **Adjusts** (`rl_adjust`) are ONE `FCALL` (or `EVALSHA`) of the same script with the
-//! operation "a": on the server's `TIME`, every rate of the key settles the
+//! operation "a<delta>": on the server's `TIME`, every rate of the key settles the
 //! delta at once, as `algorithm::adjust_all` does in microsecond ticks (a
 //! charge is never denied and may go into debt; a refund never goes past a
 //! fresh key, and in a window takes back only the current window's count;
@@ -442,7 +443,7 @@ impl RedisStore {
             let evalsha = self.script.evalsha(&keys, &self.rates, op, now_us);
             evalsha_or_eval(run, &evalsha, || self.script.eval(&keys, &self.rates, op, now_us))
         })?;
-        script::parse_reply(&value, self.rates.len()).map_err(Error::Backend)
+        script::parse_reply(&value, &self.rates).map_err(Error::Backend)
     }
 
     /// One check at a given server time in µs instead of `TIME`, bypassing
@@ -557,7 +558,7 @@ impl Store for RedisStore {
         Ok(verdict)
     }
 
-    /// One `FCALL` (or `EVALSHA`) of check.lua with op "a" (see the module docs).
+    /// One `FCALL` (or `EVALSHA`) of check.lua with the operation "a<delta>" (see the module docs).
     fn adjust(&self, key: &[u8], delta: i64) -> Result<Verdict, Error> {
         if self.rates.is_empty() {
             return Err(wrong_kind(&self.limits(), "rl_adjust"));

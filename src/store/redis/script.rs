@@ -170,13 +170,12 @@ fn push_args(cmd: &mut Cmd, keys: &[Vec<u8>], rates: &[Rate], op: Op, now_us: Op
     for k in keys {
         cmd.arg(k.as_slice());
     }
+    // The operation and its amount in one argument, the time override
+    // (tests) last and only when given: each argument costs the server
+    // (`check.lua`'s header).
     match op {
-        Op::Check(cost) => cmd.arg("c").arg(cost),
-        Op::Adjust(delta) => cmd.arg("a").arg(clamp_delta(delta)),
-    };
-    match now_us {
-        Some(t) => cmd.arg(t),
-        None => cmd.arg(""),
+        Op::Check(cost) => cmd.arg(cost),
+        Op::Adjust(delta) => cmd.arg(format!("a{}", clamp_delta(delta))),
     };
     for r in rates {
         let code = match r.algorithm {
@@ -189,6 +188,20 @@ fn push_args(cmd: &mut Cmd, keys: &[Vec<u8>], rates: &[Rate], op: Op, now_us: Op
             Algorithm::TokenBucket => cmd.arg(code).arg(r.burst).arg(r.interval),
             Algorithm::FixedWindow | Algorithm::SlidingWindow => cmd.arg(code).arg(r.limit).arg(r.period),
         };
+    }
+    if let Some(t) = now_us {
+        cmd.arg(t);
+    }
+}
+
+/// The longest reset an allowed check of `rate` can have, in µs: how the
+/// script packs an allowed check's reply into one integer (`check.lua`'s
+/// header says the same).
+fn longest_reset(rate: &Rate) -> u64 {
+    match rate.algorithm {
+        Algorithm::TokenBucket => rate.bucket_ticks,
+        Algorithm::FixedWindow => rate.period,
+        Algorithm::SlidingWindow => 2 * rate.period,
     }
 }
 
@@ -277,10 +290,30 @@ pub fn key_names(prefix: &[u8], key: &[u8], rates: &[Rate]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The script's reply as a verdict in microsecond ticks.
-pub fn parse_reply(value: &Value, rates: usize) -> Result<Verdict, String> {
+/// The script's reply to a call with `rates` as a verdict in microsecond
+/// ticks: an allowed check packed into one integer, or any verdict as six
+/// (`check.lua`'s header).
+pub fn parse_reply(value: &Value, rates: &[Rate]) -> Result<Verdict, String> {
     // A reply of another shape can be anything, of any size: show its start.
     let bad = || format!("unexpected reply from the rate-limit script: {}", shown(value));
+    if let Value::Int(v) = *value {
+        // (remaining * (R + 1) + reset) * rates + index, below 2^53
+        let n = rates.len() as u64;
+        let Ok(v) = u64::try_from(v) else { return Err(bad()) };
+        if n == 0 || v >= 1 << 53 {
+            return Err(bad());
+        }
+        let index = (v % n) as usize;
+        let rate = &rates[index];
+        let span = longest_reset(rate) + 1;
+        let (remaining, reset) = ((v / n) / span, (v / n) % span);
+        if remaining > rate.burst {
+            return Err(bad());
+        }
+        let outcome = Outcome { allowed: true, limit: rate.burst, remaining, reset, retry_after: 0 };
+        return Ok(Verdict { index, outcome });
+    }
+    let rates = rates.len();
     let Value::Array(items) = value else { return Err(bad()) };
     let mut n = [0i64; 6];
     if items.len() != 6 {
@@ -339,13 +372,27 @@ mod tests {
             Value::Int(9),
             Value::Int(-1),
         ]);
-        let v = parse_reply(&ok, 2).unwrap();
+        let one = [Rate::new(Algorithm::TokenBucket, 10, 1_000_000, 20)];
+        let two = [one[0], Rate::new(Algorithm::SlidingWindow, 1000, 60_000_000, 1000)];
+        let v = parse_reply(&ok, &two).unwrap();
         assert_eq!((v.index, v.outcome.allowed, v.outcome.retry_after), (1, false, NEVER));
-        assert!(parse_reply(&ok, 1).is_err());
-        assert!(parse_reply(&Value::Nil, 1).is_err());
+        assert!(parse_reply(&ok, &one).is_err());
+        assert!(parse_reply(&Value::Nil, &one).is_err());
+        // An allowed check packed into one integer: index 1 (the sliding
+        // window, longest reset 2 minutes), 7 remaining, reset 5 µs.
+        let v = parse_reply(&Value::Int((7 * 120_000_001 + 5) * 2 + 1), &two).unwrap();
+        assert_eq!(v.index, 1);
+        assert_eq!(v.outcome, Outcome { allowed: true, limit: 1000, remaining: 7, reset: 5, retry_after: 0 });
+        // The bucket (20 of 100 ms each): longest reset 2 s.
+        let v = parse_reply(&Value::Int(20 * 2_000_001 + 2_000_000), &one).unwrap();
+        assert_eq!((v.index, v.outcome.limit, v.outcome.remaining, v.outcome.reset), (0, 20, 20, 2_000_000));
+        for bad in [21 * 2_000_001, -1, 1 << 53] {
+            assert!(parse_reply(&Value::Int(bad), &one).is_err(), "{bad}");
+        }
+        assert!(parse_reply(&Value::Int(0), &[]).is_err());
         // An odd reply is shown, but only its start.
         let huge = Value::BulkString(vec![b'x'; 1 << 20]);
-        let e = parse_reply(&huge, 1).unwrap_err();
+        let e = parse_reply(&huge, &one).unwrap_err();
         assert!(e.starts_with("unexpected reply") && e.ends_with("...") && e.len() < 300, "{}", &e[..e.len().min(300)]);
     }
 
@@ -367,7 +414,7 @@ mod tests {
                 _ => Vec::new(),
             })
             .collect();
-        assert_eq!(args[4..6], [b"a".to_vec(), b"-1125899906842624".to_vec()]);
+        assert_eq!(args[4..], [b"a-1125899906842624".to_vec()]);
     }
 
     #[test]
