@@ -45,7 +45,6 @@
 
 typedef struct {
     ngx_str_t                    name;
-    ngx_str_t                    config;
     char                        *shm_name;    /* backend=shm: name=, or NULL */
     rl_limiter                  *lim;
     /* From rl_describe(): where its state is and what a failure means. */
@@ -87,7 +86,6 @@ typedef struct {
     uint64_t                     cost;
     int                          status;      /* rl_check()'s */
     unsigned                     checked:1;
-    unsigned                     refunded:1;
     rl_decision                  decision;
     char                         error[NGX_HTTP_RATELIMIT_ERROR_LEN];
 } ngx_http_ratelimit_check_t;
@@ -104,7 +102,6 @@ typedef struct {
     ngx_uint_t                   n;
     ngx_http_ratelimit_check_t  *checks;
     ngx_int_t                    denied;      /* index, or -1 */
-    ngx_http_request_t          *request;
 } ngx_http_ratelimit_ctx_t;
 
 
@@ -358,7 +355,6 @@ ngx_http_ratelimit_handler(ngx_http_request_t *r)
 
     ctx->n = n;
     ctx->denied = -1;
-    ctx->request = r;
     limits = lrcf->limits->elts;
 
     for (i = 0; i < n; i++) {
@@ -507,7 +503,6 @@ ngx_http_ratelimit_run(ngx_http_ratelimit_ctx_t *ctx)
             {
                 (void) rl_adjust(p->zone->lim, p->key.data, p->key.len,
                                  -(int64_t) p->cost, &undo);
-                p->refunded = 1;
             }
         }
 
@@ -927,7 +922,6 @@ ngx_http_ratelimit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     zone->name = value[1];
-    zone->config = value[2];
     zone->shm_name = NULL;
     config = (char *) value[2].data;   /* NUL-terminated by the parser */
 

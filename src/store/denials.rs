@@ -235,6 +235,27 @@ impl<S: Deref<Target = [Entry]>> Denials<S> {
         self.entry(fp).write(d);
     }
 
+    /// Keeps the cache in step with a check of the key `fp` the table just
+    /// decided at `now_ns` (memory and shm, whose checks are answered from
+    /// the cache only for cost 1, in ns ticks). Called under the key's shard
+    /// lock, so that no adjust or reset of the key falls between the
+    /// decision and the cache: a cost-1 denial is remembered; an allowed
+    /// check that spent something forgets the key's entry if `cached` (what
+    /// `holds` said before the lock). (An entry of the key made since
+    /// `cached` was read would be a denial decided under the lock before
+    /// this check: this check cannot then be allowed unless the entry ran
+    /// out, or the key was evicted.)
+    #[inline]
+    pub fn settle(&self, cached: bool, fp: u64, cost: u64, now_ns: u64, verdict: Verdict) {
+        if verdict.outcome.allowed {
+            if cached && cost > 0 {
+                self.forget(fp);
+            }
+        } else if cost == 1 {
+            self.remember(fp, 1, now_ns, 1, verdict);
+        }
+    }
+
     /// Drops the key's entry, if it has one. A read-only test when not.
     #[inline]
     pub fn forget(&self, fp: u64) {

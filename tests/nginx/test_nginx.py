@@ -12,6 +12,7 @@ minute. Prints one line per case; exits 1 if any failed.
 """
 
 import concurrent.futures
+import contextlib
 import os
 import re
 import signal
@@ -393,9 +394,9 @@ def two_nginx_share_a_redis_zone_exactly():
         b.stop()
 
 
-@case
-def a_blackholed_redis_never_stalls_the_event_loop():
-    # A server that accepts connections and never answers.
+@contextlib.contextmanager
+def blackhole():
+    """A port whose server accepts connections and never answers."""
     hole = socket.socket()
     hole.bind(("127.0.0.1", 0))
     hole.listen(64)
@@ -409,15 +410,37 @@ def a_blackholed_redis_never_stalls_the_event_loop():
                 held.append(hole.accept()[0])
             except OSError:
                 pass
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    port = hole.getsockname()[1]
-    ngx = Nginx(
-        f'ratelimit_zone deny "rate=5/hour backend=redis url=redis://127.0.0.1:{port} '
-        f'timeout_ms=1500 on_error=deny";\n'
-        f'ratelimit_zone allow "rate=5/hour backend=redis url=redis://127.0.0.1:{port} '
-        f'timeout_ms=1500 on_error=allow";\n'
-        """
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield hole.getsockname()[1]
+    finally:
+        stop.set()
+        hole.close()
+        for c in held:
+            c.close()
+
+
+def concurrently(ngx, paths):
+    """GETs of `paths`, all at once: {path: [(status, headers, body, seconds)]}."""
+    results = {}
+
+    def one(path):
+        results.setdefault(path, []).append(ngx.get(path, {"X-Api-Key": "k"}, timeout=20))
+    threads = [threading.Thread(target=one, args=(p,)) for p in paths]
+    for t in threads:
+        t.start()
+    return threads, results
+
+
+@case
+def a_blackholed_redis_never_stalls_the_event_loop():
+    with blackhole() as port:
+        ngx = Nginx(
+            f'ratelimit_zone deny "rate=5/hour backend=redis url=redis://127.0.0.1:{port} '
+            f'timeout_ms=1500 on_error=deny";\n'
+            f'ratelimit_zone allow "rate=5/hour backend=redis url=redis://127.0.0.1:{port} '
+            f'timeout_ms=1500 on_error=allow";\n'
+            """
     server {
         listen 127.0.0.1:{port};
         location /deny { ratelimit zone=deny key=$http_x_api_key; alias {html}/; }
@@ -425,35 +448,51 @@ def a_blackholed_redis_never_stalls_the_event_loop():
         location /free { alias {html}/; }
     }""", workers=1)
 
-    def body(ngx):
-        results = {}
-
-        def slow(path):
-            results.setdefault(path, []).append(ngx.get(path, {"X-Api-Key": "k"}, timeout=20))
-        waiting = [threading.Thread(target=slow, args=(p,)) for p in ["/deny/", "/allow/"] * 4]
-        for w in waiting:
-            w.start()
-        time.sleep(0.3)
-        # The one worker's event loop answers other locations at once.
-        for _ in range(5):
-            s, _, _, took = ngx.get("/free/")
-            assert s == 200 and took < 0.5, (s, took)
-        for w in waiting:
-            w.join(30)
-        for s, h, _, took in results["/deny/"]:
-            assert s == 429 and took < 1.5 + 3, (s, took)
-        for s, h, _, took in results["/allow/"]:
-            assert s == 200 and took < 1.5 + 3, (s, took)
-            # on_error made the decision up: no quota is claimed.
-            assert "X-RateLimit-Remaining" not in h, h
-        assert "timed out" in ngx.log() or "backend" in ngx.log(), ngx.log()
-    try:
+        def body(ngx):
+            waiting, results = concurrently(ngx, ["/deny/", "/allow/"] * 4)
+            time.sleep(0.3)
+            # The one worker's event loop answers other locations at once.
+            for _ in range(5):
+                s, _, _, took = ngx.get("/free/")
+                assert s == 200 and took < 0.5, (s, took)
+            for w in waiting:
+                w.join(30)
+            for s, h, _, took in results["/deny/"]:
+                assert s == 429 and took < 1.5 + 3, (s, took)
+            for s, h, _, took in results["/allow/"]:
+                assert s == 200 and took < 1.5 + 3, (s, took)
+                # on_error made the decision up: no quota is claimed.
+                assert "X-RateLimit-Remaining" not in h, h
+            log = ngx.log()
+            assert 'ratelimit zone "deny", key "k"' in log and "denied by its on_error setting" in log, log
+            assert 'ratelimit zone "allow", key "k"' in log and "allowed by its on_error setting" in log, log
         run(ngx, body)
-    finally:
-        stop.set()
-        hole.close()
-        for c in held:
-            c.close()
+
+
+@case
+def a_full_thread_pool_queue_is_decided_by_on_error_at_once():
+    with blackhole() as port:
+        ngx = Nginx(
+            f'ratelimit_zone deny "rate=5/hour backend=redis url=redis://127.0.0.1:{port} '
+            f'timeout_ms=2000 on_error=deny";\n'
+            """
+    server {
+        listen 127.0.0.1:{port};
+        location / { ratelimit zone=deny key=$http_x_api_key; alias {html}/; }
+    }""", workers=1, extra_main="thread_pool default threads=1 max_queue=1;")
+
+        def body(ngx):
+            # One check waits on the thread, one in the queue; the rest find
+            # the queue full.
+            waiting, results = concurrently(ngx, ["/"] * 6)
+            for w in waiting:
+                w.join(30)
+            answers = sorted(results["/"], key=lambda r: r[3])
+            assert all(s == 429 for s, _, _, _ in answers), answers
+            assert sum(took < 1 for _, _, _, took in answers) >= 3, [a[3] for a in answers]
+            assert answers[-1][3] >= 2 - 0.2, [a[3] for a in answers]
+            assert "thread pool queue is full" in ngx.log(), ngx.log()
+        run(ngx, body)
 
 
 def main():

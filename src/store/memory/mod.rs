@@ -205,18 +205,7 @@ impl Store for MemoryStore {
         let mut at = At { now, elsewhere: &mut |pass| self.on_other_shards(place.shard, pass) };
         let verdict =
             self.view_of(&mut data.words, &mut data.stats).check(rates, KeyAt { fp, place }, cost, &mut at, |_, _| {});
-        // Under the lock, so that no adjust or reset of the key falls
-        // between the decision and the cache (see the module docs). (An
-        // entry of the key made since `cached` was read would be a denial
-        // decided under this lock before this check: this check cannot then
-        // be allowed unless the entry ran out, or the key was evicted.)
-        if verdict.outcome.allowed {
-            if cached && cost > 0 {
-                self.denials.forget(fp);
-            }
-        } else if cost == 1 {
-            self.denials.remember(fp, 1, now, 1, verdict);
-        }
+        self.denials.settle(cached, fp, cost, now, verdict);
         if let Some(top) = &self.top {
             let active = Top::sample(data.stats.allowed.wrapping_add(data.stats.limited));
             top.record(&mut data.top, fp, key, verdict.outcome.allowed, active);

@@ -574,15 +574,7 @@ impl Store for ShmStore {
                 panic!("injected: a panic inside a check's critical section");
             }
             journal.end();
-            // Under the lock, as memory does: no adjust or reset of the key
-            // falls between the decision and the cache.
-            if verdict.outcome.allowed {
-                if cached && cost > 0 {
-                    self.denials.forget(fp);
-                }
-            } else if cost == 1 {
-                self.denials.remember(fp, 1, now, 1, verdict);
-            }
+            self.denials.settle(cached, fp, cost, now, verdict);
             // Its own crash argument (top/sketch.rs): needs no undo record.
             if let Some(top) = &self.layout.top {
                 let active = Top::sample(shard.stats.allowed.wrapping_add(shard.stats.limited));

@@ -642,6 +642,41 @@ fn next(x: &mut u64) -> u64 {
     x.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }
 
+/// Runs `workers` worker processes (`start(w, seed)` starts worker `w`)
+/// and kills one at random, `kills` times: each victim is first let make
+/// `progress` more operations (its count is `done(w)`; a bounded wait),
+/// then killed with SIGKILL at a random moment up to `within_us` later and
+/// replaced by a new worker. Then every worker is killed.
+fn kill_at_random(
+    workers: usize,
+    kills: usize,
+    mut seed: u64,
+    progress: u64,
+    within_us: u64,
+    done: impl Fn(usize) -> u64,
+    start: impl Fn(usize, u64) -> libc::pid_t,
+) {
+    let mut pids: Vec<libc::pid_t> = (0..workers).map(|w| start(w, next(&mut seed))).collect();
+    for _ in 0..kills {
+        let w = (next(&mut seed) % workers as u64) as usize;
+        let before = done(w);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while done(w) < before + progress && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_micros(next(&mut seed) % within_us));
+        // SAFETY: our child.
+        unsafe { libc::kill(pids[w], libc::SIGKILL) };
+        assert_eq!(wait(pids[w]), 128 + libc::SIGKILL);
+        pids[w] = start(w, next(&mut seed));
+    }
+    for pid in pids {
+        // SAFETY: our child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        wait(pid);
+    }
+}
+
 /// Counters shared with the storm's children (an anonymous shared page).
 struct SharedCounters(*mut AtomicU64);
 
@@ -748,28 +783,16 @@ fn storm_of_killed_workers() {
         }
     };
 
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let mut pids: Vec<libc::pid_t> = (0..WORKERS).map(|w| spawn(worker(w, next(&mut seed)))).collect();
     let started = Instant::now();
-    for _ in 0..KILLS {
-        let w = (next(&mut seed) % WORKERS as u64) as usize;
-        // Let the victim get going (bounded wait), then kill it at a random moment.
-        let before = counters.get(1 + w).load(Ordering::Relaxed);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while counters.get(1 + w).load(Ordering::Relaxed) < before + 50 && Instant::now() < deadline {
-            std::thread::yield_now();
-        }
-        std::thread::sleep(Duration::from_micros(next(&mut seed) % 1500));
-        // SAFETY: our child.
-        unsafe { libc::kill(pids[w], libc::SIGKILL) };
-        assert_eq!(wait(pids[w]), 128 + libc::SIGKILL);
-        pids[w] = spawn(worker(w, next(&mut seed)));
-    }
-    for pid in pids {
-        // SAFETY: our child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        wait(pid);
-    }
+    kill_at_random(
+        WORKERS,
+        KILLS,
+        0x9E37_79B9_7F4A_7C15,
+        50,
+        1500,
+        |w| counters.get(1 + w).load(Ordering::Relaxed),
+        |w, seed| spawn(worker(w, seed)),
+    );
     let took = started.elapsed();
 
     // Every operation completes (in a child, so that a wedged lock fails the
@@ -1727,26 +1750,15 @@ fn workers_killed_while_denying_lose_no_count() {
             }
         }
     };
-    let mut seed = 0xDEAD_BEEF_u64;
-    let mut pids: Vec<libc::pid_t> = (0..3).map(|w| spawn(worker(w, next(&mut seed)))).collect();
-    for _ in 0..KILLS {
-        let w = (next(&mut seed) % 3) as usize;
-        let before = counters.get(w).load(Ordering::Relaxed);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while counters.get(w).load(Ordering::Relaxed) < before + 20 && Instant::now() < deadline {
-            std::thread::yield_now();
-        }
-        std::thread::sleep(Duration::from_micros(next(&mut seed) % 500));
-        // SAFETY: our child.
-        unsafe { libc::kill(pids[w], libc::SIGKILL) };
-        assert_eq!(wait(pids[w]), 128 + libc::SIGKILL);
-        pids[w] = spawn(worker(w, next(&mut seed)));
-    }
-    for pid in pids {
-        // SAFETY: our child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        wait(pid);
-    }
+    kill_at_random(
+        3,
+        KILLS,
+        0xDEAD_BEEF,
+        20,
+        500,
+        |w| counters.get(w).load(Ordering::Relaxed),
+        |w, seed| spawn(worker(w, seed)),
+    );
     let checker = spawn(|| {
         s.stats().unwrap();
         s.top(Which::Limited, 8).unwrap();
