@@ -260,9 +260,9 @@ impl Shard<'_> {
             }
         };
         if verdict.outcome.allowed {
-            self.stats.allowed += 1;
+            self.stats.allowed = self.stats.allowed.wrapping_add(1);
         } else {
-            self.stats.limited += 1;
+            self.stats.limited = self.stats.limited.wrapping_add(1);
         }
         verdict
     }
@@ -468,7 +468,7 @@ impl Shard<'_> {
         self.empty(i);
         self.stats.keys = self.stats.keys.saturating_sub(1);
         if !expired {
-            self.stats.evictions += 1;
+            self.stats.evictions = self.stats.evictions.wrapping_add(1);
         }
         true
     }
@@ -524,7 +524,7 @@ impl Shard<'_> {
             }
             let (_, v) = victim.expect("a full set holds live entries");
             self.empty(v);
-            self.stats.evictions += 1;
+            self.stats.evictions = self.stats.evictions.wrapping_add(1);
             return Some(v);
         };
         // 2. Room under capacity.
@@ -562,7 +562,7 @@ impl Shard<'_> {
         }
         if let Some(v) = v {
             self.empty(v);
-            self.stats.evictions += 1;
+            self.stats.evictions = self.stats.evictions.wrapping_add(1);
             return Some(i);
         }
         // 5. This shard holds no key at all, so every key is in another shard:
@@ -575,7 +575,7 @@ impl Shard<'_> {
         //    capacity, the new key is not stored (its check is answered; it is
         //    the entry dropped for room). A full table with not one key in
         //    this shard, with 256 keys per shard, needs astronomical luck.
-        self.stats.evictions += 1;
+        self.stats.evictions = self.stats.evictions.wrapping_add(1);
         None
     }
 }

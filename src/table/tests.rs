@@ -254,6 +254,23 @@ fn a_total_count_at_the_top_refuses_room_without_overflow() {
     assert_eq!(t.total.load(Ordering::Relaxed), u64::MAX, "no unit was taken");
 }
 
+/// Answer and eviction counters at u64::MAX (a shm region damaged while its
+/// lock is held, after the counters were checked) wrap to 0 rather than
+/// panic in a debug build.
+#[test]
+fn counters_at_the_top_wrap() {
+    let mut t = Table::new(100, bucket(1, 1_000_000));
+    t.stats.iter_mut().for_each(|s| (s.allowed, s.limited, s.evictions) = (u64::MAX, u64::MAX, u64::MAX));
+    for i in 0..1000 {
+        let key = format!("key-{i}");
+        assert!(t.check(key.as_bytes(), 10, 1).outcome.allowed, "{key}");
+        assert!(!t.check(key.as_bytes(), 10, 1).outcome.allowed, "{key}");
+    }
+    let wrapped = |n: u64| n < 2000;
+    assert!(t.stats.iter().all(|s| wrapped(s.allowed) && wrapped(s.limited) && wrapped(s.evictions)));
+    assert!(t.sum(|s| s.evictions) > 0, "1000 keys in room for 100 evicted some");
+}
+
 #[test]
 fn removing_with_counts_at_zero_saturates() {
     let mut t = Table::new(100, bucket(1, 1_000_000));
