@@ -85,7 +85,9 @@ typedef struct {
     ngx_str_t                    key;
     uint64_t                     cost;
     int                          status;      /* rl_check()'s */
+    int                          refund;      /* rl_adjust()'s, if made */
     unsigned                     checked:1;
+    unsigned                     refunded:1;  /* rl_adjust() was called */
     rl_decision                  decision;
     char                         error[NGX_HTTP_RATELIMIT_ERROR_LEN];
 } ngx_http_ratelimit_check_t;
@@ -501,8 +503,17 @@ ngx_http_ratelimit_run(ngx_http_ratelimit_ctx_t *ctx)
             if (p->checked && p->status == RL_OK && p->cost > 0
                 && p->decision.allowed && p->decision.retry_after_ms == 0)
             {
-                (void) rl_adjust(p->zone->lim, p->key.data, p->key.len,
-                                 -(int64_t) p->cost, &undo);
+                p->refunded = 1;
+                p->refund = rl_adjust(p->zone->lim, p->key.data, p->key.len,
+                                      -(int64_t) p->cost, &undo);
+
+                /* Logged by ngx_http_ratelimit_answer (this may be a pool
+                 * thread): the zone keeps the units. */
+                if (p->refund != RL_OK) {
+                    msg = rl_last_error();
+                    ngx_cpystrn((u_char *) p->error, (u_char *) msg,
+                                sizeof(p->error));
+                }
             }
         }
 
@@ -539,6 +550,16 @@ ngx_http_ratelimit_answer(ngx_http_request_t *r,
                           &c->zone->name, (size_t) (last - key), key,
                           c->error, rl_strerror(c->status),
                           c->decision.allowed ? "allowed" : "denied");
+        }
+
+        if (c->refunded && c->refund != RL_OK) {
+            last = ngx_http_ratelimit_escape(key, &c->key);
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "ratelimit zone \"%V\", key \"%*s\": giving back "
+                          "cost %uL after another zone's denial failed: "
+                          "%s (%s); the zone keeps it",
+                          &c->zone->name, (size_t) (last - key), key,
+                          c->cost, c->error, rl_strerror(c->refund));
         }
 
         /* A dry-run zone's would-be denial (allowed, retry_after_ms > 0). */

@@ -420,6 +420,92 @@ def blackhole():
             c.close()
 
 
+@contextlib.contextmanager
+def refusing_redis():
+    """A port whose server speaks just enough RESP: a check (FCALL or
+    EVALSHA with a cost) is allowed, an adjust ("a<delta>") is refused with
+    an error, anything else is +OK. Yields the port and the commands seen."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.2)
+    seen = []
+    stop = threading.Event()
+
+    def commands(conn):
+        buf = b""
+        while not stop.is_set():
+            while True:
+                # One array of bulk strings, if whole: *N, then N of $len + data.
+                parts, at = [], 0
+                if not buf.startswith(b"*") or b"\r\n" not in buf:
+                    break
+                end = buf.index(b"\r\n")
+                n, at = int(buf[1:end]), end + 2
+                for _ in range(n):
+                    if b"\r\n" not in buf[at:]:
+                        break
+                    end = buf.index(b"\r\n", at)
+                    size = int(buf[at + 1:end])
+                    if len(buf) < end + 2 + size + 2:
+                        break
+                    parts.append(buf[end + 2:end + 2 + size])
+                    at = end + 2 + size + 2
+                if len(parts) < n:
+                    break
+                buf = buf[at:]
+                yield parts
+            data = conn.recv(65536)
+            if not data:
+                return
+            buf += data
+
+    def serve(conn):
+        conn.settimeout(None)
+        with conn:
+            for parts in commands(conn):
+                seen.append(parts)
+                if parts[0].upper() in (b"FCALL", b"EVALSHA"):
+                    adjust = any(p.startswith(b"a") and p[1:].lstrip(b"-").isdigit() for p in parts[2:])
+                    conn.sendall(b"-ERR refused by the test\r\n" if adjust else b":0\r\n")
+                else:
+                    conn.sendall(b"+OK\r\n")
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn = server.accept()[0]
+            except OSError:
+                continue
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield server.getsockname()[1], seen
+    finally:
+        stop.set()
+        server.close()
+
+
+@case
+def a_refund_that_fails_is_logged():
+    with refusing_redis() as (port, seen):
+        ngx = Nginx(
+            f'ratelimit_zone first "rate=100/hour backend=redis url=redis://127.0.0.1:{port}";\n'
+            'ratelimit_zone second "rate=1/hour";\n'
+            + location("ratelimit zone=first key=$http_x_api_key;\n"
+                       "            ratelimit zone=second key=$http_x_api_key;"), workers=1)
+
+        def body(ngx):
+            assert ngx.many(2, 1, "/", {"X-Api-Key": "k"}) == [200, 429]
+            adjusts = [p for p in seen if any(a == b"a-1" for a in p)]
+            assert len(adjusts) == 1, seen
+            log = ngx.log()
+            assert ('ratelimit zone "first", key "k": giving back cost 1 after another zone\'s '
+                    "denial failed") in log, log
+            assert "refused by the test" in log, log
+        run(ngx, body)
+
+
 def concurrently(ngx, paths):
     """GETs of `paths`, all at once: {path: [(status, headers, body, seconds)]}."""
     results = {}
