@@ -2,7 +2,7 @@
 //! (`DefaultKeyedRateLimiter<String>`: a DashMap of GCRA states, governor's
 //! default quanta clock) through the cases of bench/cases.rs.
 //!
-//! Run by scripts/bench.sh; by hand: `cargo bench --bench governor -- [iterations [case]]`.
+//! Run by scripts/bench.sh; by hand: `cargo bench --features governor --bench governor -- [iterations [case]]`.
 
 use std::num::NonZeroU32;
 

@@ -68,12 +68,12 @@ $CC $CFLAGS_BENCH -Iinclude -Ibench -o build/bench/bench_redis bench/redis_drive
     -Ltarget/release -lratelimit -Wl,-rpath,"$PWD/target/release" -lpthread
 
 echo "bench: building the governor benchmark (cargo bench --no-run)" >&2
-governor_bin=$(cargo bench --locked --bench governor --no-run --message-format=json 2>/dev/null |
+governor_bin=$(cargo bench --locked --features governor --bench governor --no-run --message-format=json 2>/dev/null |
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
-[[ -n $governor_bin && -x $governor_bin ]] || die "could not build bench/governor.rs (try: cargo bench --bench governor --no-run)"
+[[ -n $governor_bin && -x $governor_bin ]] || die "could not build bench/governor.rs (try: cargo bench --features governor --bench governor --no-run)"
 
 echo "bench: building the physical floor (cargo bench --no-run)" >&2
-floor_bin=$(cargo bench --locked --bench floor --no-run --message-format=json 2>/dev/null |
+floor_bin=$(cargo bench --locked --features governor --bench floor --no-run --message-format=json 2>/dev/null |
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
 [[ -n $floor_bin && -x $floor_bin ]] || die "could not build bench/floor.rs (try: cargo bench --bench floor --no-run)"
 

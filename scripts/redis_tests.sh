@@ -52,7 +52,7 @@ unset RL_TEST_BACKEND_CONFIG
 echo "== cargo test --test 'redis_*'"
 targets=()
 for f in tests/redis_*.rs; do targets+=(--test "$(basename "$f" .rs)"); done
-if cargo test --locked "${targets[@]}" >"$log" 2>&1; then :; else
+if cargo test --locked --features header "${targets[@]}" >"$log" 2>&1; then :; else
     grep -q ' failed' "$log" || failed=$((failed + 1))
 fi
 grep -E '^(test |running|     Running|SKIPPED|---- |thread |  left|  right|error)|test result' "$log" || true
