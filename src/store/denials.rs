@@ -185,6 +185,14 @@ impl<S: Deref<Target = [Entry]>> Denials<S> {
         &self.entries[(((fp >> 32) * self.entries.len() as u64) >> 32) as usize]
     }
 
+    /// Whether two keys map to one entry (then only one of them is
+    /// remembered at a time; with a random seed, two given keys do once in
+    /// a few hundred handles).
+    #[cfg(test)]
+    pub fn share_an_entry(&self, a: u64, b: u64) -> bool {
+        std::ptr::eq(self.entry(a), self.entry(b))
+    }
+
     /// Whether the key `fp` has an entry, in force or not (one load): a
     /// check that finds none need not `forget` after an allowed answer.
     #[inline]

@@ -1662,13 +1662,17 @@ fn a_writer_killed_mid_entry_costs_a_locked_check_never_a_wrong_answer() {
 fn a_process_killed_holding_a_stripe_loses_no_denial() {
     let name = Name::new("dead-stripe");
     let s = open("rate=1/1000d capacity=100 top=4", &name);
-    for key in [&b"k"[..], b"j"] {
+    // Two keys with over-limit cache entries of their own (the seed is random).
+    let fp = |key: &[u8]| s.seed.fingerprint(key);
+    let j = (0..).map(|i| format!("j{i}")).find(|j| !s.denials.share_an_entry(fp(b"k"), fp(j.as_bytes()))).unwrap();
+    let j = j.as_bytes();
+    for key in [&b"k"[..], j] {
         assert!(s.check(key, 1).unwrap().outcome.allowed);
         assert!(!s.check(key, 1).unwrap().outcome.allowed);
     }
     let child = spawn(|| {
         let denied = |key: &[u8]| !s.check(key, 1).unwrap().outcome.allowed;
-        let all = (0..5).all(|_| denied(b"k")) && (0..3).all(|_| denied(b"j"));
+        let all = (0..5).all(|_| denied(b"k")) && (0..3).all(|_| denied(j));
         let me = s.owner.word(s.generations()).unwrap();
         // Dies holding its stripe (j's 3 still pending in it).
         if all && s.tally.denied() == 8 && s.tally.hold_and_leave(me, me) {
@@ -1684,7 +1688,7 @@ fn a_process_killed_holding_a_stripe_loses_no_denial() {
     assert_eq!(s.stats().unwrap().limited, 2 + 8 + 1);
     let top = s.top(Which::Limited, 10).unwrap();
     let counts: Vec<_> = top.iter().map(|e| (e.key[..e.key_len as usize].to_vec(), e.count, e.error)).collect();
-    assert_eq!(counts, [(b"k".to_vec(), 7, 0), (b"j".to_vec(), 4, 0)]);
+    assert_eq!(counts, [(b"k".to_vec(), 7, 0), (j.to_vec(), 4, 0)]);
     assert_eq!(s.tally.pending(), 0);
     // The stripe was taken over and given back: a process landing on it counts again.
     let child = spawn(|| {
