@@ -73,6 +73,8 @@ governor_bin=$(cargo bench --locked --features governor --bench governor --no-ru
 [[ -n $governor_bin && -x $governor_bin ]] || die "could not build bench/governor.rs (try: cargo bench --features governor --bench governor --no-run)"
 
 echo "bench: building the physical floor (cargo bench --no-run)" >&2
+# (The floor needs no governor; the same features as the build above reuse its
+# library instead of building it again, with LTO, for another feature set.)
 floor_bin=$(cargo bench --locked --features governor --bench floor --no-run --message-format=json 2>/dev/null |
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
 [[ -n $floor_bin && -x $floor_bin ]] || die "could not build bench/floor.rs (try: cargo bench --bench floor --no-run)"

@@ -194,23 +194,24 @@ def costs_are_whole_numbers():
     run(ngx, body)
 
 
+def nginx_t(conf):
+    """`nginx -t` of a configuration: (exit code, output)."""
+    ngx = Nginx(conf)
+    try:
+        return ngx.test_config()
+    finally:
+        ngx.stop()
+
+
 @case
 def a_bad_config_fails_nginx_t_with_the_librarys_message():
-    ngx = Nginx('ratelimit_zone api "rate=5/fortnight backend=shm name=/x";'
-                + location("ratelimit zone=api key=$http_x_api_key;"))
-    try:
-        rc, out = ngx.test_config()
-        assert rc != 0, out
-        assert 'ratelimit zone "api"' in out and "fortnight" in out, out
-    finally:
-        ngx.stop()
-    ngx = Nginx(f"ratelimit_zone api {shm_zone('t', '5/hour')};"
-                + location("ratelimit zone=nope key=$http_x_api_key;"))
-    try:
-        rc, out = ngx.test_config()
-        assert rc != 0 and 'unknown ratelimit zone "nope"' in out, out
-    finally:
-        ngx.stop()
+    rc, out = nginx_t('ratelimit_zone api "rate=5/fortnight backend=shm name=/x";'
+                      + location("ratelimit zone=api key=$http_x_api_key;"))
+    assert rc != 0, out
+    assert 'ratelimit zone "api"' in out and "fortnight" in out, out
+    rc, out = nginx_t(f"ratelimit_zone api {shm_zone('t', '5/hour')};"
+                      + location("ratelimit zone=nope key=$http_x_api_key;"))
+    assert rc != 0 and 'unknown ratelimit zone "nope"' in out, out
     # Two zones cannot share one region with two configurations.
     ngx = Nginx(f"ratelimit_zone a {shm_zone('same', '5/hour')};\n"
                 f"ratelimit_zone b {shm_zone('same', '6/hour')};\n"
@@ -223,14 +224,10 @@ def a_bad_config_fails_nginx_t_with_the_librarys_message():
     finally:
         ngx.stop()
     # A good one passes, and leaves no region behind.
-    ngx = Nginx(f"ratelimit_zone api {shm_zone('t', '5/hour')};"
-                + location("ratelimit zone=api key=$http_x_api_key;"))
-    try:
-        rc, out = ngx.test_config()
-        assert rc == 0, out
-        assert not os.path.exists(f"/dev/shm/{RUN}-t"), "nginx -t left its region"
-    finally:
-        ngx.stop()
+    rc, out = nginx_t(f"ratelimit_zone api {shm_zone('t', '5/hour')};"
+                      + location("ratelimit zone=api key=$http_x_api_key;"))
+    assert rc == 0, out
+    assert not os.path.exists(f"/dev/shm/{RUN}-t"), "nginx -t left its region"
 
 
 @case
