@@ -102,21 +102,24 @@ pub struct ShmStore {
 struct Locked<'a> {
     store: &'a ShmStore,
     index: usize,
+    /// The shard's lock word (found once, when taken).
+    word: &'a AtomicU64,
     /// The owner word it was taken with.
     me: u64,
 }
 
 impl Drop for Locked<'_> {
+    #[inline]
     fn drop(&mut self) {
         // Unwinding from a panic inside the critical section: the shard may
         // be half-written, with its undo record open. Repaired here as an heir
         // would repair it (the check that panicked never happened: its caller
         // gets an error, not an answer), before anyone else can see it.
-        if std::thread::panicking() && self.store.lock_word(self.index).load(Ordering::Relaxed) == self.me {
+        if std::thread::panicking() && self.word.load(Ordering::Relaxed) == self.me {
             self.repair(false);
         }
         // A lock that is no longer ours (taken over, or damaged) stays as it is.
-        lock::unlock(self.store.lock_word(self.index), self.me);
+        lock::unlock(self.word, self.me);
     }
 }
 
@@ -182,6 +185,8 @@ impl<'a> Locked<'a> {
     /// thread panicked holding it: repair what may be left half-written
     /// (see layout.rs), and have the table-wide count recounted. Cannot
     /// panic (it runs while unwinding).
+    #[cold]
+    #[inline(never)]
     fn repair(&mut self, taken_over: bool) {
         let stride = self.store.layout.geometry.stride;
         let (words, stats, journal) = self.parts();
@@ -422,11 +427,13 @@ impl ShmStore {
     /// while it is suspect, see `wait_for`). The caller must hold no
     /// shard lock except in shard order (see `recount_total`), or only
     /// try-lock (see `try_lock`).
-    #[inline]
+    /// (Inlined: the uncontended path is a few loads and one compare-and-swap.)
+    #[inline(always)]
     fn lock(&self, i: usize, budget: &Budget) -> Result<Locked<'_>, Error> {
         let me = self.owner.word(self.generations())?;
-        let how = if lock::try_lock(self.lock_word(i), me) { Acquired::Clean } else { self.wait_for(i, me, budget)? };
-        let mut guard = Locked { store: self, index: i, me };
+        let word = self.lock_word(i);
+        let how = if lock::try_lock(word, me) { Acquired::Clean } else { self.wait_for(i, me, budget)? };
+        let mut guard = Locked { store: self, index: i, word, me };
         if how == Acquired::OwnerDied {
             guard.repair(true);
         }
@@ -477,7 +484,8 @@ impl ShmStore {
     /// repair is for the next operation that waits for it.)
     fn try_lock(&self, i: usize) -> Result<Option<Locked<'_>>, Error> {
         let me = self.owner.word(self.generations())?;
-        Ok(lock::try_lock(self.lock_word(i), me).then(|| Locked { store: self, index: i, me }))
+        let word = self.lock_word(i);
+        Ok(lock::try_lock(word, me).then(|| Locked { store: self, index: i, word, me }))
     }
 
     /// Runs `f` on the shards other than `me` that are free, from a rotating
