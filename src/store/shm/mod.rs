@@ -546,14 +546,8 @@ impl Store for ShmStore {
     #[inline]
     fn check(&self, key: &[u8], cost: u64) -> Result<Verdict, Error> {
         let fp = self.seed.fingerprint(key);
-        let place = self.layout.geometry.place(fp);
         let now = self.clock.now();
         let budget = Budget::new();
-        // A slot with one state word (one token-bucket rate) is updated in
-        // place by one aligned 8-byte store: a killed process leaves the old
-        // word or the new one, never a mix, so it needs no undo record (see
-        // layout.rs, step 3).
-        let journaled = self.layout.geometry.stride > 2;
         let Limits::Rates(rates) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_check")) };
         // A key over its limit: answered from the over-limit cache, without
         // the shard's lock, counted in this thread's stripe (as memory does;
@@ -568,6 +562,13 @@ impl Store for ShmStore {
                 }
             }
         }
+        // (The key's place only now: a cached denial does without it.)
+        let place = self.layout.geometry.place(fp);
+        // A slot with one state word (one token-bucket rate) is updated in
+        // place by one aligned 8-byte store: a killed process leaves the old
+        // word or the new one, never a mix, so it needs no undo record (see
+        // layout.rs, step 3).
+        let journaled = self.layout.geometry.stride > 2;
         let verdict = {
             let mut guard = self.lock(place.shard, &budget)?;
             let (mut shard, journal, top_words) = guard.shard();
