@@ -105,13 +105,21 @@ fn windows_ms(limits: &Limits) -> [u64; MAX_RATES] {
     windows
 }
 
+// (The add-then-divide is the point: `div_ceil` compiles to a remainder test.)
+#[allow(clippy::manual_div_ceil)]
 #[inline(always)]
 fn ceil_ms(ticks: u64, tick_ns: u64) -> u64 {
+    // Nanosecond ticks (memory, shm): a u64 division by a constant, which
+    // compiles to a multiply, instead of a call to the u128 division routine;
+    // rounded up by adding first (an add, not a remainder test), for every
+    // value the addition cannot overflow (NEVER is above them).
+    if tick_ns == 1 && ticks <= u64::MAX - (NANOS_PER_MS - 1) {
+        return (ticks + (NANOS_PER_MS - 1)) / NANOS_PER_MS;
+    }
     if ticks == NEVER {
         return u64::MAX;
     }
-    // Nanosecond ticks (memory, shm): a u64 division by a constant, which
-    // compiles to a multiply, instead of a call to the u128 division routine.
+    // The last 999,999 values below NEVER.
     if tick_ns == 1 {
         return ticks.div_ceil(NANOS_PER_MS);
     }
@@ -520,6 +528,10 @@ mod tests {
         assert_eq!(ceil_ms(1_000_001, 1), 2);
         assert_eq!(ceil_ms(3, 1000), 1);
         assert_eq!(ceil_ms(u64::MAX - 1, 1), (u64::MAX - 1).div_ceil(1_000_000));
+        for ticks in [0, 999_999, u64::MAX - 1_000_000, u64::MAX - 999_999, u64::MAX - 999_998] {
+            assert_eq!(ceil_ms(ticks, 1), ticks.div_ceil(1_000_000), "{ticks}");
+        }
+        assert_eq!(ceil_ms(NEVER, 1), u64::MAX);
         assert_eq!(ceil_ms(u64::MAX - 1, 1_000_000), u64::MAX - 1);
     }
 
