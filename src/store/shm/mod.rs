@@ -82,6 +82,11 @@ pub struct ShmStore {
     /// The region's name, for error messages.
     name: String,
     layout: Layout,
+    /// Per shard: words of slots, slots, and words of sketches (0 with
+    /// `top=0`), made once from `layout` (not multiplied out per check).
+    shard_words: usize,
+    shard_slots: usize,
+    top_words: usize,
     limits: Limits,
     seed: Seed,
     clock: SharedClock,
@@ -155,7 +160,7 @@ impl<'a> Locked<'a> {
         // outlives `self.store`.
         unsafe {
             Parts {
-                words: std::slice::from_raw_parts_mut(words, self.store.layout.geometry.shard_words()),
+                words: std::slice::from_raw_parts_mut(words, self.store.shard_words),
                 stats: &mut *addr_of_mut!((*s).stats),
                 journal: &mut *addr_of_mut!((*s).journal),
                 top: std::slice::from_raw_parts_mut(top, top_words),
@@ -166,7 +171,7 @@ impl<'a> Locked<'a> {
     /// The shard as table/ works on it, its undo log and its sketches.
     fn shard(&mut self) -> (Shard<'_>, &mut Journal, &mut [u64]) {
         let store: &'a ShmStore = self.store;
-        let slots = store.layout.geometry.sets * crate::table::WAYS;
+        let slots = store.shard_slots;
         let Parts { words, stats, journal, top } = self.all_parts();
         if (stats.allowed | stats.limited | stats.evictions) >= DAMAGED_COUNT || stats.keys > slots as u64 {
             store.mend_counters(words, stats);
@@ -307,6 +312,9 @@ impl ShmStore {
         Ok(ShmStore {
             region,
             name: name.to_owned(),
+            shard_words: layout.geometry.shard_words(),
+            shard_slots: layout.geometry.sets * crate::table::WAYS,
+            top_words: layout.top.map_or(0, |t| t.shard_words()),
             layout,
             limits,
             seed: Seed(seed),
@@ -393,7 +401,7 @@ impl ShmStore {
     /// Shard `i`'s heavy-hitter sketches: where, and how many words (0 with `top=0`).
     fn top_ptr(&self, i: usize) -> (*mut u64, usize) {
         assert!(i < self.layout.geometry.shards);
-        let words = self.layout.top.map_or(0, |t| t.shard_words());
+        let words = self.top_words;
         // SAFETY: shard `i`'s sketches lie inside the mapping (checked
         // layout; for `top=0`, an empty range at its end).
         (unsafe { self.region.base().add(self.layout.top_offset + i * words * 8).cast() }, words)
@@ -401,7 +409,7 @@ impl ShmStore {
 
     fn words_ptr(&self, i: usize) -> *mut u64 {
         assert!(i < self.layout.geometry.shards);
-        let at = self.layout.slots_offset + i * self.layout.geometry.shard_words() * 8;
+        let at = self.layout.slots_offset + i * self.shard_words * 8;
         // SAFETY: shard `i`'s words lie inside the mapping (checked layout).
         unsafe { self.region.base().add(at).cast() }
     }
