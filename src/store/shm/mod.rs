@@ -121,7 +121,7 @@ impl Drop for Locked<'_> {
         // would repair it (the check that panicked never happened: its caller
         // gets an error, not an answer), before anyone else can see it.
         if std::thread::panicking() && self.word.load(Ordering::Relaxed) == self.me {
-            self.repair(false);
+            Locked::repair_held(self.store, self.index, self.word, self.me, false);
         }
         // A lock that is no longer ours (taken over, or damaged) stays as it is.
         lock::unlock(self.word, self.me);
@@ -186,12 +186,20 @@ impl<'a> Locked<'a> {
         (shard, journal, top)
     }
 
+    /// `repair` of the shard `index` whose lock `me` holds in `word`,
+    /// through a guard of its own that never unlocks (the caller's guard
+    /// does, and is not used meanwhile). The caller's guard is not passed
+    /// by reference, so that on the hot path it can stay in registers.
+    #[cold]
+    #[inline(never)]
+    fn repair_held(store: &ShmStore, index: usize, word: &AtomicU64, me: u64, taken_over: bool) {
+        std::mem::ManuallyDrop::new(Locked { store, index, word, me }).repair(taken_over);
+    }
+
     /// The previous holder died holding the lock (`taken_over`), or this
     /// thread panicked holding it: repair what may be left half-written
     /// (see layout.rs), and have the table-wide count recounted. Cannot
     /// panic (it runs while unwinding).
-    #[cold]
-    #[inline(never)]
     fn repair(&mut self, taken_over: bool) {
         let stride = self.store.layout.geometry.stride;
         let (words, stats, journal) = self.parts();
@@ -441,11 +449,10 @@ impl ShmStore {
         let me = self.owner.word(self.generations())?;
         let word = self.lock_word(i);
         let how = if lock::try_lock(word, me) { Acquired::Clean } else { self.wait_for(i, me, budget)? };
-        let mut guard = Locked { store: self, index: i, word, me };
         if how == Acquired::OwnerDied {
-            guard.repair(true);
+            Locked::repair_held(self, i, word, me, true);
         }
-        Ok(guard)
+        Ok(Locked { store: self, index: i, word, me })
     }
 
     /// Shard `i` is held by someone else: waits for it until the deadline,
