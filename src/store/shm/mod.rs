@@ -138,6 +138,15 @@ struct Parts<'p> {
 }
 
 impl<'a> Locked<'a> {
+    /// Unlocks at the end of a check's critical section: what the drop
+    /// does, without asking whether this thread is unwinding (a section
+    /// that got here completed; one a panic left is dropped, and repaired).
+    #[inline(always)]
+    fn release(self) {
+        let this = std::mem::ManuallyDrop::new(self);
+        lock::unlock(this.word, this.me);
+    }
+
     /// The shard's words, stats and undo log.
     fn parts(&mut self) -> (&mut [u64], &mut ShardStats, &mut Journal) {
         let p = self.all_parts();
@@ -604,6 +613,7 @@ impl Store for ShmStore {
                 let active = Top::sample(shard.stats.allowed.wrapping_add(shard.stats.limited));
                 top.record(top_words, fp, key, verdict.outcome.allowed, active);
             }
+            guard.release();
             verdict
         };
         self.heal(&budget, false);
