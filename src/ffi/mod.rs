@@ -387,8 +387,23 @@ pub extern "C" fn rl_check(
 ) -> c_int {
     ffi_boundary! {
         on_panic: after_panic(lim, out);
-        decide_into(lim, key, key_len, out, Op::Check(cost))
+        check_into(lim, key, key_len, cost, out)
     }
+}
+
+/// rl_check()'s body, a function of its own: the boundary's closure is then
+/// one call, inlined into rl_check, that passes the arguments in registers
+/// (the whole body in the closure stayed a call, its arguments passed
+/// through memory).
+#[inline(never)]
+fn check_into(
+    lim: *mut rl_limiter,
+    key: *const std::ffi::c_void,
+    key_len: usize,
+    cost: u64,
+    out: *mut rl_decision,
+) -> c_int {
+    decide_into(lim, key, key_len, out, Op::Check(cost))
 }
 
 /// What rl_check() or rl_adjust() does to the key.
