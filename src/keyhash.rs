@@ -68,7 +68,7 @@ fn tail_word(tail: &[u8]) -> u64 {
 
 /// SipHash-C-D with a 64-bit output, as specified by Aumasson and Bernstein.
 /// The state is four locals (registers), not an array.
-#[inline]
+#[inline(always)]
 fn siphash<const C: usize, const D: usize>(key: [u64; 2], data: &[u8]) -> u64 {
     let mut v0 = key[0] ^ 0x736f_6d65_7073_6575;
     let mut v1 = key[1] ^ 0x646f_7261_6e64_6f6d;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::algorithm::Verdict;
 use crate::algorithm::{Leases, Limits, Rate, NEVER};
-use crate::config::{Backend, Config, OnError, NANOS_PER_MS};
+use crate::config::{Backend, Config, OnError, MAX_RATES, NANOS_PER_MS};
 use crate::error::Error;
 use crate::metrics::Snapshot;
 use crate::store::{wrong_kind, MemoryStore, RedisStore, ShmStore, Store, StoreStats};
@@ -65,6 +65,9 @@ pub struct Limiter {
     /// `config.rates` (or `config.concurrency`) in nanosecond ticks, made
     /// once for the check path.
     limits: Limits,
+    /// The `window_ms` of each rate's decisions (of the lease's: index 0),
+    /// made once: not a division per check.
+    windows_ms: [u64; MAX_RATES],
     store: Home,
     errors: AtomicU64,
     /// The configuration in full (an attach's as read from its region):
@@ -88,12 +91,35 @@ pub fn limits_in_ns(config: &Config) -> Limits {
     }
 }
 
+/// The `window_ms` of decisions by each rate of `limits` (a lease's at index 0).
+fn windows_ms(limits: &Limits) -> [u64; MAX_RATES] {
+    let mut windows = [0; MAX_RATES];
+    match limits {
+        Limits::Rates(rates) => {
+            for (w, r) in windows.iter_mut().zip(rates) {
+                *w = r.period / NANOS_PER_MS;
+            }
+        }
+        Limits::Leases(l) => windows[0] = l.lease / NANOS_PER_MS,
+    }
+    windows
+}
+
+// (The add-then-divide is the point: `div_ceil` compiles to a remainder test.)
+#[allow(clippy::manual_div_ceil)]
+#[inline(always)]
 fn ceil_ms(ticks: u64, tick_ns: u64) -> u64 {
+    // Nanosecond ticks (memory, shm): a u64 division by a constant, which
+    // compiles to a multiply, instead of a call to the u128 division routine;
+    // rounded up by adding first (an add, not a remainder test), for every
+    // value the addition cannot overflow (NEVER is above them).
+    if tick_ns == 1 && ticks <= u64::MAX - (NANOS_PER_MS - 1) {
+        return (ticks + (NANOS_PER_MS - 1)) / NANOS_PER_MS;
+    }
     if ticks == NEVER {
         return u64::MAX;
     }
-    // Nanosecond ticks (memory, shm): a u64 division by a constant, which
-    // compiles to a multiply, instead of a call to the u128 division routine.
+    // The last 999,999 values below NEVER.
     if tick_ns == 1 {
         return ticks.div_ceil(NANOS_PER_MS);
     }
@@ -113,8 +139,10 @@ impl Limiter {
             Backend::Shm => (Home::Shm(ShmStore::open(config)?), config.clone()),
             Backend::Redis => (Home::Redis(Box::new(RedisStore::new(config)?)), config.clone()),
         };
+        let limits = limits_in_ns(&config);
         Ok(Limiter {
-            limits: limits_in_ns(&config),
+            windows_ms: windows_ms(&limits),
+            limits,
             store,
             errors: AtomicU64::new(0),
             description: config.describe(),
@@ -139,6 +167,9 @@ impl Limiter {
     }
 
     /// A backend's verdict, in ticks of `tick_ns`, as the caller's decision.
+    /// Inlined where `tick_ns` is a backend's constant, so that the
+    /// conversions to milliseconds compile to multiplies.
+    #[inline(always)]
     fn decision(&self, verdict: Verdict, tick_ns: u64) -> Decision {
         let o = verdict.outcome;
         Decision {
@@ -154,11 +185,9 @@ impl Limiter {
 
     /// A decision's `window_ms`: the period of rate `index`, or the length
     /// of a lease.
+    #[inline(always)]
     fn window_ms(&self, index: usize) -> u64 {
-        match &self.limits {
-            Limits::Rates(rates) => rates[index].period / NANOS_PER_MS,
-            Limits::Leases(l) => l.lease / NANOS_PER_MS,
-        }
+        self.windows_ms[index]
     }
 
     /// A decision's `limit` when there is no answer: the first rate's
@@ -197,16 +226,20 @@ impl Limiter {
     /// (the backend never knows: a denial consumed nothing and counted in
     /// `limited`), then reports the decision allowed, keeping its other
     /// fields, `retry_after_ms` included.
-    #[inline]
+    ///
+    /// Inlined into `rl_check`, each backend's answer turned into the
+    /// decision with that backend's tick as a constant.
+    #[inline(always)]
     pub fn check(&self, key: &[u8], cost: u64) -> Result<Decision, (Error, Decision)> {
         if self.is_concurrency() {
             return Err(self.refused("rl_check"));
         }
-        self.decided(on_store!(&self.store, s => s.check(key, cost).map(|v| (v, s.tick_ns()))))
+        on_store!(&self.store, s => self.decided(s.check(key, cost), s.tick_ns()))
     }
 
     /// What an operation of the wrong kind (see `wrong_kind`) answers: an
     /// argument error, so a denial whatever `on_error` says.
+    #[cold]
     fn refused(&self, op: &str) -> (Error, Decision) {
         let d = Decision { allowed: false, retry_after_ms: ERROR_RETRY_MS, ..self.error_decision() };
         (wrong_kind(&self.limits, op), d)
@@ -214,20 +247,26 @@ impl Limiter {
 
     /// Turns a backend's verdict, in ticks of `tick_ns`, into the caller's
     /// decision (dry run included), or counts its error and gives
-    /// `on_error`'s decision. (The tick comes with the verdict, from the
-    /// same dispatch: the check path matches the backend once.)
-    fn decided(&self, verdict: Result<(Verdict, u64), Error>) -> Result<Decision, (Error, Decision)> {
+    /// `on_error`'s decision. (Called in each arm of the backend's dispatch,
+    /// with the backend's tick: the check path matches the backend once.)
+    #[inline(always)]
+    fn decided(&self, verdict: Result<Verdict, Error>, tick_ns: u64) -> Result<Decision, (Error, Decision)> {
         match verdict {
-            Ok((verdict, tick_ns)) => {
+            Ok(verdict) => {
                 let mut d = self.decision(verdict, tick_ns);
                 d.allowed |= self.config.dry_run;
                 Ok(d)
             }
-            Err(e) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                Err((e, self.error_decision()))
-            }
+            Err(e) => Err(self.failed(e)),
         }
+    }
+
+    /// A backend error, counted, with `on_error`'s decision.
+    #[cold]
+    #[inline(never)]
+    fn failed(&self, e: Error) -> (Error, Decision) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        (e, self.error_decision())
     }
 
     /// Settles `delta` units after the fact (see `rl_adjust`). The decision
@@ -236,7 +275,7 @@ impl Limiter {
         if self.is_concurrency() {
             return Err(self.refused("rl_adjust"));
         }
-        self.decided(on_store!(&self.store, s => s.adjust(key, delta).map(|v| (v, s.tick_ns()))))
+        on_store!(&self.store, s => self.decided(s.adjust(key, delta), s.tick_ns()))
     }
 
     /// Takes one of the key's in-flight places (see `rl_acquire`): the
@@ -247,11 +286,14 @@ impl Limiter {
             return Err(self.refused("rl_acquire"));
         }
         let mut lease = 0;
-        let verdict = on_store!(&self.store, s => s.acquire(key).map(|(verdict, id)| {
-            lease = id;
-            (verdict, s.tick_ns())
-        }));
-        self.decided(verdict).map(|d| (d, lease))
+        let decided = on_store!(&self.store, s => {
+            let verdict = s.acquire(key).map(|(verdict, id)| {
+                lease = id;
+                verdict
+            });
+            self.decided(verdict, s.tick_ns())
+        });
+        decided.map(|d| (d, lease))
     }
 
     /// `result`, with a backend error counted in `errors` as a check's is.
@@ -486,6 +528,10 @@ mod tests {
         assert_eq!(ceil_ms(1_000_001, 1), 2);
         assert_eq!(ceil_ms(3, 1000), 1);
         assert_eq!(ceil_ms(u64::MAX - 1, 1), (u64::MAX - 1).div_ceil(1_000_000));
+        for ticks in [0, 999_999, u64::MAX - 1_000_000, u64::MAX - 999_999, u64::MAX - 999_998] {
+            assert_eq!(ceil_ms(ticks, 1), ticks.div_ceil(1_000_000), "{ticks}");
+        }
+        assert_eq!(ceil_ms(NEVER, 1), u64::MAX);
         assert_eq!(ceil_ms(u64::MAX - 1, 1_000_000), u64::MAX - 1);
     }
 

@@ -31,11 +31,16 @@ fn load(words: &[u64]) -> State {
     }
 }
 
-/// Writes the first `n` words of `new` back into `words`.
+/// Writes the first `words.len()` (1 to `STATE_WORDS`) words of `new` back
+/// into `words`. Spelled out per length, as `load` is: the loop compiled to
+/// a call to memcpy for one word.
 #[inline]
 fn store(words: &mut [u64], new: &State) {
-    for (w, v) in words.iter_mut().zip(new) {
-        *w = *v;
+    match words {
+        [a] => *a = new[0],
+        [a, b] => (*a, *b) = (new[0], new[1]),
+        [a, b, c, ..] => (*a, *b, *c) = (new[0], new[1], new[2]),
+        [] => {}
     }
 }
 

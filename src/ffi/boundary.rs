@@ -189,7 +189,7 @@ impl BoundaryValue for *const c_char {
 macro_rules! ffi_boundary {
     ( keep_last_error; on_panic: $on_panic:expr; $($body:tt)* ) => {{
         $crate::ffi::boundary::install_quiet_panic_hook();
-        match $crate::ffi::boundary::catch(|| { $($body)* }) {
+        match $crate::ffi::boundary::catch(move || { $($body)* }) {
             Some(value) => value,
             None => $on_panic,
         }

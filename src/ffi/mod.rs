@@ -387,21 +387,44 @@ pub extern "C" fn rl_check(
 ) -> c_int {
     ffi_boundary! {
         on_panic: after_panic(lim, out);
-        decide_into(lim, key, key_len, out, |lim, key| lim.check(key, cost))
+        check_into(lim, key, key_len, cost, out)
     }
+}
+
+/// rl_check()'s body, a function of its own: the boundary's closure is then
+/// one call, inlined into rl_check, that passes the arguments in registers
+/// (the whole body in the closure stayed a call, its arguments passed
+/// through memory).
+#[inline(never)]
+fn check_into(
+    lim: *mut rl_limiter,
+    key: *const std::ffi::c_void,
+    key_len: usize,
+    cost: u64,
+    out: *mut rl_decision,
+) -> c_int {
+    decide_into(lim, key, key_len, out, Op::Check(cost))
+}
+
+/// What rl_check() or rl_adjust() does to the key.
+enum Op {
+    Check(u64),
+    Adjust(i64),
 }
 
 /// The body rl_check() and rl_adjust() share, inside their boundary: the
 /// argument checks (each error after filling `*out` with a denial when
-/// there is an `out`), then `decide` on the limiter and the key, whose
-/// decision goes into `*out` whatever the status.
+/// there is an `out`), then `op` on the limiter and the key, whose
+/// decision goes into `*out` whatever the status. (`op` rather than a
+/// closure: each caller's constant `op` picks its one arm, and the check
+/// is inlined whole into rl_check, its decision written straight into `*out`.)
 #[inline(always)]
 fn decide_into(
     lim: *mut rl_limiter,
     key: *const std::ffi::c_void,
     key_len: usize,
     out: *mut rl_decision,
-    decide: impl FnOnce(&Limiter, &[u8]) -> Result<Decision, (Error, Decision)>,
+    op: Op,
 ) -> c_int {
     let out = try_mut!(out);
     if lim.is_null() {
@@ -414,7 +437,11 @@ fn decide_into(
     let key = try_slice!(key, key_len);
     #[cfg(any(test, fuzzing))]
     fault::check_point();
-    match decide(&lim.inner, key) {
+    let decided = match op {
+        Op::Check(cost) => lim.inner.check(key, cost),
+        Op::Adjust(delta) => lim.inner.adjust(key, delta),
+    };
+    match decided {
         Ok(d) => {
             *out = d.into();
             RL_OK
@@ -498,7 +525,7 @@ pub extern "C" fn rl_adjust(
 ) -> c_int {
     ffi_boundary! {
         on_panic: after_panic(lim, out);
-        decide_into(lim, key, key_len, out, |lim, key| lim.adjust(key, delta))
+        decide_into(lim, key, key_len, out, Op::Adjust(delta))
     }
 }
 

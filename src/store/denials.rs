@@ -201,11 +201,12 @@ impl<S: Deref<Target = [Entry]>> Denials<S> {
     }
 
     /// A denial still in force at `now_ns` for `cost` units of the key
-    /// `fp`, its durations in ticks of `tick_ns` (rounded up).
+    /// `fp`, its durations in ticks of `tick_ns` (rounded up). (Memory and
+    /// shm ask only when `holds` said yes; a miss on another key costs one
+    /// line's read, as `holds` does.)
     #[inline]
     pub fn lookup(&self, fp: u64, cost: u64, now_ns: u64, tick_ns: u64) -> Option<Verdict> {
-        // The cheap miss first: a plain read of the fingerprint.
-        if cost == 0 || cost > self.max_cost || !self.holds(fp) {
+        if cost == 0 || cost > self.max_cost {
             return None;
         }
         let d = self.entry(fp).read()?;

@@ -38,10 +38,12 @@ const REANCHOR_NS: u64 = 1_000_000;
 pub struct SharedClock {
     offset_ns: u64,
     tsc: quanta::Clock,
-    /// A seqlock over the anchor (even: stable; 0: no anchor yet).
+    /// A seqlock over the anchor (even: stable; odd: being rewritten).
     seq: AtomicU64,
+    /// The anchor: a counter reading, and the clock's reading then
+    /// (`CLOCK_MONOTONIC` plus the offset, added once per anchor).
     anchor_raw: AtomicU64,
-    anchor_mono: AtomicU64,
+    anchor_ns: AtomicU64,
 }
 
 impl SharedClock {
@@ -51,14 +53,17 @@ impl SharedClock {
         read(libc::CLOCK_REALTIME).wrapping_sub(mono)
     }
 
+    /// The clock, anchored once already (so a reading never finds no anchor).
     pub fn new(offset_ns: u64) -> SharedClock {
-        SharedClock {
+        let clock = SharedClock {
             offset_ns,
             tsc: quanta::Clock::new(),
             seq: AtomicU64::new(0),
             anchor_raw: AtomicU64::new(0),
-            anchor_mono: AtomicU64::new(0),
-        }
+            anchor_ns: AtomicU64::new(0),
+        };
+        clock.reanchor();
+        clock
     }
 
     #[inline]
@@ -69,14 +74,14 @@ impl SharedClock {
         }
         let seq = self.seq.load(Ordering::Acquire);
         let anchor_raw = self.anchor_raw.load(Ordering::Relaxed);
-        let anchor_mono = self.anchor_mono.load(Ordering::Relaxed);
+        let anchor_ns = self.anchor_ns.load(Ordering::Relaxed);
         fence(Ordering::Acquire);
-        if seq != 0 && seq & 1 == 0 && self.seq.load(Ordering::Relaxed) == seq {
+        if seq & 1 == 0 && self.seq.load(Ordering::Relaxed) == seq {
             let raw = self.tsc.raw();
             // 0 if the counter is behind the anchor (another CPU's reading).
             let since = self.tsc.delta_as_nanos(anchor_raw, raw);
             if since < REANCHOR_NS {
-                return anchor_mono.wrapping_add(since).wrapping_add(self.offset_ns);
+                return anchor_ns.wrapping_add(since);
             }
         }
         self.reanchor()
@@ -87,15 +92,15 @@ impl SharedClock {
     #[cold]
     fn reanchor(&self) -> u64 {
         let raw = self.tsc.raw();
-        let mono = read(libc::CLOCK_MONOTONIC);
+        let now = read(libc::CLOCK_MONOTONIC).wrapping_add(self.offset_ns);
         let seq = self.seq.load(Ordering::Relaxed);
         if seq & 1 == 0 && self.seq.compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
             fence(Ordering::Release);
             self.anchor_raw.store(raw, Ordering::Relaxed);
-            self.anchor_mono.store(mono, Ordering::Relaxed);
+            self.anchor_ns.store(now, Ordering::Relaxed);
             self.seq.store(seq + 2, Ordering::Release);
         }
-        mono.wrapping_add(self.offset_ns)
+        now
     }
 }
 

@@ -2,10 +2,15 @@
 //! owner word (owner.rs) of the handle holding it.
 //!
 //! - **Taking a free lock** is one compare-and-swap `0 -> owner word`
-//!   (acquire), and **releasing** it one compare-and-swap `owner word -> 0`
-//!   (release), which leaves a lock that is no longer the caller's alone
-//!   (taken over, or overwritten in a damaged region): no system call, no
-//!   bookkeeping outside the word. (glibc's robust mutexes
+//!   (acquire), and **releasing** it a load that finds the caller's word
+//!   and a store of 0 (release), which leaves a lock that is no longer the
+//!   caller's alone (overwritten in a damaged region): no system call, no
+//!   bookkeeping outside the word. The release needs no second atomic
+//!   read-modify-write: only the holder itself, or an heir who judged it
+//!   dead, ever changes a held lock's word, and a live holder is never
+//!   judged dead (owner.rs), so the word cannot change between its load
+//!   and its store. (A process killed in between leaves the lock held by a
+//!   dead owner, as one killed before them does.) (glibc's robust mutexes
 //!   cost more than twice that uncontended, for the robust-list upkeep around
 //!   each atomic, and sleep in the kernel as soon as they are contended; see
 //!   BENCHMARKS.md.)
@@ -54,10 +59,15 @@ pub fn try_lock(lock: &AtomicU64, me: u64) -> bool {
 }
 
 /// Releases `lock` if `me` holds it; false (and nothing done) if it holds
-/// another word: then it is not the caller's to release.
+/// another word: then it is not the caller's to release. (A load and a
+/// store, not a compare-and-swap: see the module docs.)
 #[inline]
 pub fn unlock(lock: &AtomicU64, me: u64) -> bool {
-    lock.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed).is_ok()
+    if lock.load(Ordering::Relaxed) != me {
+        return false;
+    }
+    lock.store(0, Ordering::Release);
+    true
 }
 
 /// Takes `lock` for `me`, waiting until `deadline` at most; `None` if it is
@@ -129,7 +139,7 @@ mod tests {
         assert!(try_lock(&lock, 7));
         assert!(!unlock(&lock, 8), "another owner's lock");
         assert_eq!(lock.load(Ordering::Relaxed), 7);
-        // Taken over from 7 (judged dead): 7's late unlock leaves the heir's lock.
+        // Taken over from 7 (judged dead): an unlock by 7 leaves the heir's lock.
         let far = Instant::now() + Duration::from_secs(60);
         assert_eq!(lock_until(&lock, 9, far, |w| w != 7), Some(Acquired::OwnerDied));
         assert!(!unlock(&lock, 7));

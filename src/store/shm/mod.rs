@@ -82,6 +82,11 @@ pub struct ShmStore {
     /// The region's name, for error messages.
     name: String,
     layout: Layout,
+    /// Per shard: words of slots, slots, and words of sketches (0 with
+    /// `top=0`), made once from `layout` (not multiplied out per check).
+    shard_words: usize,
+    shard_slots: usize,
+    top_words: usize,
     limits: Limits,
     seed: Seed,
     clock: SharedClock,
@@ -102,21 +107,24 @@ pub struct ShmStore {
 struct Locked<'a> {
     store: &'a ShmStore,
     index: usize,
+    /// The shard's lock word (found once, when taken).
+    word: &'a AtomicU64,
     /// The owner word it was taken with.
     me: u64,
 }
 
 impl Drop for Locked<'_> {
+    #[inline]
     fn drop(&mut self) {
         // Unwinding from a panic inside the critical section: the shard may
         // be half-written, with its undo record open. Repaired here as an heir
         // would repair it (the check that panicked never happened: its caller
         // gets an error, not an answer), before anyone else can see it.
-        if std::thread::panicking() && self.store.lock_word(self.index).load(Ordering::Relaxed) == self.me {
-            self.repair(false);
+        if std::thread::panicking() && self.word.load(Ordering::Relaxed) == self.me {
+            Locked::repair_held(self.store, self.index, self.word, self.me, false);
         }
         // A lock that is no longer ours (taken over, or damaged) stays as it is.
-        lock::unlock(self.store.lock_word(self.index), self.me);
+        lock::unlock(self.word, self.me);
     }
 }
 
@@ -130,6 +138,15 @@ struct Parts<'p> {
 }
 
 impl<'a> Locked<'a> {
+    /// Unlocks at the end of a check's critical section: what the drop
+    /// does, without asking whether this thread is unwinding (a section
+    /// that got here completed; one a panic left is dropped, and repaired).
+    #[inline(always)]
+    fn release(self) {
+        let this = std::mem::ManuallyDrop::new(self);
+        lock::unlock(this.word, this.me);
+    }
+
     /// The shard's words, stats and undo log.
     fn parts(&mut self) -> (&mut [u64], &mut ShardStats, &mut Journal) {
         let p = self.all_parts();
@@ -152,7 +169,7 @@ impl<'a> Locked<'a> {
         // outlives `self.store`.
         unsafe {
             Parts {
-                words: std::slice::from_raw_parts_mut(words, self.store.layout.geometry.shard_words()),
+                words: std::slice::from_raw_parts_mut(words, self.store.shard_words),
                 stats: &mut *addr_of_mut!((*s).stats),
                 journal: &mut *addr_of_mut!((*s).journal),
                 top: std::slice::from_raw_parts_mut(top, top_words),
@@ -163,7 +180,7 @@ impl<'a> Locked<'a> {
     /// The shard as table/ works on it, its undo log and its sketches.
     fn shard(&mut self) -> (Shard<'_>, &mut Journal, &mut [u64]) {
         let store: &'a ShmStore = self.store;
-        let slots = store.layout.geometry.sets * crate::table::WAYS;
+        let slots = store.shard_slots;
         let Parts { words, stats, journal, top } = self.all_parts();
         if (stats.allowed | stats.limited | stats.evictions) >= DAMAGED_COUNT || stats.keys > slots as u64 {
             store.mend_counters(words, stats);
@@ -176,6 +193,16 @@ impl<'a> Locked<'a> {
             geometry: store.layout.geometry,
         };
         (shard, journal, top)
+    }
+
+    /// `repair` of the shard `index` whose lock `me` holds in `word`,
+    /// through a guard of its own that never unlocks (the caller's guard
+    /// does, and is not used meanwhile). The caller's guard is not passed
+    /// by reference, so that on the hot path it can stay in registers.
+    #[cold]
+    #[inline(never)]
+    fn repair_held(store: &ShmStore, index: usize, word: &AtomicU64, me: u64, taken_over: bool) {
+        std::mem::ManuallyDrop::new(Locked { store, index, word, me }).repair(taken_over);
     }
 
     /// The previous holder died holding the lock (`taken_over`), or this
@@ -302,6 +329,9 @@ impl ShmStore {
         Ok(ShmStore {
             region,
             name: name.to_owned(),
+            shard_words: layout.geometry.shard_words(),
+            shard_slots: layout.geometry.sets * crate::table::WAYS,
+            top_words: layout.top.map_or(0, |t| t.shard_words()),
             layout,
             limits,
             seed: Seed(seed),
@@ -388,7 +418,7 @@ impl ShmStore {
     /// Shard `i`'s heavy-hitter sketches: where, and how many words (0 with `top=0`).
     fn top_ptr(&self, i: usize) -> (*mut u64, usize) {
         assert!(i < self.layout.geometry.shards);
-        let words = self.layout.top.map_or(0, |t| t.shard_words());
+        let words = self.top_words;
         // SAFETY: shard `i`'s sketches lie inside the mapping (checked
         // layout; for `top=0`, an empty range at its end).
         (unsafe { self.region.base().add(self.layout.top_offset + i * words * 8).cast() }, words)
@@ -396,7 +426,7 @@ impl ShmStore {
 
     fn words_ptr(&self, i: usize) -> *mut u64 {
         assert!(i < self.layout.geometry.shards);
-        let at = self.layout.slots_offset + i * self.layout.geometry.shard_words() * 8;
+        let at = self.layout.slots_offset + i * self.shard_words * 8;
         // SAFETY: shard `i`'s words lie inside the mapping (checked layout).
         unsafe { self.region.base().add(at).cast() }
     }
@@ -422,15 +452,16 @@ impl ShmStore {
     /// while it is suspect, see `wait_for`). The caller must hold no
     /// shard lock except in shard order (see `recount_total`), or only
     /// try-lock (see `try_lock`).
-    #[inline]
+    /// (Inlined: the uncontended path is a few loads and one compare-and-swap.)
+    #[inline(always)]
     fn lock(&self, i: usize, budget: &Budget) -> Result<Locked<'_>, Error> {
         let me = self.owner.word(self.generations())?;
-        let how = if lock::try_lock(self.lock_word(i), me) { Acquired::Clean } else { self.wait_for(i, me, budget)? };
-        let mut guard = Locked { store: self, index: i, me };
+        let word = self.lock_word(i);
+        let how = if lock::try_lock(word, me) { Acquired::Clean } else { self.wait_for(i, me, budget)? };
         if how == Acquired::OwnerDied {
-            guard.repair(true);
+            Locked::repair_held(self, i, word, me, true);
         }
-        Ok(guard)
+        Ok(Locked { store: self, index: i, word, me })
     }
 
     /// Shard `i` is held by someone else: waits for it until the deadline,
@@ -477,7 +508,8 @@ impl ShmStore {
     /// repair is for the next operation that waits for it.)
     fn try_lock(&self, i: usize) -> Result<Option<Locked<'_>>, Error> {
         let me = self.owner.word(self.generations())?;
-        Ok(lock::try_lock(self.lock_word(i), me).then(|| Locked { store: self, index: i, me }))
+        let word = self.lock_word(i);
+        Ok(lock::try_lock(word, me).then(|| Locked { store: self, index: i, word, me }))
     }
 
     /// Runs `f` on the shards other than `me` that are free, from a rotating
@@ -538,14 +570,8 @@ impl Store for ShmStore {
     #[inline]
     fn check(&self, key: &[u8], cost: u64) -> Result<Verdict, Error> {
         let fp = self.seed.fingerprint(key);
-        let place = self.layout.geometry.place(fp);
         let now = self.clock.now();
         let budget = Budget::new();
-        // A slot with one state word (one token-bucket rate) is updated in
-        // place by one aligned 8-byte store: a killed process leaves the old
-        // word or the new one, never a mix, so it needs no undo record (see
-        // layout.rs, step 3).
-        let journaled = self.layout.geometry.stride > 2;
         let Limits::Rates(rates) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_check")) };
         // A key over its limit: answered from the over-limit cache, without
         // the shard's lock, counted in this thread's stripe (as memory does;
@@ -560,6 +586,13 @@ impl Store for ShmStore {
                 }
             }
         }
+        // (The key's place only now: a cached denial does without it.)
+        let place = self.layout.geometry.place(fp);
+        // A slot with one state word (one token-bucket rate) is updated in
+        // place by one aligned 8-byte store: a killed process leaves the old
+        // word or the new one, never a mix, so it needs no undo record (see
+        // layout.rs, step 3).
+        let journaled = self.layout.geometry.stride > 2;
         let verdict = {
             let mut guard = self.lock(place.shard, &budget)?;
             let (mut shard, journal, top_words) = guard.shard();
@@ -580,6 +613,7 @@ impl Store for ShmStore {
                 let active = Top::sample(shard.stats.allowed.wrapping_add(shard.stats.limited));
                 top.record(top_words, fp, key, verdict.outcome.allowed, active);
             }
+            guard.release();
             verdict
         };
         self.heal(&budget, false);
