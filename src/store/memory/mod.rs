@@ -188,7 +188,6 @@ impl Store for MemoryStore {
     #[inline]
     fn check(&self, key: &[u8], cost: u64) -> Result<Verdict, Error> {
         let fp = self.seed.fingerprint(key);
-        let place = self.geometry.place(fp);
         let now = self.clock.now();
         let Limits::Rates(rates) = &self.limits else { return Err(wrong_kind(&self.limits, "rl_check")) };
         // One load tells whether the key has an entry; most keys have none.
@@ -200,6 +199,8 @@ impl Store for MemoryStore {
                 }
             }
         }
+        // (The key's place only now: a cached denial does without it.)
+        let place = self.geometry.place(fp);
         let mut data = self.shards[place.shard].lock();
         let data = &mut *data;
         let mut at = At { now, elsewhere: &mut |pass| self.on_other_shards(place.shard, pass) };
