@@ -3,11 +3,7 @@
 //! The table (`table/`) is cut into shards, each behind its own
 //! `parking_lot::Mutex` on its own cache line, so threads working on different
 //! keys rarely meet. Everything is allocated when the limiter is created; a
-//! check allocates nothing. A check that finds its shard held watches the
-//! lock with plain loads, spinning then yielding (`lock_shard`, the wait
-//! shm's lock makes too), before the mutex's own wait: threads hammering one
-//! key then take turns at about 0.8 of the time parking_lot's shorter spin
-//! gives them (BENCHMARKS.md).
+//! check allocates nothing.
 //!
 //! With `top=N` each shard also holds the two heavy-hitter sketches of its
 //! keys (top/), updated under the shard's lock after each check: `rl_top`
@@ -28,9 +24,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crossbeam_utils::Backoff;
 use crossbeam_utils::CachePadded;
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 
 use super::denials::Denials;
 use super::tally::{spin, Tally};
@@ -187,34 +182,6 @@ impl MemoryStore {
     }
 }
 
-/// Locks a shard for a check. A held lock is watched with plain loads,
-/// spinning and then yielding (crossbeam's `Backoff`: at most 127 pauses
-/// and 4 yields), before the mutex's own wait (a short spin, yields, then
-/// sleeping): the holder keeps the lock's line while it works, and a
-/// thread that finds the lock held for long still sleeps.
-#[inline]
-fn lock_shard(shard: &Mutex<ShardData>) -> MutexGuard<'_, ShardData> {
-    match shard.try_lock() {
-        Some(guard) => guard,
-        None => lock_contended(shard),
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn lock_contended(shard: &Mutex<ShardData>) -> MutexGuard<'_, ShardData> {
-    let backoff = Backoff::new();
-    while !backoff.is_completed() {
-        if !shard.is_locked() {
-            if let Some(guard) = shard.try_lock() {
-                return guard;
-            }
-        }
-        backoff.snooze();
-    }
-    shard.lock()
-}
-
 impl Store for MemoryStore {
     const TICK_NS: u64 = 1;
 
@@ -234,7 +201,7 @@ impl Store for MemoryStore {
         }
         // (The key's place only now: a cached denial does without it.)
         let place = self.geometry.place(fp);
-        let mut data = lock_shard(&self.shards[place.shard]);
+        let mut data = self.shards[place.shard].lock();
         let data = &mut *data;
         let mut at = At { now, elsewhere: &mut |pass| self.on_other_shards(place.shard, pass) };
         let verdict =
