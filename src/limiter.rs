@@ -66,7 +66,9 @@ pub struct Limiter {
     /// once for the check path.
     limits: Limits,
     /// The `window_ms` of each rate's decisions (of the lease's: index 0),
-    /// made once: not a division per check.
+    /// made once: read from here, a check saves the match on `limits`, the
+    /// bounds check and the load of the rate (14-19 instructions per
+    /// `rl_check`, callgrind); the division by a constant was a multiply.
     windows_ms: [u64; MAX_RATES],
     store: Home,
     errors: AtomicU64,
