@@ -65,8 +65,8 @@ k() { echo "{rl:__rand_int__}:$1"; }
 declare -A cases=(
   [tb1-ok]="1 $(k t1) 1 t 1000000 1"
   [tb1-deny]="1 $(k t2) 1 t 10 1000"
-  [tb2-ok]="2 $(k t3) $(k t4) 1 t 1000000 1 t 100000000 1"
-  [tb2-deny]="2 $(k t5) $(k t6) 1 t 10 1000 t 50000 1200"
+  [tb2-ok]="1 $(k t3) 1 t 1000000 1 t 100000000 1"
+  [tb2-deny]="1 $(k t5) 1 t 10 1000 t 50000 1200"
   [sw1-ok]="1 $(k s1) 1 s 100000000 60000000"
   [sw1-deny]="1 $(k s2) 1 s 1000 1000000"
   [fw1-ok]="1 $(k f1) 1 f 100000000 60000000"
@@ -76,7 +76,7 @@ if [[ ${CPU_METRIC:-} == ir* ]]; then
   # A callgrind'ed server answers ~3,000 requests/s: the deny cases' rates
   # at 10/s per key, so that they deny there too.
   cases[tb1-deny]="1 $(k t2) 1 t 10 100000"
-  cases[tb2-deny]="2 $(k t5) $(k t6) 1 t 10 100000 t 50000 1200"
+  cases[tb2-deny]="1 $(k t5) 1 t 10 100000 t 50000 1200"
   cases[sw1-deny]="1 $(k s2) 1 s 10 1000000"
   cases[fw1-deny]="1 $(k f2) 1 f 10 1000000"
 fi

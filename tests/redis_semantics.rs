@@ -9,6 +9,7 @@ mod redis_common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use ratelimit::error::Error;
 use ratelimit::limiter::Limiter;
 use redis_common::{conn, env_or_skip, prefix};
 
@@ -163,6 +164,130 @@ fn every_key_has_a_ttl_until_fresh() {
     assert_eq!((d.allowed, d.remaining), (true, 2), "{d:?}");
     let (ttl, at) = ttl_and_expiry(&mut c, &keys[0]);
     assert!(ttl > 500 && ttl <= 1_600 && at % 1_000 <= 1, "PTTL {ttl}, PEXPIRETIME {at}");
+}
+
+/// Several rates share one Redis key (one GET and one SET per check): its
+/// name lists the rates, its state every rate's words, and its expiry is on
+/// the 1 s grid after the latest of their fresh times, kept while that line
+/// stays put, moved when it moves; a refund all the way back deletes it,
+/// and a damaged state is an error, not a wrong answer.
+#[test]
+fn several_rates_share_one_key() {
+    let Some(url) = env_or_skip("RL_TEST_REDIS_URL", "several_rates_share_one_key") else { return };
+    let mut c = conn(&url);
+    let grid_ms = 1_000;
+    // The words of the key's state: after a "+" (its expiry on the grid),
+    // 8-byte little-endian integers.
+    let state = |c: &mut redis::Connection, k: &[u8]| -> Vec<u64> {
+        let bytes: Vec<u8> = redis::cmd("GET").arg(k).query(c).unwrap();
+        assert_eq!(bytes.first(), Some(&b'+'), "not on the grid: {bytes:?}");
+        assert_eq!(bytes.len() % 8, 1, "{bytes:?}");
+        bytes[1..].chunks(8).map(|w| u64::from_le_bytes(w.try_into().unwrap())).collect()
+    };
+
+    // Two token buckets: the state is both tats; the expiry the line after
+    // the later one.
+    let pfx = prefix("one-key");
+    let lim = limiter(&url, &pfx, "rate=5/s,100/hour");
+    assert!(lim.check(b"k", 2).unwrap().allowed);
+    let keys = keys_of(&mut c, &pfx);
+    assert_eq!(keys, vec![format!("{{{pfx}k}}:t5/1000000/5,t100/3600000000/100").into_bytes()]);
+    let before = server_us(&mut c);
+    let tats = state(&mut c, &keys[0]);
+    assert_eq!(tats.len(), 2, "{tats:?}");
+    // 2 of 5/s and 2 of 100/hour ahead of now: 400 ms and 72 s.
+    assert!(tats[0] <= before + 400_000 && tats[0] + 1_000_000 > before + 400_000, "{tats:?} at {before}");
+    assert!(tats[1] <= before + 72_000_000 && tats[1] + 1_000_000 > before + 72_000_000, "{tats:?}");
+    let (_, at) = ttl_and_expiry(&mut c, &keys[0]);
+    // The first line after `fresh` (or 1 ms after it: PX counts from the
+    // script's TIME, Redis from its clock when SET runs).
+    let on_line =
+        |at: i64, fresh: u64| at % grid_ms <= 1 && fresh < at as u64 * 1_000 && at as u64 * 1_000 <= fresh + 1_001_000;
+    assert!(on_line(at, tats[1]), "expiry {at} ms, tats {tats:?}");
+    // 40 more units of the hour: the line moves 28.8 s on, and the expiry with it.
+    assert!(lim.check(b"k", 1).unwrap().allowed);
+    assert!(!lim.check(b"k", 40).unwrap().allowed, "5/s has 2 left");
+    std::thread::sleep(std::time::Duration::from_millis(1_000));
+    assert!(lim.check(b"k", 5).unwrap().allowed);
+    let tats = state(&mut c, &keys[0]);
+    let (_, at) = ttl_and_expiry(&mut c, &keys[0]);
+    assert!(on_line(at, tats[1]), "expiry {at} ms, tats {tats:?}");
+    assert!(tats[1] > before + 100_000_000, "8 of the hour used: {tats:?}");
+
+    // Windows: the fresh time is the window's, so checks in one window keep
+    // the expiry; the state holds every word of each rate.
+    for (algo, words) in [("fixed_window", 4), ("sliding_window", 6)] {
+        let pfx = prefix("one-key-win");
+        let lim = limiter(&url, &pfx, &format!("rate=50/s,1000/hour algorithm={algo}"));
+        assert!(lim.check(b"w", 1).unwrap().allowed);
+        let keys = keys_of(&mut c, &pfx);
+        assert_eq!(keys.len(), 1, "{algo}");
+        let first = state(&mut c, &keys[0]);
+        assert_eq!(first.len(), words, "{algo}: {first:?}");
+        let (_, at) = ttl_and_expiry(&mut c, &keys[0]);
+        // The hour's window (start, count[, previous]) is the later fresh time.
+        let hour = 3_600_000_000u64;
+        let fresh = first[words / 2] + if algo == "fixed_window" { hour } else { 2 * hour };
+        assert!(on_line(at, fresh), "{algo}: expiry {at}, state {first:?}");
+        for _ in 0..5 {
+            assert!(lim.check(b"w", 1).unwrap().allowed, "{algo}");
+        }
+        let now = state(&mut c, &keys[0]);
+        assert_eq!(now[words / 2 + 1], 6, "{algo}: the hour counted 6: {now:?}");
+        assert_eq!(ttl_and_expiry(&mut c, &keys[0]).1, at, "{algo}: the same window keeps its expiry");
+        // A refund all the way back leaves no state: the key is gone.
+        let d = lim.adjust(b"w", -1_000_000).unwrap();
+        assert_eq!((d.allowed, d.remaining), (true, 50), "{algo}: {d:?}");
+        assert!(keys_of(&mut c, &pfx).is_empty(), "{algo}: a fresh state is deleted");
+    }
+
+    // A state written without the grid (its expiry at its fresh time, as
+    // with a test clock) is given one on the grid by the next check.
+    let pfx = prefix("one-key-off");
+    let lim = limiter(&url, &pfx, "rate=5/s,100/hour");
+    assert!(lim.check(b"k", 1).unwrap().allowed);
+    let keys = keys_of(&mut c, &pfx);
+    let tats = state(&mut c, &keys[0]);
+    let mut text = b"=".to_vec();
+    text.extend(tats[0].to_le_bytes());
+    text.extend(tats[1].to_le_bytes());
+    let d = lim.check(b"k", 1).unwrap();
+    assert_eq!((d.allowed, d.remaining, d.rate_index), (true, 3, 0), "the old state was read: {d:?}");
+    let tats = state(&mut c, &keys[0]);
+    let (_, at) = ttl_and_expiry(&mut c, &keys[0]);
+    assert!(on_line(at, tats[1]), "expiry {at} ms, tats {tats:?}");
+
+    // A damaged state: an error naming the script's failure, never a
+    // decision made from garbage; the key works again once reset.
+    let fine = [b"+".as_slice(), &tats[0].to_le_bytes(), &tats[1].to_le_bytes()].concat();
+    let mut junks: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"+".to_vec(),
+        fine[..16].to_vec(),              // a word short
+        [fine.as_slice(), b"x"].concat(), // a byte too many
+        [b"x", &fine[1..]].concat(),      // neither "+" nor "="
+        [b" ", &fine[1..]].concat(),
+        format!("+ {} {}", tats[0], tats[1]).into_bytes(), // decimal words
+    ];
+    for bad in [u64::MAX, 1 << 53] {
+        let mut j = fine.clone();
+        j[9..].copy_from_slice(&bad.to_le_bytes()); // negative, or not exact
+        junks.push(j);
+    }
+    for junk in &junks {
+        let _: () = redis::cmd("SET").arg(&keys[0]).arg(junk.as_slice()).query(&mut c).unwrap();
+        let (e, _) = lim.check(b"k", 1).expect_err(&format!("{junk:?}"));
+        assert!(matches!(e, Error::Backend(_)), "{junk:?}: {e}");
+        let (e, _) = lim.adjust(b"k", -1).expect_err(&format!("{junk:?}"));
+        assert!(matches!(e, Error::Backend(_)), "{junk:?}: {e}");
+    }
+    // The well-formed state is read again.
+    let _: () = redis::cmd("SET").arg(&keys[0]).arg(fine.as_slice()).query(&mut c).unwrap();
+    let d = lim.check(b"k", 0).unwrap();
+    assert_eq!((d.allowed, d.remaining), (true, 3), "{d:?}");
+    lim.reset(b"k").unwrap();
+    assert!(keys_of(&mut c, &pfx).is_empty());
+    assert_eq!(lim.check(b"k", 1).unwrap().remaining, 4);
 }
 
 /// A key's PTTL and PEXPIRETIME (ms).

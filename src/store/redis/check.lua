@@ -4,10 +4,12 @@
 -- restates them in Lua, in microsecond ticks. tests/vectors/algorithms.txt
 -- holds the decisions both must give.
 --
--- KEYS[i]  the state of rate i: a string of decimal words
---          (token bucket "tat", or "+tat" when its expiry is on a grid:
---           store; fixed window "start count";
---           sliding window "start current previous"). Missing = fresh.
+-- KEYS[1]  the state of the key: of its one rate, a string of decimal
+--          words (token bucket "tat", or "+tat" when its expiry is on a
+--          grid: store; fixed window "start count"; sliding window
+--          "start current previous"); of several rates, every rate's words
+--          in order, one space apart, led by "+" when its expiry is on a
+--          grid (store_all). Missing = fresh.
 -- ARGV[1]  the operation and its amount:
 --          "N"   check of cost N (units; 0 is a peek and never writes): all
 --                or nothing (algorithm::check_all)
@@ -16,10 +18,11 @@
 --                |D| <= 2^50 (the caller clamps it: script.rs); > 0 charges,
 --                never denied, may go into debt; < 0 refunds, never past a
 --                fresh key; 0 peeks
--- ARGV[2 + 3*(i-1) ...]  rate i: its algorithm and the two numbers it
+-- ARGV[2 + 3*(i-1) ...]  rate i of n (n = (#ARGV - 1) / 3, rounded down):
+--          its algorithm and the two numbers it
 --          reads: "t", burst, interval (µs per unit = ceil(period / limit));
 --          "f" or "s", limit, period (µs)
--- ARGV[2 + 3*#KEYS]  absent: the server's TIME; or a time in µs (tests
+-- ARGV[2 + 3*n]  absent: the server's TIME; or a time in µs (tests
 --          only: with an override every written key lives at least a
 --          minute, so that a test's virtual clock never races real expiry)
 -- (Each argument costs the server ~1,200 instructions, as much as a good
@@ -27,13 +30,13 @@
 -- amount share one, and the time override is left out when unused.)
 --
 -- Reply of an allowed check, when it fits: one integer
---          (remaining * (R + 1) + reset_us) * #KEYS + rate_index
+--          (remaining * (R + 1) + reset_us) * n + rate_index
 --          (rate_index 0-based), where R is the longest reset an allowed
 --          check of that rate can have: token bucket burst * interval,
 --          fixed window period, sliding window 2 * period. Its limit is the
 --          rate's own (burst, or limit), retry_after 0. It fits when
 --          reset_us <= R and the whole is below 2^53 (so exact); for most
---          rates it always does ((limit + 1) * (R + 1) * #KEYS <= 2^53).
+--          rates it always does ((limit + 1) * (R + 1) * n <= 2^53).
 --          (Redis converts a table reply for ~7,000 instructions, an
 --          integer for ~200: bench/redis_cpu.sh.)
 -- Any other reply (denials, adjusts, allowed checks that do not fit):
@@ -119,9 +122,10 @@ local MAX_AHEAD = 1125899906842624 -- 2^50
 local MAX_COUNT = 1125899906842624 -- 2^50
 
 -- Cost (Redis CPU per call, bench/redis_cpu.sh): no tables, closures or
--- iterators made per rate; a state is read with one `+ 0` (or match) and
--- written with one string.format('%d ...') (Lua 5.1 formats %d through a C
--- long: exact for every integer below 2^53).
+-- iterators made per rate; a one-rate state is read with one `+ 0` (or
+-- match) and written with one string.format('%d ...') (Lua 5.1 formats %d
+-- through a C long: exact for every integer below 2^53); a state of several
+-- rates is read and written with struct.unpack and struct.pack.
 
 -- The time of this call (µs) and whether a test overrides it: set below,
 -- on each call.
@@ -322,6 +326,10 @@ local function load(key, code)
   return a + 0, b + 0, tonumber(c) or 0
 end
 
+-- The functions of several rates sharing one key (below the line, made on
+-- the first call with several rates).
+local pack, unpack, word, words, whole, fresh_of, store_all, append
+
 -- One rate's check of `cost`: decide (code: "t", "f" or "s").
 local function decide(code, limit, period, burst, interval, s1, s2, s3, cost)
   if code == 't' then return gcra(burst, interval, s1, now, cost) end
@@ -346,7 +354,11 @@ if tonumber == nil then
   fmod, floor, tonumber, format, match, byte, sub =
     math.fmod, math.floor, _G.tonumber, string.format, string.match, string.byte, string.sub
 end
-local nkeys = #KEYS
+-- The number of rates (ARGV: the operation, three per rate, the time
+-- override when given).
+local nargs = #ARGV
+local n = 1
+if nargs > 5 then n = idiv(nargs - 1, 3) end
 -- (A string becomes a number by arithmetic, `s + 0`, not by tonumber: both
 -- are C's strtod, the same number, but Lua 5.1's tonumber runs it twice
 -- (lua_isnumber, then lua_tonumber): a 16-digit `+ 0` costs ~1,300
@@ -360,7 +372,7 @@ elseif byte(amount) == 97 then -- "a": an adjust
 else
   amount = amount + 0
 end
-local at = ARGV[2 + 3 * nkeys]
+local at = ARGV[2 + 3 * n]
 overridden = at ~= nil
 if overridden then
   now = at + 0
@@ -370,7 +382,7 @@ else
 end
 
 -- The common case, one rate checked: decide, write if allowed, reply.
-if nkeys == 1 and op == 'c' then
+if n == 1 and op == 'c' then
   local code = ARGV[2]
   local s1, s2, s3 = load(KEYS[1], code)
   local x, y = ARGV[3] + 0, ARGV[4] + 0
@@ -395,22 +407,121 @@ if nkeys == 1 and op == 'c' then
   return { 0, 0, lim, remaining, reset, retry }
 end
 
--- Several rates checked: decide each as the one-rate check does, write
--- them all if all allowed, reply for the deciding rate (algorithm::check_all:
--- a denial decides before any allowance; among allowances the least
--- remaining, among denials the longest retry; ties go to the first).
+-- Several rates: the functions they use, made here once (FCALL: on the
+-- first call with several rates after the library is loaded; EVAL, which
+-- runs this file whole on every call: only on calls with several rates, so
+-- that a one-rate check by EVALSHA does not make them).
+if n > 1 and words == nil then
+pack, unpack = struct.pack, struct.unpack
+
+-- Several rates share one key: one GET and one SET per check, whatever
+-- their number. Its state is a "+" (its expiry is on the grid: store_all)
+-- or a "=" (it is not), then every rate's words in order, each an 8-byte
+-- little-endian integer (struct.pack '<i8'), exact below 2^53: ~3,000
+-- instructions fewer per rate than decimal words read with a match and
+-- converted (bench/redis_cpu.sh). (A one-rate state stays decimal text,
+-- as every build of this script has read and written it.)
+
+-- Rate i's words in the state `stored`, from position pos: s1, s2, s3 (0
+-- for a word its algorithm does not keep) and the position after them.
+-- Each must be an integer 0 <= w < 2^53, as written; else the state is
+-- damaged: an error, never a decision made from it.
+words = function(stored, pos, code)
+  local a, b, c, p = 0, 0, 0, nil
+  if code == 't' then
+    a, p = unpack('<i8', stored, pos)
+  elseif code == 'f' then
+    a, b, p = unpack('<i8i8', stored, pos)
+  else
+    a, b, c, p = unpack('<i8i8i8', stored, pos)
+  end
+  if a < 0 or a >= TWO53 or b < 0 or b >= TWO53 or c < 0 or c >= TWO53 then
+    error('damaged rate-limit state')
+  end
+  return a, b, c, p
+end
+
+-- Whether the words read end at the end of the state, after a "+" or "=":
+-- else it is damaged (as word).
+whole = function(stored, pos)
+  local b = byte(stored)
+  if pos ~= #stored + 1 or (b ~= 43 and b ~= 61) then error('damaged rate-limit state') end
+end
+
+-- The time from which a rate's words are a fresh key's (the fresh_at its
+-- algorithm gives with them; 0: already fresh); y is the rate's period (a
+-- window's). Read from the words alone, so that a later call knows the line
+-- a "+" state's expiry is on without storing it.
+fresh_of = function(code, y, s1, s2, s3)
+  if code == 't' then return s1 end
+  if s2 > 0 then
+    if code == 'f' then return s1 + y end
+    return s1 + 2 * y
+  end
+  if code == 's' and s3 > 0 then return s1 + y end
+  return 0
+end
+
+-- Writes the state of several rates: `text` their words (led by "+" when
+-- written on the grid), `fresh` the latest of their fresh times, `old_line`
+-- the line the replaced state's expiry is on (nil: none known), g the grid
+-- (min(longest reset of the rates, 1 s)). As a token bucket's (store), the
+-- key expires at the first line of the grid after `fresh`, and keeps its
+-- expiry while that line stays where it was (KEEPTTL): a busy key's expiry
+-- is rewritten about once per g. A state that is already fresh (a refund
+-- all the way back) is deleted. Without KEEPTTL, and under a test's time
+-- override (keys live at least a minute), the expiry is `fresh` itself.
+store_all = function(key, text, fresh, old_line, g)
+  if fresh <= now and not overridden then
+    redis.call('DEL', key)
+    return
+  end
+  if KEEPTTL and not overridden then
+    local line = fresh - fmod(fresh, g) + g
+    if line == old_line then
+      redis.call('SET', key, text, 'KEEPTTL')
+    else
+      redis.call('SET', key, text, 'PX', format('%d', idiv(line - now + 999, 1000)))
+    end
+    return
+  end
+  local ttl = 1
+  if fresh > now then ttl = idiv(fresh - now + 999, 1000) end
+  if overridden and ttl < 60000 then ttl = 60000 end
+  redis.call('SET', key, text, 'PX', format('%d', ttl))
+end
+
+-- A rate's words appended to the state `text` being written.
+append = function(text, code, n1, n2, n3)
+  if code == 't' then return text .. pack('<i8', n1) end
+  if code == 'f' then return text .. pack('<i8i8', n1, n2) end
+  return text .. pack('<i8i8i8', n1, n2, n3)
+end
+
+end -- of the functions of several rates
+
+-- Several rates checked: decide each as the one-rate check does, from the
+-- one key they share; write them all if all allowed, reply for the deciding
+-- rate (algorithm::check_all: a denial decides before any allowance; among
+-- allowances the least remaining, among denials the longest retry; ties go
+-- to the first).
 if op == 'c' then
+  local key = KEYS[1]
+  local stored = redis.call('GET', key)
+  local marked = stored and byte(stored) == 43 -- "+"
+  local pos = 2
+  local text = '+'
+  if overridden or not KEEPTTL then text = '=' end
   local best, best_allowed, best_limit, best_remaining, best_reset, best_retry, best_r
   local all_allowed = true
-  -- Pending writes, 8 slots per rate: code, fresh_at, the new words, the
-  -- two old words and the longest reset store reads. Made with room for
-  -- two rates: a table grown slot by slot, some of them nil, costs ~9,000
-  -- instructions more for two rates (bench/redis_cpu.sh).
-  local writes = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
-  for i = 1, nkeys do
+  -- The latest fresh time of the stored state (when "+") and of the one to
+  -- write, and the longest of the rates' longest resets.
+  local old_fresh, fresh, longest = 0, 0, 0
+  for i = 1, n do
     local a = 3 * i - 1
     local code = ARGV[a]
-    local s1, s2, s3 = load(KEYS[i], code)
+    local s1, s2, s3 = 0, 0, 0
+    if stored then s1, s2, s3, pos = words(stored, pos, code) end
     local x, y = ARGV[a + 1] + 0, ARGV[a + 2] + 0
     local allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3, r
     if code == 't' then
@@ -423,11 +534,18 @@ if op == 'c' then
       allowed, lim, remaining, reset, retry, fresh_at, n1, n2, n3 = sliding(x, y, s1, s2, s3, now, amount)
       r = 2 * y
     end
+    if r > longest then longest = r end
+    if marked then
+      local f = s1 -- (fresh_of, for a token bucket)
+      if code ~= 't' then f = fresh_of(code, y, s1, s2, s3) end
+      if f > old_fresh then old_fresh = f end
+    end
     if allowed then
-      if all_allowed then
-        local w = 8 * i - 8
-        writes[w + 1], writes[w + 2], writes[w + 3], writes[w + 4], writes[w + 5], writes[w + 6], writes[w + 7],
-          writes[w + 8] = code, fresh_at, n1, n2, n3, s1, s2, r
+      if all_allowed and amount > 0 then
+        text = append(text, code, n1, n2, n3)
+        local f = n1
+        if code ~= 't' then f = fresh_of(code, y, n1, n2, n3) end
+        if f > fresh then fresh = f end
       end
       if best == nil or (best_allowed and remaining < best_remaining) then
         best, best_allowed, best_limit, best_remaining, best_reset, best_retry, best_r =
@@ -441,18 +559,19 @@ if op == 'c' then
       end
     end
   end
+  if stored then whole(stored, pos) end
   if not all_allowed then
     if best_retry == NEVER then best_retry = -1 end
     return { best - 1, 0, best_limit, best_remaining, best_reset, best_retry }
   end
   if amount > 0 then
-    for i = 1, nkeys do
-      local w = 8 * i - 8
-      store(KEYS[i], writes[w + 1], writes[w + 2], writes[w + 3], writes[w + 4], writes[w + 5], writes[w + 6],
-        writes[w + 7], writes[w + 8])
-    end
+    local g = longest
+    if g > 1000000 then g = 1000000 end
+    local old_line
+    if marked then old_line = old_fresh - fmod(old_fresh, g) + g end
+    store_all(key, text, fresh, old_line, g)
   end
-  local v = packed(best, nkeys, best_remaining, best_reset, best_r)
+  local v = packed(best, n, best_remaining, best_reset, best_r)
   if v then return v end
   return { best - 1, 1, best_limit, best_remaining, best_reset, 0 }
 end
@@ -531,9 +650,19 @@ end
 end -- of the adjust's functions
 
 -- Every rate settles the delta; the reply is for the rate a check of cost 1
--- would be decided by, as chosen above.
+-- would be decided by, as chosen above. One rate is read and written as the
+-- one-rate check does (load, store), several as theirs (words, store_all).
+local key = KEYS[1]
+local stored, pos, marked, text, changed
+if n > 1 then
+  stored = redis.call('GET', key)
+  marked, pos = stored and byte(stored) == 43, 2 -- "+"
+  text, changed = '+', false
+  if overridden or not KEEPTTL then text = '=' end
+end
+local old_fresh, fresh, longest = 0, 0, 0
 local best, best_allowed, best_limit, best_remaining, best_reset, best_retry
-for i = 1, nkeys do
+for i = 1, n do
   local a = 2 + 3 * (i - 1)
   local code = ARGV[a]
   local limit, period, burst, interval, r = 0, 0, 0, 0, 0
@@ -545,7 +674,16 @@ for i = 1, nkeys do
     r = period
     if code == 's' then r = 2 * period end
   end
-  local s1, s2, s3 = load(KEYS[i], code)
+  local s1, s2, s3 = 0, 0, 0
+  if n == 1 then
+    s1, s2, s3 = load(key, code)
+  elseif stored then
+    s1, s2, s3, pos = words(stored, pos, code)
+  end
+  if marked then
+    local f = fresh_of(code, period, s1, s2, s3)
+    if f > old_fresh then old_fresh = f end
+  end
   if amount ~= 0 then
     local fresh_at, n1, n2, n3
     if code == 't' then
@@ -556,9 +694,16 @@ for i = 1, nkeys do
       fresh_at, n1, n2, n3 = adjust_sliding(period, s1, s2, s3, now, amount)
     end
     if fresh_at ~= nil then
-      store(KEYS[i], code, fresh_at, n1, n2, n3, s1, s2, r)
+      if n == 1 then store(key, code, fresh_at, n1, n2, n3, s1, s2, r) end
       s1, s2, s3 = n1, n2 or 0, n3 or 0
+      changed = true
     end
+  end
+  if n > 1 then
+    text = append(text, code, s1, s2, s3)
+    local f = fresh_of(code, period, s1, s2, s3)
+    if f > fresh then fresh = f end
+    if r > longest then longest = r end
   end
   local _, lim, remaining, reset = decide(code, limit, period, burst, interval, s1, s2, s3, 0)
   local allowed, _, _, _, retry = decide(code, limit, period, burst, interval, s1, s2, s3, 1)
@@ -576,6 +721,14 @@ for i = 1, nkeys do
     best, best_allowed, best_limit, best_remaining, best_reset, best_retry =
       i, allowed, lim, remaining, reset, retry
   end
+end
+if stored then whole(stored, pos) end
+if n > 1 and changed then
+  local g = longest
+  if g > 1000000 then g = 1000000 end
+  local old_line
+  if marked then old_line = old_fresh - fmod(old_fresh, g) + g end
+  store_all(key, text, fresh, old_line, g)
 end
 
 if best_retry == NEVER then best_retry = -1 end

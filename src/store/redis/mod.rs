@@ -414,14 +414,14 @@ impl RedisStore {
     /// One call of the rate script: `FCALL` of its Redis Function while
     /// the server takes them, else `EVALSHA` (see the module docs).
     fn eval(&self, key: &[u8], op: Op, now_us: Option<u64>) -> Result<Verdict, Error> {
-        let keys = script::key_names(&self.prefix, key, &self.rates);
+        let name = script::key_name(&self.prefix, key, &self.rates);
         let what = match op {
             Op::Check(_) => "check",
             Op::Adjust(_) => "adjust",
         };
         let value = self.call_with(what, |run| {
             if self.functions.load(Ordering::Relaxed) {
-                let fcall = self.script.fcall(&keys, &self.rates, op, now_us);
+                let fcall = self.script.fcall(&name, &self.rates, op, now_us);
                 match run(&fcall) {
                     Err(e) if is_missing_function(&e) => match run(&self.script.function_load()) {
                         Ok(_) => return run(&fcall),
@@ -440,8 +440,8 @@ impl RedisStore {
                     result => return result,
                 }
             }
-            let evalsha = self.script.evalsha(&keys, &self.rates, op, now_us);
-            evalsha_or_eval(run, &evalsha, || self.script.eval(&keys, &self.rates, op, now_us))
+            let evalsha = self.script.evalsha(&name, &self.rates, op, now_us);
+            evalsha_or_eval(run, &evalsha, || self.script.eval(&name, &self.rates, op, now_us))
         })?;
         script::parse_reply(&value, &self.rates).map_err(Error::Backend)
     }
@@ -503,12 +503,12 @@ impl RedisStore {
         self.leases.map(|l| script::lease_key_name(&self.prefix, key, l.slots, l.lease))
     }
 
-    /// The Redis key names of `key` (one per rate, or its set of leases;
-    /// see `script.rs`).
-    pub fn key_names(&self, key: &[u8]) -> Vec<Vec<u8>> {
+    /// The Redis key name of `key`: its rates' state, or its set of leases
+    /// (see `script.rs`).
+    pub fn key_name(&self, key: &[u8]) -> Vec<u8> {
         match self.lease_key_name(key) {
-            Some(name) => vec![name],
-            None => script::key_names(&self.prefix, key, &self.rates),
+            Some(name) => name,
+            None => script::key_name(&self.prefix, key, &self.rates),
         }
     }
 
@@ -625,13 +625,11 @@ impl Store for RedisStore {
         script::parse_held(&value).map_err(Error::Backend)
     }
 
-    /// `DEL` of the key's Redis keys (all its rates), and of its local denial.
+    /// `DEL` of the key's Redis key (all its rates), and of its local denial.
     fn reset(&self, key: &[u8]) -> Result<(), Error> {
         self.denials.forget(self.denial_seed.fingerprint(key));
         let mut cmd = redis::cmd("DEL");
-        for k in self.key_names(key) {
-            cmd.arg(k);
-        }
+        cmd.arg(self.key_name(key));
         self.call("reset", &cmd).map(|_| ())
     }
 

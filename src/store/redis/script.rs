@@ -3,21 +3,27 @@
 //! rate limiter (its header documents its arguments and reply), `leases.lua`
 //! the acquires, renews and releases of a concurrency limiter (likewise).
 //!
-//! **Key names.** Each rate of a key has its own Redis key, so that each gets
-//! the exact TTL of its own state:
+//! **Key names.** A key's rates share one Redis key, named by the rates
+//! (one GET and one SET per check, whatever their number):
 //!
 //! ```text
-//! {<prefix><key>}:t<limit>/<period_us>/<burst>     token bucket
-//! {<prefix><key>}:f<limit>/<period_us>             fixed window
-//! {<prefix><key>}:s<limit>/<period_us>             sliding window
-//! {<prefix><key>}:c<N>/<lease_us>                   concurrency limiter
+//! {<prefix><key>}:<rate>[,<rate>...]
+//!     <rate> = t<limit>/<period_us>/<burst>    token bucket
+//!            | f<limit>/<period_us>            fixed window
+//!            | s<limit>/<period_us>            sliding window
+//! {<prefix><key>}:c<N>/<lease_us>               concurrency limiter
 //! ```
 //!
-//! The rate is part of the name, so limiters with other rates (or a rolling
+//! The rates are part of the name, so limiters with other rates (or a rolling
 //! deploy that changes them) never read each other's state as their own.
+//! (Earlier builds kept one Redis key per rate, each named as a one-rate
+//! key is now. A one-rate limiter's key is the same in both. A limiter of
+//! several rates starts from fresh state when upgraded, and during a
+//! rolling upgrade servers of the two builds count it separately, as
+//! they do across a deploy that changes the rates: README, "Upgrading".)
 //! Keys are binary: `<key>` is the caller's bytes unchanged (NULs included).
-//! The braces are a Redis Cluster hash tag: every key of one check hashes to
-//! the same slot, so the script may touch them all. Redis hashes the bytes
+//! The braces are a Redis Cluster hash tag: the keys of one user key hash to
+//! the same slot. Redis hashes the bytes
 //! between the first `{` and the first `}` after it; since our `{` comes first
 //! and all names of one check share everything up to the first `}`, they
 //! share the tag even when `<key>` itself contains braces. The tag is never
@@ -114,31 +120,32 @@ impl Script {
         cmd
     }
 
-    /// `FCALL rl_<sha> n key... op amount now rate-args...`: the same call
-    /// as [`Script::evalsha`], to the script's Redis Function.
-    pub fn fcall(&self, keys: &[Vec<u8>], rates: &[Rate], op: Op, now_us: Option<u64>) -> Cmd {
+    /// `FCALL rl_<sha> 1 key op rate-args... [now]`: the same call as
+    /// [`Script::evalsha`], to the script's Redis Function.
+    pub fn fcall(&self, key: &[u8], rates: &[Rate], op: Op, now_us: Option<u64>) -> Cmd {
         let mut cmd = redis::cmd("FCALL");
         cmd.arg(&self.function);
-        push_args(&mut cmd, keys, rates, op, now_us);
+        push_args(&mut cmd, key, rates, op, now_us);
         cmd
     }
 
-    /// `EVALSHA sha n key... op amount now rate-args...` for one check or
-    /// adjust. `now_us` overrides the server's clock (tests only).
-    pub fn evalsha(&self, keys: &[Vec<u8>], rates: &[Rate], op: Op, now_us: Option<u64>) -> Cmd {
+    /// `EVALSHA sha 1 key op rate-args... [now]` for one check or adjust
+    /// of `key` (its Redis key name: [`key_name`]). `now_us` overrides the
+    /// server's clock (tests only).
+    pub fn evalsha(&self, key: &[u8], rates: &[Rate], op: Op, now_us: Option<u64>) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&self.sha);
-        push_args(&mut cmd, keys, rates, op, now_us);
+        push_args(&mut cmd, key, rates, op, now_us);
         cmd
     }
 
     /// The same call as `EVAL` with the full source: used once after a
     /// `NOSCRIPT` reply; it runs the call and puts the script back into the
     /// server's script cache, so the next `EVALSHA` finds it.
-    pub fn eval(&self, keys: &[Vec<u8>], rates: &[Rate], op: Op, now_us: Option<u64>) -> Cmd {
+    pub fn eval(&self, key: &[u8], rates: &[Rate], op: Op, now_us: Option<u64>) -> Cmd {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(self.source);
-        push_args(&mut cmd, keys, rates, op, now_us);
+        push_args(&mut cmd, key, rates, op, now_us);
         cmd
     }
 
@@ -165,11 +172,8 @@ impl Default for Script {
     }
 }
 
-fn push_args(cmd: &mut Cmd, keys: &[Vec<u8>], rates: &[Rate], op: Op, now_us: Option<u64>) {
-    cmd.arg(keys.len());
-    for k in keys {
-        cmd.arg(k.as_slice());
-    }
+fn push_args(cmd: &mut Cmd, key: &[u8], rates: &[Rate], op: Op, now_us: Option<u64>) {
+    cmd.arg(1).arg(key);
     // The operation and its amount in one argument, the time override
     // (tests) last and only when given: each argument costs the server
     // (`check.lua`'s header).
@@ -270,24 +274,25 @@ fn shown(value: &Value) -> String {
     text
 }
 
-/// The Redis key names of `key`'s rates (see the module documentation).
-pub fn key_names(prefix: &[u8], key: &[u8], rates: &[Rate]) -> Vec<Vec<u8>> {
-    rates
-        .iter()
-        .map(|r| {
-            let suffix = match r.algorithm {
-                Algorithm::TokenBucket => format!("}}:t{}/{}/{}", r.limit, r.period, r.burst),
-                Algorithm::FixedWindow => format!("}}:f{}/{}", r.limit, r.period),
-                Algorithm::SlidingWindow => format!("}}:s{}/{}", r.limit, r.period),
-            };
-            let mut name = Vec::with_capacity(1 + prefix.len() + key.len() + suffix.len());
-            name.push(b'{');
-            name.extend_from_slice(prefix);
-            name.extend_from_slice(key);
-            name.extend_from_slice(suffix.as_bytes());
-            name
-        })
-        .collect()
+/// The Redis key name of `key`'s rates (see the module documentation).
+pub fn key_name(prefix: &[u8], key: &[u8], rates: &[Rate]) -> Vec<u8> {
+    let mut name = Vec::with_capacity(2 + prefix.len() + key.len() + 24 * rates.len());
+    name.push(b'{');
+    name.extend_from_slice(prefix);
+    name.extend_from_slice(key);
+    name.extend_from_slice(b"}:");
+    for (i, r) in rates.iter().enumerate() {
+        let rate = match r.algorithm {
+            Algorithm::TokenBucket => format!("t{}/{}/{}", r.limit, r.period, r.burst),
+            Algorithm::FixedWindow => format!("f{}/{}", r.limit, r.period),
+            Algorithm::SlidingWindow => format!("s{}/{}", r.limit, r.period),
+        };
+        if i > 0 {
+            name.push(b',');
+        }
+        name.extend_from_slice(rate.as_bytes());
+    }
+    name
 }
 
 /// The script's reply to a call with `rates` as a verdict in microsecond
@@ -346,20 +351,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_share_one_hash_tag() {
+    fn one_name_for_all_rates() {
         let rates = [
             Rate::new(Algorithm::TokenBucket, 10, 1_000_000, 20),
             Rate::new(Algorithm::SlidingWindow, 1000, 3_600_000_000, 1000),
+            Rate::new(Algorithm::FixedWindow, 5, 60_000_000, 5),
         ];
-        let names = key_names(b"rl:", b"a}b\0c", &rates);
-        assert_eq!(names[0], b"{rl:a}b\0c}:t10/1000000/20".to_vec());
-        assert_eq!(names[1], b"{rl:a}b\0c}:s1000/3600000000".to_vec());
-        // Both hash on "rl:a": same slot.
+        // One rate: the name every build gave it.
+        assert_eq!(key_name(b"rl:", b"a}b\0c", &rates[..1]), b"{rl:a}b\0c}:t10/1000000/20".to_vec());
+        assert_eq!(
+            key_name(b"rl:", b"a}b\0c", &rates),
+            b"{rl:a}b\0c}:t10/1000000/20,s1000/3600000000,f5/60000000".to_vec()
+        );
+        // The hash tag is "rl:a" however many rates, and the concurrency
+        // limiter's name shares the rule.
         let tag = |n: &[u8]| {
             let close = n.iter().position(|&b| b == b'}').unwrap();
             n[1..close].to_vec()
         };
-        assert_eq!(tag(&names[0]), tag(&names[1]));
+        assert_eq!(tag(&key_name(b"rl:", b"a}b\0c", &rates)), b"rl:a".to_vec());
+        assert_eq!(tag(&lease_key_name(b"rl:", b"a}b\0c", 2, 1)), b"rl:a".to_vec());
     }
 
     #[test]
@@ -406,7 +417,7 @@ mod tests {
         assert_eq!(clamp_delta(i64::MAX), 1 << 50);
         assert_eq!(clamp_delta(i64::MIN), -(1 << 50));
         assert_eq!(clamp_delta(-7), -7);
-        let cmd = Script::new().evalsha(&[b"k".to_vec()], &[], Op::Adjust(i64::MIN), None);
+        let cmd = Script::new().evalsha(b"k", &[], Op::Adjust(i64::MIN), None);
         let args: Vec<Vec<u8>> = cmd
             .args_iter()
             .map(|a| match a {
