@@ -11,6 +11,13 @@
 //! `CLOCK_MONOTONIC` to a few parts per million. Where the CPU has no usable
 //! invariant TSC, `quanta` falls back to `CLOCK_MONOTONIC` itself.
 //!
+//! That calibration is checked once per process ([`counter_trusted`]): a
+//! thread preempted at the wrong instant of it (between the two readings it
+//! pairs) can leave the counter's scale off by tens of percent for the life
+//! of the process, which would loosen or tighten every limit by as much. A
+//! scale more than 1% off is not used: both backends then read
+//! `CLOCK_MONOTONIC` itself, exact but slower (~20-50 ns a reading).
+//!
 //! Readings of different threads taken within a fraction of a microsecond may
 //! come out in either order (the counter is read without a serialising
 //! fence), and a check reads the clock *before* it takes its key's lock: a
@@ -30,13 +37,18 @@
 //! The shm backend does not use this clock: its processes must agree, so it
 //! re-anchors to `CLOCK_MONOTONIC` every millisecond (see `store/shm/clock.rs`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// A monotonic nanosecond clock numbered from the Unix epoch.
 #[derive(Clone, Debug)]
 pub struct Clock {
     source: quanta::Clock,
+    /// Whether `source`'s calibration is used ([`counter_trusted`]); if
+    /// not, readings come from `origin_instant` (`CLOCK_MONOTONIC`).
+    trusted: bool,
     origin_raw: u64,
+    origin_instant: Instant,
     origin_ns: u64,
 }
 
@@ -44,9 +56,11 @@ impl Clock {
     /// A clock whose reading now is the current wall-clock time.
     pub fn new() -> Clock {
         let source = quanta::Clock::new();
+        let trusted = counter_trusted(&source);
         let origin_raw = source.raw();
+        let origin_instant = Instant::now();
         let origin_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        Clock { source, origin_raw, origin_ns }
+        Clock { source, trusted, origin_raw, origin_instant, origin_ns }
     }
 
     /// Nanoseconds since the Unix epoch, advancing monotonically.
@@ -56,8 +70,46 @@ impl Clock {
         if let Some(now) = fuzz_now() {
             return now;
         }
+        if !self.trusted {
+            return self.origin_ns + self.origin_instant.elapsed().as_nanos() as u64;
+        }
         self.origin_ns + self.source.delta_as_nanos(self.origin_raw, self.source.raw())
     }
+}
+
+/// Whether `quanta`'s calibration of the time-stamp counter (made once per
+/// process, shared by every `quanta::Clock`) agrees with `CLOCK_MONOTONIC`
+/// to 1%: measured once per process, over a millisecond
+/// ([`scale_agrees`]), at the first call.
+pub(crate) fn counter_trusted(source: &quanta::Clock) -> bool {
+    static TRUSTED: OnceLock<bool> = OnceLock::new();
+    *TRUSTED.get_or_init(|| scale_agrees(source, 1_000_000))
+}
+
+/// Whether `source`'s nanoseconds advance as `CLOCK_MONOTONIC`'s do over
+/// `span_ns`, to 1%. Each end is a `CLOCK_MONOTONIC` reading with counter
+/// readings just before and after it, taken again until those are within
+/// 2 µs of each other (a thread preempted between them would mismatch the
+/// pair); an end that cannot be read so in 100 tries counts as a
+/// disagreement (the caller then uses `CLOCK_MONOTONIC`, which is exact).
+pub(crate) fn scale_agrees(source: &quanta::Clock, span_ns: u64) -> bool {
+    const BRACKET_NS: u64 = 2_000;
+    let pair = || {
+        (0..100).find_map(|_| {
+            let before = source.raw();
+            let at = Instant::now();
+            let after = source.raw();
+            (source.delta_as_nanos(before, after) <= BRACKET_NS).then_some((before, at))
+        })
+    };
+    let Some((raw_a, at_a)) = pair() else { return false };
+    while (at_a.elapsed().as_nanos() as u64) < span_ns {
+        std::hint::spin_loop();
+    }
+    let Some((raw_b, at_b)) = pair() else { return false };
+    let counted = source.delta_as_nanos(raw_a, raw_b);
+    let elapsed = at_b.duration_since(at_a).as_nanos() as u64;
+    counted.abs_diff(elapsed) <= elapsed / 100 + 2 * BRACKET_NS
 }
 
 /// Fuzzing builds only (`cargo fuzz` passes `--cfg fuzzing`): the reading the
@@ -99,6 +151,32 @@ mod tests {
         assert!((b - a).abs_diff(elapsed) < elapsed / 100, "{} vs {elapsed}", b - a);
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
         assert!(wall.abs_diff(b) < 1_000_000_000);
+    }
+
+    /// The calibration check passes the real counter, and fails a
+    /// counter whose scale is wrong: a mock that does not advance (a
+    /// calibration 100% off), and one that runs twice as fast (a thread
+    /// advances it; one that fell behind by half the span, descheduled,
+    /// would still be caught).
+    #[test]
+    fn a_miscalibrated_counter_is_not_trusted() {
+        // The real counter passes, unless its calibration in this process
+        // really is off (then a check over 50 ms finds it so too).
+        let real = quanta::Clock::new();
+        assert!(scale_agrees(&real, 1_000_000) || !scale_agrees(&real, 50_000_000), "a good calibration refused");
+        let (stopped, _mock) = quanta::Clock::mock();
+        assert!(!scale_agrees(&stopped, 1_000_000));
+        let (fast, mock) = quanta::Clock::mock();
+        let twice = std::thread::spawn(move || {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(50) {
+                mock.increment((start.elapsed().as_nanos() as u64 * 2).saturating_sub(mock.value()));
+            }
+        });
+        let verdict = scale_agrees(&fast, 5_000_000);
+        twice.join().unwrap();
+        assert!(!verdict);
+        assert!(Clock::new().trusted == counter_trusted(&quanta::Clock::new()));
     }
 
     /// Across threads, readings agree to well under a microsecond.

@@ -12,11 +12,16 @@
 //! so it is read at most about once per millisecond per process: each reading
 //! is the last `CLOCK_MONOTONIC` *anchor* plus the time-stamp counter's advance
 //! since it (`quanta`'s calibrated TSC, ~9 ns; `quanta` falls back to
-//! `CLOCK_MONOTONIC` itself where the TSC is unusable). An anchor older than
+//! `CLOCK_MONOTONIC` itself where the TSC is unusable, and this clock reads
+//! `CLOCK_MONOTONIC` on every call where the counter's calibration was found
+//! off, see `src/clock.rs`). An anchor older than
 //! `REANCHOR_NS` (or a counter that went backwards) is replaced by a fresh
-//! `CLOCK_MONOTONIC` reading, which is returned as it is. So a reading is off
-//! `CLOCK_MONOTONIC` by at most the calibration error (parts per million) over
-//! one millisecond: nanoseconds, in every process alike. Where a new anchor
+//! `CLOCK_MONOTONIC` reading, which is returned as it is (and made the anchor
+//! only if the counter readings around it are within `BRACKET_NS`: a thread
+//! preempted between them would make an anchor that runs ahead). So a reading
+//! is off `CLOCK_MONOTONIC` by at most the calibration error (parts per
+//! million) over one millisecond, plus that bracket: at most microseconds,
+//! nanoseconds on a quiet host, in every process alike. Where a new anchor
 //! lands a few nanoseconds behind the previous extrapolation, time steps back
 //! by that much; the algorithms take that in their stride, as they do the
 //! memory backend's cross-thread TSC readings (see `src/clock.rs`).
@@ -33,11 +38,18 @@ fn read(clock: libc::clockid_t) -> u64 {
 /// Longest extrapolation from one `CLOCK_MONOTONIC` reading.
 const REANCHOR_NS: u64 = 1_000_000;
 
+/// Longest time between the two counter readings around an anchor's
+/// `CLOCK_MONOTONIC` reading (~30 ns unless the thread was preempted).
+const BRACKET_NS: u64 = 10_000;
+
 /// The region's clock: monotonic nanoseconds numbered from the Unix epoch.
 #[derive(Debug)]
 pub struct SharedClock {
     offset_ns: u64,
     tsc: quanta::Clock,
+    /// Whether `tsc`'s calibration is used (`crate::clock::counter_trusted`);
+    /// if not, every reading is a `CLOCK_MONOTONIC` reading.
+    trusted: bool,
     /// A seqlock over the anchor (even: stable; odd: being rewritten).
     seq: AtomicU64,
     /// The anchor: a counter reading, and the clock's reading then
@@ -53,11 +65,14 @@ impl SharedClock {
         read(libc::CLOCK_REALTIME).wrapping_sub(mono)
     }
 
-    /// The clock, anchored once already (so a reading never finds no anchor).
+    /// The clock, anchored once already unless that anchor's readings were
+    /// too far apart (then the first reading anchors it).
     pub fn new(offset_ns: u64) -> SharedClock {
+        let tsc = quanta::Clock::new();
         let clock = SharedClock {
             offset_ns,
-            tsc: quanta::Clock::new(),
+            trusted: crate::clock::counter_trusted(&tsc),
+            tsc,
             seq: AtomicU64::new(0),
             anchor_raw: AtomicU64::new(0),
             anchor_ns: AtomicU64::new(0),
@@ -71,6 +86,9 @@ impl SharedClock {
         #[cfg(fuzzing)]
         if let Some(now) = crate::clock::fuzz_now() {
             return now;
+        }
+        if !self.trusted {
+            return read(libc::CLOCK_MONOTONIC).wrapping_add(self.offset_ns);
         }
         let seq = self.seq.load(Ordering::Acquire);
         let anchor_raw = self.anchor_raw.load(Ordering::Relaxed);
@@ -93,8 +111,19 @@ impl SharedClock {
     fn reanchor(&self) -> u64 {
         let raw = self.tsc.raw();
         let now = read(libc::CLOCK_MONOTONIC).wrapping_add(self.offset_ns);
+        // The anchor pairs a counter reading with a clock reading taken at
+        // the same moment. A thread preempted between the two would pair an
+        // early counter with a late clock, and every reading from the anchor
+        // would run ahead by the time it was away (seen: 450 µs on a loaded
+        // host). So the counter is read again after the clock, and a pair
+        // further apart than BRACKET_NS is not made the anchor: this reading
+        // is the clock's own, and the next one tries again.
+        let bracket = self.tsc.delta_as_nanos(raw, self.tsc.raw());
         let seq = self.seq.load(Ordering::Relaxed);
-        if seq & 1 == 0 && self.seq.compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+        if bracket < BRACKET_NS
+            && seq & 1 == 0
+            && self.seq.compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        {
             fence(Ordering::Release);
             self.anchor_raw.store(raw, Ordering::Relaxed);
             self.anchor_ns.store(now, Ordering::Relaxed);
