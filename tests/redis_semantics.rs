@@ -340,7 +340,13 @@ fn local_over_limit_cache() {
 #[test]
 fn two_handles_four_threads_each_admit_exactly_the_quota() {
     let Some(url) = env_or_skip("RL_TEST_REDIS_URL", "two_handles_four_threads") else { return };
-    for rest in ["rate=300/hour", "rate=300/1000d algorithm=fixed_window", "rate=300/1000d algorithm=sliding_window"] {
+    for rest in [
+        "rate=300/hour",
+        "rate=300/1000d algorithm=fixed_window",
+        "rate=300/1000d algorithm=sliding_window",
+        "rate=300/hour,100000/day", // one key for both rates
+        "rate=100000/hour,300/day algorithm=sliding_window",
+    ] {
         let pfx = prefix("race");
         let handles = [Arc::new(limiter(&url, &pfx, rest)), Arc::new(limiter(&url, &pfx, rest))];
         let admitted = Arc::new(AtomicU64::new(0));
