@@ -7,9 +7,10 @@
 -- KEYS[1]  the state of the key: of its one rate, a string of decimal
 --          words (token bucket "tat", or "+tat" when its expiry is on a
 --          grid: store; fixed window "start count"; sliding window
---          "start current previous"); of several rates, every rate's words
---          in order, one space apart, led by "+" when its expiry is on a
---          grid (store_all). Missing = fresh.
+--          "start current previous"); of several rates, "+" when its
+--          expiry is on a grid (store_all), else "=", then every rate's
+--          words in order, each an 8-byte little-endian integer. Missing =
+--          fresh.
 -- ARGV[1]  the operation and its amount:
 --          "N"   check of cost N (units; 0 is a peek and never writes): all
 --                or nothing (algorithm::check_all)
@@ -328,7 +329,7 @@ end
 
 -- The functions of several rates sharing one key (below the line, made on
 -- the first call with several rates).
-local pack, unpack, word, words, whole, fresh_of, store_all, append
+local pack, unpack, words, whole, fresh_of, store_all, append
 
 -- One rate's check of `cost`: decide (code: "t", "f" or "s").
 local function decide(code, limit, period, burst, interval, s1, s2, s3, cost)
@@ -442,7 +443,7 @@ words = function(stored, pos, code)
 end
 
 -- Whether the words read end at the end of the state, after a "+" or "=":
--- else it is damaged (as word).
+-- else it is damaged (as in words).
 whole = function(stored, pos)
   local b = byte(stored)
   if pos ~= #stored + 1 or (b ~= 43 and b ~= 61) then error('damaged rate-limit state') end
