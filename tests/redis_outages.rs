@@ -197,6 +197,20 @@ fn without_functions_checks_use_evalsha() {
         assert!(!l.check(b"k", 1).unwrap().allowed);
     });
     assert_eq!(seen, vec!["evalsha"; 3], "no FCALL tried again");
+    // Several rates in one key by EVALSHA too (the script makes their
+    // functions on such calls only): all or nothing, and an adjust.
+    let l = Limiter::from_config_str(&format!("rate=2/minute,3/hour backend=redis url={}", server.url())).unwrap();
+    assert!(l.check(b"m", 1).unwrap().allowed);
+    assert!(l.check(b"m", 1).unwrap().allowed);
+    let d = l.check(b"m", 1).unwrap();
+    assert_eq!((d.allowed, d.rate_index), (false, 0), "{d:?}");
+    let d = l.adjust(b"m", -1).unwrap();
+    assert_eq!((d.allowed, d.rate_index, d.remaining), (true, 0, 1), "{d:?}");
+    let d = l.check(b"m", 1).unwrap();
+    assert_eq!((d.allowed, d.rate_index, d.remaining), (true, 0, 0), "the minute's refunded unit spent: {d:?}");
+    let d = l.check(b"m", 1).unwrap();
+    assert!(!d.allowed, "{d:?}");
+    assert_eq!(l.stats().unwrap().errors, 0);
 }
 
 /// An ACL that refuses FCALL, or only FUNCTION LOAD: checks fall back to
