@@ -114,8 +114,9 @@ impl SharedClock {
         // The anchor pairs a counter reading with a clock reading taken at
         // the same moment. A thread preempted between the two would pair an
         // early counter with a late clock, and every reading from the anchor
-        // would run ahead by the time it was away (seen: 450 µs on a loaded
-        // host). So the counter is read again after the clock, and a pair
+        // would run ahead by the time it was away (a reading 450 µs ahead was
+        // seen once on a loaded host, from this or from the calibration: see
+        // src/clock.rs). So the counter is read again after the clock, and a pair
         // further apart than BRACKET_NS is not made the anchor: this reading
         // is the clock's own, and the next one tries again.
         let bracket = self.tsc.delta_as_nanos(raw, self.tsc.raw());
