@@ -178,6 +178,21 @@ mod tests {
         assert!(!verdict);
     }
 
+    /// A clock whose counter is not trusted reads CLOCK_MONOTONIC, from
+    /// the same epoch (here the counter is stopped: were it read, time would
+    /// stand still).
+    #[test]
+    fn without_the_counter_it_is_the_monotonic_clock() {
+        let (stopped, _mock) = quanta::Clock::mock();
+        let c = Clock { source: stopped, trusted: false, ..Clock::new() };
+        let (a, ta) = (c.now(), Instant::now());
+        std::thread::sleep(Duration::from_millis(50));
+        let (b, elapsed) = (c.now(), ta.elapsed().as_nanos() as u64);
+        assert!((b - a).abs_diff(elapsed) < 100_000, "{} vs {elapsed}", b - a);
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+        assert!(wall.abs_diff(b) < 1_000_000_000);
+    }
+
     /// Across threads, readings agree to well under a microsecond.
     #[test]
     fn threads_agree() {

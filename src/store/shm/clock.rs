@@ -143,6 +143,19 @@ mod tests {
     /// but a calibration made while both cores were busy was once seen 23 µs
     /// off, so the bound is a tenth of the interval: it still catches an
     /// anchor that is not renewed or a torn one (off by up to a whole interval).
+    /// Without a trusted counter every reading is CLOCK_MONOTONIC's (here
+    /// the counter is stopped: were it read, time would stand still).
+    #[test]
+    fn without_the_counter_every_reading_is_the_clocks() {
+        let (stopped, _mock) = quanta::Clock::mock();
+        let c = SharedClock { tsc: stopped, trusted: false, ..SharedClock::new(7) };
+        for _ in 0..1000 {
+            let before = read(libc::CLOCK_MONOTONIC) + 7;
+            let now = c.now();
+            assert!(before <= now && now <= read(libc::CLOCK_MONOTONIC) + 7);
+        }
+    }
+
     #[test]
     fn tracks_the_monotonic_clock() {
         let c = SharedClock::new(0);
