@@ -546,6 +546,8 @@ if op == 'c' then
     if allowed then
       if all_allowed and amount > 0 then
         text = append(text, code, n1, n2, n3)
+        -- (fresh_of the words written, the algorithm's fresh_at by another
+        -- road: the line must be the one a later call reads from them.)
         local f = n1
         if code ~= 't' then f = fresh_of(code, y, n1, n2, n3) end
         if f > fresh then fresh = f end
