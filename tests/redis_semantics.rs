@@ -218,22 +218,23 @@ fn several_rates_share_one_key() {
     // the expiry; the state holds every word of each rate.
     for (algo, words) in [("fixed_window", 4), ("sliding_window", 6)] {
         let pfx = prefix("one-key-win");
-        let lim = limiter(&url, &pfx, &format!("rate=50/s,1000/hour algorithm={algo}"));
+        let lim = limiter(&url, &pfx, &format!("rate=50/s,1000/1000d algorithm={algo}"));
         assert!(lim.check(b"w", 1).unwrap().allowed);
         let keys = keys_of(&mut c, &pfx);
         assert_eq!(keys.len(), 1, "{algo}");
         let first = state(&mut c, &keys[0]);
         assert_eq!(first.len(), words, "{algo}: {first:?}");
         let (_, at) = ttl_and_expiry(&mut c, &keys[0]);
-        // The hour's window (start, count[, previous]) is the later fresh time.
-        let hour = 3_600_000_000u64;
-        let fresh = first[words / 2] + if algo == "fixed_window" { hour } else { 2 * hour };
+        // The long window (start, count[, previous]) is the later fresh time.
+        // (1000 days: no run of this test crosses its boundary.)
+        let long = 86_400_000_000_000u64;
+        let fresh = first[words / 2] + if algo == "fixed_window" { long } else { 2 * long };
         assert!(on_line(at, fresh), "{algo}: expiry {at}, state {first:?}");
         for _ in 0..5 {
             assert!(lim.check(b"w", 1).unwrap().allowed, "{algo}");
         }
         let now = state(&mut c, &keys[0]);
-        assert_eq!(now[words / 2 + 1], 6, "{algo}: the hour counted 6: {now:?}");
+        assert_eq!(now[words / 2 + 1], 6, "{algo}: the long window counted 6: {now:?}");
         assert_eq!(ttl_and_expiry(&mut c, &keys[0]).1, at, "{algo}: the same window keeps its expiry");
         // A refund all the way back leaves no state: the key is gone.
         let d = lim.adjust(b"w", -1_000_000).unwrap();
