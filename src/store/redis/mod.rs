@@ -160,8 +160,9 @@ impl Conn {
     /// the next the time a call has left moves by microseconds, so the
     /// rounding skips them on almost every check (a check's system calls:
     /// 6 → 3, with `Pool::put`'s `getpid`). Rounded down, it is never
-    /// longer than the time the call has left; a command may give up at
-    /// most 1 ms sooner than it would have.
+    /// longer than the `d` it is given (the time the call has left, or the
+    /// 1 ms `call_with` gives at least); a command may give up at most 1 ms
+    /// sooner than it would have.
     fn set_timeout(&mut self, d: Duration) -> RedisResult<()> {
         let ms = socket_timeout(d);
         if self.timeout == Some(ms) {
