@@ -63,17 +63,18 @@ fn case<L: Limiter>(lim: L, limiter: &str, name: &str, iters: usize, sets: &[&[S
         assert!(denied == 0 || denying && i > 0, "{name}: denied during warm-up");
     }
     // Each set's keys in their shuffled order, and in that order in memory
-    // too, as bench/driver.c copies them into one array: cloned after the
-    // shuffle, so that their bytes are allocated one after another in the
-    // order they are read. (Shuffling the Strings alone would leave their
-    // bytes where they were made, read in random order: a cache miss per
-    // check on 100k keys that the C limiters do not pay.)
+    // too, as bench/driver.c copies them into one array: the order is
+    // shuffled first, then the keys are cloned in it, so that their bytes
+    // are allocated one after another in the order they are read.
+    // (Shuffling the Strings themselves would leave their bytes where they
+    // were made, read in random order: a cache miss per check on 100k keys
+    // that the C limiters do not pay.)
     let shuffled: Vec<Vec<String>> = sets
         .iter()
         .map(|keys| {
-            let mut v = keys.to_vec();
-            shuffle(&mut v);
-            v.iter().map(|k| k.as_str().to_owned()).collect()
+            let mut order: Vec<&String> = keys.iter().collect();
+            shuffle(&mut order);
+            order.into_iter().cloned().collect()
         })
         .collect();
     let results: Vec<(Instant, Instant, usize)> = if sets.len() == 1 {

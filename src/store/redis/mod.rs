@@ -156,10 +156,11 @@ impl Conn {
 
     /// Gives the socket(s) a read and write timeout of `d` rounded down to
     /// the millisecond (`socket_timeout`), unless they have that one
-    /// already. Setting it costs two system calls, and from one check to
-    /// the next the time a call has left moves by microseconds, so the
-    /// rounding skips them on almost every check (a check's system calls:
-    /// 6 → 3, with `Pool::put`'s `getpid`). Rounded down, it is never
+    /// already. Setting it costs two system calls, where a check otherwise
+    /// makes three (a write, a read, and `Pool::take`'s `getpid`), and from
+    /// one check to the next the time a call has left moves by
+    /// microseconds, so the rounding skips them on almost every check.
+    /// Rounded down, it is never
     /// longer than the `d` it is given (the time the call has left, or the
     /// 1 ms `call_with` gives at least); a command may give up at most 1 ms
     /// sooner than it would have.
