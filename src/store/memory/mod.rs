@@ -162,7 +162,10 @@ impl MemoryStore {
         let mut data = self.shards[place.shard].lock();
         let data = &mut *data;
         let mut shard = self.view_of(&mut data.words, &mut data.stats);
-        let mut at = At { now, elsewhere: &mut |pass| self.on_other_shards(place.shard, pass) };
+        // (The shard's index copied: a closure that borrowed `place` would keep it
+        // in memory, and the table's copy of it would then be read back from there.)
+        let me = place.shard;
+        let mut at = At { now, elsewhere: &mut move |pass| self.on_other_shards(me, pass) };
         f(&mut shard, KeyAt { fp, place }, &mut at, &mut data.top)
     }
 
@@ -203,7 +206,10 @@ impl Store for MemoryStore {
         let place = self.geometry.place(fp);
         let mut data = self.shards[place.shard].lock();
         let data = &mut *data;
-        let mut at = At { now, elsewhere: &mut |pass| self.on_other_shards(place.shard, pass) };
+        // (The shard's index copied: a closure that borrowed `place` would keep it
+        // in memory, and the table's copy of it would then be read back from there.)
+        let me = place.shard;
+        let mut at = At { now, elsewhere: &mut move |pass| self.on_other_shards(me, pass) };
         let verdict =
             self.view_of(&mut data.words, &mut data.stats).check(rates, KeyAt { fp, place }, cost, &mut at, |_, _| {});
         self.denials.settle(cached, fp, cost, now, verdict);

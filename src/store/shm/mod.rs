@@ -359,7 +359,10 @@ impl ShmStore {
         let result = {
             let mut guard = self.lock(place.shard, &budget)?;
             let (mut shard, journal, top_words) = guard.shard();
-            let mut at = At { now, elsewhere: &mut |pass| self.on_other_shards(place.shard, pass) };
+            // (The shard's index copied: a closure that borrowed `place` would keep it
+            // in memory, and the table's copy of it would then be read back from there.)
+            let me = place.shard;
+            let mut at = At { now, elsewhere: &mut move |pass| self.on_other_shards(me, pass) };
             f(&mut shard, KeyAt { fp, place }, &mut at, journal, top_words)
         };
         self.heal(&budget, false);
@@ -596,7 +599,10 @@ impl Store for ShmStore {
         let verdict = {
             let mut guard = self.lock(place.shard, &budget)?;
             let (mut shard, journal, top_words) = guard.shard();
-            let mut at = At { now, elsewhere: &mut |pass| self.on_other_shards(place.shard, pass) };
+            // (The shard's index copied: a closure that borrowed `place` would keep it
+            // in memory, and the table's copy of it would then be read back from there.)
+            let me = place.shard;
+            let mut at = At { now, elsewhere: &mut move |pass| self.on_other_shards(me, pass) };
             let verdict = shard.check(rates, KeyAt { fp, place }, cost, &mut at, |i, old| {
                 if journaled {
                     journal.begin(i, old)
