@@ -28,9 +28,11 @@
 //!
 //! At most `capacity` keys are tracked (a counter shared by all shards). A new
 //! key takes, in order of preference:
-//!   1. an expired slot in its sets (an expired state is exactly a fresh key's,
+//!   1. an empty slot, if the table is under capacity (expired entries are
+//!      kept while there is room: their keys may come back, and a key found
+//!      costs less than a key stored again);
+//!   2. an expired slot in its sets (an expired state is exactly a fresh key's,
 //!      so reusing it loses nothing);
-//!   2. an empty slot, if the table is under capacity;
 //!   3. at capacity, an empty slot after a bounded reclaim pass over the next
 //!      `RECLAIM_SLOTS` slots of the shard (a rotating cursor) frees an expired one;
 //!   4. otherwise the live entry, in its two sets (or, if those are empty, among
@@ -508,12 +510,23 @@ impl Shard<'_> {
                 victim = Some((fresh_at, i));
             }
         }
-        // 1. An expired entry: replacing it loses nothing and keeps the count.
+        let empty = if empty_b.0 > empty_a.0 { empty_b.1 } else { empty_a.1.or(empty_b.1) };
+        // 1. Room under capacity: an empty slot. (Expired entries are kept
+        //    while there is room: their keys may come back, and a key found
+        //    costs a check less than a key stored again. Replacing them first
+        //    made a table of keys that expire between their checks churn,
+        //    each new key pushing out another that would soon return.)
+        if let Some(i) = empty {
+            if self.reserve_key() {
+                self.stats.keys = self.stats.keys.saturating_add(1);
+                return Some(i);
+            }
+        }
+        // 2. An expired entry: replacing it loses nothing and keeps the count.
         if let Some(i) = expired {
             self.empty(i);
             return Some(i);
         }
-        let empty = if empty_b.0 > empty_a.0 { empty_b.1 } else { empty_a.1.or(empty_b.1) };
         let evict = rates.may_evict_live();
         let Some(i) = empty else {
             // 4. Both sets full of live entries: the new key takes the place
@@ -527,11 +540,6 @@ impl Shard<'_> {
             self.stats.evictions = self.stats.evictions.wrapping_add(1);
             return Some(v);
         };
-        // 2. Room under capacity.
-        if self.reserve_key() {
-            self.stats.keys = self.stats.keys.saturating_add(1);
-            return Some(i);
-        }
         // 3. At capacity: reclaim expired entries further along this shard,
         //    then in another shard (bounded passes), then, if no live entry
         //    was seen here either (a nearly empty shard), in the whole shard.

@@ -136,6 +136,34 @@ fn expired_entries_go_before_live_ones() {
     assert!(t.total.load(Ordering::Relaxed) <= 1000);
 }
 
+/// Keys that expire between their checks (a high rate, keys coming back
+/// after more than their interval) stay stored while the table has room: a
+/// new key takes an empty slot, not an expired key's, so that key is found
+/// at its next check instead of being stored again and pushing out another.
+/// At capacity the expired entries are reused, and nothing live is evicted.
+#[test]
+fn expired_entries_are_kept_while_there_is_room() {
+    let mut t = Table::new(1000, bucket(1, 10)); // fresh again 10 ticks after a check
+    for round in 0..3 {
+        for k in 0..500u64 {
+            // Every earlier key has expired when the next is checked.
+            let now = (round * 500 + k) * 100;
+            assert!(t.check(format!("k{k}").as_bytes(), now, 1).outcome.allowed);
+        }
+        assert_eq!(t.total.load(Ordering::Relaxed), 500, "round {round}: every key stored once");
+        for k in 0..500u64 {
+            assert!(t.with(format!("k{k}").as_bytes(), |s, p, fp, _| s.find(p, fp).is_some()), "k{k} stored");
+        }
+    }
+    for k in 0..2000u64 {
+        assert!(t.check(format!("new-{k}").as_bytes(), 1_000_000 + k * 100, 1).outcome.allowed);
+        assert!(t.total.load(Ordering::Relaxed) <= 1000);
+    }
+    assert_eq!(t.total.load(Ordering::Relaxed), 1000);
+    assert_eq!(t.sum(|s| s.keys), stored(&t));
+    assert_eq!(t.sum(|s| s.evictions), 0, "only expired entries were replaced");
+}
+
 #[test]
 fn hot_key_survives_a_flood() {
     // One unit every 1e9 ticks, bucket of 10.
