@@ -194,7 +194,10 @@ typedef struct rl_stats {
    */
   uint64_t errors;
   /*
-   Keys currently tracked (0 if the backend can't tell).
+   Keys currently tracked (0 if the backend can't tell). A key whose
+   state has expired (is a fresh key's) stays tracked, and counted, until
+   rl_sweep() drops it or, once the table is full, a new key takes its
+   place.
    */
   uint64_t keys;
   /*

@@ -80,7 +80,10 @@ pub struct rl_stats {
     pub limited: u64,
     /// Checks that hit a backend error.
     pub errors: u64,
-    /// Keys currently tracked (0 if the backend can't tell).
+    /// Keys currently tracked (0 if the backend can't tell). A key whose
+    /// state has expired (is a fresh key's) stays tracked, and counted, until
+    /// rl_sweep() drops it or, once the table is full, a new key takes its
+    /// place.
     pub keys: u64,
     /// Live (not yet expired) entries dropped to make room for new keys.
     pub evictions: u64,

@@ -213,6 +213,22 @@ static void test_sweep(void)
     if (counts_keys())
         CHECK_EQ(s.keys, 50);
     test_sleep_ms(100);
+    /* Expired entries stay tracked while the table has room: 50 new keys
+     * take empty slots (each spends half its bucket: live for 500 ms), and
+     * the sweep drops only the 50 expired ones. */
+    for (i = 0; i < 50; i++) {
+        snprintf(key, sizeof key, "fresh-%d", i);
+        CHECK_EQ(check(lim, key, 50, &d), RL_OK);
+        CHECK_EQ(d.allowed, 1);
+    }
+    if (counts_keys()) {
+        s = stats(lim);
+        CHECK_EQ(s.keys, 100);
+        CHECK_EQ(rl_sweep(lim), 50);
+        s = stats(lim);
+        CHECK_EQ(s.keys, 50);
+    }
+    test_sleep_ms(600);
     if (counts_keys()) {
         CHECK_EQ(rl_sweep(lim), 50);
         s = stats(lim);
