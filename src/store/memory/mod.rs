@@ -206,8 +206,7 @@ impl Store for MemoryStore {
         let place = self.geometry.place(fp);
         let mut data = self.shards[place.shard].lock();
         let data = &mut *data;
-        // (The shard's index copied: a closure that borrowed `place` would keep it
-        // in memory, and the table's copy of it would then be read back from there.)
+        // (The index copied, not `place` borrowed: see `on_key`.)
         let me = place.shard;
         let mut at = At { now, elsewhere: &mut move |pass| self.on_other_shards(me, pass) };
         let verdict =

@@ -599,8 +599,7 @@ impl Store for ShmStore {
         let verdict = {
             let mut guard = self.lock(place.shard, &budget)?;
             let (mut shard, journal, top_words) = guard.shard();
-            // (The shard's index copied: a closure that borrowed `place` would keep it
-            // in memory, and the table's copy of it would then be read back from there.)
+            // (The index copied, not `place` borrowed: see `on_key`.)
             let me = place.shard;
             let mut at = At { now, elsewhere: &mut move |pass| self.on_other_shards(me, pass) };
             let verdict = shard.check(rates, KeyAt { fp, place }, cost, &mut at, |i, old| {
