@@ -3,8 +3,10 @@
  * rl_check() on a handle from rl_create(), linked with -lratelimit (the FFI
  * boundary, panic guard and decision struct included in the cost).
  *
- * Config: `rate=1000000000/s` (token bucket, burst 1e9: never denies at the
- * speeds measured), backend=memory, default capacity (100,000 keys).
+ * Config: `rate=1000000000/minute capacity=400000` (RL_BENCH_CONFIG: token
+ * bucket, burst 1e9, so it never denies at the speeds measured; a key is
+ * fresh again 60 ns after its check), backend=memory; denying cases
+ * `rate=1/h`. bench/layers.rs uses the same two.
  */
 #ifndef LIM_RATELIMIT_H
 #define LIM_RATELIMIT_H

@@ -160,10 +160,11 @@ impl Conn {
     /// makes three (a write, a read, and `Pool::take`'s `getpid`), and from
     /// one check to the next the time a call has left moves by
     /// microseconds, so the rounding skips them on almost every check.
-    /// Rounded down, it is never
-    /// longer than the `d` it is given (the time the call has left, or the
-    /// 1 ms `call_with` gives at least); a command may give up at most 1 ms
-    /// sooner than it would have.
+    /// Rounded down, it is never longer than the `d` it is given (the time
+    /// the call has left, or the 1 ms `call_with` gives at least); a command
+    /// may give up at most 1 ms sooner than it would have. (A cluster
+    /// connection gives the timeout it was last set to to the node
+    /// connections it makes later, so the remembered one stays true.)
     fn set_timeout(&mut self, d: Duration) -> RedisResult<()> {
         let ms = socket_timeout(d);
         if self.timeout == Some(ms) {
