@@ -19,7 +19,8 @@
 #   build/bench/bench_handrolled  the tutorial C limiter       (bench/driver.c + handrolled.c)
 #   governor bench binary         governor's keyed limiter     (bench/governor.rs)
 #   floor bench binary            the physical floor: clock + keyed hash + one atomic per check,
-#                                 nothing else (bench/floor.rs)
+#                                 nothing else; and the minimal limiter: the same semantics as
+#                                 ours, sharded, with none of our other features (bench/floor.rs)
 # (bench/cases.rs holds the cases of the two Rust runners; bench/driver.c the C ones'.)
 # To add a column or rows (a backend, a new case), add a runner to RUNNERS
 # that prints lines in the same format: the table is pivoted from whatever
@@ -126,6 +127,7 @@ table=$(awk -F'\t' -v base="$BASELINE" '
     }
     END {
         refs[1] = "tight hand-rolled C"; refs[2] = "governor (Rust)"; refs[3] = "physical floor"
+        refs[4] = "minimal limiter"; nr = 4
         # Baseline last, ours first (runner order), whatever order runs came in.
         hdr = "| ns per check (median) |"; sep = "| --- |"
         for (i = 1; i <= nl; i++) { hdr = hdr " " lims[i] " |"; sep = sep " ---: |" }
@@ -161,13 +163,14 @@ table=$(awk -F'\t' -v base="$BASELINE" '
             print row
         }
         # The issue targets, side by side: each of our columns against the
-        # tight hand-rolled limiter, governor and the physical floor, row by
+        # tight hand-rolled limiter, governor, the physical floor and the
+        # minimal limiter, row by
         # row (2-process rows against their 2-thread figures, marked *).
         print ""
         hdr = "| ratio (median / median) |"; sep = "| --- |"
         for (i = 1; i <= nl; i++) {
             if (lims[i] !~ /^libratelimit/) continue
-            for (r = 1; r <= 3; r++) { hdr = hdr " " lims[i] " / " refs[r] " |"; sep = sep " ---: |" }
+            for (r = 1; r <= nr; r++) { hdr = hdr " " lims[i] " / " refs[r] " |"; sep = sep " ---: |" }
         }
         print hdr; print sep
         for (c = 1; c <= nc; c++) {
@@ -176,7 +179,7 @@ table=$(awk -F'\t' -v base="$BASELINE" '
             for (i = 1; i <= nl; i++) {
                 if (lims[i] !~ /^libratelimit/) continue
                 k = lims[i] SUBSEP cases[c]
-                for (r = 1; r <= 3; r++) {
+                for (r = 1; r <= nr; r++) {
                     kr = refs[r] SUBSEP cases[c]; mark = ""
                     if (!(kr in v) && (refs[r] SUBSEP alt) in v) { kr = refs[r] SUBSEP alt; mark = "*" }
                     row = row " " (((k in v) && (kr in v)) ? sprintf("%.2fx%s", median(v[k]) / median(v[kr]), mark) : "—") " |"
@@ -200,8 +203,12 @@ inherited handle). \* The hand-rolled limiter is in-process only, so it has no
 "denied:" rows: a key over its limit (one check per hour, spent in the
 untimed warm-up), hammered; every timed check is a denial. The physical
 floor (bench/floor.rs) is a clock reading, a keyed hash and one atomic per
-check (a load for a denial), nothing else. The last table sets our columns
-against the tight hand-rolled limiter, governor and the floor.
+check (a load for a denial), nothing else; the minimal limiter (same file)
+is the least a limiter with our semantics does: that clock and hash, a
+sharded table behind locks, GCRA to the nanosecond and the answer's
+fields, without our other features (bounded table, over-limit cache,
+counters, rl_top, C API). The last table sets our columns against the
+tight hand-rolled limiter, governor, the floor and the minimal limiter.
 
 $table
 EOF
