@@ -3,9 +3,10 @@
  * rl_check() call as lim_ratelimit.h, on a region of POSIX shared memory
  * that pre-forked worker processes share.
  *
- * Config: `rate=1000000000/s backend=shm name=/rl-bench-<pid>-<n>` (token
- * bucket, burst 1e9: never denies at the speeds measured), default capacity
- * (100,000 keys: 32 bytes per key, a 3.2 MB region). A fresh region per case.
+ * Config: lim_ratelimit.h's (`rate=1000000000/minute capacity=400000`: token
+ * bucket, burst 1e9, never denies at the speeds measured; denying cases
+ * `rate=1/h`) with `backend=shm name=/rl-bench-<pid>-<n>`: 32 bytes of slots
+ * per key, 12.8 MB. A fresh region per case.
  *
  * The region's name is removed (rl_shm_unlink) right after rl_create: the
  * handle, and the copies of it that forked children inherit, keep working on
