@@ -164,8 +164,8 @@ table=$(awk -F'\t' -v base="$BASELINE" '
         }
         # The issue targets, side by side: each of our columns against the
         # tight hand-rolled limiter, governor, the physical floor and the
-        # minimal limiter, row by
-        # row (2-process rows against their 2-thread figures, marked *).
+        # minimal limiter, row by row (2-process rows against their 2-thread
+        # figures, marked *).
         print ""
         hdr = "| ratio (median / median) |"; sep = "| --- |"
         for (i = 1; i <= nl; i++) {
