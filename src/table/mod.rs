@@ -148,6 +148,18 @@ impl Geometry {
         self.sets * WAYS * self.stride
     }
 
+    /// The slots of set `set` of a shard (a key's are in its two sets).
+    pub fn set_slots(&self, set: usize) -> std::ops::Range<usize> {
+        set * WAYS..(set + 1) * WAYS
+    }
+
+    /// The words of set `set` within its shard's words: what to prefetch
+    /// before taking the shard's lock for a key placed there.
+    pub fn set_words(&self, set: usize) -> std::ops::Range<usize> {
+        let slots = self.set_slots(set);
+        slots.start * self.stride..slots.end * self.stride
+    }
+
     /// Total slots in the table.
     pub fn slots(&self) -> usize {
         self.shards * self.sets * WAYS
@@ -217,8 +229,8 @@ impl Shard<'_> {
 
     /// The slot indices of the key's two sets (one set when both choices agree).
     fn candidates(&self, place: Place) -> impl Iterator<Item = usize> {
-        let b = if place.b == place.a { 0..0 } else { place.b * WAYS..(place.b + 1) * WAYS };
-        (place.a * WAYS..(place.a + 1) * WAYS).chain(b)
+        let b = if place.b == place.a { 0..0 } else { self.geometry.set_slots(place.b) };
+        self.geometry.set_slots(place.a).chain(b)
     }
 
     /// The slot holding `fp`, if the key is stored.

@@ -99,6 +99,30 @@ fn geometry_scales_with_capacity() {
     }
 }
 
+/// What a backend prefetches before taking a key's lock (`set_words` of
+/// its two sets) holds the key's slot: for every stored key, at any load.
+#[test]
+fn a_stored_key_lies_in_the_words_of_one_of_its_sets() {
+    for (capacity, rate) in [(1000u64, bucket(1, 1_000_000)), (300, Rate::new(Algorithm::SlidingWindow, 5, 1000, 5))] {
+        let mut t = Table::new(capacity, rate);
+        let stride = t.geometry.stride;
+        for k in 0..capacity {
+            assert!(t.check(format!("key-{k}").as_bytes(), 10, 1).outcome.allowed);
+        }
+        for k in 0..capacity {
+            let key = format!("key-{k}");
+            let (i, place) = t.with(key.as_bytes(), |shard, place, fp, _| (shard.find(place, fp), place));
+            let word = i.expect("a stored key is found") * stride;
+            let sets = [t.geometry.set_words(place.a), t.geometry.set_words(place.b)];
+            assert!(
+                sets.iter().any(|w| w.contains(&word) && w.len() == WAYS * stride),
+                "{key}: word {word} not in {sets:?}"
+            );
+            assert!(sets.iter().all(|w| w.end <= t.geometry.shard_words()));
+        }
+    }
+}
+
 #[test]
 fn fills_to_capacity_without_evicting_then_bounds_keys() {
     for capacity in [1u64, 7, 100, 5000, 50_000] {
