@@ -103,7 +103,7 @@ fn geometry_scales_with_capacity() {
 /// its two sets) holds the key's slot: for every stored key, at any load.
 #[test]
 fn a_stored_key_lies_in_the_words_of_one_of_its_sets() {
-    for (capacity, rate) in [(1000u64, bucket(1, 1_000_000)), (300, Rate::new(Algorithm::SlidingWindow, 5, 1000, 5))] {
+    for (capacity, rate) in [(400u64, bucket(1, 1_000_000)), (200, Rate::new(Algorithm::SlidingWindow, 5, 1000, 5))] {
         let mut t = Table::new(capacity, rate);
         let stride = t.geometry.stride;
         for k in 0..capacity {
