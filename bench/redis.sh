@@ -2,7 +2,9 @@
 # bench/redis.sh — the Redis rows of `make bench`: checks per second of
 # libratelimit with backend=redis (8 threads, through the C API) next to
 # redis-benchmark at the same concurrency (PING, and EVALSHA of a script that
-# only returns 1), and the Redis commands each check costs, counted by Redis.
+# only returns 1), next to the least a client of 8 blocking threads does
+# (bench/redis_blocking.c: the library's own call, and that EVALSHA), and the
+# Redis commands each check costs, counted by Redis.
 #
 # Run by scripts/bench.sh under scripts/with_redis.sh, which starts a
 # throwaway redis-server on a free loopback port (RL_TEST_REDIS_URL) and stops
@@ -23,11 +25,14 @@ DENIED_ITERS=${REDIS_DENIED_ITERS:-500000}
 N=${REDIS_N:-100000}
 CLIENTS=8 # = THREADS in bench/redis_driver.c
 RUNNER=build/bench/bench_redis
+BLOCKING=build/bench/redis_blocking
 PORT=${RL_TEST_REDIS_URL##*:}
 CLI=(redis-cli -p "$PORT")
 
 say() { echo "bench(redis): $*" >&2; }
-[[ -x $RUNNER ]] || { say "missing $RUNNER (scripts/bench.sh builds it)"; exit 1; }
+for bin in "$RUNNER" "$BLOCKING"; do
+    [[ -x $bin ]] || { say "missing $bin (scripts/bench.sh builds it)"; exit 1; }
+done
 have_rb=1
 command -v redis-benchmark >/dev/null || { have_rb=0; say "redis-benchmark not found (Debian: redis-tools): its rows are left out"; }
 
@@ -89,6 +94,14 @@ lib() { # case row
     awk -F'\t' -v row="$2" '{ sub(/^checks=/, "", $4); sub(/^local_denials=/, "", $5); sub(/^cmds=/, "", $6)
                               print row "\t" $3 "\t" $4 "\t" $6 "\t" $5 }' <<<"$line" >>"$raw"
 }
+blk() { # row command... (bench/redis_blocking.c: 8 threads, each waiting for its reply)
+    local row=$1 line
+    shift
+    cmdstats >"$work/before"
+    line=$("$BLOCKING" "$PORT" "$((N / CLIENTS))" "$@") || { say "redis_blocking $* failed"; exit 1; }
+    cmdstats >"$work/after"
+    printf '%s\t%s\t%s\t%s\t0\n' "$row" "${line##*rps=}" "$(((N / CLIENTS) * CLIENTS))" "$(cmddelta "$work/before" "$work/after")" >>"$raw"
+}
 rb() { # row command...
     local row=$1 rps
     shift
@@ -104,7 +117,9 @@ ROW_DENIED="libratelimit, one key over its limit"
 ROW_SCRIPT="redis-benchmark, the library's call replayed"
 ROW_EVALSHA="redis-benchmark EVALSHA (return 1)"
 ROW_PING="redis-benchmark PING"
-runs=(allowed denied)
+ROW_BLK_SCRIPT="8 blocking threads, the library's call replayed"
+ROW_BLK_EVALSHA="8 blocking threads, EVALSHA (return 1)"
+runs=(allowed denied blk_script blk_evalsha)
 ((have_rb)) && runs+=(script evalsha ping)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 start=$SECONDS
@@ -117,6 +132,8 @@ for ((rep = 0; rep < REPS; rep++)); do
             script) rb "$ROW_SCRIPT" "${script_cmd[@]}" ;;
             evalsha) rb "$ROW_EVALSHA" EVALSHA "$sha" 0 ;;
             ping) rb "$ROW_PING" PING ;;
+            blk_script) blk "$ROW_BLK_SCRIPT" "${script_cmd[@]}" ;;
+            blk_evalsha) blk "$ROW_BLK_EVALSHA" EVALSHA "$sha" 0 ;;
         esac
     done
     say "repetition $((rep + 1))/$REPS done"
@@ -137,6 +154,7 @@ fmt_mon() { # "sent=... checks=N" -> "1 (evalsha 1)" per check
     }'
 }
 table=$(awk -F'\t' -v ping="$ROW_PING" -v script="$ROW_SCRIPT" -v evalsha="$ROW_EVALSHA" -v allowed="$ROW_ALLOWED" -v denied="$ROW_DENIED" \
+            -v blk_script="$ROW_BLK_SCRIPT" -v blk_evalsha="$ROW_BLK_EVALSHA" \
             -v mon_allowed="$(fmt_mon "$mon_allowed")" -v mon_denied="$(fmt_mon "$mon_denied")" '
     function median(list,    a, n, i, j, t) {
         n = split(list, a, " ")
@@ -167,9 +185,10 @@ table=$(awk -F'\t' -v ping="$ROW_PING" -v script="$ROW_SCRIPT" -v evalsha="$ROW_
     END {
         print "| 8 concurrent clients, local Redis | checks/s (median) | min–max | ×EVALSHA | commands sent per check (MONITOR) | commands Redis ran per check (INFO commandstats) | Redis µs per check |"
         print "| --- | ---: | ---: | ---: | --- | --- | ---: |"
-        order[1] = allowed; order[2] = denied; order[3] = script; order[4] = evalsha; order[5] = ping
+        order[1] = allowed; order[2] = denied; order[3] = blk_script; order[4] = blk_evalsha
+        order[5] = script; order[6] = evalsha; order[7] = ping
         ref = (evalsha in seen) ? median(v[evalsha]) : 0
-        for (r = 1; r <= 5; r++) {
+        for (r = 1; r <= 7; r++) {
             row = order[r]
             if (!(row in seen)) continue
             m = median(v[row])
@@ -191,7 +210,7 @@ table=$(awk -F'\t' -v ping="$ROW_PING" -v script="$ROW_SCRIPT" -v evalsha="$ROW_
             what = row == allowed || row == denied ? "checks" : "requests"
             ran = sprintf("%.4g", total / checks[row]) (parts == "" ? "" : " (" parts ")") " over " thousands(checks[row]) " " what
             if (local[row]) ran = ran ", " thousands(local[row]) " of them answered by the local over-limit cache"
-            sent = row == allowed ? mon_allowed : row == denied ? mon_denied : row == script ? "1 (one command per request)" : "as on the right (no script)"
+            sent = row == allowed ? mon_allowed : row == denied ? mon_denied : row == script || row == blk_script ? "1 (one command per request)" : "as on the right (no script)"
             printf "| %s | %s | %s | %s | %s | %s | %.2f |\n", row, thousands(m), minmax(v[row]), ref ? sprintf("%.2f", m / ref) : "—", sent, ran, us / checks[row]
         }
     }' "$raw")
@@ -204,6 +223,11 @@ Median of $REPS interleaved runs; ×EVALSHA is the ratio to redis-benchmark's
 EVALSHA of \`return 1\` at the same concurrency. libratelimit: $CLIENTS threads,
 one handle, \`rl_check\` through the C API, $ITERS checks per thread (own keys) or
 $DENIED_ITERS (the key over its limit); redis-benchmark: \`-c $CLIENTS -n $N\`.
+"8 blocking threads" (bench/redis_blocking.c, $((N / CLIENTS)) requests each): the
+least a client whose callers wait for their own answers does, as
+libratelimit's do; each thread on its own connection writes one command and
+reads its reply, with no library, pool or parsing. redis-benchmark instead
+drives all its connections from one thread.
 
 $table
 EOF

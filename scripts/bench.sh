@@ -65,6 +65,7 @@ $CC $CFLAGS_BENCH -Ibench -DLIMITER_HEADER='"lim_tight.h"' \
     -o build/bench/bench_tight bench/driver.c bench/tight.c -lpthread
 $CC $CFLAGS_BENCH -Ibench -DLIMITER_HEADER='"lim_handrolled.h"' \
     -o build/bench/bench_handrolled bench/driver.c bench/handrolled.c -lpthread
+$CC $CFLAGS_BENCH -o build/bench/redis_blocking bench/redis_blocking.c -lpthread
 $CC $CFLAGS_BENCH -Iinclude -Ibench -o build/bench/bench_redis bench/redis_driver.c \
     -Ltarget/release -lratelimit -Wl,-rpath,"$PWD/target/release" -lpthread
 
