@@ -23,7 +23,7 @@ REPS=${REDIS_REPS:-7}
 ITERS=${REDIS_ITERS:-5000}
 DENIED_ITERS=${REDIS_DENIED_ITERS:-500000}
 N=${REDIS_N:-100000}
-CLIENTS=8 # = THREADS in bench/redis_driver.c
+CLIENTS=8 # = THREADS in bench/redis_driver.c and bench/redis_blocking.c
 RUNNER=build/bench/bench_redis
 BLOCKING=build/bench/redis_blocking
 PORT=${RL_TEST_REDIS_URL##*:}

@@ -237,6 +237,8 @@ const DAMAGED_COUNT: u64 = 1 << 62;
 /// two, where a key usually is (a new key takes a set's first free slot).
 /// For one token-bucket rate, the whole set.
 const PREFETCH_LINES: usize = 2;
+/// Bytes of a cache line, the unit a prefetch loads.
+const LINE_BYTES: usize = 64;
 
 /// The region name of a `backend=shm` configuration.
 fn shm_name(config: &Config) -> Result<&str, Error> {
@@ -444,7 +446,7 @@ impl ShmStore {
         for set in [place.a, place.b] {
             let at = shard + self.layout.geometry.set_words(set).start * 8;
             for line in 0..PREFETCH_LINES {
-                self.region.prefetch(at + line * 64);
+                self.region.prefetch(at + line * LINE_BYTES);
             }
         }
     }
