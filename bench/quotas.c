@@ -38,19 +38,17 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <ratelimit.h>
 
 #include "keys.h"
+#include "loopback.h"
 
 enum op { OP_CHECK, OP_ADJUST, OP_LEASE };
 static const char *const OP_NAME[] = { "rl_check", "rl_adjust", "rl_acquire+rl_release" };
@@ -272,18 +270,11 @@ static int read_full(int fd, char *buf, size_t len)
 static void commandstats(int port, struct cmdstats *out)
 {
     static const char req[] = "INFO commandstats\r\n";
-    struct sockaddr_in addr;
     char head[32], *body, *line, *save;
     size_t i = 0;
     long len;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd = connect_loopback(port);
     if (fd < 0)
-        die("socket");
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((unsigned short)port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0)
         die("cannot connect to redis for INFO commandstats");
     if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1))
         die("write INFO");
