@@ -8,6 +8,7 @@
 #define LOOPBACK_H
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -25,7 +26,9 @@ static int connect_loopback(int port)
     addr.sin_port = htons((unsigned short)port);
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        int why = errno;
         close(fd);
+        errno = why;
         return -1;
     }
     return fd;

@@ -100,7 +100,9 @@ blk() { # row command... (bench/redis_blocking.c: 8 threads, each waiting for it
     cmdstats >"$work/before"
     line=$("$BLOCKING" "$PORT" "$((N / CLIENTS))" "$@") || { say "redis_blocking $* failed"; exit 1; }
     cmdstats >"$work/after"
-    printf '%s\t%s\t%s\t%s\t0\n' "$row" "${line##*rps=}" "$(((N / CLIENTS) * CLIENTS))" "$(cmddelta "$work/before" "$work/after")" >>"$raw"
+    # Its line: "requests=N<TAB>rps=R".
+    awk -F'\t' -v row="$row" -v cmds="$(cmddelta "$work/before" "$work/after")" \
+        '{ sub(/^requests=/, "", $1); sub(/^rps=/, "", $2); print row "\t" $2 "\t" $1 "\t" cmds "\t0" }' <<<"$line" >>"$raw"
 }
 rb() { # row command...
     local row=$1 rps

@@ -149,7 +149,7 @@ impl Geometry {
     }
 
     /// The slots of set `set` of a shard (a key's are in its two sets).
-    pub fn set_slots(&self, set: usize) -> std::ops::Range<usize> {
+    fn set_slots(&self, set: usize) -> std::ops::Range<usize> {
         set * WAYS..(set + 1) * WAYS
     }
 

@@ -80,9 +80,7 @@ impl Region {
         // SAFETY: inside the mapping (the caller's promise), so not null.
         InRegion { at: unsafe { NonNull::new_unchecked(self.base.as_ptr().add(offset).cast()) }, len }
     }
-}
 
-impl Region {
     /// Asks the CPU to start loading the cache line holding byte `offset`
     /// of the mapping, so that a read that needs it soon, behind a lock,
     /// finds it on its way. Reads and changes nothing; a no-op for an
