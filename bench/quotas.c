@@ -48,7 +48,7 @@
 #include <ratelimit.h>
 
 #include "keys.h"
-#include "loopback.h"
+#include "redis_info.h"
 
 enum op { OP_CHECK, OP_ADJUST, OP_LEASE };
 static const char *const OP_NAME[] = { "rl_check", "rl_adjust", "rl_acquire+rl_release" };
@@ -70,6 +70,14 @@ static void die(const char *what)
 {
     fprintf(stderr, "bench_quotas: %s\n", what);
     exit(2);
+}
+
+/* INFO commandstats now, or exit. */
+static void read_info(int port, struct cmdstats *out)
+{
+    const char *why = commandstats(port, out);
+    if (why)
+        die(why);
 }
 
 /* One call of `op` on `key`, the `n`th on it; 1 if it went as it must
@@ -245,66 +253,6 @@ static int in_process(int argc, char **argv)
 /* ---- redis -------------------------------------------------------------- */
 
 #define REDIS_KEYS 16
-#define MAX_CMDS 64
-
-struct cmdstats {
-    int n;
-    char name[MAX_CMDS][48];
-    unsigned long long calls[MAX_CMDS];
-};
-
-static int read_full(int fd, char *buf, size_t len)
-{
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = read(fd, buf + got, len - got);
-        if (r <= 0)
-            return -1;
-        got += (size_t)r;
-    }
-    return 0;
-}
-
-/* `INFO commandstats` from 127.0.0.1:port, parsed into name -> calls (as
- * bench/redis_driver.c reads it). */
-static void commandstats(int port, struct cmdstats *out)
-{
-    static const char req[] = "INFO commandstats\r\n";
-    char head[32], *body, *line, *save;
-    size_t i = 0;
-    long len;
-    int fd = connect_loopback(port);
-    if (fd < 0)
-        die("cannot connect to redis for INFO commandstats");
-    if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1))
-        die("write INFO");
-    for (;;) { /* bulk reply: "$<len>\r\n<len bytes>\r\n" */
-        if (i == sizeof head - 1 || read_full(fd, head + i, 1) != 0)
-            die("bad INFO reply");
-        if (head[i++] == '\n')
-            break;
-    }
-    head[i] = '\0';
-    if (head[0] != '$' || (len = atol(head + 1)) <= 0)
-        die("bad INFO reply header");
-    body = malloc((size_t)len + 3);
-    if (!body || read_full(fd, body, (size_t)len + 2) != 0)
-        die("short INFO reply");
-    body[len] = '\0';
-    close(fd);
-    out->n = 0;
-    for (line = strtok_r(body, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
-        char *colon = strchr(line, ':'), *calls = strstr(line, "calls=");
-        if (strncmp(line, "cmdstat_", 8) != 0 || out->n == MAX_CMDS || !colon || !calls ||
-            (size_t)(colon - line - 8) >= sizeof out->name[0])
-            continue;
-        memcpy(out->name[out->n], line + 8, (size_t)(colon - line - 8));
-        out->name[out->n][colon - line - 8] = '\0';
-        out->calls[out->n] = strtoull(calls + 6, NULL, 10);
-        out->n++;
-    }
-    free(body);
-}
 
 static unsigned long long calls_of(const struct cmdstats *s, const char *name)
 {
@@ -340,7 +288,7 @@ static void redis_op(int port, enum op op, long calls)
             fprintf(stderr, "bench_quotas: redis %s: a warm-up call failed: %s\n", OP_NAME[op], rl_last_error());
             exit(1);
         }
-    commandstats(port, &before);
+    read_info(port, &before);
     t0 = now_ns();
     for (i = 0; i < calls; i++)
         if (!call(lim, op, k[i % REDIS_KEYS], KEY_LEN, i / REDIS_KEYS)) {
@@ -348,7 +296,7 @@ static void redis_op(int port, enum op op, long calls)
             exit(1);
         }
     t1 = now_ns();
-    commandstats(port, &after);
+    read_info(port, &after);
     printf("libratelimit (redis)\t%s\t%.0f\tcalls=%ld\tcmds=", OP_NAME[op], (t1 - t0) / (double)calls, calls);
     for (j = 0; j < after.n; j++) {
         unsigned long long n = after.calls[j] - calls_of(&before, after.name[j]);

@@ -90,14 +90,27 @@ static long reply_end(const char *buf, size_t len, size_t at)
     }
 }
 
+/* The whole request, however the socket takes it. */
+static void send_request(int fd)
+{
+    const char *p = request;
+    size_t left = request_len;
+    while (left > 0) {
+        ssize_t n = write(fd, p, left);
+        if (n <= 0)
+            die("write");
+        p += n;
+        left -= (size_t)n;
+    }
+}
+
 /* One request and its whole reply. */
 static void call(int fd)
 {
     char reply[4096];
     size_t got = 0;
     long end = 0;
-    if (write(fd, request, request_len) != (ssize_t)request_len)
-        die("write");
+    send_request(fd);
     while (end == 0) {
         ssize_t n = read(fd, reply + got, sizeof reply - got);
         if (n <= 0)

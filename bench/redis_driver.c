@@ -43,11 +43,10 @@
 #include <ratelimit.h>
 
 #include "keys.h"
-#include "loopback.h"
+#include "redis_info.h"
 
 #define THREADS 8
 #define KEYS_PER_THREAD 16
-#define MAX_CMDS 64
 
 static double now_ns(void)
 {
@@ -62,71 +61,15 @@ static void die(const char *what)
     exit(2);
 }
 
+/* INFO commandstats now, or exit. */
+static void read_info(int port, struct cmdstats *out)
+{
+    const char *why = commandstats(port, out);
+    if (why)
+        die(why);
+}
+
 /* ---- INFO commandstats ------------------------------------------------- */
-
-struct cmdstats {
-    int n;
-    char name[MAX_CMDS][48];
-    unsigned long long calls[MAX_CMDS], usec[MAX_CMDS];
-};
-
-static int read_full(int fd, char *buf, size_t len)
-{
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = read(fd, buf + got, len - got);
-        if (r <= 0)
-            return -1;
-        got += (size_t)r;
-    }
-    return 0;
-}
-
-/* `INFO commandstats` from 127.0.0.1:port, parsed into name -> calls. */
-static void commandstats(int port, struct cmdstats *out)
-{
-    static const char req[] = "INFO commandstats\r\n";
-    char head[32], *body, *line, *save;
-    size_t i = 0;
-    long len;
-    int fd = connect_loopback(port);
-    if (fd < 0)
-        die("cannot connect to redis for INFO commandstats");
-    if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1))
-        die("write INFO");
-    /* Bulk reply: "$<len>\r\n<len bytes>\r\n". */
-    for (;;) {
-        if (i == sizeof head - 1 || read_full(fd, head + i, 1) != 0)
-            die("bad INFO reply");
-        if (head[i++] == '\n')
-            break;
-    }
-    head[i] = '\0';
-    if (head[0] != '$' || (len = atol(head + 1)) <= 0)
-        die("bad INFO reply header");
-    body = malloc((size_t)len + 3);
-    if (!body || read_full(fd, body, (size_t)len + 2) != 0)
-        die("short INFO reply");
-    body[len] = '\0';
-    close(fd);
-    out->n = 0;
-    for (line = strtok_r(body, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
-        char *colon, *calls, *usec;
-        if (strncmp(line, "cmdstat_", 8) != 0 || out->n == MAX_CMDS)
-            continue;
-        colon = strchr(line, ':');
-        calls = strstr(line, "calls=");
-        usec = strstr(line, "usec=");
-        if (!colon || !calls || !usec || (size_t)(colon - line - 8) >= sizeof out->name[0])
-            continue;
-        memcpy(out->name[out->n], line + 8, (size_t)(colon - line - 8));
-        out->name[out->n][colon - line - 8] = '\0';
-        out->calls[out->n] = strtoull(calls + 6, NULL, 10);
-        out->usec[out->n] = strtoull(usec + 5, NULL, 10);
-        out->n++;
-    }
-    free(body);
-}
 
 static int index_of(const struct cmdstats *s, const char *name)
 {
@@ -238,11 +181,11 @@ int main(int argc, char **argv)
     pthread_barrier_wait(&warm); /* warm-up done */
     if (rl_stats_get(lim, &s0) != RL_OK)
         die("rl_stats_get");
-    commandstats(port, &before);
+    read_info(port, &before);
     pthread_barrier_wait(&go); /* timing starts */
     for (t = 0; t < THREADS; t++)
         pthread_join(tid[t], NULL);
-    commandstats(port, &after);
+    read_info(port, &after);
     if (rl_stats_get(lim, &s1) != RL_OK)
         die("rl_stats_get");
 
