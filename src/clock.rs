@@ -83,31 +83,35 @@ impl Clock {
 /// ([`scale_agrees`]), at the first call.
 pub(crate) fn counter_trusted(source: &quanta::Clock) -> bool {
     static TRUSTED: OnceLock<bool> = OnceLock::new();
-    *TRUSTED.get_or_init(|| scale_agrees(source, 1_000_000))
+    *TRUSTED.get_or_init(|| {
+        let origin = source.raw();
+        scale_agrees(|| source.delta_as_nanos(origin, source.raw()), 1_000_000)
+    })
 }
 
-/// Whether `source`'s nanoseconds advance as `CLOCK_MONOTONIC`'s do over
-/// `span_ns`, to 1%. Each end is a `CLOCK_MONOTONIC` reading with counter
-/// readings just before and after it, taken again until those are within
-/// 2 µs of each other (a thread preempted between them would mismatch the
-/// pair); an end that cannot be read so in 100 tries counts as a
-/// disagreement (the caller then uses `CLOCK_MONOTONIC`, which is exact).
-pub(crate) fn scale_agrees(source: &quanta::Clock, span_ns: u64) -> bool {
+/// Whether a counter's nanoseconds (`counter_ns`: its reading, scaled, since
+/// any fixed origin) advance as `CLOCK_MONOTONIC`'s do over `span_ns`, to
+/// 1%. Each end is a `CLOCK_MONOTONIC` reading with counter readings just
+/// before and after it, taken again until those are within 2 µs of each
+/// other (a thread preempted between them would mismatch the pair); an end
+/// that cannot be read so in 100 tries counts as a disagreement (the caller
+/// then uses `CLOCK_MONOTONIC`, which is exact).
+pub(crate) fn scale_agrees(counter_ns: impl Fn() -> u64, span_ns: u64) -> bool {
     const BRACKET_NS: u64 = 2_000;
     let pair = || {
         (0..100).find_map(|_| {
-            let before = source.raw();
+            let before = counter_ns();
             let at = Instant::now();
-            let after = source.raw();
-            (source.delta_as_nanos(before, after) <= BRACKET_NS).then_some((before, at))
+            let after = counter_ns();
+            (after.saturating_sub(before) <= BRACKET_NS).then_some((before, at))
         })
     };
-    let Some((raw_a, at_a)) = pair() else { return false };
+    let Some((counter_a, at_a)) = pair() else { return false };
     while (at_a.elapsed().as_nanos() as u64) < span_ns {
         std::hint::spin_loop();
     }
-    let Some((raw_b, at_b)) = pair() else { return false };
-    let counted = source.delta_as_nanos(raw_a, raw_b);
+    let Some((counter_b, at_b)) = pair() else { return false };
+    let counted = counter_b.saturating_sub(counter_a);
     let elapsed = at_b.duration_since(at_a).as_nanos() as u64;
     counted.abs_diff(elapsed) <= elapsed / 100 + 2 * BRACKET_NS
 }
@@ -153,29 +157,28 @@ mod tests {
         assert!(wall.abs_diff(b) < 1_000_000_000);
     }
 
-    /// The calibration check passes the real counter, and fails a
-    /// counter whose scale is wrong: a mock that does not advance (a
-    /// calibration 100% off), and one that runs twice as fast (a thread
-    /// advances it; one that fell behind by half the span, descheduled,
-    /// would still be caught).
+    /// The calibration check passes the real counter, and fails counters
+    /// whose scale is wrong: one that does not advance (a calibration 100%
+    /// off), one that runs twice as fast and one that runs at half speed
+    /// (a calibration thrown off by a thread descheduled for half its span).
+    /// The mocks are functions of CLOCK_MONOTONIC, so no scheduling can make
+    /// them look right.
     #[test]
     fn a_miscalibrated_counter_is_not_trusted() {
         // The real counter passes, unless its calibration in this process
         // really is off (then a check over 50 ms finds it so too).
         let real = quanta::Clock::new();
-        assert!(scale_agrees(&real, 1_000_000) || !scale_agrees(&real, 50_000_000), "a good calibration refused");
-        let (stopped, _mock) = quanta::Clock::mock();
-        assert!(!scale_agrees(&stopped, 1_000_000));
-        let (fast, mock) = quanta::Clock::mock();
-        let twice = std::thread::spawn(move || {
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_millis(50) {
-                mock.increment((start.elapsed().as_nanos() as u64 * 2).saturating_sub(mock.value()));
-            }
-        });
-        let verdict = scale_agrees(&fast, 5_000_000);
-        twice.join().unwrap();
-        assert!(!verdict);
+        let origin = real.raw();
+        let real_ns = || real.delta_as_nanos(origin, real.raw());
+        assert!(scale_agrees(real_ns, 1_000_000) || !scale_agrees(real_ns, 50_000_000), "a good calibration refused");
+        assert!(!scale_agrees(|| 0, 1_000_000));
+        let start = Instant::now();
+        let monotonic_ns = || start.elapsed().as_nanos() as u64;
+        assert!(scale_agrees(monotonic_ns, 1_000_000), "CLOCK_MONOTONIC itself refused");
+        assert!(!scale_agrees(|| 2 * monotonic_ns(), 5_000_000));
+        assert!(!scale_agrees(|| monotonic_ns() / 2, 5_000_000));
+        // 2% fast is refused; the margin is 1% plus the brackets' 4 µs.
+        assert!(!scale_agrees(|| monotonic_ns() * 102 / 100, 5_000_000));
     }
 
     /// A clock whose counter is not trusted reads CLOCK_MONOTONIC, from
