@@ -38,7 +38,7 @@ C_TESTS  := $(patsubst tests/c/%.c,build/tests/%,$(wildcard tests/c/test_*.c))
 
 .PHONY: all lib examples test test-rust test-lint test-install test-c test-metrics test-examples test-shm test-redis \
         test-loadtest miri demo bench bench-quotas loadtest header install uninstall native-libs clean fuzz \
-        nginx-module test-nginx bench-nginx test-python bench-python
+        nginx-module test-nginx bench-nginx test-python bench-python test-bench-c
 
 all: lib
 
@@ -103,7 +103,7 @@ build/san/llm_server: $(LLM_DEP) include/ratelimit.h $(LIB_SO)
 	    -Wl,-rpath,'$$ORIGIN/../../target/release' -lpthread
 
 # ---- tests ----------------------------------------------------------------
-test: test-lint test-rust test-c test-metrics test-examples test-shm test-redis test-install test-loadtest test-nginx \
+test: test-lint test-bench-c test-rust test-c test-metrics test-examples test-shm test-redis test-install test-loadtest test-nginx \
       test-python
 
 # Every Rust test in a debug build (overflow checks on; the header test needs
@@ -122,6 +122,20 @@ test-lint:
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets --all-features -- -D warnings
+
+# The benchmarks' C programs are built only by `make bench`. Compiling each of
+# their translation units here, with the flags of every C file in the repo,
+# keeps them building between benchmark runs (driver.c once per limiter it
+# is built with).
+test-bench-c:
+	@set -e; for h in lim_ratelimit.h lim_shm.h lim_tight.h lim_handrolled.h; do \
+	    echo "$(CC) $(CSTD) -O2 -DLIMITER_HEADER='\"$$h\"' -c bench/driver.c"; \
+	    $(CC) $(CSTD) -O2 -Iinclude -Ibench -DLIMITER_HEADER="\"$$h\"" -c -o /dev/null bench/driver.c; \
+	done
+	@set -e; for f in handrolled tight top quotas redis_blocking redis_driver; do \
+	    echo "$(CC) $(CSTD) -O2 -c bench/$$f.c"; \
+	    $(CC) $(CSTD) -O2 -Iinclude -Ibench -c -o /dev/null bench/$$f.c; \
+	done
 
 # `make install` and `make uninstall` into a temporary prefix; README's
 # example built with README's commands (shared, and static: no libratelimit.so
